@@ -1,0 +1,1 @@
+"""The ``cosarad`` command-line tool. See :mod:`cosarad_ros.cli.main`."""

@@ -1,0 +1,87 @@
+"""``cosarad`` command-line entry point.
+
+Each sub-command lives in its own module ``cosarad_ros.cli.<module>`` that defines
+
+* ``HELP``: a one-line description,
+* ``add_arguments(parser: argparse.ArgumentParser) -> None``,
+* ``run(args: argparse.Namespace) -> int`` (the exit code).
+
+Modules are imported only when their command runs, so ``cosarad --help`` stays fast and a
+command whose optional dependency is missing does not break the others.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command name -> module under cosarad_ros.cli
+COMMANDS: dict[str, str] = {
+    "synth": "synth",            # issue: datasets
+    "train": "train",            # issue: COSARAD detector
+    "eval": "evaluate",          # issue: COSARAD detector
+    "inspect": "inspect",        # offline inspection of one scan file
+    "register": "register",      # issue: registration
+    "classify": "classify",      # issue: CAD classifier
+    "cad": "cad",                # issue: CAD classifier (library management)
+    "scan": "scan",              # issue: scanner
+    "plan-views": "plan_views",  # issue: viewpoint planner
+    "demo": "demo",              # the simulated inspection cell
+}
+
+# one-line help shown by `cosarad --help`, kept here so --help imports nothing heavy
+SUMMARIES: dict[str, str] = {
+    "synth": "write a synthetic inspection benchmark (Real3D-AD or Anomaly-ShapeNet layout)",
+    "train": "train the COSARAD contrastive patch feature extractor",
+    "eval": "evaluate an anomaly detector on a benchmark folder",
+    "inspect": "inspect one scan file against templates of its part type",
+    "register": "register SOURCE onto TARGET (global + ICP), print the transform",
+    "classify": "classify a scan against a CAD library (zero-shot)",
+    "cad": "manage the CAD library (add, list)",
+    "scan": "simulate a scan of a mesh with a structured-light or laser-line sensor",
+    "plan-views": "plan sensor views that cover a mesh",
+    "demo": "run the simulated inspection cell end to end",
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cosarad",
+        description="Robotic 3D inspection: scanning, registration, anomaly detection, CAD classification.",
+    )
+    from cosarad_ros import __version__
+
+    parser.add_argument("--version", action="version", version=f"cosarad {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        p = sub.add_parser(name, help=SUMMARIES.get(name, ""), description=SUMMARIES.get(name, ""))
+        if name == command:
+            module = importlib.import_module(f"cosarad_ros.cli.{COMMANDS[name]}")
+            module.add_arguments(p)
+            p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command is not None and command not in COMMANDS:
+        command = None  # let argparse report the unknown command
+    parser = build_parser(command)
+    args = parser.parse_args(argv)
+    if getattr(args, "_run", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except (ValueError, FileNotFoundError) as exc:
+        # Bad input is the user's to fix: one clear line, no traceback.
+        print(f"cosarad {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"cosarad {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
