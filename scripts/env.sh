@@ -7,5 +7,6 @@ source "$_cosarad_root/.venv/bin/activate"
 # shellcheck disable=SC1091
 source "$_cosarad_root/.ws/install/setup.bash"
 export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-42}"
+export ROS_AUTOMATIC_DISCOVERY_RANGE="${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}"
 export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
 unset _cosarad_root
