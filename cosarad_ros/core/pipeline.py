@@ -1,0 +1,165 @@
+"""The inspection sequence, independent of how each stage is carried out.
+
+``plan views -> move -> scan (per view) -> fuse -> classify -> register to the reference ->
+detect``, every stage timed, any failure ending the inspection as INCONCLUSIVE with the stage's
+reason (never a PASS). The ``inspection_manager`` node implements :class:`Cell` with ROS service
+calls; tests and notebooks can implement it with core objects directly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+import numpy as np
+
+from cosarad_ros.core.geometry import as_points, transform_points
+from cosarad_ros.core.inspection import (InspectionOutcome, StageClock, StageFailed,
+                                         decide_verdict)
+
+__all__ = ["Cell", "ViewScan", "Registered", "Detected", "Classified", "InspectionRun", "run_inspection"]
+
+
+@dataclass(frozen=True)
+class ViewScan:
+    """One scan: ``points`` ``(N, 3)`` in the sensor optical frame, ``sensor_pose`` ``(4, 4)``
+    optical -> world."""
+
+    points: np.ndarray
+    sensor_pose: np.ndarray
+
+
+@dataclass(frozen=True)
+class Classified:
+    label: str                  # "unknown" when nothing matched
+    score: float                # percent
+    quality: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Registered:
+    """The fused cloud registered onto the part type's reference."""
+
+    ok: bool
+    reason: str
+    points: np.ndarray          # (N, 3) in the reference (part) frame
+    transform: np.ndarray       # (4, 4) input -> reference
+    fitness: float
+    rmse: float
+
+
+@dataclass(frozen=True)
+class Detected:
+    outcome: InspectionOutcome
+    points: np.ndarray          # (N, 3) part frame
+    point_scores: np.ndarray    # (N,)
+
+
+class Cell(Protocol):
+    """What an inspection cell must offer (arm, sensor, and the analysis services)."""
+
+    def plan(self, part_type: str) -> int:
+        """Plan views for the part; return their number."""
+
+    def move(self, index: int) -> np.ndarray:
+        """Move to view ``index``; return the sensor pose reached ``(4, 4)``."""
+
+    def scan(self, sensor_pose: np.ndarray) -> ViewScan: ...
+
+    def fuse(self, scans: list[ViewScan]) -> np.ndarray:
+        """Merge scans into one ``(N, 3)`` cloud in the world frame."""
+
+    def classify(self, points: np.ndarray) -> Classified: ...
+
+    def register(self, points: np.ndarray, part_type: str) -> Registered: ...
+
+    def detect(self, points: np.ndarray, part_type: str, part_id: str) -> Detected: ...
+
+
+@dataclass(frozen=True)
+class InspectionRun:
+    """Result of :func:`run_inspection`: the outcome, the stage records and the arrays."""
+
+    outcome: InspectionOutcome
+    clock: StageClock
+    points: np.ndarray | None = None
+    point_scores: np.ndarray | None = None
+    classified: Classified | None = None
+    registered: Registered | None = None
+
+
+def run_inspection(cell: Cell, *, part_id: str, part_type: str = "", world_to_part: np.ndarray | None = None,
+                   min_fitness: float = 0.5, min_points: int = 200, progress=None) -> InspectionRun:
+    """Run one inspection through ``cell``.
+
+    Args:
+        cell: the stages.
+        part_id: caller's id for this part.
+        part_type: CAD label; empty: classify first (``unknown`` -> INCONCLUSIVE).
+        world_to_part: ``(4, 4)`` nominal pose of the world in the part frame (the inverse of the
+            fixture's part pose), applied to the fused cloud before registration; None: identity.
+        min_fitness: registrations with lower fitness give INCONCLUSIVE.
+        min_points: a fused cloud with fewer points gives INCONCLUSIVE.
+        progress: optional ``callback(stage: str, fraction: float)``.
+
+    Returns:
+        :class:`InspectionRun`; its outcome's verdict is PASS, FAIL or INCONCLUSIVE (never raises
+        for a stage failure).
+    """
+    clock = StageClock()
+    report = progress or (lambda stage, frac: None)
+    classified = registered = None
+    try:
+        report("plan", 0.0)
+        with clock.stage("plan"):
+            n_views = int(cell.plan(part_type))
+            if n_views <= 0:
+                raise StageFailed("plan", "the planner returned no views")
+        scans: list[ViewScan] = []
+        for k in range(n_views):
+            report("move", 0.1 + 0.5 * k / n_views)
+            with clock.stage("move"):
+                pose = cell.move(k)
+            report("scan", 0.1 + 0.5 * (k + 0.5) / n_views)
+            with clock.stage("scan"):
+                scans.append(cell.scan(pose))
+        report("fuse", 0.6)
+        with clock.stage("fuse"):
+            fused = cell.fuse(scans)
+            if len(fused) < min_points:
+                raise StageFailed("fuse", f"fused cloud has {len(fused)} points (< {min_points}): "
+                                          "the part is not where the sensor looked")
+            fused = as_points(fused, name="fused cloud")
+            if world_to_part is not None:
+                fused = transform_points(world_to_part, fused)
+        if not part_type:
+            report("classify", 0.7)
+            with clock.stage("classify"):
+                classified = cell.classify(fused)
+                if classified.label in ("", "unknown"):
+                    raise StageFailed("classify", "part type unknown: no CAD model matches the scan")
+                part_type = classified.label
+        report("register", 0.8)
+        with clock.stage("register"):
+            registered = cell.register(fused, part_type)
+            if not registered.ok:
+                raise StageFailed("register", registered.reason or "registration failed")
+            if registered.fitness < min_fitness:
+                raise StageFailed("register", f"fitness {registered.fitness:.2f} below the minimum {min_fitness:.2f}: "
+                                              "scores would not be comparable")
+        report("detect", 0.9)
+        with clock.stage("detect"):
+            det = cell.detect(registered.points, part_type, part_id)
+        outcome = replace(det.outcome, part_id=part_id, part_type=part_type, stage_seconds=clock.totals(),
+                          registration_fitness=registered.fitness, registration_rmse=registered.rmse,
+                          quality=dict(classified.quality) if classified else {})
+        return InspectionRun(outcome, clock, det.points, det.point_scores, classified, registered)
+    except StageFailed as failure:
+        failed = next(r for r in reversed(clock.records) if not r.ok)  # the clock recorded the failure
+        verdict, reason = decide_verdict(failed_stage=failed)
+        outcome = InspectionOutcome(part_id=part_id, part_type=part_type, verdict=verdict, reason=reason,
+                                    object_score=float("nan"), threshold=float("nan"),
+                                    stage_seconds=clock.totals(),
+                                    registration_fitness=registered.fitness if registered else float("nan"),
+                                    registration_rmse=registered.rmse if registered else float("nan"),
+                                    quality=dict(classified.quality) if classified else {})
+        return InspectionRun(outcome, clock, None, None, classified, registered)

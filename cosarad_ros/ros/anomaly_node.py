@@ -1,0 +1,114 @@
+"""``anomaly_node``: COSARAD anomaly detection as a ROS 2 node.
+
+* service ``~/detect`` (``cosarad_ros/srv/DetectAnomalies``): score a cloud of a given part type;
+  returns an ``InspectionResult`` (used by the ``inspection_manager``);
+* topic ``~/cloud_in`` (sensor-data QoS): stand-alone mode without a manager; clouds are scored
+  as ``default_part_type`` and the verdict is published on ``/inspection/result``;
+* publishes the scored cloud (``x y z rgb anomaly_score``) on ``/inspection/scored_cloud`` and
+  one box + label per defect on ``/inspection/defect_markers`` (reliable, so RViz's default
+  subscription receives them).
+
+All the work is done by :class:`cosarad_ros.core.detection.PartInspector`.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from sensor_msgs.msg import PointCloud2
+from visualization_msgs.msg import MarkerArray
+
+from cosarad_ros.core.detection import CadTemplates, FolderTemplates, PartInspector
+from cosarad_ros.core.inspection import StageRecord
+from cosarad_ros.msg import InspectionResult
+from cosarad_ros.ros.conversions import pointcloud2_to_xyz
+from cosarad_ros.ros.node_utils import (LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, Param, declare_parameters,
+                                        guarded, non_negative, positive, run_node)
+from cosarad_ros.ros.result_msgs import defect_markers, result_msg
+from cosarad_ros.srv import DetectAnomalies
+
+PARAMS = (
+    Param("method", "cosarad", "Feature extractor: learned COSARAD patches, FPFH, or one global bank",
+          choices=("cosarad", "fpfh", "global-bank")),
+    Param("model_path", "", "COSARAD weights (.safetensors); empty: the model shipped with the package"),
+    Param("template_dir", "", "Folder of good scans: <template_dir>/<part_type>/*.pcd|ply|xyz (metres)"),
+    Param("cad_library", "", "CAD library folder; part types without template scans get simulated templates"),
+    Param("n_templates", 4, "Templates simulated per part type from CAD", check=positive),
+    Param("cache_dir", "", "Memory-bank cache folder; empty: $ROS_HOME/cosarad_banks (~/.ros/cosarad_banks)"),
+    Param("frame_id", "part", "Frame of the published scored cloud and markers (the template frame)"),
+    Param("default_part_type", "", "Part type assumed for clouds arriving on ~/cloud_in"),
+    Param("min_points", 200, "Scans with fewer points are refused", check=positive),
+    Param("score_vmax", 0.0, "Score mapped to the top colour; 0: twice the threshold", check=non_negative),
+)
+
+
+def build_inspector(p) -> PartInspector:
+    """The core object from the node's parameters (also used by the demo)."""
+    from cosarad_ros.core.anomaly import AnomalyDetector
+
+    cfg = {"method": p.method}
+    if p.model_path:
+        if not os.path.isfile(p.model_path):
+            raise FileNotFoundError(f"parameter 'model_path': no such file {p.model_path}")
+        cfg["model"] = p.model_path
+    detector = AnomalyDetector.from_config(cfg)
+    sources = []
+    if p.template_dir:
+        sources.append(FolderTemplates(p.template_dir))
+    if p.cad_library:
+        from cosarad_ros.core.templates import cad_template_source
+
+        sources.append(cad_template_source(p.cad_library, n_templates=p.n_templates))
+    cache = p.cache_dir or os.path.join(os.environ.get("ROS_HOME", os.path.expanduser("~/.ros")), "cosarad_banks")
+    return PartInspector(detector, sources, cache_dir=cache, min_points=p.min_points)
+
+
+class AnomalyNode(Node):
+    def __init__(self, inspector: PartInspector | None = None, **node_kwargs):
+        super().__init__("anomaly_node", **node_kwargs)
+        self.p = declare_parameters(self, PARAMS)
+        self.inspector = inspector if inspector is not None else build_inspector(self.p)
+        self.error_count = 0
+        group = MutuallyExclusiveCallbackGroup()  # one detection at a time (the model is not re-entrant)
+        self.cloud_pub = self.create_publisher(PointCloud2, "/inspection/scored_cloud", RELIABLE_QOS)
+        self.marker_pub = self.create_publisher(MarkerArray, "/inspection/defect_markers", RELIABLE_QOS)
+        self.result_pub = self.create_publisher(InspectionResult, "/inspection/result", LATCHED_QOS)
+        self.create_service(DetectAnomalies, "~/detect", self._on_detect, callback_group=group)
+        self.create_subscription(PointCloud2, "~/cloud_in", self._on_cloud, SENSOR_QOS, callback_group=group)
+        self.get_logger().info(f"anomaly_node ready (method={self.p.method})")
+
+    def detect(self, cloud: PointCloud2, part_type: str, part_id: str) -> InspectionResult:
+        """Convert, score, publish the scored cloud and markers; return the result message."""
+        t0 = time.perf_counter()
+        pts = pointcloud2_to_xyz(cloud)
+        rep = self.inspector.inspect(pts, part_type, part_id=part_id)
+        records = [StageRecord("detect", time.perf_counter() - t0)]
+        vmax = self.p.score_vmax or 2.0 * rep.outcome.threshold or None
+        msg = result_msg(rep.outcome, frame_id=self.p.frame_id, stamp=self.get_clock().now().to_msg(),
+                         points=rep.points, scores=rep.point_scores, records=records, score_vmax=vmax)
+        self.cloud_pub.publish(msg.scored_cloud)
+        self.marker_pub.publish(defect_markers(rep.outcome.defects, frame_id=self.p.frame_id,
+                                               stamp=msg.header.stamp))
+        return msg
+
+    def _on_detect(self, req, resp):
+        try:
+            resp.result = self.detect(req.cloud, req.part_type, req.part_id)
+            resp.success, resp.message = True, ""
+        except (ValueError, FileNotFoundError) as exc:
+            self.error_count += 1
+            resp.success, resp.message = False, str(exc)
+            self.get_logger().error(f"detect: {exc}")
+        return resp
+
+    @guarded("cloud_in")
+    def _on_cloud(self, msg: PointCloud2):
+        if not self.p.default_part_type:
+            raise ValueError("cloud received on ~/cloud_in but parameter 'default_part_type' is empty")
+        self.result_pub.publish(self.detect(msg, self.p.default_part_type, part_id=""))
+
+
+def main(args=None) -> int:
+    return run_node(AnomalyNode, args)

@@ -1,0 +1,213 @@
+"""``inspection_manager``: runs one inspection as the action ``~/inspect``
+(``cosarad_ros/action/InspectPart``).
+
+plan views -> move -> scan -> fuse -> classify -> register to the reference -> detect -> publish,
+by calling the other nodes' services; the sequence and the verdict rule are
+:func:`cosarad_ros.core.pipeline.run_inspection`. Publishes the ``InspectionResult`` on
+``/inspection/result`` (transient local: late subscribers get the last one), the defect markers,
+and the part / sensor frames on TF where ``tf2_ros`` is installed.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+from geometry_msgs.msg import PoseStamped, TransformStamped
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.node import Node
+from visualization_msgs.msg import MarkerArray
+
+from cosarad_ros.action import InspectPart
+from cosarad_ros.core.geometry import pose_to_matrix as pose_list_to_matrix
+from cosarad_ros.core.inspection import StageRecord
+from cosarad_ros.core.pipeline import Classified, Detected, Registered, ViewScan, run_inspection
+from cosarad_ros.msg import InspectionResult
+from cosarad_ros.ros import conversions as cv
+from cosarad_ros.ros.node_utils import (LATCHED_QOS, RELIABLE_QOS, Param, declare_parameters, non_negative,
+                                        positive, run_node, unit_interval)
+from cosarad_ros.ros.result_msgs import defect_markers, outcome_from_msg, result_msg, timing_msgs
+from cosarad_ros.srv import ClassifyPart, DetectAnomalies, MoveToView, PlanViews, RegisterCloud, Scan
+
+PARAMS = (
+    Param("planner_ns", "/viewpoint_planner_node", "Namespace of the planner's plan_views / move_to_view services"),
+    Param("scanner_ns", "/scanner_node", "Namespace of the scanner's scan service"),
+    Param("registration_ns", "/registration_node", "Namespace of the registration service"),
+    Param("classifier_ns", "/cad_classifier_node", "Namespace of the classify service"),
+    Param("anomaly_ns", "/anomaly_node", "Namespace of the detect service"),
+    Param("world_frame", "world", "Fixed frame of the cell (REP 105)"),
+    Param("part_frame", "part", "Frame of the part on the fixture; results are published in it"),
+    Param("part_pose", [0.5, 0.0, 0.80, 0.0, 0.0, 0.0, 1.0],
+          "Nominal pose of the part frame in the world frame: x y z [m] qx qy qz qw",
+          check=lambda v: len(v) == 7, check_text="must have 7 numbers: x y z qx qy qz qw"),
+    Param("fuse_voxel", 0.0015, "Voxel edge for de-duplicating fused views [m]", check=positive),
+    Param("min_registration_fitness", 0.5, "Registrations below this fitness give INCONCLUSIVE", check=unit_interval),
+    Param("min_points", 500, "Fused clouds with fewer points give INCONCLUSIVE", check=positive),
+    Param("service_timeout", 120.0, "Seconds to wait for any one service answer [s]", check=positive),
+    Param("wait_for_services", 30.0, "Seconds to wait for a service to appear [s]", check=non_negative),
+)
+
+
+class StageError(RuntimeError):
+    """A service call failed; the message is the stage's reason."""
+
+
+class ServiceCell:
+    """:class:`cosarad_ros.core.pipeline.Cell` implemented with the other nodes' services."""
+
+    def __init__(self, node: "InspectionManager"):
+        self.node = node
+        p = node.p
+        g = node.client_group
+        mk = node.create_client
+        self.plan_cli = mk(PlanViews, f"{p.planner_ns}/plan_views", callback_group=g)
+        self.move_cli = mk(MoveToView, f"{p.planner_ns}/move_to_view", callback_group=g)
+        self.scan_cli = mk(Scan, f"{p.scanner_ns}/scan", callback_group=g)
+        self.reg_cli = mk(RegisterCloud, f"{p.registration_ns}/register", callback_group=g)
+        self.cls_cli = mk(ClassifyPart, f"{p.classifier_ns}/classify", callback_group=g)
+        self.det_cli = mk(DetectAnomalies, f"{p.anomaly_ns}/detect", callback_group=g)
+        self.part_type_for_plan = ""
+
+    def _call(self, cli, req, what: str):
+        p = self.node.p
+        if not cli.wait_for_service(timeout_sec=p.wait_for_services):
+            raise StageError(f"{what}: service {cli.srv_name} is not available")
+        fut = cli.call_async(req)
+        done = threading.Event()
+        fut.add_done_callback(lambda _f: done.set())
+        if not done.wait(p.service_timeout):
+            cli.remove_pending_request(fut)
+            raise StageError(f"{what}: service {cli.srv_name} did not answer within {p.service_timeout:g} s")
+        resp = fut.result()
+        if resp is None:
+            raise StageError(f"{what}: service {cli.srv_name} returned nothing")
+        if hasattr(resp, "success") and not resp.success:
+            raise StageError(f"{what}: {resp.message or 'failed'}")
+        return resp
+
+    # --- Cell protocol ---
+    def plan(self, part_type: str) -> int:
+        resp = self._call(self.plan_cli, PlanViews.Request(part_type=part_type), "plan_views")
+        self.node.last_plan = resp
+        return len(resp.views.poses)
+
+    def move(self, index: int) -> np.ndarray:
+        resp = self._call(self.move_cli, MoveToView.Request(index=index), "move_to_view")
+        self.node.last_sensor_pose = resp.sensor_pose
+        return cv.pose_to_matrix(resp.sensor_pose.pose)
+
+    def scan(self, sensor_pose: np.ndarray) -> ViewScan:
+        req = Scan.Request()
+        req.sensor_pose = PoseStamped()
+        req.sensor_pose.header.frame_id = self.node.p.world_frame
+        req.sensor_pose.pose = cv.matrix_to_pose(sensor_pose)
+        resp = self._call(self.scan_cli, req, "scan")
+        pts = cv.pointcloud2_to_xyz(resp.cloud).astype(np.float64)
+        return ViewScan(pts, cv.pose_to_matrix(resp.sensor_pose.pose))
+
+    def fuse(self, scans: list[ViewScan]) -> np.ndarray:
+        from cosarad_ros.core.fusion import fuse_scans
+
+        return fuse_scans(scans, voxel_size=self.node.p.fuse_voxel)
+
+    def classify(self, points: np.ndarray) -> Classified:
+        cloud = cv.xyz_to_pointcloud2(points, frame_id=self.node.p.part_frame)
+        resp = self._call(self.cls_cli, ClassifyPart.Request(cloud=cloud), "classify")
+        q = resp.quality
+        return Classified(resp.label, float(resp.score),
+                          {k: getattr(q, k) for k in ("accuracy", "consistency", "completeness", "validity",
+                                                      "uniqueness", "total", "grade")})
+
+    def register(self, points: np.ndarray, part_type: str) -> Registered:
+        req = RegisterCloud.Request(reference=part_type)
+        req.source = cv.xyz_to_pointcloud2(points, frame_id=self.node.p.part_frame)
+        resp = self._call(self.reg_cli, req, "register")
+        T = np.asarray(resp.transform, dtype=np.float64).reshape(4, 4)
+        aligned = cv.pointcloud2_to_xyz(resp.aligned).astype(np.float64)
+        return Registered(True, "", aligned, T, float(resp.fitness), float(resp.rmse))
+
+    def detect(self, points: np.ndarray, part_type: str, part_id: str) -> Detected:
+        req = DetectAnomalies.Request(part_type=part_type, part_id=part_id)
+        req.cloud = cv.xyz_to_pointcloud2(points, frame_id=self.node.p.part_frame)
+        resp = self._call(self.det_cli, req, "detect")
+        r = resp.result
+        arr = cv.pointcloud2_to_array(r.scored_cloud)
+        pts = cv.pointcloud2_to_xyz(r.scored_cloud, skip_nans=False).astype(np.float64)
+        scores = np.asarray(arr["anomaly_score"], dtype=np.float64).reshape(-1)
+        return Detected(outcome_from_msg(r), pts, scores)
+
+
+class InspectionManager(Node):
+    def __init__(self, **node_kwargs):
+        super().__init__("inspection_manager", **node_kwargs)
+        self.p = declare_parameters(self, PARAMS)
+        self.part_pose = pose_list_to_matrix(self.p.part_pose[:3], self.p.part_pose[3:])
+        self.client_group = ReentrantCallbackGroup()
+        self.last_plan = None
+        self.last_sensor_pose = None
+        self.last_result: InspectionResult | None = None
+        self.cell = ServiceCell(self)
+        self.result_pub = self.create_publisher(InspectionResult, "/inspection/result", LATCHED_QOS)
+        self.marker_pub = self.create_publisher(MarkerArray, "/inspection/defect_markers", RELIABLE_QOS)
+        self._busy = threading.Lock()
+        self._tf = self._make_tf_broadcaster()
+        self.action = ActionServer(self, InspectPart, "~/inspect", execute_callback=self._execute,
+                                   goal_callback=self._on_goal, cancel_callback=lambda _g: CancelResponse.REJECT,
+                                   callback_group=MutuallyExclusiveCallbackGroup())
+        self.get_logger().info("inspection_manager ready: action ~/inspect")
+
+    def _make_tf_broadcaster(self):
+        try:
+            from tf2_ros import StaticTransformBroadcaster  # only on a full ROS install
+        except ImportError:
+            self.get_logger().info("tf2_ros not installed: part/sensor frames are not broadcast on TF")
+            return None
+        b = StaticTransformBroadcaster(self)
+        t = TransformStamped()
+        t.header.frame_id, t.child_frame_id = self.p.world_frame, self.p.part_frame
+        t.header.stamp = self.get_clock().now().to_msg()
+        t.transform = cv.matrix_to_transform(self.part_pose)
+        b.sendTransform(t)
+        return b
+
+    def _on_goal(self, _goal):
+        return GoalResponse.REJECT if self._busy.locked() else GoalResponse.ACCEPT
+
+    def inspect(self, part_id: str, part_type: str, feedback=None) -> InspectionResult:
+        """Run one inspection and publish its result; returns the published message."""
+        with self._busy:
+            run = run_inspection(self.cell, part_id=part_id, part_type=part_type,
+                                 world_to_part=np.linalg.inv(self.part_pose),
+                                 min_fitness=self.p.min_registration_fitness, min_points=self.p.min_points,
+                                 progress=feedback)
+            t0 = time.perf_counter()
+            stamp = self.get_clock().now().to_msg()
+            o = run.outcome
+            records = list(run.clock.records)
+            msg = result_msg(o, frame_id=self.p.part_frame, stamp=stamp, points=run.points,
+                             scores=run.point_scores, records=records,
+                             score_vmax=2.0 * o.threshold if np.isfinite(o.threshold) and o.threshold > 0 else None)
+            markers = defect_markers(o.defects, frame_id=self.p.part_frame, stamp=stamp)
+            msg.timings.extend(timing_msgs([StageRecord("publish", time.perf_counter() - t0)]))
+            self.result_pub.publish(msg)
+            self.marker_pub.publish(markers)
+            self.last_result = msg
+            level = self.get_logger().info if o.verdict == "PASS" else self.get_logger().warning
+            level(f"part {part_id!r} ({o.part_type or '?'}): {o.verdict} {o.reason}")
+            return msg
+
+    def _execute(self, goal_handle):
+        req = goal_handle.request
+
+        def feedback(stage, fraction):
+            fb = InspectPart.Feedback(stage=stage, progress=float(fraction))
+            goal_handle.publish_feedback(fb)
+
+        msg = self.inspect(req.part_id, req.part_type, feedback)
+        goal_handle.succeed()
+        return InspectPart.Result(result=msg)
+
+
+def main(args=None) -> int:
+    return run_node(InspectionManager, args)
