@@ -1,0 +1,241 @@
+"""Scan-to-CAD alignment used by the classifier to measure a registration residual.
+
+Two interchangeable aligners behind one interface (chosen by a config string or dict, see
+:func:`make_aligner`):
+
+* ``"box_icp"`` (default): seeds from the pose-normalised box frames of scan and model (the
+  four half-turn ambiguities of a box, plus axis swaps when two extents are nearly equal),
+  screens the seeds by mean nearest-neighbour distance, then refines the best ones with Open3D
+  point-to-plane ICP (Chen and Medioni, "Object modelling by registration of multiple range
+  images", IVC 1992). Cheap, because the box gate already fixes the pose up to those symmetries.
+* ``"registration"``: the project's general pipeline
+  :func:`cosarad_ros.core.registration.register` (global FPFH + RANSAC and ICP), for scans
+  whose box frame is unreliable.
+
+Both report the residual as the RMS of exact point-to-mesh distances of the aligned scan
+(Open3D ``RaycastingScene``), so the residual does not depend on how densely the CAD is sampled.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from cosarad_ros.core.cad.features import BoxFeatures, box_symmetry_rotations
+
+__all__ = ["Alignment", "Aligner", "BoxIcpAligner", "RegistrationAligner", "ALIGNERS", "make_aligner",
+           "residuals"]
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """Pose of a scan on a CAD model.
+
+    Attributes:
+        transform: ``(4, 4)`` maps scan points into the model frame.
+        rmse: RMS point-to-mesh distance of the aligned scan [m].
+        fitness: share of scan points within ``inlier_distance`` of the mesh.
+        median: median point-to-mesh distance [m].
+    """
+
+    transform: np.ndarray = field(repr=False)
+    rmse: float
+    fitness: float
+    median: float
+
+
+def residuals(model, points: np.ndarray, transform: np.ndarray, inlier_distance: float,
+              trim: float = 0.0) -> tuple[float, float, float]:
+    """``(rmse, fitness, median)`` of ``points`` moved by ``transform`` onto ``model``'s mesh.
+
+    ``rmse`` is the RMS of the ``1 - trim`` closest points (``trim > 0`` gives a trimmed RMS that
+    ignores stray sensor points, but also hides small features such as a missing hole, so the
+    default keeps every point), ``fitness`` the share within ``inlier_distance``.
+    """
+    moved = points @ transform[:3, :3].T + transform[:3, 3]
+    d = np.sort(model.distance(moved))
+    keep = max(1, int(np.ceil(len(d) * (1.0 - trim))))
+    return (float(np.sqrt(np.mean(d[:keep] ** 2))), float(np.mean(d <= inlier_distance)),
+            float(np.median(d)))
+
+
+class Aligner(ABC):
+    """Interface: ``align(points, scan_box, model) -> Alignment``."""
+
+    name = "base"
+
+    @abstractmethod
+    def align(self, points: np.ndarray, scan_box: BoxFeatures, model) -> Alignment:
+        """Pose of ``points`` ``(N, 3)`` (with box ``scan_box``) on ``model`` (a ``CadModel``)."""
+
+
+def _o3d_cloud(points, normals=None):
+    import open3d as o3d
+
+    pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.asarray(points, dtype=np.float64)))
+    if normals is not None:
+        pcd.normals = o3d.utility.Vector3dVector(np.asarray(normals, dtype=np.float64))
+    return pcd
+
+
+def _subset(points: np.ndarray, n: int, seed: int) -> np.ndarray:
+    if len(points) <= n:
+        return points
+    return points[np.random.default_rng(seed).choice(len(points), n, replace=False)]
+
+
+class BoxIcpAligner(Aligner):
+    """Box-frame seeds + point-to-plane ICP.
+
+    Args:
+        model_points: surface samples of the CAD model used as ICP target.
+        icp_points: scan points (random subset) used by ICP.
+        residual_points: scan points (random subset) of the residual.
+        screen_points: scan points used to screen the seeds.
+        keep_seeds: seeds refined by ICP after screening.
+        swap_tolerance: extents closer than this [m] also try the axis swap between them;
+            ``None``: 2 % of the longest extent.
+        coarse_distance: ICP correspondence distance of the first stage [m]; ``None``: 5 % of the
+            model diagonal.
+        fine_distance: ICP correspondence distance of the second stage [m]; ``None``: 1 % of the
+            model diagonal (at least 1 mm).
+        iterations: ICP iterations per stage.
+        inlier_distance: distance for ``fitness`` [m].
+        trim: share of farthest points left out of the residual RMS.
+        seed: sampling seed.
+    """
+
+    name = "box_icp"
+
+    def __init__(self, *, model_points: int = 6000, icp_points: int = 3000, residual_points: int = 20000,
+                 screen_points: int = 400, keep_seeds: int = 2,
+                 swap_tolerance: float | None = None, coarse_distance: float | None = None,
+                 fine_distance: float | None = None, iterations: int = 30, inlier_distance: float = 0.001,
+                 trim: float = 0.0, seed: int = 0):
+        if model_points < 100 or screen_points < 10 or keep_seeds < 1 or iterations < 1:
+            raise ValueError("box_icp: model_points >= 100, screen_points >= 10, keep_seeds >= 1, iterations >= 1")
+        if inlier_distance <= 0:
+            raise ValueError(f"box_icp: inlier_distance must be > 0, got {inlier_distance}")
+        if icp_points < 50 or residual_points < 50:
+            raise ValueError("box_icp: icp_points and residual_points must be >= 50")
+        self.model_points = int(model_points)
+        self.icp_points = int(icp_points)
+        self.residual_points = int(residual_points)
+        self.screen_points = int(screen_points)
+        self.keep_seeds = int(keep_seeds)
+        self.swap_tolerance = swap_tolerance
+        self.coarse_distance = coarse_distance
+        self.fine_distance = fine_distance
+        self.iterations = int(iterations)
+        self.inlier_distance = float(inlier_distance)
+        if not 0.0 <= trim < 0.5:
+            raise ValueError(f"box_icp: trim must be in [0, 0.5), got {trim}")
+        self.trim = float(trim)
+        self.seed = int(seed)
+
+    def seeds(self, scan_box: BoxFeatures, model) -> list[np.ndarray]:
+        """Initial scan -> model transforms ``(4, 4)`` from the two box frames."""
+        mb = model.box
+        tol = 0.02 * float(mb.dimensions.max()) if self.swap_tolerance is None else self.swap_tolerance
+        rots = box_symmetry_rotations(scan_box.dimensions, mb.dimensions, tolerance=tol)
+        inv_scan = np.linalg.inv(scan_box.frame)
+        out = []
+        for R in rots:
+            M = np.eye(4)
+            M[:3, :3] = R
+            out.append(mb.frame @ M @ inv_scan)
+        return out
+
+    def align(self, points: np.ndarray, scan_box: BoxFeatures, model) -> Alignment:
+        import open3d as o3d
+
+        mpts, mnrm = model.sample(self.model_points, seed=self.seed)
+        tree = cKDTree(mpts)
+        sub = _subset(points, self.screen_points, self.seed)
+        icp_pts = _subset(points, self.icp_points, self.seed)
+        res_pts = _subset(points, self.residual_points, self.seed)
+        seeds = self.seeds(scan_box, model)
+        costs = []
+        for T in seeds:
+            d, _ = tree.query(sub @ T[:3, :3].T + T[:3, 3])
+            costs.append(float(np.mean(d)))
+        order = np.argsort(costs)[: self.keep_seeds]
+
+        diag = float(np.linalg.norm(model.box.dimensions))
+        coarse = 0.05 * diag if self.coarse_distance is None else self.coarse_distance
+        fine = max(0.01 * diag, 0.001) if self.fine_distance is None else self.fine_distance
+        src = _o3d_cloud(icp_pts)
+        tgt = _o3d_cloud(mpts, mnrm)
+        est = o3d.pipelines.registration.TransformationEstimationPointToPlane()
+        crit = o3d.pipelines.registration.ICPConvergenceCriteria(max_iteration=self.iterations)
+        best = None
+        for i in order:
+            T = seeds[i]
+            for dist in (coarse, fine):
+                T = o3d.pipelines.registration.registration_icp(src, tgt, dist, T, est, crit).transformation
+            T = np.asarray(T)
+            rmse, fit, med = residuals(model, res_pts, T, self.inlier_distance, self.trim)
+            if best is None or rmse < best.rmse:
+                best = Alignment(transform=T, rmse=rmse, fitness=fit, median=med)
+        return best
+
+
+class RegistrationAligner(Aligner):
+    """The project's global + ICP registration (:func:`cosarad_ros.core.registration.register`).
+
+    Args:
+        model_points: CAD surface samples used as target.
+        inlier_distance: distance for ``fitness`` [m].
+        trim: share of farthest points left out of the residual RMS.
+        residual_points: scan points (random subset) of the residual.
+        **register_kwargs: passed to ``register`` (e.g. ``attempts``, ``voxel_size``).
+    """
+
+    name = "registration"
+
+    def __init__(self, *, model_points: int = 20000, inlier_distance: float = 0.001, trim: float = 0.0,
+                 residual_points: int = 20000, seed: int = 0, **register_kwargs):
+        self.model_points = int(model_points)
+        self.residual_points = int(residual_points)
+        self.trim = float(trim)
+        self.inlier_distance = float(inlier_distance)
+        self.seed = int(seed)
+        self.register_kwargs = dict(register_kwargs)
+
+    def align(self, points: np.ndarray, scan_box: BoxFeatures, model) -> Alignment:
+        from cosarad_ros.core.registration import register
+
+        mpts, _ = model.sample(self.model_points, seed=self.seed)
+        res = register(points, mpts, seed=self.seed, **self.register_kwargs)
+        T = np.asarray(res.transform, dtype=np.float64)
+        rmse, fit, med = residuals(model, _subset(points, self.residual_points, self.seed), T,
+                                  self.inlier_distance, self.trim)
+        return Alignment(transform=T, rmse=rmse, fitness=fit, median=med)
+
+
+ALIGNERS = {"box_icp": BoxIcpAligner, "registration": RegistrationAligner}
+
+
+def make_aligner(config: str | Mapping | Aligner | None = "box_icp") -> Aligner | None:
+    """An aligner from ``"box_icp"`` / ``"registration"`` / ``{"method": ..., **kwargs}`` / an
+    instance; ``None`` or ``"none"`` disables registration (paper-only ranking)."""
+    if config is None or isinstance(config, Aligner):
+        return config
+    if isinstance(config, str):
+        if config == "none":
+            return None
+        name, kwargs = config, {}
+    elif isinstance(config, Mapping):
+        kwargs = dict(config)
+        name = kwargs.pop("method", "box_icp")
+    else:
+        raise ValueError(f"aligner config must be a name, a dict or an Aligner, got {type(config).__name__}")
+    if name not in ALIGNERS:
+        raise ValueError(f"unknown aligner {name!r}; choose one of {sorted(ALIGNERS)} or 'none'")
+    try:
+        return ALIGNERS[name](**kwargs)
+    except TypeError as exc:
+        raise ValueError(f"bad options for aligner {name!r}: {exc}") from None
