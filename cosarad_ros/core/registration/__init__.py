@@ -1,0 +1,29 @@
+"""Registration: scan to scan, scan to CAD, similarity (scale) alignment and multi-view fusion.
+
+Public API::
+
+    from cosarad_ros.core.registration import register, RegistrationResult, umeyama, preprocess, fuse_views
+
+See ``docs/registration.md`` for the method, parameters and measured figures.
+"""
+from .global_registration import (GLOBAL_ALIGNERS, FastGlobal, FpfhRansac, GlobalAligner, IdentityAligner,
+                                  compute_features, make_global_aligner, symmetry_hypotheses)
+from .metrics import AlignmentScore, chamfer_one_sided, score_alignment
+from .pipeline import RegistrationResult, register
+from .preprocess import (PreprocessResult, crop_roi, default_voxel_size, estimate_normals, part_size, preprocess,
+                         remove_plane, remove_statistical_outliers, voxel_down_sample)
+from .refine import (REFINERS, GeneralizedICP, PointToPlaneICP, PointToPointICP, Refiner, SimilarityICP,
+                     SymmetricICP, make_refiner)
+from .similarity import SimilarityTransform, decompose_similarity, similarity_icp, umeyama
+
+__all__ = [
+    "register", "RegistrationResult", "umeyama", "preprocess", "PreprocessResult",
+    "SimilarityTransform", "similarity_icp", "decompose_similarity",
+    "crop_roi", "remove_plane", "remove_statistical_outliers", "voxel_down_sample", "estimate_normals",
+    "part_size", "default_voxel_size",
+    "AlignmentScore", "score_alignment", "chamfer_one_sided",
+    "GlobalAligner", "FpfhRansac", "FastGlobal", "IdentityAligner", "GLOBAL_ALIGNERS", "make_global_aligner",
+    "compute_features", "symmetry_hypotheses",
+    "Refiner", "PointToPointICP", "PointToPlaneICP", "GeneralizedICP", "SymmetricICP", "SimilarityICP",
+    "REFINERS", "make_refiner",
+]

@@ -1,0 +1,275 @@
+"""``register``: global alignment + ICP refinement + checks, in one call.
+
+Pipeline (scan to scan or scan to CAD, any initial pose):
+
+1. Validation and size-relative defaults: the voxel size is the target's bounding-box diagonal / 50
+   unless given, and every other distance is a multiple of it, so parts from 30 to 300 mm need no
+   tuning.
+2. Source clean-up: statistical outlier removal (Kwon et al., Electronics 2025).
+3. Voxel down-sampling, normals and FPFH features of both clouds.
+4. ``attempts`` global hypotheses (FPFH + RANSAC by default, a different seed each), each refined
+   coarsely with point-to-plane ICP on the down-sampled clouds; then the best one is also tried
+   turned half a turn about each principal axis of the target, which catches near-symmetric parts
+   whose distinguishing feature is small.
+5. The best few distinct coarse poses are refined on the full-resolution source with the chosen
+   method (point-to-plane, generalized ICP, ..., or 7-dof similarity ICP when ``allow_scale``), and
+   the one with the lowest one-sided Chamfer distance from the source to the target is kept, as in
+   COSARAD.
+6. Checks: inlier fitness, Chamfer distance, and the scale range. A registration that fails any of
+   them comes back with ``ok=False`` and a reason; its transform is still the best found, but
+   callers must not use it as a pose.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..geometry import as_transform, rotation_angle_deg
+from .cloud import Cloud, as_cloud_array
+from .global_registration import compute_features, make_global_aligner, symmetry_hypotheses
+from .metrics import score_alignment
+from .preprocess import (estimate_normals, part_size, point_spacing, remove_statistical_outliers,
+                         voxel_down_sample)
+from .refine import PointToPlaneICP, SimilarityICP, make_refiner
+
+__all__ = ["RegistrationResult", "register", "MIN_POINTS"]
+
+#: the fewest points a cloud must have to be registered.
+MIN_POINTS = 10
+
+
+@dataclass(frozen=True)
+class RegistrationResult:
+    """Outcome of :func:`register`.
+
+    Attributes:
+        transform: ``(4, 4)`` maps source points onto the target (``s R p + t``; includes the
+            scale when ``allow_scale``).
+        scale: the scale factor ``s`` (``1.0`` for rigid registration).
+        fitness: fraction of source points within ``inlier_distance`` of the target.
+        rmse: RMS distance of those inliers.
+        chamfer: one-sided Chamfer distance, mean nearest-neighbour distance source -> target.
+        attempts: number of hypotheses refined (global attempts + symmetry probes).
+        ok: the registration passed every check.
+        reason: why it failed (``""`` when ``ok``).
+        voxel_size: the voxel size used (all default thresholds are multiples of it).
+        inlier_distance: the distance used for ``fitness`` / ``rmse``.
+        max_chamfer: the Chamfer threshold applied.
+        runner_up_chamfer: Chamfer of the best pose that differs from the chosen one (``inf`` when
+            there is none); close to ``chamfer`` for symmetric parts, where the pose is ambiguous.
+        time_s: wall time.
+    """
+
+    transform: np.ndarray
+    scale: float
+    fitness: float
+    rmse: float
+    chamfer: float
+    attempts: int
+    ok: bool
+    reason: str
+    voxel_size: float = 0.0
+    inlier_distance: float = 0.0
+    max_chamfer: float = 0.0
+    runner_up_chamfer: float = float("inf")
+    time_s: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """JSON-friendly dict (``transform`` as a nested list)."""
+        return {
+            "transform": np.asarray(self.transform).tolist(),
+            "scale": float(self.scale),
+            "fitness": float(self.fitness),
+            "rmse": float(self.rmse) if np.isfinite(self.rmse) else None,
+            "chamfer": float(self.chamfer),
+            "ok": bool(self.ok),
+            "reason": self.reason,
+            "attempts": int(self.attempts),
+            "voxel_size": float(self.voxel_size),
+            "inlier_distance": float(self.inlier_distance),
+            "max_chamfer": float(self.max_chamfer),
+            "runner_up_chamfer": float(self.runner_up_chamfer) if np.isfinite(self.runner_up_chamfer) else None,
+            "time_s": float(self.time_s),
+        }
+
+
+def _pose_distance(A: np.ndarray, B: np.ndarray, extent: float) -> float:
+    """Largest displacement (approx.) between two poses over an object of size ``extent``."""
+    ang = np.deg2rad(rotation_angle_deg(A[:3, :3] / np.cbrt(np.linalg.det(A[:3, :3])),
+                                        B[:3, :3] / np.cbrt(np.linalg.det(B[:3, :3]))))
+    return float(np.linalg.norm(A[:3, 3] - B[:3, 3]) + ang * extent)
+
+
+def _scale_of(T: np.ndarray) -> float:
+    return float(np.cbrt(np.linalg.det(T[:3, :3])))
+
+
+def register(source, target, *, voxel_size: float | None = None, attempts: int = 5, allow_scale: bool = False,
+             init=None, global_method: str | dict = "fpfh_ransac", refine_method: str | dict = "point_to_plane",
+             inlier_distance: float | None = None, min_fitness: float = 0.8, max_chamfer: float | None = None,
+             scale_range: tuple[float, float] = (0.8, 1.25), symmetry_probes: bool = True,
+             refine_top: int = 2, outlier_std: float | None = 2.0, max_refine_points: int = 40_000,
+             seed: int = 0, progress: bool = False) -> RegistrationResult:
+    """Register ``source`` onto ``target`` without an initial guess (or from ``init``).
+
+    ``source`` is normally the test scan (possibly a partial view) and ``target`` the reference
+    (a full scan or points sampled from the CAD model): ``fitness`` and ``chamfer`` measure how
+    well the *source* lies on the target, so a partial source on a complete target scores well,
+    while a source that is bigger than the target does not.
+
+    Args:
+        source: ``(N, 3)`` array or ``open3d.geometry.PointCloud`` (normals used when present).
+        target: ``(M, 3)`` array or ``open3d.geometry.PointCloud``.
+        voxel_size: down-sampling voxel for features and coarse ICP; default: target bounding-box
+            diagonal / 50. All other default distances are multiples of it.
+        attempts: global hypotheses to try (ignored when ``init`` is given).
+        allow_scale: estimate a scale factor too (7-dof similarity refinement).
+        init: optional ``(4, 4)`` initial guess; skips the global search.
+        global_method: ``"fpfh_ransac"`` (default), ``"fgr"``, ``"identity"``, or a dict
+            ``{"method": ..., **kwargs}`` (see :mod:`.global_registration`).
+        refine_method: ``"point_to_plane"`` (default), ``"generalized"``, ``"point_to_point"``,
+            ``"symmetric"`` or a dict; replaced by ``"similarity"`` when ``allow_scale`` unless a
+            similarity refiner is given.
+        inlier_distance: distance for ``fitness`` / ``rmse``; default ``voxel_size``.
+        min_fitness: least inlier fraction for ``ok``.
+        max_chamfer: largest one-sided Chamfer distance for ``ok``; default: the target's point
+            spacing (median nearest-neighbour distance, the Chamfer floor of a perfect fit) plus
+            ``0.15 * voxel_size``.
+        scale_range: accepted ``(min, max)`` scale when ``allow_scale``.
+        symmetry_probes: also try half turns of the best pose about the target's principal axes.
+        refine_top: how many distinct coarse poses get the full-resolution refinement.
+        outlier_std: statistical outlier removal on the source (``None`` disables it).
+        max_refine_points: the full-resolution source is randomly thinned to this many points
+            for the final ICP and the metrics (keeps time bounded on 1M-point scans).
+        seed: seed of RANSAC and of the thinning.
+        progress: show a tqdm bar over the attempts.
+
+    Returns:
+        :class:`RegistrationResult`; ``ok=False`` with a ``reason`` when a check fails.
+
+    Raises:
+        ValueError: empty / non-finite / wrongly shaped clouds, fewer than :data:`MIN_POINTS`
+            points, or invalid parameters.
+    """
+    t_start = time.perf_counter()
+    src_pts, src_n = as_cloud_array(source, name="source")
+    tgt_pts, tgt_n = as_cloud_array(target, name="target")
+    for name, pts in (("source", src_pts), ("target", tgt_pts)):
+        if len(pts) < MIN_POINTS:
+            raise ValueError(f"{name} has {len(pts)} points; need at least {MIN_POINTS} to register")
+    if attempts < 1:
+        raise ValueError(f"attempts must be >= 1, got {attempts}")
+    if not 0.0 <= min_fitness <= 1.0:
+        raise ValueError(f"min_fitness must be in [0, 1], got {min_fitness}")
+    lo_s, hi_s = (float(v) for v in scale_range)
+    if not 0 < lo_s <= 1.0 <= hi_s:
+        raise ValueError(f"scale_range must satisfy 0 < min <= 1 <= max, got {scale_range}")
+    size = part_size(tgt_pts)
+    if voxel_size is None:
+        voxel_size = size / 50.0
+    if not (np.isfinite(voxel_size) and voxel_size > 0):
+        raise ValueError(f"voxel_size must be a positive number, got {voxel_size}")
+    v = float(voxel_size)
+    inlier_distance = v if inlier_distance is None else float(inlier_distance)
+    spacing = point_spacing(tgt_pts)
+    max_chamfer = spacing + 0.15 * v if max_chamfer is None else float(max_chamfer)
+    if not inlier_distance > 0 or not max_chamfer > 0:
+        raise ValueError("inlier_distance and max_chamfer must be > 0")
+    refiner = make_refiner(refine_method)
+    if allow_scale and not refiner.estimates_scale:
+        refiner = SimilarityICP(max_iterations=max(refiner.max_iterations, 60))
+    coarse_refiner = PointToPlaneICP(max_iterations=30)
+    aligner = make_global_aligner("identity" if init is not None else global_method)
+
+    # -- source clean-up and resolution pyramid
+    if outlier_std is not None and len(src_pts) > 20:
+        keep = remove_statistical_outliers(src_pts, std_ratio=outlier_std)
+        src_pts = src_pts[keep]
+        src_n = None if src_n is None else src_n[keep]
+    rng = np.random.default_rng(seed)
+    if len(src_pts) > max_refine_points:
+        sel = rng.choice(len(src_pts), size=max_refine_points, replace=False)
+        src_pts = src_pts[sel]
+        src_n = None if src_n is None else src_n[sel]
+    normal_radius = 2.0 * v
+    src_down, _ = voxel_down_sample(src_pts, v)
+    tgt_down, _ = voxel_down_sample(tgt_pts, v)
+    for name, pts in (("source", src_down), ("target", tgt_down)):
+        if len(pts) < MIN_POINTS:
+            raise ValueError(f"{name} has only {len(pts)} points after {v:.4g} voxel down-sampling; "
+                             f"give a smaller voxel_size or a denser cloud")
+    src_c = Cloud(src_down, estimate_normals(src_down, radius=normal_radius), normal_radius=normal_radius)
+    tgt_c = Cloud(tgt_down, estimate_normals(tgt_down, radius=normal_radius), normal_radius=normal_radius)
+    src_full = Cloud(src_pts, src_n, normal_radius=normal_radius)
+    tgt_full = Cloud(tgt_pts, tgt_n, normal_radius=normal_radius)
+    extent = part_size(src_pts) if len(src_pts) > 1 else size
+
+    # -- global hypotheses, each refined coarsely
+    if init is not None:
+        hypotheses = [as_transform(init, name="init")]
+    else:
+        src_f = compute_features(src_c.points, src_c.normals, voxel_size=v)
+        tgt_f = compute_features(tgt_c.points, tgt_c.normals, voxel_size=v)
+        hypotheses = [aligner.propose(src_f, tgt_f, seed=seed + k)
+                      for k in tqdm(range(attempts), desc="register: global", disable=not progress, leave=False)]
+
+    def coarse(T0):
+        T = T0
+        for dist in (2.0 * v, v):
+            T = coarse_refiner.refine(src_c, tgt_c, T, max_distance=dist)
+        return T, score_alignment(src_c.points, tgt_full.tree, T, inlier_distance=inlier_distance).chamfer
+
+    candidates = [coarse(T) for T in hypotheses]
+    n_tried = len(candidates)
+    if symmetry_probes:
+        best_T = min(candidates, key=lambda c: c[1])[0]
+        probes = [coarse(T) for T in symmetry_hypotheses(best_T, tgt_down)]
+        candidates += probes
+        n_tried += len(probes)
+
+    # -- pick distinct coarse poses and refine them at full resolution
+    candidates.sort(key=lambda c: c[1])
+    distinct: list[np.ndarray] = []
+    for T, _ in candidates:
+        if all(_pose_distance(T, D, extent) > v for D in distinct):
+            distinct.append(T)
+        if len(distinct) >= max(1, refine_top):
+            break
+    finals = []
+    for T in distinct:
+        try:
+            for dist in (v, 0.5 * v):
+                T = refiner.refine(src_full, tgt_full, T, max_distance=dist)
+        except ValueError:
+            continue  # too few correspondences: this hypothesis is hopeless
+        finals.append((T, score_alignment(src_full.points, tgt_full.tree, T, inlier_distance=inlier_distance)))
+    if not finals:
+        T = distinct[0]
+        finals.append((T, score_alignment(src_full.points, tgt_full.tree, T, inlier_distance=inlier_distance)))
+    finals.sort(key=lambda f: f[1].chamfer)
+    T_best, sc = finals[0]
+    runner_up = float("inf")
+    for T, s in finals[1:]:
+        if _pose_distance(T, T_best, extent) > v:
+            runner_up = min(runner_up, s.chamfer)
+    scale = _scale_of(T_best) if allow_scale else 1.0
+
+    reasons = []
+    if sc.fitness < min_fitness:
+        reasons.append(f"fitness {sc.fitness:.3f} < {min_fitness:.3f} (inliers within {inlier_distance:.4g})")
+    if sc.chamfer > max_chamfer:
+        reasons.append(f"chamfer {sc.chamfer:.4g} > {max_chamfer:.4g}")
+    if allow_scale and not lo_s <= scale <= hi_s:
+        reasons.append(f"scale {scale:.4f} outside [{lo_s:g}, {hi_s:g}]")
+    ok = not reasons
+    return RegistrationResult(
+        transform=T_best, scale=scale, fitness=sc.fitness, rmse=sc.rmse, chamfer=sc.chamfer, attempts=n_tried,
+        ok=ok, reason="; ".join(reasons), voxel_size=v, inlier_distance=inlier_distance, max_chamfer=max_chamfer,
+        runner_up_chamfer=runner_up, time_s=time.perf_counter() - t_start,
+        extra={"median_distance": sc.median, "target_spacing": spacing, "global_method": aligner.name,
+               "refine_method": refiner.name},
+    )

@@ -1,0 +1,188 @@
+"""Local refinement of a registration hypothesis (ICP variants behind one interface).
+
+Methods (config string -> class):
+
+* ``"point_to_point"``: Besl & McKay, "A method for registration of 3-D shapes", IEEE TPAMI 1992.
+* ``"point_to_plane"``: Chen & Medioni, "Object modelling by registration of multiple range
+  images", Image and Vision Computing 1992 (optionally with a robust kernel).
+* ``"generalized"``: Segal, Haehnel & Thrun, "Generalized-ICP", RSS 2009.
+* ``"symmetric"``: Rusinkiewicz, "A symmetric objective function for ICP", ACM TOG 2019.
+* ``"similarity"``: point-to-plane with a scale degree of freedom (see :mod:`.similarity`).
+
+All share ``refine(source, target, init, max_distance) -> (4, 4)``; the pipeline calls it with a
+decreasing schedule of ``max_distance`` values (coarse to fine).
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+import open3d as o3d
+
+from ..geometry import as_transform
+from .cloud import Cloud
+from .similarity import similarity_icp
+
+__all__ = [
+    "Refiner",
+    "PointToPointICP",
+    "PointToPlaneICP",
+    "GeneralizedICP",
+    "SymmetricICP",
+    "SimilarityICP",
+    "REFINERS",
+    "make_refiner",
+]
+
+_reg = o3d.pipelines.registration
+
+
+def _kernel(name: str | None, scale: float):
+    if name is None or name == "none":
+        return None
+    kernels = {"huber": _reg.HuberLoss, "tukey": _reg.TukeyLoss, "cauchy": _reg.CauchyLoss,
+               "gm": _reg.GMLoss, "l1": None}
+    if name not in kernels:
+        raise ValueError(f"unknown robust kernel {name!r}; choose from {sorted(kernels)} or None")
+    if name == "l1":
+        return _reg.L1Loss()
+    return kernels[name](k=float(scale))
+
+
+class Refiner(ABC):
+    """Interface: refine ``init`` (``(4, 4)``, source -> target) for one correspondence distance.
+
+    Attributes:
+        name: config string of the method.
+        estimates_scale: whether the method changes the scale of ``init``.
+    """
+
+    name = "base"
+    estimates_scale = False
+
+    def __init__(self, *, max_iterations: int = 40, relative_tolerance: float = 1e-7):
+        if max_iterations < 1:
+            raise ValueError(f"max_iterations must be >= 1, got {max_iterations}")
+        self.max_iterations = int(max_iterations)
+        self.relative_tolerance = float(relative_tolerance)
+
+    def _criteria(self):
+        return _reg.ICPConvergenceCriteria(relative_fitness=self.relative_tolerance,
+                                           relative_rmse=self.relative_tolerance,
+                                           max_iteration=self.max_iterations)
+
+    def refine(self, source: Cloud, target: Cloud, init: np.ndarray, *, max_distance: float) -> np.ndarray:
+        """Return the refined ``(4, 4)`` transform mapping ``source`` onto ``target``."""
+        init = as_transform(init, name="init")
+        if not max_distance > 0:
+            raise ValueError(f"max_distance must be > 0, got {max_distance}")
+        return self._refine(source, target, init, float(max_distance))
+
+    @abstractmethod
+    def _refine(self, source: Cloud, target: Cloud, init: np.ndarray, max_distance: float) -> np.ndarray:
+        """Method-specific refinement (``init`` and ``max_distance`` already validated)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(max_iterations={self.max_iterations})"
+
+
+class PointToPointICP(Refiner):
+    """Besl-McKay ICP (closest points, SVD step). Slow convergence on smooth surfaces."""
+
+    name = "point_to_point"
+
+    def _refine(self, source, target, init, max_distance):
+        res = _reg.registration_icp(source.pcd, target.pcd, max_distance, init,
+                                    _reg.TransformationEstimationPointToPoint(False), self._criteria())
+        return np.asarray(res.transformation)
+
+
+class PointToPlaneICP(Refiner):
+    """Chen-Medioni point-to-plane ICP, optionally with a robust kernel.
+
+    Args:
+        kernel: ``None``, ``"huber"``, ``"tukey"``, ``"cauchy"``, ``"gm"`` or ``"l1"``.
+        kernel_scale: kernel parameter as a fraction of ``max_distance``.
+    """
+
+    name = "point_to_plane"
+
+    def __init__(self, *, max_iterations: int = 40, relative_tolerance: float = 1e-7,
+                 kernel: str | None = None, kernel_scale: float = 0.5):
+        super().__init__(max_iterations=max_iterations, relative_tolerance=relative_tolerance)
+        _kernel(kernel, 1.0)  # validate early
+        self.kernel = kernel
+        self.kernel_scale = float(kernel_scale)
+
+    def _refine(self, source, target, init, max_distance):
+        k = _kernel(self.kernel, self.kernel_scale * max_distance)
+        est = _reg.TransformationEstimationPointToPlane() if k is None else _reg.TransformationEstimationPointToPlane(k)
+        res = _reg.registration_icp(source.pcd, target.pcd, max_distance, init, est, self._criteria())
+        return np.asarray(res.transformation)
+
+
+class GeneralizedICP(Refiner):
+    """Segal et al. plane-to-plane ICP on per-point covariances.
+
+    Args:
+        epsilon: covariance regulariser (the flat direction's relative variance).
+    """
+
+    name = "generalized"
+
+    def __init__(self, *, max_iterations: int = 40, relative_tolerance: float = 1e-7, epsilon: float = 1e-3):
+        super().__init__(max_iterations=max_iterations, relative_tolerance=relative_tolerance)
+        if not epsilon > 0:
+            raise ValueError(f"epsilon must be > 0, got {epsilon}")
+        self.epsilon = float(epsilon)
+
+    def _refine(self, source, target, init, max_distance):
+        res = _reg.registration_generalized_icp(
+            source.pcd_with_covariances(), target.pcd_with_covariances(), max_distance, init,
+            _reg.TransformationEstimationForGeneralizedICP(self.epsilon), self._criteria())
+        return np.asarray(res.transformation)
+
+
+class SymmetricICP(Refiner):
+    """Rusinkiewicz symmetric point-to-plane objective (uses normals of both clouds)."""
+
+    name = "symmetric"
+
+    def _refine(self, source, target, init, max_distance):
+        res = _reg.registration_symmetric_icp(source.pcd, target.pcd, max_distance, init,
+                                              _reg.TransformationEstimationSymmetric(), self._criteria())
+        return np.asarray(res.transformation)
+
+
+class SimilarityICP(Refiner):
+    """Point-to-plane ICP with a scale degree of freedom (7 parameters)."""
+
+    name = "similarity"
+    estimates_scale = True
+
+    def _refine(self, source, target, init, max_distance):
+        T, _ = similarity_icp(source.points, target.points, target.normals, init=init, max_distance=max_distance,
+                              max_iterations=self.max_iterations, tolerance=self.relative_tolerance,
+                              with_scale=True, target_tree=target.tree)
+        return T
+
+
+REFINERS: dict[str, type[Refiner]] = {
+    cls.name: cls for cls in (PointToPointICP, PointToPlaneICP, GeneralizedICP, SymmetricICP, SimilarityICP)
+}
+
+
+def make_refiner(config: str | dict | Refiner) -> Refiner:
+    """Build a refiner from a name (``"point_to_plane"``), a dict ``{"method": name, **kwargs}``
+    or pass an instance through."""
+    if isinstance(config, Refiner):
+        return config
+    if isinstance(config, str):
+        config = {"method": config}
+    if not isinstance(config, dict) or "method" not in config:
+        raise ValueError(f"refiner config must be a name or a dict with 'method', got {config!r}")
+    kwargs = dict(config)
+    name = kwargs.pop("method")
+    if name not in REFINERS:
+        raise ValueError(f"unknown refinement method {name!r}; choose from {sorted(REFINERS)}")
+    return REFINERS[name](**kwargs)
