@@ -1,0 +1,535 @@
+"""View planning: the fewest reachable, collision-free sensor poses that cover the part.
+
+Pipeline of :func:`plan_views` (a model-based "generate and test" planner in the sense of Scott,
+Roth & Rivest, ACM Computing Surveys 35(1), 2003, sec. 4):
+
+1. sample the CAD surface (area-weighted, :func:`~.visibility.sample_surface`);
+2. generate candidate sensor poses at the sensor's optimal stand-off: on a Fibonacci sphere
+   around the part looking at its centre (Gonzalez, "Measurement of areas on a sphere using
+   Fibonacci and latitude-longitude lattices", Math. Geosci. 42, 2010) and along the normals of
+   surface patches chosen by farthest-point sampling, looking at the patch;
+3. ray-cast the visibility of every sample from every candidate (FOV, range, incidence,
+   occlusion by the part and the fixture);
+4. keep the candidates the arm can reach: pinocchio IK of the sensor optical frame, free of
+   collisions with the cell and the part (180 degree roll about the optical axis, which sees the
+   same samples, and turntable angles, when the cell has one, are tried too);
+5. partial set cover of ``target_coverage`` of the area visible from the reachable candidates
+   (greedy / ILP, :mod:`.cover`);
+6. several IK branches per chosen view, order shortening joint travel (:mod:`.ordering`) and a
+   collision-free joint path for every move between views (:mod:`.motion`).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from cosarad_ros.core.geometry import look_at
+from cosarad_ros.core.planning.cell import CellModel
+from cosarad_ros.core.planning.cover import make_cover_solver
+from cosarad_ros.core.planning.motion import PathBlockedError, plan_joint_path
+from cosarad_ros.core.planning.ordering import order_views
+from cosarad_ros.core.planning.visibility import SensorViewModel, SurfaceSamples, VisibilityModel, _check_mesh
+
+__all__ = ["View", "ViewPlan", "plan_views", "generate_candidates", "UnreachablePartError",
+           "fibonacci_sphere", "cell_occluders", "sensor_for_cell"]
+
+
+class UnreachablePartError(ValueError):
+    """No candidate view of the part can be reached by the arm without collision."""
+
+
+@dataclass(frozen=True)
+class View:
+    """One planned sensor view.
+
+    Attributes:
+        sensor_pose: ``(4, 4)`` sensor optical frame -> world, forward kinematics of ``joints``.
+        joints: ``(n,)`` configuration of all cell joints (``ViewPlan.joint_names`` order).
+        coverage_gain: share of the visible area this view adds, in execution order (0-1).
+        visible_indices: indices of the surface samples (``ViewPlan.samples``) this view measures.
+        part_pose: ``(4, 4)`` part frame -> world during this view (moves with a turntable).
+        candidate: index of the candidate pose it came from.
+        path: ``(K, n)`` collision-free joint waypoints from the previous view (or the start)
+            to this one, ends included; ``K == 2`` when the straight joint move is free. Empty
+            ``(0, n)`` when transitions were not checked or none was found.
+    """
+
+    sensor_pose: np.ndarray
+    joints: np.ndarray
+    coverage_gain: float
+    visible_indices: np.ndarray
+    part_pose: np.ndarray
+    candidate: int = -1
+    path: np.ndarray | None = None
+
+    @property
+    def direct(self) -> bool:
+        """The straight joint move from the previous view is collision-free."""
+        return self.path is not None and len(self.path) == 2
+
+    @property
+    def visible_faces(self) -> np.ndarray:
+        """Alias of :attr:`visible_indices` (sample indices; see ``ViewPlan.samples.faces``)."""
+        return self.visible_indices
+
+    def sensor_pose_in_part(self) -> np.ndarray:
+        """``(4, 4)`` sensor optical frame -> part frame."""
+        return np.linalg.inv(self.part_pose) @ self.sensor_pose
+
+
+@dataclass(frozen=True)
+class ViewPlan:
+    """Result of :func:`plan_views`.
+
+    Attributes:
+        views: planned views in execution order.
+        coverage: covered share of the surface area visible from any reachable candidate (0-1).
+        planning_time: wall-clock seconds.
+        joint_names: names of the entries of ``View.joints``.
+        target_coverage: the requested share.
+        samples: the surface samples (part frame).
+        visible_fraction: share of the total surface area visible from reachable candidates.
+        geometric_visible_fraction: share visible from any candidate, reachable or not.
+        surface_coverage: covered share of the total surface area.
+        n_candidates, n_feasible: candidate views generated / reachable without collision.
+        blocked_transitions: moves between consecutive views for which no collision-free joint
+            path was found (0 when every move is possible).
+        travel_time: joint travel time of the ordered path from ``start`` [s].
+        travel_time_unordered: the same in cover-pick order (before ordering) [s].
+        start: ``(n,)`` configuration the path starts from.
+        solver: cover solver used.
+        timings: seconds per stage.
+    """
+
+    views: tuple
+    coverage: float
+    planning_time: float
+    joint_names: tuple
+    target_coverage: float
+    samples: SurfaceSamples
+    visible_fraction: float
+    geometric_visible_fraction: float
+    surface_coverage: float
+    n_candidates: int
+    n_feasible: int
+    blocked_transitions: int
+    travel_time: float
+    travel_time_unordered: float
+    start: np.ndarray
+    solver: str
+    timings: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.views)
+
+    def coverage_counts(self) -> np.ndarray:
+        """``(N,)`` how many planned views measure each sample."""
+        counts = np.zeros(len(self.samples), dtype=int)
+        for v in self.views:
+            counts[v.visible_indices] += 1
+        return counts
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary (poses as row-major 4x4 lists and position + quaternion)."""
+        from cosarad_ros.core.geometry import matrix_to_pose
+
+        views = []
+        for k, v in enumerate(self.views):
+            p, q = matrix_to_pose(v.sensor_pose)
+            views.append({
+                "index": k,
+                "sensor_pose": {"frame_id": "world", "position": p.tolist(), "orientation_xyzw": q.tolist(),
+                                "matrix": v.sensor_pose.tolist()},
+                "joints": v.joints.tolist(),
+                "coverage_gain": v.coverage_gain,
+                "visible_samples": int(len(v.visible_indices)),
+                "part_position": v.part_pose[:3, 3].tolist(),
+                "path_waypoints": 0 if v.path is None else int(len(v.path)),
+            })
+        return {
+            "coverage": self.coverage,
+            "surface_coverage": self.surface_coverage,
+            "visible_fraction": self.visible_fraction,
+            "geometric_visible_fraction": self.geometric_visible_fraction,
+            "target_coverage": self.target_coverage,
+            "num_views": len(self.views),
+            "planning_time": self.planning_time,
+            "joint_names": list(self.joint_names),
+            "views": views,
+            "n_candidates": self.n_candidates,
+            "n_feasible": self.n_feasible,
+            "blocked_transitions": self.blocked_transitions,
+            "travel_time": self.travel_time,
+            "travel_time_unordered": self.travel_time_unordered,
+            "solver": self.solver,
+            "num_samples": len(self.samples),
+            "timings": dict(self.timings),
+        }
+
+
+# ----------------------------------------------------------------------------------------------
+# candidates
+# ----------------------------------------------------------------------------------------------
+
+def fibonacci_sphere(n: int) -> np.ndarray:
+    """``(n, 3)`` nearly uniform unit vectors (golden-angle spiral)."""
+    if n < 1:
+        raise ValueError("n must be >= 1")
+    k = np.arange(n) + 0.5
+    z = 1.0 - 2.0 * k / n
+    r = np.sqrt(np.maximum(0.0, 1.0 - z * z))
+    phi = k * np.pi * (3.0 - np.sqrt(5.0))
+    return np.stack([r * np.cos(phi), r * np.sin(phi), z], axis=1)
+
+
+def _farthest_points(feat: np.ndarray, k: int, rng) -> np.ndarray:
+    n = len(feat)
+    k = min(k, n)
+    chosen = [int(rng.integers(n))]
+    d = np.linalg.norm(feat - feat[chosen[0]], axis=1)
+    for _ in range(k - 1):
+        j = int(np.argmax(d))
+        chosen.append(j)
+        d = np.minimum(d, np.linalg.norm(feat - feat[j], axis=1))
+    return np.asarray(chosen)
+
+
+def generate_candidates(mesh, samples: SurfaceSamples, sensor: SensorViewModel, *, n_candidates: int = 240,
+                        up=(0.0, 0.0, 1.0), min_elevation_deg: float = -15.0, distance: float | None = None,
+                        seed: int = 0) -> np.ndarray:
+    """Candidate sensor poses around a part, in the part frame.
+
+    Half on a Fibonacci sphere around the bounding-box centre (looking at it, placed so the
+    nearest surface along the line of sight is at ``distance``), half along the normals of
+    surface patches chosen by farthest-point sampling (looking at the patch from ``distance``).
+    Views from below ``min_elevation_deg`` (relative to the plane normal to ``up``) are dropped.
+
+    Args:
+        mesh: trimesh (part frame).
+        samples: its surface samples.
+        sensor: gives the stand-off (``optimal_distance``).
+        n_candidates: about how many poses to return.
+        up: world "up" in the part frame (the table normal).
+        min_elevation_deg: lowest viewing elevation.
+        distance: stand-off [m] (default ``sensor.optimal_distance``).
+        seed: random seed.
+
+    Returns:
+        ``(V, 4, 4)`` optical frame -> part frame poses (image x axis horizontal).
+    """
+    d = sensor.optimal_distance if distance is None else float(distance)
+    up = np.asarray(up, dtype=np.float64)
+    up = up / np.linalg.norm(up)
+    rng = np.random.default_rng(seed)
+    sin_min = np.sin(np.deg2rad(min_elevation_deg))
+    verts = np.asarray(mesh.vertices, dtype=np.float64)
+    c = 0.5 * (verts.min(axis=0) + verts.max(axis=0))
+    poses = []
+    n_sphere = max(1, n_candidates // 2)
+    # oversample the sphere so about n_sphere survive the elevation cut
+    frac = max(0.05, (1.0 - sin_min) / 2.0)
+    dirs = fibonacci_sphere(int(np.ceil(n_sphere / frac)))
+    dirs = dirs[dirs @ up >= sin_min]
+    for u in dirs:
+        support = float(np.max((verts - c) @ u))
+        eye = c + (support + d) * u
+        poses.append(look_at(eye, c, up=up))
+    n_normal = max(0, n_candidates - len(poses))
+    if n_normal:
+        scale = float(np.linalg.norm(verts.max(axis=0) - verts.min(axis=0))) or 1.0
+        ok = samples.normals @ up >= sin_min
+        idx = np.flatnonzero(ok)
+        if idx.size:
+            feat = np.concatenate([samples.points[idx] / scale, 0.5 * samples.normals[idx]], axis=1)
+            pick = idx[_farthest_points(feat, n_normal, rng)]
+            for i in pick:
+                p, n = samples.points[i], samples.normals[i]
+                poses.append(look_at(p + d * n, p, up=up))
+    return np.asarray(poses)
+
+
+def _roll180(T: np.ndarray) -> np.ndarray:
+    """The pose turned half a turn about its optical (z) axis: same frustum, same samples."""
+    out = T.copy()
+    out[:3, 0] *= -1.0
+    out[:3, 1] *= -1.0
+    return out
+
+
+def cell_occluders(cell: CellModel, part_pose: np.ndarray) -> list:
+    """The cell's static bodies (fixture, table, ...) as trimeshes in the part frame."""
+    import trimesh
+
+    inv = np.linalg.inv(part_pose)
+    out = []
+    for _link, kind, size, T in cell.environment_boxes():
+        if kind == "box":
+            m = trimesh.creation.box(extents=size)
+        else:
+            m = trimesh.creation.cylinder(radius=float(size[0]), height=float(size[1]), sections=48)
+        m.apply_transform(inv @ T)
+        out.append(m)
+    return out
+
+
+def sensor_for_cell(cell: CellModel) -> SensorViewModel:
+    """The sensor preset the cell's URDF was built with (default model when unknown)."""
+    from cosarad_ros.core.planning.visibility import load_sensor_presets
+
+    try:
+        presets = load_sensor_presets(cell.config.sensors_file or None) if cell.config else load_sensor_presets()
+    except (FileNotFoundError, ValueError):
+        return SensorViewModel()
+    if cell.sensor_type in presets:
+        return SensorViewModel.preset(cell.sensor_type, cell.config.sensors_file or None if cell.config else None)
+    return SensorViewModel()
+
+
+def _inside_boxes(point: np.ndarray, boxes, clearance: float) -> str | None:
+    for link, kind, size, T in boxes:
+        p = np.linalg.inv(T) @ np.append(point, 1.0)
+        if kind == "box":
+            if np.all(np.abs(p[:3]) <= size / 2 + clearance):
+                return link
+        else:
+            if np.hypot(p[0], p[1]) <= size[0] + clearance and abs(p[2]) <= size[1] / 2 + clearance:
+                return link
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# planning
+# ----------------------------------------------------------------------------------------------
+
+def _prepare_mesh(mesh):
+    """Validate; drop degenerate faces; make a closed mesh's normals point outwards."""
+    mesh = _check_mesh(mesh).copy()
+    keep = mesh.area_faces > 0
+    if not keep.all():
+        mesh.update_faces(keep)
+        mesh.remove_unreferenced_vertices()
+    if mesh.is_watertight and mesh.is_winding_consistent and mesh.volume < 0:
+        mesh.invert()
+    return mesh
+
+
+def plan_views(mesh, *, cell: CellModel | None = None, sensor: SensorViewModel | None = None,
+               target_coverage: float = 0.95, n_samples: int = 3000, n_candidates: int = 240,
+               solver="greedy", max_views: int = 0, min_elevation_deg: float = -15.0,
+               clearance: float = 0.05, turntable_angles_deg: Sequence[float] = (0.0, 90.0, 180.0, 270.0),
+               ik_random_seeds: int = 4, ik_branches: int = 3, check_transitions: bool = True,
+               start=None, part_collision: str = "hull", seed: int = 0, progress: bool = False) -> ViewPlan:
+    """Plan sensor views covering ``target_coverage`` of a part's visible surface.
+
+    Args:
+        mesh: the part (``trimesh.Trimesh``, metres, part frame of the cell).
+        cell: the cell (default ``CellModel.default()``).
+        sensor: the sensor model (default: the preset the cell was built with).
+        target_coverage: share (0-1] of the area visible from reachable candidates to cover.
+        n_samples: surface samples (coverage resolution).
+        n_candidates: candidate views generated.
+        solver: cover solver name or config (``greedy``, ``ilp``, ``random``; see :mod:`.cover`).
+        max_views: cap on the number of views (0: none).
+        min_elevation_deg: lowest viewing elevation of candidates.
+        clearance: the sensor origin must stay this far from the cell's static bodies [m].
+        turntable_angles_deg: turntable angles to try, in order (cells with a turntable).
+        ik_random_seeds: random IK seeds on top of home and its flipped variants.
+        ik_branches: IK solutions kept per chosen view for ordering.
+        check_transitions: verify every joint move between consecutive views.
+        start: ``(n,)`` configuration the path starts from (default ``cell.home``).
+        part_collision: ``hull`` or ``mesh`` collision model of the part.
+        seed: random seed (sampling, candidates, IK seeds).
+        progress: tqdm progress bars.
+
+    Returns:
+        :class:`ViewPlan`.
+
+    Raises:
+        ValueError: bad mesh or arguments (a mesh larger than 3 m is refused as probably in mm).
+        UnreachablePartError: no candidate view is reachable without collision (part out of
+            reach, wrong placement...).
+    """
+    t0 = time.perf_counter()
+    timings = {}
+    mesh = _prepare_mesh(mesh)
+    extent = float(np.linalg.norm(mesh.bounds[1] - mesh.bounds[0]))
+    if extent > 3.0:
+        raise ValueError(f"mesh is {extent:.1f} m across; meshes are in metres (scale a millimetre mesh by 0.001)")
+    if not (0.0 < target_coverage <= 1.0):
+        raise ValueError(f"target_coverage must be in (0, 1], got {target_coverage}")
+    if n_candidates < 4:
+        raise ValueError(f"n_candidates must be >= 4, got {n_candidates}")
+    cell = CellModel.default() if cell is None else cell
+    sensor = sensor_for_cell(cell) if sensor is None else sensor
+    start = cell.home.copy() if start is None else cell.check_q(start, name="start")
+    angles = [0.0] if cell.turntable_index is None else [np.deg2rad(a) for a in turntable_angles_deg]
+    if not angles:
+        raise ValueError("turntable_angles_deg is empty")
+    cover_solver = make_cover_solver(solver if not max_views else
+                                     ({"type": solver, "max_views": max_views} if isinstance(solver, str) else solver))
+    rng = np.random.default_rng(seed)
+
+    # 1-3: samples, candidates, visibility (all in the part frame)
+    part_pose0 = cell.part_pose(angles[0])
+    up_part = part_pose0[:3, :3].T @ np.array([0.0, 0.0, 1.0])
+    t = time.perf_counter()
+    vis_model = VisibilityModel(mesh, sensor, occluders=cell_occluders(cell, part_pose0), n_samples=n_samples,
+                                seed=seed)
+    samples = vis_model.samples
+    cands = generate_candidates(mesh, samples, sensor, n_candidates=n_candidates, up=up_part,
+                                min_elevation_deg=min_elevation_deg, seed=seed)
+    V = vis_model.visibility_matrix(cands, progress=progress)
+    timings["visibility"] = time.perf_counter() - t
+    w = samples.areas
+    total_area = samples.total_area
+    geometric_visible = V.any(axis=0)
+
+    # 4: reachability (IK + collision) of every useful candidate
+    t = time.perf_counter()
+    checker = cell.collision_checker(mesh, part_collision=part_collision)
+    ik = cell.ik_solver()
+    boxes = cell.environment_boxes()
+    shoulder = cell.shoulder_position()
+    reach = cell.reach()
+    base_seeds = cell.ik_seeds(ik_random_seeds, seed=seed)
+    feasible_q: dict[int, tuple] = {}   # candidate -> (q, angle, roll, world pose)
+    reasons = {"out_of_reach": 0, "inside_cell_body": 0, "no_ik_or_collision": 0}
+    nearest_gap = np.inf
+    useful = np.flatnonzero(V.any(axis=1))
+    last_q = None
+    ref = start[cell.arm_indices]
+
+    def free(q):
+        return not checker.in_collision(q)
+
+    it = useful
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(useful, desc="reachability", unit="view", leave=False)
+    for ci in it:
+        done = False
+        for ang in angles:
+            Tp = cell.part_pose(ang)
+            T_world = Tp @ cands[ci]
+            eye = T_world[:3, 3]
+            gap = float(np.linalg.norm(eye - shoulder)) - reach
+            nearest_gap = min(nearest_gap, gap)
+            if gap > 0:
+                reasons["out_of_reach"] += 1
+                continue
+            if _inside_boxes(eye, boxes, clearance) is not None:
+                reasons["inside_cell_body"] += 1
+                continue
+            q_fixed = start.copy()
+            if cell.turntable_index is not None:
+                q_fixed[cell.turntable_index] = ang
+            seeds = base_seeds if last_q is None else np.vstack([last_q[cell.arm_indices], base_seeds])
+            for roll, T_try in ((0, T_world), (1, _roll180(T_world))):
+                res = ik.solve(T_try, seeds, q_fixed=q_fixed, accept=free, reference=ref)
+                if res.success:
+                    feasible_q[int(ci)] = (res.q, ang, roll, T_try)
+                    last_q = res.q
+                    done = True
+                    break
+                if res.converged == 0:
+                    # the roll is a wrist_3 turn: if the pose has no IK, the rolled one neither
+                    break
+            if done:
+                break
+            reasons["no_ik_or_collision"] += 1
+    timings["reachability"] = time.perf_counter() - t
+    if not feasible_q:
+        pp = cell.part_pose(angles[0])[:3, 3]
+        where = ", ".join(f"{x:.2f}" for x in pp)
+        if reasons["out_of_reach"] and not reasons["no_ik_or_collision"] and not reasons["inside_cell_body"]:
+            why = (f"every candidate sensor position is beyond the arm's reach "
+                   f"({reach:.2f} m from the shoulder; the nearest is {nearest_gap:.2f} m too far)")
+        else:
+            why = (f"of {len(useful)} candidate views, {reasons['out_of_reach']} are beyond reach, "
+                   f"{reasons['inside_cell_body']} inside cell bodies and {reasons['no_ik_or_collision']} "
+                   f"have no collision-free IK solution")
+        raise UnreachablePartError(
+            f"part '{cell.part_frame}' at ({where}) m in '{cell.base_frame}' is out of reach: {why}; "
+            f"move the fixture closer or use a longer arm")
+
+    feas_idx = np.array(sorted(feasible_q), dtype=int)
+    F = V[feas_idx]
+    visible = F.any(axis=0)
+    visible_area = float(w[visible].sum())
+    target_area = target_coverage * visible_area
+
+    # 5: set cover
+    t = time.perf_counter()
+    # tie-break: prefer views the arm reaches close to the start configuration
+    cost = np.array([np.max(np.abs(feasible_q[c][0] - start) / cell.velocity_limits) for c in feas_idx])
+    cov = cover_solver.solve(F, w, target_area, cost=cost)
+    chosen = [int(feas_idx[k]) for k in cov.chosen]
+    timings["cover"] = time.perf_counter() - t
+
+    # 6: IK branches, ordering, transitions
+    t = time.perf_counter()
+    branches = []
+    more_seeds = cell.ik_seeds(max(ik_random_seeds, 8), seed=seed + 1)
+    for ci in chosen:
+        q0, ang, roll, T_world = feasible_q[ci]
+        q_fixed = q0.copy()
+        sols = [q0]
+        for T_try in (T_world, _roll180(T_world)):
+            found = ik.solve_all(T_try, more_seeds, q_fixed=q_fixed, max_solutions=ik_branches,
+                                 accept=free, reference=ref)
+            for r in found:
+                if r.success and all(np.max(np.abs(r.q - s)) > 0.2 for s in sols):
+                    sols.append(r.q)
+        branches.append(sols[:max(1, ik_branches)])
+    unordered = [b[0] for b in branches]
+    order = order_views(branches, start, cell.velocity_limits)
+    timings["ordering"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    views = []
+    covered = np.zeros(len(samples), dtype=bool)
+    prev = start
+    blocked = 0
+    for pos, (k, b) in enumerate(zip(order.order, order.branch)):
+        ci = chosen[k]
+        q = branches[k][b]
+        path = None
+        if check_transitions:
+            try:
+                path = plan_joint_path(checker, prev, q, via=(cell.home,), seed=seed + pos)
+            except PathBlockedError:
+                blocked += 1
+        idx = np.flatnonzero(V[ci])
+        gain = float(w[V[ci] & ~covered].sum()) / visible_area
+        covered |= V[ci]
+        views.append(View(sensor_pose=cell.fk(q), joints=q.copy(), coverage_gain=gain, visible_indices=idx,
+                          part_pose=cell.part_pose(feasible_q[ci][1]), candidate=ci,
+                          path=path if path is not None else np.zeros((0, cell.nq))))
+        prev = q
+    timings["transitions"] = time.perf_counter() - t
+    from cosarad_ros.core.planning.ordering import path_cost
+
+    covered_area = float(w[covered].sum())
+    return ViewPlan(
+        views=tuple(views),
+        coverage=covered_area / visible_area,
+        planning_time=time.perf_counter() - t0,
+        joint_names=cell.joint_names,
+        target_coverage=float(target_coverage),
+        samples=samples,
+        visible_fraction=visible_area / total_area,
+        geometric_visible_fraction=float(w[geometric_visible].sum()) / total_area,
+        surface_coverage=covered_area / total_area,
+        n_candidates=int(len(cands)),
+        n_feasible=int(len(feas_idx)),
+        blocked_transitions=blocked,
+        travel_time=order.cost,
+        travel_time_unordered=path_cost(unordered, start, cell.velocity_limits),
+        start=start,
+        solver=getattr(cover_solver, "name", type(cover_solver).__name__),
+        timings=timings,
+    )
