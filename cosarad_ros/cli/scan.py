@@ -21,7 +21,7 @@ import numpy as np
 
 HELP = "simulate a scan of a mesh with a structured-light or laser-line sensor"
 
-_FORMATS = (".ply", ".pcd", ".xyz", ".xyzn", ".npy", ".mcap")
+_FORMATS = (".ply", ".pcd", ".xyz", ".xyzn", ".txt", ".npy", ".mcap")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,13 +69,9 @@ def _write_cloud(path: str, points: np.ndarray, normals, frame, pose_frame) -> N
                           normals=normals, intensity=frame.intensity)
         write_pointcloud_mcap(path, [out])
         return
-    import open3d as o3d
+    from cosarad_ros.core.io import write_points
 
-    pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points.astype(np.float64)))
-    if normals is not None:
-        pc.normals = o3d.utility.Vector3dVector(normals.astype(np.float64))
-    if not o3d.io.write_point_cloud(path, pc):
-        raise ValueError(f"could not write {path}")
+    write_points(path, points, normals=normals)
 
 
 def _preview(path: str, sensor, frame) -> None:

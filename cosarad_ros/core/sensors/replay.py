@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import glob
 import os
-import re
 import time
 from typing import Iterator, Sequence
 
 import numpy as np
 
+from cosarad_ros.core import io as cio
 from cosarad_ros.core.geometry import as_transform, transform_points
 
 from .base import (DEFAULT_FRAME_ID, Sensor, SensorFrame, SensorNotFoundError, SensorTimeoutError,
@@ -26,27 +26,17 @@ from .base import (DEFAULT_FRAME_ID, Sensor, SensorFrame, SensorNotFoundError, S
 
 __all__ = ["ReplaySensor", "load_cloud_file", "POINT_EXTENSIONS", "MESH_EXTENSIONS"]
 
-POINT_EXTENSIONS = (".pcd", ".xyz", ".xyzn", ".xyzrgb", ".pts", ".npy")
-MESH_EXTENSIONS = (".stl", ".obj", ".off", ".glb", ".gltf")
-_ALL = POINT_EXTENSIONS + MESH_EXTENSIONS + (".ply", ".mcap")
-
-
-def _shared_io():
-    """``cosarad_ros.core.io`` when that module exists (shared readers), else None."""
-    try:
-        from cosarad_ros.core import io as cio  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return cio
+POINT_EXTENSIONS = tuple(e for e in cio.POINT_EXTENSIONS if e != ".ply") + (".npy",)
+MESH_EXTENSIONS = cio.MESH_EXTENSIONS
+_ALL = tuple(dict.fromkeys(POINT_EXTENSIONS + MESH_EXTENSIONS + (".mcap",)))
 
 
 def load_cloud_file(path, *, mesh_points: int = 100_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
     """Read points (and normals when the file has them) from a point-cloud or mesh file.
 
-    Args:
-        path: the file.
-        mesh_points: points sampled uniformly on a mesh surface (area-weighted).
-        seed: sampling seed for meshes.
+    Formats are those of :func:`cosarad_ros.core.io.read_point_cloud` (meshes are sampled
+    area-uniformly, ``mesh_points`` points with ``seed``) plus ``.npy`` arrays of shape
+    ``(N, 3)`` or ``(N, 6)`` (points and normals).
 
     Returns:
         ``points (N, 3)`` float64 and ``normals (N, 3)`` or None.
@@ -55,51 +45,22 @@ def load_cloud_file(path, *, mesh_points: int = 100_000, seed: int = 0) -> tuple
         FileNotFoundError: missing file. ValueError: unsupported, corrupt or empty file.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"cloud file not found: {path}")
-    ext = os.path.splitext(path)[1].lower()
-    if ext == ".npy":
-        arr = np.load(path, allow_pickle=False)
+    if os.path.splitext(path)[1].lower() == ".npy":
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"cloud file not found: {path}")
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except Exception as exc:  # noqa: BLE001 - numpy raises several types on corrupt files
+            raise ValueError(f"{path}: cannot read .npy cloud ({exc})") from exc
         if arr.ndim != 2 or arr.shape[1] not in (3, 6):
             raise ValueError(f"{path}: .npy clouds must have shape (N, 3) or (N, 6), got {arr.shape}")
-        pts, nrm = arr[:, :3].astype(np.float64), (arr[:, 3:6].astype(np.float64) if arr.shape[1] == 6 else None)
+        pts = arr[:, :3].astype(np.float64)
+        nrm = arr[:, 3:6].astype(np.float64) if arr.shape[1] == 6 else None
         return _finite(pts, nrm, path)
-    import open3d as o3d
-
-    is_mesh = ext in MESH_EXTENSIONS
-    if ext == ".ply":
-        with open(path, "rb") as fh:
-            head = fh.read(4096)
-        m = re.search(rb"element face (\d+)", head)
-        is_mesh = m is not None and int(m.group(1)) > 0
-    if is_mesh:
-        import trimesh
-
-        try:
-            mesh = trimesh.load(path, force="mesh", process=False)
-        except Exception as exc:  # noqa: BLE001 - trimesh raises many types on corrupt files
-            raise ValueError(f"cannot read mesh {path}: {exc}") from exc
-        if not hasattr(mesh, "faces") or len(mesh.faces) == 0:
-            raise ValueError(f"{path} holds no triangles")
-        if mesh_points < 1:
-            raise ValueError(f"mesh_points must be >= 1, got {mesh_points}")
-        pts, fidx = trimesh.sample.sample_surface(mesh, int(mesh_points), seed=seed)
-        return _finite(np.asarray(pts, dtype=np.float64), np.asarray(mesh.face_normals[fidx], dtype=np.float64), path)
-    if ext not in (".ply",) + POINT_EXTENSIONS:
-        raise ValueError(f"unsupported cloud file type {ext!r} ({path}); supported: {', '.join(_ALL)}")
-    cio = _shared_io()
-    reader = getattr(cio, "read_points", None) if cio is not None else None
-    if reader is not None:
-        res = reader(path)
-        pts = np.asarray(getattr(res, "points", res), dtype=np.float64)
-        nrm = getattr(res, "normals", None)
-        return _finite(pts, None if nrm is None else np.asarray(nrm, dtype=np.float64), path)
-    pc = o3d.io.read_point_cloud(path)
-    pts = np.asarray(pc.points, dtype=np.float64)
-    if pts.shape[0] == 0:
-        raise ValueError(f"{path} holds no points (empty or unreadable {ext} file)")
-    nrm = np.asarray(pc.normals, dtype=np.float64) if pc.has_normals() else None
-    return _finite(pts, nrm, path)
+    if int(mesh_points) < 1:
+        raise ValueError(f"mesh_points must be >= 1, got {mesh_points}")
+    pc = cio.read_point_cloud(path, mesh_samples=int(mesh_points), seed=seed)
+    return pc.points, pc.normals
 
 
 def _finite(pts, nrm, path):

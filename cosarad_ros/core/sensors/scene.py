@@ -67,7 +67,7 @@ class RayHits:
 def as_mesh_arrays(mesh, *, name: str = "mesh") -> tuple[np.ndarray, np.ndarray]:
     """Vertices ``(V, 3)`` float64 and faces ``(F, 3)`` int64 of a mesh given as a
     ``trimesh.Trimesh``, an Open3D (legacy or tensor) triangle mesh, a ``(vertices, faces)`` pair
-    or a file path (read with ``cosarad_ros.core.io.read_mesh`` when available, else trimesh).
+    or a file path (read with :func:`cosarad_ros.core.io.read_mesh`).
 
     Raises:
         FileNotFoundError: a path that does not exist.
@@ -101,24 +101,9 @@ def as_mesh_arrays(mesh, *, name: str = "mesh") -> tuple[np.ndarray, np.ndarray]
 
 
 def _read_mesh_file(path: str):
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"mesh file not found: {path}")
-    try:  # the shared reader, when the io module exists
-        from cosarad_ros.core import io as cio  # type: ignore[attr-defined]
-        reader = getattr(cio, "read_mesh", None)
-    except ImportError:
-        reader = None
-    if reader is not None:
-        return reader(path)
-    import trimesh
+    from cosarad_ros.core.io import read_mesh
 
-    try:
-        m = trimesh.load(path, force="mesh", process=False)
-    except Exception as exc:  # trimesh raises many types for corrupt files
-        raise ValueError(f"cannot read mesh {path}: {exc}") from exc
-    if not hasattr(m, "faces") or len(m.faces) == 0:
-        raise ValueError(f"{path} holds no triangles")
-    return m
+    return read_mesh(path)
 
 
 def _box(size_xyz, center) -> tuple[np.ndarray, np.ndarray]:
