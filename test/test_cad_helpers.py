@@ -131,3 +131,33 @@ def write_library(folder, parts) -> None:
         mesh.export(folder / f"{label}.stl")
         if meta:
             (folder / f"{label}.yaml").write_text(yaml.safe_dump(meta))
+
+
+# ---------------------------------------------------------------------------------------------
+# Defects on the top face (z = top) of a part, made with CSG; each returns (mesh, truth dict)
+# ---------------------------------------------------------------------------------------------
+def add_scratch(mesh, centre_xy, *, length, width, depth, angle, top):
+    """Straight groove of `length` x `width` x `depth` [m] on the face z = top."""
+    cut = box(length, width, 2 * depth)
+    cut.apply_transform(trimesh.transformations.rotation_matrix(angle, (0, 0, 1)))
+    cut.apply_translation((centre_xy[0], centre_xy[1], top))
+    return mesh.difference(cut, engine="manifold"), {
+        "type": "scratch", "centre": np.array([centre_xy[0], centre_xy[1], top - depth / 2]),
+        "size": length, "depth": depth}
+
+
+def add_dent(mesh, centre_xy, *, diameter, depth, top):
+    """Spherical-cap dent of opening `diameter` and `depth` [m] on the face z = top."""
+    a = diameter / 2
+    R = (a * a + depth * depth) / (2 * depth)
+    sph = trimesh.creation.icosphere(subdivisions=5, radius=R)
+    sph.apply_translation((centre_xy[0], centre_xy[1], top + R - depth))
+    return mesh.difference(sph, engine="manifold"), {
+        "type": "dent", "centre": np.array([centre_xy[0], centre_xy[1], top - depth / 2]),
+        "size": diameter, "depth": depth}
+
+
+def insert_plate(holes, *, w=60 * MM, h=40 * MM, t=12 * MM):
+    """Mold-insert-like plate (w x h x t) with through holes [(x, y, d)] from the top face z = t/2."""
+    m, meta = drilled_block(w, h, t, holes)
+    return m, meta

@@ -316,6 +316,20 @@ class CadModel:
         d = self._raycast_scene.compute_distance(o3d.core.Tensor(pts)).numpy()
         return d.astype(np.float64)
 
+    def signed_distance(self, points) -> np.ndarray:
+        """Signed distance ``(N,)`` [m] of ``(N, 3)`` points (model frame) to the mesh surface:
+        positive outside the material (along the closest face's normal), negative inside."""
+        import open3d as o3d
+
+        pts = np.ascontiguousarray(np.asarray(points, dtype=np.float32).reshape(-1, 3))
+        res = self._raycast_scene.compute_closest_points(o3d.core.Tensor(pts))
+        closest = res["points"].numpy().astype(np.float64)
+        normals = res["primitive_normals"].numpy().astype(np.float64)
+        diff = pts.astype(np.float64) - closest
+        dist = np.linalg.norm(diff, axis=1)
+        sign = np.where(np.einsum("ij,ij->i", diff, normals) < 0.0, -1.0, 1.0)
+        return sign * dist
+
     def sample(self, n: int = 20000, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """``n`` area-uniform surface points and their normals, each ``(n, 3)`` (cached per n, seed)."""
         key = (int(n), int(seed))

@@ -1,0 +1,684 @@
+"""Rule-based defect checks of a scan against its CAD model (Kwon et al., Electronics 2025, sec. 3.7).
+
+The scan must already be in the model frame (e.g. ``ClassificationResult.transform`` applied, or
+any registration). Every scan point gets a signed deviation from the CAD surface (negative inside
+the material) and a surface variation ``lambda3 / (lambda1 + lambda2 + lambda3)`` of its ``k``
+nearest neighbours (Pauly et al., "Efficient simplification of point-sampled surfaces", IEEE Vis
+2002). Three rules, each a small class chosen by name in :class:`RuleBasedInspector`:
+
+* :class:`ScratchRule` - points deviating more than ``depth_threshold`` (paper: 2 mm) whose surface
+  variation exceeds ``curvature_threshold`` (k = 50 in the paper), clustered with DBSCAN; beyond
+  the paper a cluster must also be elongated (a scratch is long and narrow) to be called one.
+* :class:`DentRule` - deviation normalised by the robust noise level (``|d| / sigma``, sigma from
+  the median absolute deviation) above ``z_threshold`` and ``min_depth``, clustered with DBSCAN
+  (Ester et al., KDD 1996; MinPts = 10 as in the paper); inward clusters are ``dent``, outward
+  ones ``bulge``.
+* :class:`HoleRule` - every nominal hole of the model's metadata: the points around the hole's
+  entry face are projected onto the plane normal to its axis, the 2D alpha-shape boundary
+  (Edelsbrunner et al., IEEE Trans. Inf. Theory 29(4), 1983) nearest the nominal centre is fitted
+  with a circle (algebraic fit, Kasa, IEEE Trans. Instrum. Meas. 1976, refined by Gauss-Newton on
+  the geometric distance), refined on the visible hole wall when there is one, and the hole is
+  defective when its centre is off by more than ``position_tolerance`` (paper: 0.6 mm) or its
+  diameter by more than ``diameter_tolerance`` (paper: 0.5 mm); a hole whose area is covered by
+  material is ``missing``.
+
+All thresholds are parameters in metres; the defaults are the paper's values.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+from scipy.spatial import Delaunay, cKDTree
+
+from cosarad_ros.core.cad.library import CadModel, HoleSpec
+from cosarad_ros.core.geometry import as_points, transform_points
+
+__all__ = [
+    "DefectFinding",
+    "HoleMeasurement",
+    "DefectReport",
+    "InspectionContext",
+    "Rule",
+    "ScratchRule",
+    "DentRule",
+    "HoleRule",
+    "RULES",
+    "RuleBasedInspector",
+    "detect_defects",
+    "surface_variation",
+    "dbscan",
+    "fit_circle",
+    "alpha_boundary",
+    "HOLE_DEFECT_TYPES",
+]
+
+HOLE_DEFECT_TYPES = ("hole_position", "hole_diameter", "missing")
+
+
+@dataclass(frozen=True)
+class DefectFinding:
+    """One defect (maps onto ``msg/Defect``).
+
+    Attributes:
+        type: ``scratch``, ``dent``, ``bulge``, ``hole_position``, ``hole_diameter`` or ``missing``.
+        centroid: ``(3,)`` centre of its points [m] (model frame).
+        extent: ``(3,)`` axis-aligned size of its points [m].
+        score: largest absolute deviation [m] (surface defects) or the out-of-tolerance error [m]
+            (holes).
+        point_count: number of scan points.
+        indices: ``(point_count,)`` indices into the scan.
+        details: rule-specific values (depth, length, hole name, measured diameter...).
+    """
+
+    type: str
+    centroid: np.ndarray
+    extent: np.ndarray
+    score: float
+    point_count: int
+    indices: np.ndarray = field(repr=False)
+    details: Mapping = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"type": self.type, "centroid": [float(v) for v in self.centroid],
+                "extent": [float(v) for v in self.extent], "score": float(self.score),
+                "point_count": int(self.point_count), "details": _plain(self.details)}
+
+
+@dataclass(frozen=True)
+class HoleMeasurement:
+    """Measurement of one nominal hole.
+
+    Attributes:
+        hole: the nominal :class:`HoleSpec`.
+        observed: enough scan points around the hole to judge it.
+        found: a circular opening was found near the nominal position.
+        centre: ``(3,)`` measured centre on the entry plane [m] (NaN when not found).
+        diameter: measured diameter [m] (NaN when not found).
+        centre_error: distance of the measured centre from the nominal one [m].
+        diameter_error: measured minus nominal diameter [m].
+        ok: within both tolerances (``False`` when missing; ``True`` when not observed).
+        method: ``"wall"`` or ``"boundary"`` (which points the final circle was fitted to).
+        fit_points: points of the final circle fit.
+    """
+
+    hole: HoleSpec
+    observed: bool
+    found: bool
+    centre: np.ndarray
+    diameter: float
+    centre_error: float
+    diameter_error: float
+    ok: bool
+    method: str = ""
+    fit_points: int = 0
+
+    def as_dict(self) -> dict:
+        return {"name": self.hole.name, "nominal_centre": [float(v) for v in self.hole.centre],
+                "nominal_diameter": float(self.hole.diameter), "observed": self.observed,
+                "found": self.found, "centre": [float(v) for v in self.centre],
+                "diameter": float(self.diameter), "centre_error": float(self.centre_error),
+                "diameter_error": float(self.diameter_error), "ok": self.ok, "method": self.method,
+                "fit_points": int(self.fit_points)}
+
+
+@dataclass(frozen=True)
+class DefectReport:
+    """Result of :func:`detect_defects`.
+
+    Attributes:
+        defects: every finding, largest score first.
+        holes: one measurement per nominal hole.
+        deviation: ``(N,)`` signed point-to-CAD deviation [m] (negative inside the material).
+        curvature: ``(N,)`` surface variation in [0, 1/3].
+        labels: ``(N,)`` index into ``defects`` of each point, -1 for none.
+        noise_sigma: robust standard deviation of the deviation [m].
+        spacing: median nearest-neighbour spacing of the scan [m].
+    """
+
+    defects: tuple[DefectFinding, ...]
+    holes: tuple[HoleMeasurement, ...]
+    deviation: np.ndarray = field(repr=False)
+    curvature: np.ndarray = field(repr=False)
+    labels: np.ndarray = field(repr=False)
+    noise_sigma: float = 0.0
+    spacing: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """No defect found."""
+        return not self.defects
+
+    def of_type(self, *types: str) -> tuple[DefectFinding, ...]:
+        return tuple(d for d in self.defects if d.type in types)
+
+    def point_mask(self, *types: str) -> np.ndarray:
+        """``(N,)`` bool: points belonging to a defect (of the given types, or any)."""
+        mask = self.labels >= 0
+        if types:
+            keep = np.array([d.type in types for d in self.defects] + [False])
+            mask &= keep[self.labels]
+        return mask
+
+    def as_dict(self) -> dict:
+        return {"defects": [d.as_dict() for d in self.defects], "holes": [h.as_dict() for h in self.holes],
+                "noise_sigma": float(self.noise_sigma), "spacing": float(self.spacing)}
+
+
+def _plain(obj):
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+# ----------------------------------------------------------------------------------------------
+# Building blocks
+# ----------------------------------------------------------------------------------------------
+def surface_variation(points, *, k: int = 50, tree: cKDTree | None = None) -> np.ndarray:
+    """``lambda3 / (lambda1 + lambda2 + lambda3)`` of the ``k``-neighbour covariance, ``(N,)``.
+
+    0 on a plane, up to 1/3 for isotropic neighbourhoods (Pauly et al. 2002).
+    """
+    pts = as_points(points)
+    if k < 3:
+        raise ValueError(f"surface_variation: k must be >= 3, got {k}")
+    k = min(k, len(pts))
+    if k < 3:
+        return np.zeros(len(pts))
+    tree = cKDTree(pts) if tree is None else tree
+    _, idx = tree.query(pts, k=k)
+    out = np.empty(len(pts))
+    for s in range(0, len(pts), 20000):  # bounded memory
+        nb = pts[idx[s:s + 20000]]
+        d = nb - nb.mean(axis=1, keepdims=True)
+        cov = np.einsum("nki,nkj->nij", d, d)
+        ev = np.linalg.eigvalsh(cov)
+        tot = ev.sum(axis=1)
+        out[s:s + 20000] = np.where(tot > 0, ev[:, 0] / np.where(tot > 0, tot, 1.0), 0.0)
+    return np.clip(out, 0.0, 1.0 / 3.0)
+
+
+def dbscan(points, *, eps: float, min_points: int) -> np.ndarray:
+    """DBSCAN labels ``(N,)`` (-1 = noise) of ``(N, 3)`` points (Open3D's implementation)."""
+    import open3d as o3d
+
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    if len(pts) == 0:
+        return np.zeros(0, dtype=np.int64)
+    if eps <= 0 or min_points < 1:
+        raise ValueError(f"dbscan: eps must be > 0 and min_points >= 1, got {eps}, {min_points}")
+    pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts))
+    return np.asarray(pcd.cluster_dbscan(eps=float(eps), min_points=int(min_points)), dtype=np.int64)
+
+
+def fit_circle(xy, *, iterations: int = 20) -> tuple[np.ndarray, float, float]:
+    """Least-squares circle through 2D points ``(N, 2)``, ``N >= 3``.
+
+    Algebraic fit (Kasa 1976) refined by Gauss-Newton on the geometric distance.
+
+    Returns:
+        ``(centre (2,), radius, rms residual)``.
+    """
+    p = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    if len(p) < 3:
+        raise ValueError(f"fit_circle needs >= 3 points, got {len(p)}")
+    A = np.column_stack([2 * p, np.ones(len(p))])
+    b = (p ** 2).sum(axis=1)
+    sol, *_ = np.linalg.lstsq(A, b, rcond=None)
+    c = sol[:2]
+    r = float(np.sqrt(max(sol[2] + c @ c, 1e-18)))
+    for _ in range(iterations):
+        diff = p - c
+        dist = np.linalg.norm(diff, axis=1)
+        dist = np.where(dist < 1e-12, 1e-12, dist)
+        res = dist - r
+        J = np.column_stack([-diff / dist[:, None], -np.ones(len(p))])
+        step, *_ = np.linalg.lstsq(J, -res, rcond=None)
+        c = c + step[:2]
+        r = float(r + step[2])
+        if np.abs(step).max() < 1e-10:
+            break
+    rms = float(np.sqrt(np.mean((np.linalg.norm(p - c, axis=1) - r) ** 2)))
+    return c, abs(r), rms
+
+
+def alpha_boundary(xy, *, alpha: float) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Boundary of the 2D alpha shape of ``xy`` ``(N, 2)``.
+
+    Keeps the Delaunay triangles whose circumradius is below ``alpha``; boundary edges are the
+    edges of exactly one kept triangle.
+
+    Returns:
+        ``(edges (E, 2) vertex indices, components)``: ``components`` lists the vertex indices of
+        each connected chain of boundary edges.
+    """
+    p = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    if len(p) < 4:
+        return np.zeros((0, 2), dtype=np.int64), []
+    try:
+        tri = Delaunay(p)
+    except Exception:  # collinear / degenerate input
+        return np.zeros((0, 2), dtype=np.int64), []
+    s = tri.simplices
+    a, b, c = p[s[:, 0]], p[s[:, 1]], p[s[:, 2]]
+    la, lb, lc = (np.linalg.norm(b - c, axis=1), np.linalg.norm(a - c, axis=1), np.linalg.norm(a - b, axis=1))
+    area = 0.5 * np.abs((b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0]))
+    R = la * lb * lc / np.maximum(4.0 * area, 1e-30)
+    keep = s[R < alpha]
+    if len(keep) == 0:
+        return np.zeros((0, 2), dtype=np.int64), []
+    edges = np.sort(np.vstack([keep[:, [0, 1]], keep[:, [1, 2]], keep[:, [0, 2]]]), axis=1)
+    uniq, counts = np.unique(edges, axis=0, return_counts=True)
+    bnd = uniq[counts == 1]
+    # connected components of the boundary graph
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    if len(bnd) == 0:
+        return bnd, []
+    verts = np.unique(bnd)
+    remap = {int(v): i for i, v in enumerate(verts)}
+    rows = np.array([remap[int(v)] for v in bnd[:, 0]])
+    cols = np.array([remap[int(v)] for v in bnd[:, 1]])
+    g = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(verts), len(verts)))
+    n, lab = connected_components(g, directed=False)
+    comps = [verts[lab == i] for i in range(n)]
+    return bnd, comps
+
+
+# ----------------------------------------------------------------------------------------------
+# Context and rules
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class InspectionContext:
+    """Per-scan quantities shared by the rules (computed once by :class:`RuleBasedInspector`)."""
+
+    points: np.ndarray          # (N, 3) model frame
+    model: CadModel
+    deviation: np.ndarray       # (N,) signed
+    curvature: np.ndarray       # (N,)
+    noise_sigma: float
+    spacing: float
+    tree: cKDTree
+    claimed: np.ndarray         # (N,) bool, points already given to a finding
+    hole_measurements: list = field(default_factory=list)  # filled by HoleRule
+
+    def eps(self, eps: float | None, factor: float = 3.0) -> float:
+        return float(eps) if eps is not None else max(factor * self.spacing, 1e-6)
+
+
+def _finding(kind: str, pts: np.ndarray, idx: np.ndarray, score: float, details: Mapping) -> DefectFinding:
+    sub = pts[idx]
+    return DefectFinding(type=kind, centroid=sub.mean(axis=0), extent=np.ptp(sub, axis=0), score=float(score),
+                         point_count=int(len(idx)), indices=np.asarray(idx, dtype=np.int64), details=dict(details))
+
+
+def _elongation(sub: np.ndarray) -> tuple[float, float, float]:
+    """``(length, width, length / width)`` of a cluster from its two main principal extents."""
+    if len(sub) < 3:
+        return 0.0, 0.0, 1.0
+    c = sub - sub.mean(axis=0)
+    _, _, vt = np.linalg.svd(c, full_matrices=False)
+    proj = c @ vt[:2].T
+    ext = np.ptp(proj, axis=0)
+    length, width = float(ext[0]), float(ext[1])
+    return length, width, length / max(width, 1e-9)
+
+
+class Rule(ABC):
+    """A defect rule: ``find(ctx) -> list of DefectFinding`` (hole rules also append their
+    measurements to ``ctx.hole_measurements``)."""
+
+    name = "rule"
+
+    @abstractmethod
+    def find(self, ctx: InspectionContext) -> list[DefectFinding]:
+        """Findings in ``ctx``; a rule marks the points it used in ``ctx.claimed``."""
+
+
+class ScratchRule(Rule):
+    """Scratches: deep deviation on high surface variation, elongated clusters.
+
+    Args:
+        depth_threshold: least absolute deviation of a scratch point [m] (paper: 2 mm).
+        curvature_threshold: least surface variation of a scratch point (k-neighbourhood of the
+            inspector; a 0.3 mm deep groove gives about 0.007 at k = 50 and 0.3 mm point spacing,
+            a plane with 20 um noise 0.0003, a smooth 10 mm dent 0.0005).
+        eps: DBSCAN radius [m]; ``None``: 8 x the scan's point spacing (a narrow groove is seen
+            only in pieces, so the clusters need a wide radius).
+        min_points: DBSCAN MinPts and smallest scratch.
+        min_elongation: least length / width of a scratch cluster (1 = no shape check).
+        min_length: shortest scratch [m].
+    """
+
+    name = "scratch"
+
+    def __init__(self, *, depth_threshold: float = 0.002, curvature_threshold: float = 0.002,
+                 eps: float | None = None, min_points: int = 5, min_elongation: float = 4.0,
+                 min_length: float = 0.003):
+        if depth_threshold <= 0 or not 0 <= curvature_threshold <= 1 / 3 or min_points < 1:
+            raise ValueError("scratch rule: depth_threshold > 0, curvature_threshold in [0, 1/3], min_points >= 1")
+        if eps is not None and eps <= 0:
+            raise ValueError(f"scratch rule: eps must be > 0, got {eps}")
+        self.depth_threshold = float(depth_threshold)
+        self.curvature_threshold = float(curvature_threshold)
+        self.eps = eps
+        self.min_points = int(min_points)
+        self.min_elongation = float(min_elongation)
+        self.min_length = float(min_length)
+
+    def find(self, ctx: InspectionContext) -> list[DefectFinding]:
+        cand = np.flatnonzero((np.abs(ctx.deviation) > self.depth_threshold)
+                              & (ctx.curvature > self.curvature_threshold) & ~ctx.claimed)
+        out = []
+        if len(cand) < self.min_points:
+            return out
+        lab = dbscan(ctx.points[cand], eps=ctx.eps(self.eps, 8.0), min_points=self.min_points)
+        for c in range(lab.max() + 1 if len(lab) else 0):
+            idx = cand[lab == c]
+            length, width, elong = _elongation(ctx.points[idx])
+            if len(idx) < self.min_points or elong < self.min_elongation or length < self.min_length:
+                continue
+            dev = ctx.deviation[idx]
+            out.append(_finding("scratch", ctx.points, idx, np.abs(dev).max(),
+                                {"depth": float(np.abs(dev).max()), "length": length, "width": width,
+                                 "elongation": elong, "mean_curvature": float(ctx.curvature[idx].mean())}))
+            ctx.claimed[idx] = True
+        return out
+
+
+class DentRule(Rule):
+    """Dents (inward) and bulges (outward): clusters of noise-normalised deviation.
+
+    Args:
+        z_threshold: least ``|d| / sigma`` of a dent point (sigma: robust noise of the deviation).
+        min_depth: least absolute deviation [m].
+        eps: DBSCAN radius [m]; ``None``: 3 x point spacing.
+        min_points: DBSCAN MinPts (paper: 10) and smallest dent.
+        min_size: smallest dent diameter [m] (largest extent of the cluster).
+        report_bulges: also report outward clusters as ``bulge``.
+    """
+
+    name = "dent"
+
+    def __init__(self, *, z_threshold: float = 4.0, min_depth: float = 0.0002, eps: float | None = None,
+                 min_points: int = 10, min_size: float = 0.0, report_bulges: bool = True):
+        if z_threshold <= 0 or min_depth < 0 or min_points < 1 or min_size < 0:
+            raise ValueError("dent rule: z_threshold > 0, min_depth >= 0, min_points >= 1, min_size >= 0")
+        if eps is not None and eps <= 0:
+            raise ValueError(f"dent rule: eps must be > 0, got {eps}")
+        self.z_threshold = float(z_threshold)
+        self.min_depth = float(min_depth)
+        self.eps = eps
+        self.min_points = int(min_points)
+        self.min_size = float(min_size)
+        self.report_bulges = bool(report_bulges)
+
+    def find(self, ctx: InspectionContext) -> list[DefectFinding]:
+        z = np.abs(ctx.deviation) / max(ctx.noise_sigma, 1e-9)
+        cand = np.flatnonzero((z > self.z_threshold) & (np.abs(ctx.deviation) > self.min_depth) & ~ctx.claimed)
+        out = []
+        if len(cand) < self.min_points:
+            return out
+        lab = dbscan(ctx.points[cand], eps=ctx.eps(self.eps), min_points=self.min_points)
+        for c in range(lab.max() + 1 if len(lab) else 0):
+            idx = cand[lab == c]
+            if len(idx) < self.min_points:
+                continue
+            size = float(np.ptp(ctx.points[idx], axis=0).max())
+            if size < self.min_size:
+                continue
+            dev = ctx.deviation[idx]
+            kind = "dent" if np.median(dev) < 0 else "bulge"
+            if kind == "bulge" and not self.report_bulges:
+                continue
+            out.append(_finding(kind, ctx.points, idx, np.abs(dev).max(),
+                                {"depth": float(np.abs(dev).max()), "size": size,
+                                 "max_z": float(z[idx].max())}))
+            ctx.claimed[idx] = True
+        return out
+
+
+class HoleRule(Rule):
+    """Circular holes of the model's metadata, measured from 2D projections.
+
+    Args:
+        position_tolerance: largest centre offset [m] (paper: 0.6 mm).
+        diameter_tolerance: largest diameter deviation [m] (paper: 0.5 mm).
+        alpha: alpha-shape circumradius limit [m]; ``None``: 2.5 x point spacing.
+        slab: half thickness of the entry-face slab projected to 2D [m]; ``None``:
+            max(0.3 mm, 4 x noise sigma).
+        roi_margin: material ring around the nominal hole that is examined [m]; ``None``:
+            max(2 mm, nominal radius).
+        wall_depth: depth below the entry face of the wall points used to refine the circle [m];
+            ``None``: min(nominal diameter, hole depth).
+        min_points: fewest points around a hole to judge it.
+        min_arc_deg: least angular coverage of the fitted points.
+    """
+
+    name = "hole"
+
+    def __init__(self, *, position_tolerance: float = 0.0006, diameter_tolerance: float = 0.0005,
+                 alpha: float | None = None, slab: float | None = None, roi_margin: float | None = None,
+                 wall_depth: float | None = None, min_points: int = 30, min_arc_deg: float = 120.0):
+        if position_tolerance <= 0 or diameter_tolerance <= 0:
+            raise ValueError("hole rule: position_tolerance and diameter_tolerance must be > 0")
+        for n, v in (("alpha", alpha), ("slab", slab), ("roi_margin", roi_margin), ("wall_depth", wall_depth)):
+            if v is not None and v <= 0:
+                raise ValueError(f"hole rule: {n} must be > 0, got {v}")
+        self.position_tolerance = float(position_tolerance)
+        self.diameter_tolerance = float(diameter_tolerance)
+        self.alpha = alpha
+        self.slab = slab
+        self.roi_margin = roi_margin
+        self.wall_depth = wall_depth
+        self.min_points = int(min_points)
+        self.min_arc_deg = float(min_arc_deg)
+
+    @staticmethod
+    def _basis(axis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        a = axis / np.linalg.norm(axis)
+        ref = np.array([1.0, 0.0, 0.0]) if abs(a[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
+        u = np.cross(a, ref)
+        u /= np.linalg.norm(u)
+        return u, np.cross(a, u)
+
+    @staticmethod
+    def _arc_deg(xy: np.ndarray, centre: np.ndarray) -> float:
+        ang = np.sort(np.arctan2(xy[:, 1] - centre[1], xy[:, 0] - centre[0]))
+        if len(ang) < 2:
+            return 0.0
+        gaps = np.diff(np.concatenate([ang, [ang[0] + 2 * np.pi]]))
+        return float(np.degrees(2 * np.pi - gaps.max()))
+
+    def measure(self, ctx: InspectionContext, hole: HoleSpec) -> tuple[HoleMeasurement, np.ndarray]:
+        """Measure one hole; returns the measurement and the indices of the points used."""
+        nan3 = np.full(3, np.nan)
+        r0 = hole.diameter / 2.0
+        u, v = self._basis(hole.axis)
+        a = hole.axis / np.linalg.norm(hole.axis)
+        margin = max(0.002, r0) if self.roi_margin is None else self.roi_margin
+        slab = max(0.0003, 4.0 * ctx.noise_sigma) if self.slab is None else self.slab
+        wall = min(hole.diameter, hole.depth or hole.diameter) if self.wall_depth is None else self.wall_depth
+        rel = ctx.points - hole.centre
+        h = rel @ a
+        xy = np.column_stack([rel @ u, rel @ v])
+        rho = np.linalg.norm(xy, axis=1)
+        roi = np.flatnonzero((rho <= r0 + margin) & (np.abs(h) <= slab))
+        unseen = HoleMeasurement(hole, False, False, nan3, float("nan"), float("nan"), float("nan"), True)
+        if len(roi) < self.min_points:
+            return unseen, roi
+        q = xy[roi]
+        spacing = ctx.spacing
+        alpha = 2.5 * spacing if self.alpha is None else self.alpha
+        _, comps = alpha_boundary(q, alpha=alpha)
+        rim = r0 + margin - 2.0 * spacing
+        best = None
+        for comp in comps:
+            comp = comp[np.linalg.norm(q[comp], axis=1) < rim]   # drop the ROI's own outer border
+            if len(comp) < 6:
+                continue
+            c, r, _ = fit_circle(q[comp])
+            if np.linalg.norm(c) > r0 + margin / 2 or not 0.3 * r0 < r < r0 + margin:
+                continue
+            if self._arc_deg(q[comp], c) < self.min_arc_deg:
+                continue
+            if best is None or len(comp) > len(best[0]):
+                best = (comp, c, r)
+        if best is None:
+            # no opening: the hole is missing when material covers the nominal hole area
+            inner = np.sum(np.linalg.norm(q, axis=1) < 0.5 * r0)
+            expected = 0.25 * np.pi * r0 ** 2 / max(spacing ** 2, 1e-12)
+            if inner >= 0.3 * expected:
+                # every point inside the nominal hole column belongs to the finding
+                used = np.flatnonzero((rho < r0 + ctx.spacing) & (h > -(hole.depth or hole.diameter)) & (h <= slab))
+                return HoleMeasurement(hole, True, False, nan3, float("nan"), float("nan"), float("nan"),
+                                       False, "coverage", int(len(used))), used
+            return HoleMeasurement(hole, False, False, nan3, float("nan"), float("nan"), float("nan"), True), roi
+        comp, c, r = best
+        method, n_fit, used = "boundary", len(comp), roi[comp]
+        # refine on the wall: points below the entry face at about the fitted radius
+        wl = np.flatnonzero((h < -0.5 * slab) & (h > -wall))
+        if len(wl):
+            dr = np.abs(np.linalg.norm(xy[wl] - c, axis=1) - r)
+            wl = wl[dr < max(3.0 * spacing, 0.25 * r0)]
+        if len(wl) >= 12:
+            cw, rw, _ = fit_circle(xy[wl], iterations=30)
+            if np.linalg.norm(cw - c) < 0.5 * r0 and 0.5 * r < rw < 1.5 * r and \
+                    self._arc_deg(xy[wl], cw) >= self.min_arc_deg / 2:
+                c, r, method, n_fit, used = cw, rw, "wall", len(wl), np.concatenate([used, wl])
+        centre = hole.centre + c[0] * u + c[1] * v
+        c_err = float(np.linalg.norm(c))
+        d_err = float(2.0 * r - hole.diameter)
+        ok = c_err <= self.position_tolerance and abs(d_err) <= self.diameter_tolerance
+        return HoleMeasurement(hole, True, True, centre, 2.0 * r, c_err, d_err, ok, method, int(n_fit)), used
+
+    def find(self, ctx: InspectionContext) -> list[DefectFinding]:
+        out = []
+        for hole in ctx.model.holes:
+            m, used = self.measure(ctx, hole)
+            ctx.hole_measurements.append(m)
+            if not m.observed or m.ok:
+                continue
+            idx = used if len(used) else np.zeros(0, dtype=np.int64)
+            details = {"hole": hole.name, "nominal_centre": hole.centre.tolist(),
+                       "nominal_diameter": hole.diameter, "measured_centre": m.centre.tolist(),
+                       "measured_diameter": m.diameter, "centre_error": m.centre_error,
+                       "diameter_error": m.diameter_error}
+            kinds = []
+            if not m.found:
+                kinds.append(("missing", hole.diameter))
+            else:
+                if m.centre_error > self.position_tolerance:
+                    kinds.append(("hole_position", m.centre_error))
+                if abs(m.diameter_error) > self.diameter_tolerance:
+                    kinds.append(("hole_diameter", abs(m.diameter_error)))
+            centre = m.centre if m.found else hole.centre.copy()
+            extent = np.ptp(ctx.points[idx], axis=0) if len(idx) else np.zeros(3)
+            for kind, score in kinds:
+                # the centroid of a hole finding is the measured (or, when missing, nominal) centre
+                out.append(DefectFinding(kind, centre.copy(), extent, float(score), int(len(idx)),
+                                         np.asarray(idx, dtype=np.int64), details))
+            if len(idx):
+                ctx.claimed[idx] = True
+        return out
+
+
+RULES = {"scratch": ScratchRule, "dent": DentRule, "hole": HoleRule}
+
+
+class RuleBasedInspector:
+    """Runs rules in order on a scan in the model frame.
+
+    Args:
+        rules: rule names (default ``("hole", "scratch", "dent")``: holes first so that hole
+            points are not reported again as dents), a mapping ``name -> options`` or
+            :class:`Rule` instances.
+        k: neighbours of the surface variation (paper: 50).
+        max_points: random subset size (the labels of left-out points are -1).
+        seed: seed of that subset.
+    """
+
+    def __init__(self, rules: Sequence | Mapping | None = None, *, k: int = 50, max_points: int = 200000,
+                 seed: int = 0):
+        if rules is None:
+            rules = ("hole", "scratch", "dent")
+        items = list(rules.items()) if isinstance(rules, Mapping) else [(r, {}) for r in rules]
+        self.rules: list[Rule] = []
+        for name, opts in items:
+            if isinstance(name, Rule):
+                self.rules.append(name)
+                continue
+            if name not in RULES:
+                raise ValueError(f"unknown defect rule {name!r}; choose from {sorted(RULES)}")
+            try:
+                self.rules.append(RULES[name](**dict(opts or {})))
+            except TypeError as exc:
+                raise ValueError(f"bad options for defect rule {name!r}: {exc}") from None
+        if k < 3:
+            raise ValueError(f"k must be >= 3, got {k}")
+        self.k = int(k)
+        self.max_points = int(max_points)
+        self.seed = int(seed)
+
+    def context(self, points: np.ndarray, model: CadModel) -> InspectionContext:
+        tree = cKDTree(points)
+        dev = model.signed_distance(points)
+        curv = surface_variation(points, k=self.k, tree=tree)
+        mad = float(np.median(np.abs(dev - np.median(dev))))
+        sigma = max(1.4826 * mad, 1e-6)
+        d, _ = tree.query(points[:: max(1, len(points) // 5000)], k=2)
+        spacing = float(np.median(d[:, 1])) if len(points) > 1 else 0.0
+        return InspectionContext(points, model, dev, curv, sigma, spacing, tree, np.zeros(len(points), bool))
+
+    def inspect(self, scan, model: CadModel, *, transform=None) -> DefectReport:
+        """Apply the rules. ``transform`` ``(4, 4)`` maps the scan into the model frame."""
+        pts = as_points(scan, name="scan", min_points=10)
+        if transform is not None:
+            pts = transform_points(transform, pts)
+        n_all = len(pts)
+        sel = np.arange(n_all)
+        if n_all > self.max_points:
+            sel = np.sort(np.random.default_rng(self.seed).choice(n_all, self.max_points, replace=False))
+        ctx = self.context(pts[sel], model)
+        findings: list[DefectFinding] = []
+        for rule in self.rules:
+            findings.extend(rule.find(ctx))
+        holes = tuple(ctx.hole_measurements)
+        findings.sort(key=lambda f: -f.score)
+        # map back to the full scan's indices
+        findings = [DefectFinding(f.type, f.centroid, f.extent, f.score, f.point_count, sel[f.indices], f.details)
+                    for f in findings]
+        labels = np.full(n_all, -1, dtype=np.int64)
+        for i in range(len(findings) - 1, -1, -1):
+            labels[findings[i].indices] = i
+        dev = np.full(n_all, np.nan)
+        dev[sel] = ctx.deviation
+        curv = np.full(n_all, np.nan)
+        curv[sel] = ctx.curvature
+        return DefectReport(tuple(findings), holes, dev, curv, labels, ctx.noise_sigma, ctx.spacing)
+
+
+def detect_defects(scan, model: CadModel, *, transform=None, rules: Sequence | Mapping | None = None,
+                   k: int = 50, max_points: int = 200000, seed: int = 0) -> DefectReport:
+    """Rule-based defects of ``scan`` ``(N, 3)`` against ``model`` (see the module docstring).
+
+    Args:
+        scan: points [m], in the model frame unless ``transform`` is given.
+        model: the :class:`CadModel` (its ``holes`` are checked by the hole rule).
+        transform: optional ``(4, 4)`` scan -> model frame (e.g. ``ClassificationResult.transform``).
+        rules: see :class:`RuleBasedInspector`; e.g.
+            ``{"hole": {}, "scratch": {"depth_threshold": 0.0002}, "dent": {"min_points": 10}}``.
+        k: neighbours of the surface variation.
+        max_points, seed: random subset for very large scans.
+
+    Returns:
+        :class:`DefectReport`.
+    """
+    return RuleBasedInspector(rules, k=k, max_points=max_points, seed=seed).inspect(scan, model, transform=transform)
