@@ -199,6 +199,46 @@ class SimulatedScene:
         v, f = _box((sx, sy, thickness), (center_xy[0], center_xy[1], top_z - thickness / 2.0))
         self.add_object(TABLE, (v, f), np.eye(4))
 
+    @classmethod
+    def inspection_cell(cls, *, table_top_z: float = 0.0, table_size=(1.40, 1.20), table_center_xy=(0.30, 0.0),
+                        fixture_xy=(0.45, 0.0), fixture_height: float = 0.12,
+                        fixture_radius: float = 0.05) -> "SimulatedScene":
+        """The default cell of ``urdf/cosarad_cell.urdf.xacro``: a table whose top is the world
+        plane ``z = table_top_z`` and a cylindrical fixture standing on it; the part goes on the
+        fixture with :meth:`place_part`. All sizes in metres."""
+        import trimesh
+
+        if fixture_height <= 0 or fixture_radius <= 0:
+            raise ValueError("fixture_height and fixture_radius must be > 0")
+        scene = cls()
+        scene.set_table(top_z=table_top_z, size=table_size, center_xy=table_center_xy)
+        fixture = trimesh.creation.cylinder(radius=fixture_radius, height=fixture_height, sections=48)
+        T = np.eye(4)
+        T[:3, 3] = [fixture_xy[0], fixture_xy[1], table_top_z + fixture_height / 2.0]
+        scene.set_fixture(fixture, T)
+        return scene
+
+    def support_top(self) -> float:
+        """Height of the surface a part rests on: the fixture top, else the table top, else 0."""
+        for name in (FIXTURE, TABLE):
+            if name in self._objects:
+                return float(self.bounds(name)[1, 2])
+        return 0.0
+
+    def place_part(self, mesh, *, xy=None, rotation=None, part_id: str = "") -> np.ndarray:
+        """Put the part resting on the support (fixture, else table) with its bounding-box centre
+        above ``xy`` (default: the fixture's axis, else the world origin).
+
+        Returns:
+            the ``(4, 4)`` part -> world pose used.
+        """
+        v, f = as_mesh_arrays(mesh)
+        if xy is None:
+            xy = self.bounds(FIXTURE).mean(axis=0)[:2] if FIXTURE in self._objects else (0.0, 0.0)
+        pose = self.resting_pose((v, f), table_top_z=self.support_top(), xy=xy, rotation=rotation)
+        self.set_part((v, f), pose, part_id=part_id)
+        return pose
+
     # queries ------------------------------------------------------------------------------
 
     @property
