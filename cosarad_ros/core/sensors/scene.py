@@ -49,7 +49,7 @@ class RayHits:
 
     Attributes:
         t: ``(N,)`` float64 distance along the (unit) ray, ``inf`` for a miss.
-        normals: ``(N, 3)`` float64 unit face normals in the world frame, as wound by the mesh
+        normals: ``(N, 3)`` float32 unit face normals in the world frame, as wound by the mesh
             (not flipped towards the ray); zeros for a miss.
         labels: ``(N,)`` int32 index into :attr:`SimulatedScene.object_names` of the object hit,
             :data:`LABEL_NONE` for a miss.
@@ -199,6 +199,11 @@ class SimulatedScene:
         v, f = _box((sx, sy, thickness), (center_xy[0], center_xy[1], top_z - thickness / 2.0))
         self.add_object(TABLE, (v, f), np.eye(4))
 
+    @property
+    def lock(self) -> threading.RLock:
+        """The scene's re-entrant lock: hold it to keep the scene unchanged over several casts."""
+        return self._lock
+
     @classmethod
     def inspection_cell(cls, *, table_top_z: float = 0.0, table_size=(1.40, 1.20), table_center_xy=(0.30, 0.0),
                         fixture_xy=(0.45, 0.0), fixture_height: float = 0.12,
@@ -310,21 +315,18 @@ class SimulatedScene:
             self._ensure_built()
             rc = self._rc
         if rc is None or n == 0:
-            return RayHits(np.full(n, np.inf), np.zeros((n, 3)), np.full(n, LABEL_NONE, np.int32))
+            return RayHits(np.full(n, np.inf), np.zeros((n, 3), np.float32), np.full(n, LABEL_NONE, np.int32))
         rays = np.empty((n, 6), dtype=np.float32)
         rays[:, :3] = o
         rays[:, 3:] = d
-        out = rc.cast_rays(o3d.core.Tensor(rays))
+        out = rc.cast_rays(o3d.core.Tensor.from_numpy(rays))
         t = out["t_hit"].numpy().astype(np.float64)
-        gid = out["geometry_ids"].numpy()
         miss = ~np.isfinite(t)
-        labels = gid.astype(np.int64)
+        labels = out["geometry_ids"].numpy().astype(np.int32)
         labels[miss] = LABEL_NONE
-        nrm = out["primitive_normals"].numpy().astype(np.float64)
+        nrm = out["primitive_normals"].numpy()     # unit face normals (float32)
         nrm[miss] = 0.0
-        norm = np.linalg.norm(nrm, axis=1, keepdims=True)
-        nrm = np.divide(nrm, norm, out=np.zeros_like(nrm), where=norm > 0)
-        return RayHits(t, nrm, labels.astype(np.int32))
+        return RayHits(t, nrm, labels)
 
     # internals ----------------------------------------------------------------------------
 

@@ -38,7 +38,7 @@ from cosarad_ros.core.geometry import as_transform
 
 from .base import (DEFAULT_FRAME_ID, Sensor, SensorFrame, SensorNotFoundError,
                    SensorTimeoutError, register_sensor)
-from .scene import LABEL_NONE, PART, SimulatedScene, default_viewpoint
+from .scene import PART, SimulatedScene, default_viewpoint
 
 __all__ = ["SimulatedSensor", "StructuredLightSensor", "LaserProfilerSensor", "depth_noise_sigma"]
 
@@ -163,7 +163,8 @@ class SimulatedSensor(Sensor):
         if self.latency:
             time.sleep(self.latency)
         rng = np.random.default_rng([self.seed, self.grab_count])
-        return self._simulate(pose, rng, stamp)
+        with self.scene.lock:  # a part swap from another thread waits for the scan to finish
+            return self._simulate(pose, rng, stamp)
 
     def _resolve_pose(self, sensor_pose) -> np.ndarray:
         if sensor_pose is not None:
