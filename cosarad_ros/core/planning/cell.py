@@ -244,12 +244,14 @@ class CellModel:
         part_frame: frame the part mesh is expressed in.
         base_frame: root frame of the poses (``world``).
         turntable_joint: name of the turntable joint, when the cell has one.
-        home: ``(n,)`` rest configuration of all movable joints (model order); default: the arm
-            upright above its base, turntable at 0.
+        home: ``(n,)`` rest configuration of all movable joints (model order); default: the sensor
+            ``home_height`` above the part frame looking down at it (IK from an upright UR pose),
+            (lower when out of reach); the upright pose when that has no collision-free solution.
         collision_margin: clearance required between bodies [m].
         package_dirs: folders to resolve ``package://`` mesh URIs (default :func:`package_dirs`).
         sensor_type: name of the sensor preset the URDF was built with (informative).
         config: the :class:`CellConfig` the URDF came from (informative).
+        home_height: see ``home`` [m].
 
     Raises:
         ValueError: URDF without the required frames, or unusable.
@@ -265,7 +267,7 @@ class CellModel:
                  base_frame: str = "world", turntable_joint: str | None = "turntable_joint",
                  home: Sequence[float] | None = None, collision_margin: float = 0.01,
                  package_dirs: Sequence[str] | None = None, sensor_type: str = "",
-                 config: CellConfig | None = None):
+                 config: CellConfig | None = None, home_height: float = 0.45):
         import pinocchio as pin
 
         self._pin = pin
@@ -295,12 +297,11 @@ class CellModel:
         self.upper = np.array(self.model.upperPositionLimit, dtype=np.float64)
         self.velocity_limits = np.array(self.model.velocityLimit, dtype=np.float64)
         self.velocity_limits[self.velocity_limits <= 0] = 1.0
-        if home is None:
-            home = np.zeros(self.model.nq)
-            if set(self.UR_JOINTS) <= set(self.arm_joint_names):
-                for n, v in zip(self.UR_JOINTS, self.UR_HOME):
-                    home[self.joint_index(n)] = v
-        self.home = np.asarray(home, dtype=np.float64).copy()
+        upright = np.zeros(self.model.nq)
+        if set(self.UR_JOINTS) <= set(self.arm_joint_names):
+            for n, v in zip(self.UR_JOINTS, self.UR_HOME):
+                upright[self.joint_index(n)] = v
+        self.home = upright if home is None else np.asarray(home, dtype=np.float64).copy()
         if self.home.shape != (self.model.nq,):
             raise ValueError(f"home must have {self.model.nq} values ({', '.join(self.joint_names)}), "
                              f"got {self.home.shape}")
@@ -308,6 +309,28 @@ class CellModel:
         self.package_dirs = list(package_dirs) if package_dirs is not None else globals()["package_dirs"]()
         self._geom_model = None
         self._ik = None
+        if home is None:
+            self.home = self._overview_home(upright, home_height)
+
+    def _overview_home(self, upright: np.ndarray, height: float) -> np.ndarray:
+        """IK of the sensor ``height`` above the part frame looking down (lower heights, down to
+        0.3 m, when that is out of reach); the upright pose when none works."""
+        from cosarad_ros.core.geometry import look_at
+
+        self.home = upright
+        p = self.part_pose()[:3, 3]
+        try:
+            checker = self.collision_checker()
+        except ValueError:
+            return upright
+        for h in np.arange(height, 0.299, -0.05):
+            target = look_at(p + [0.0, 0.0, h], p, up=(1.0, 0.0, 0.0))
+            res = self.ik_solver().solve(target, self.ik_seeds(6, seed=0), q_fixed=upright,
+                                         accept=lambda q: not checker.in_collision(q),
+                                         reference=upright[self.arm_indices])
+            if res.success:
+                return res.q.copy()
+        return upright
 
     # ------------------------------------------------------------------------------------------
     @classmethod
@@ -513,8 +536,8 @@ class CollisionChecker:
 
     Checked pairs: every arm link (including the sensor body) against every other non-adjacent
     arm link, the static cell bodies (floor, table, fixture), the turntable and the part.
-    Pairs already in contact at the home configuration are skipped and listed in
-    :attr:`disabled_pairs` (MoveIt's "default" rule).
+    Pairs of the cell's own bodies already in contact at the home configuration are skipped and
+    listed in :attr:`disabled_pairs` (MoveIt's "default" rule); pairs with the part never are.
 
     Args:
         cell: the :class:`CellModel`.
@@ -573,8 +596,10 @@ class CollisionChecker:
         for req in self.geom_data.collisionRequests:
             req.security_margin = self.margin
         self._links = links
-        # MoveIt's "default" rule: pairs touching at home are not meaningful
-        contact = self._contacts(cell.home)
+        # MoveIt's "default" rule: pairs of the cell's own bodies touching at home are not
+        # meaningful (the part is not one of them: a part the home pose hits is a real collision)
+        contact = [k for k in self._contacts(cell.home)
+                   if "part" not in (links[gm.collisionPairs[k].first], links[gm.collisionPairs[k].second])]
         self.disabled_pairs: tuple[tuple[str, str], ...] = tuple(sorted(
             (links[gm.collisionPairs[k].first], links[gm.collisionPairs[k].second]) for k in contact))
         if contact:

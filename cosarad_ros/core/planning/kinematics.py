@@ -88,7 +88,7 @@ class IKSolver:
     """
 
     def __init__(self, model, frame: str, joint_indices: Sequence[int], *, max_iterations: int = 80,
-                 position_tolerance: float = 1e-4, rotation_tolerance_deg: float = 0.05,
+                 position_tolerance: float = 1e-6, rotation_tolerance_deg: float = 1e-4,
                  lambda_min: float = 1e-6, max_step: float = 0.5, patience: int = 8):
         import pinocchio as pin
 

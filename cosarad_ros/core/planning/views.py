@@ -11,8 +11,9 @@ Roth & Rivest, ACM Computing Surveys 35(1), 2003, sec. 4):
 3. ray-cast the visibility of every sample from every candidate (FOV, range, incidence,
    occlusion by the part and the fixture);
 4. keep the candidates the arm can reach: pinocchio IK of the sensor optical frame, free of
-   collisions with the cell and the part (180 degree roll about the optical axis, which sees the
-   same samples, and turntable angles, when the cell has one, are tried too);
+   collisions with the cell and the part (every pose is also tried rolled half a turn about its
+   optical axis, which swaps the sides of the sensor body and the projector, and at every
+   turntable angle when the cell has one);
 5. partial set cover of ``target_coverage`` of the area visible from the reachable candidates
    (greedy / ILP, :mod:`.cover`);
 6. several IK branches per chosen view, order shortening joint travel (:mod:`.ordering`) and a
@@ -379,9 +380,14 @@ def plan_views(mesh, *, cell: CellModel | None = None, sensor: SensorViewModel |
     vis_model = VisibilityModel(mesh, sensor, occluders=cell_occluders(cell, part_pose0), n_samples=n_samples,
                                 seed=seed)
     samples = vis_model.samples
-    cands = generate_candidates(mesh, samples, sensor, n_candidates=n_candidates, up=up_part,
-                                min_elevation_deg=min_elevation_deg, seed=seed)
-    V = vis_model.visibility_matrix(cands, progress=progress)
+    base = generate_candidates(mesh, samples, sensor, n_candidates=n_candidates, up=up_part,
+                               min_elevation_deg=min_elevation_deg, seed=seed)
+    # every pose also rolled half a turn about its optical axis (a wrist_3 turn for the arm):
+    # the same frustum, but the sensor body (and a projector beside the camera) swap sides
+    nb = len(base)
+    cands = np.concatenate([base, np.stack([_roll180(T) for T in base])])
+    V0 = vis_model.visibility_matrix(base, progress=progress)
+    V = np.concatenate([V0, V0 if sensor.baseline <= 0 else vis_model.visibility_matrix(cands[nb:])])
     timings["visibility"] = time.perf_counter() - t
     w = samples.areas
     total_area = samples.total_area
@@ -390,17 +396,22 @@ def plan_views(mesh, *, cell: CellModel | None = None, sensor: SensorViewModel |
     # 4: reachability (IK + collision) of every useful candidate
     t = time.perf_counter()
     checker = cell.collision_checker(mesh, part_collision=part_collision)
+    if checker.in_collision(start):
+        pairs = ", ".join(f"{a}/{b}" for a, b in checker.colliding_pairs(start)[:4])
+        raise ValueError(f"the start configuration collides ({pairs}); move the arm clear of the part or give "
+                         f"another start")
     ik = cell.ik_solver()
     boxes = cell.environment_boxes()
     shoulder = cell.shoulder_position()
     reach = cell.reach()
     base_seeds = cell.ik_seeds(ik_random_seeds, seed=seed)
-    feasible_q: dict[int, tuple] = {}   # candidate -> (q, angle, roll, world pose)
+    feasible_q: dict[int, tuple] = {}   # candidate -> (q, turntable angle)
     reasons = {"out_of_reach": 0, "inside_cell_body": 0, "no_ik_or_collision": 0}
     nearest_gap = np.inf
-    useful = np.flatnonzero(V.any(axis=1))
+    useful = [ci for ci in range(nb) if V[ci].any() or V[ci + nb].any()]
     last_q = None
     ref = start[cell.arm_indices]
+    w3 = cell.arm_indices[-1]
 
     def free(q):
         return not checker.in_collision(q)
@@ -411,7 +422,6 @@ def plan_views(mesh, *, cell: CellModel | None = None, sensor: SensorViewModel |
 
         it = tqdm(useful, desc="reachability", unit="view", leave=False)
     for ci in it:
-        done = False
         for ang in angles:
             Tp = cell.part_pose(ang)
             T_world = Tp @ cands[ci]
@@ -428,17 +438,24 @@ def plan_views(mesh, *, cell: CellModel | None = None, sensor: SensorViewModel |
             if cell.turntable_index is not None:
                 q_fixed[cell.turntable_index] = ang
             seeds = base_seeds if last_q is None else np.vstack([last_q[cell.arm_indices], base_seeds])
-            for roll, T_try in ((0, T_world), (1, _roll180(T_world))):
-                res = ik.solve(T_try, seeds, q_fixed=q_fixed, accept=free, reference=ref)
-                if res.success:
-                    feasible_q[int(ci)] = (res.q, ang, roll, T_try)
-                    last_q = res.q
-                    done = True
-                    break
-                if res.converged == 0:
-                    # the roll is a wrist_3 turn: if the pose has no IK, the rolled one neither
-                    break
-            if done:
+            res = ik.solve(T_world, seeds, q_fixed=q_fixed, accept=free, reference=ref)
+            if res.success:
+                feasible_q[int(ci)] = (res.q, ang)
+                last_q = res.q
+            if res.converged == 0:
+                # the rolled pose is a wrist_3 turn away: without IK for one, none for the other
+                reasons["no_ik_or_collision"] += 1
+                continue
+            flipped = []
+            for dq in (np.pi, -np.pi):
+                s_ = res.q.copy()
+                s_[w3] += dq
+                flipped.append(s_[cell.arm_indices])
+            res2 = ik.solve(_roll180(T_world), np.vstack([flipped, seeds]), q_fixed=q_fixed, accept=free,
+                            reference=ref)
+            if res2.success:
+                feasible_q[int(ci + nb)] = (res2.q, ang)
+            if res.success or res2.success:
                 break
             reasons["no_ik_or_collision"] += 1
     timings["reachability"] = time.perf_counter() - t
@@ -475,15 +492,13 @@ def plan_views(mesh, *, cell: CellModel | None = None, sensor: SensorViewModel |
     branches = []
     more_seeds = cell.ik_seeds(max(ik_random_seeds, 8), seed=seed + 1)
     for ci in chosen:
-        q0, ang, roll, T_world = feasible_q[ci]
-        q_fixed = q0.copy()
+        q0, ang = feasible_q[ci]
+        T_world = cell.part_pose(ang) @ cands[ci]
         sols = [q0]
-        for T_try in (T_world, _roll180(T_world)):
-            found = ik.solve_all(T_try, more_seeds, q_fixed=q_fixed, max_solutions=ik_branches,
-                                 accept=free, reference=ref)
-            for r in found:
-                if r.success and all(np.max(np.abs(r.q - s)) > 0.2 for s in sols):
-                    sols.append(r.q)
+        found = ik.solve_all(T_world, more_seeds, q_fixed=q0, max_solutions=ik_branches, accept=free, reference=ref)
+        for r in found:
+            if r.success and all(np.max(np.abs(r.q - s_)) > 0.2 for s_ in sols):
+                sols.append(r.q)
         branches.append(sols[:max(1, ik_branches)])
     unordered = [b[0] for b in branches]
     order = order_views(branches, start, cell.velocity_limits)
@@ -503,11 +518,14 @@ def plan_views(mesh, *, cell: CellModel | None = None, sensor: SensorViewModel |
                 path = plan_joint_path(checker, prev, q, via=(cell.home,), seed=seed + pos)
             except PathBlockedError:
                 blocked += 1
-        idx = np.flatnonzero(V[ci])
-        gain = float(w[V[ci] & ~covered].sum()) / visible_area
-        covered |= V[ci]
-        views.append(View(sensor_pose=cell.fk(q), joints=q.copy(), coverage_gain=gain, visible_indices=idx,
-                          part_pose=cell.part_pose(feasible_q[ci][1]), candidate=ci,
+        T_reached = cell.fk(q)
+        part_pose = cell.part_pose(feasible_q[ci][1])
+        # what the reached pose measures (IK is exact to 1e-6 m, so this is the candidate's set)
+        seen = vis_model.visible(np.linalg.inv(part_pose) @ T_reached)
+        gain = float(w[seen & ~covered].sum()) / visible_area
+        covered |= seen
+        views.append(View(sensor_pose=T_reached, joints=q.copy(), coverage_gain=gain,
+                          visible_indices=np.flatnonzero(seen), part_pose=part_pose, candidate=ci,
                           path=path if path is not None else np.zeros((0, cell.nq))))
         prev = q
     timings["transitions"] = time.perf_counter() - t

@@ -67,7 +67,7 @@ class SensorViewModel:
     far: float = 0.55
     optimal_distance: float = 0.44
     max_incidence_deg: float = 70.0
-    baseline: float = 0.0
+    baseline: float = 0.12
     name: str = "motioncam3d_s"
 
     def __post_init__(self):
@@ -102,6 +102,13 @@ class SensorViewModel:
             raise ValueError(f"unknown sensor field(s) {', '.join(unknown)}")
         kw.update(overrides)
         return cls(**kw)
+
+    def scanner_kwargs(self) -> dict:
+        """The matching arguments of the simulated structured-light sensor
+        (``make_sensor({"type": "motioncam", **sensor.scanner_kwargs()})``), so simulated scans
+        see what the planner expects."""
+        return {"fov_deg": tuple(self.fov_deg), "working_range": (self.near, self.far),
+                "working_distance": self.optimal_distance, "baseline": self.baseline}
 
     @property
     def tan_half_fov(self) -> np.ndarray:
