@@ -14,7 +14,8 @@ Topics (published):
     ``joint_states`` (sensor_msgs/JointState) the cell's joints, at ``joint_state_rate``.
     ``~/joint_trajectory`` (trajectory_msgs/JointTrajectory) every trajectory executed.
     ``~/sensor_pose`` (geometry_msgs/PoseStamped, latched) sensor pose after each move.
-    ``~/part_pose`` (geometry_msgs/PoseStamped, latched) the part frame in ``world``.
+    ``~/part_pose`` (geometry_msgs/PoseStamped, latched) the part frame in ``world`` (updated
+        after every move when the cell has a turntable).
     ``~/views`` (geometry_msgs/PoseArray, latched) the planned sensor poses.
     ``robot_description`` (std_msgs/String, latched) the cell URDF.
 """
@@ -182,7 +183,7 @@ class ViewpointPlannerNode(Node):
             lib = CadLibrary(self.p.cad_library, strict=False)
             if request.part_type not in lib:
                 raise ValueError(f"part_type '{request.part_type}' is not in the CAD library {self.p.cad_library} "
-                                 f"(labels: {', '.join(lib.labels()) or 'none'})")
+                                 f"(labels: {', '.join(lib.labels) or 'none'})")
             mesh = lib.get(request.part_type).mesh
             name = request.part_type
         else:
@@ -207,10 +208,11 @@ class ViewpointPlannerNode(Node):
             plan = plan_views(mesh, cell=self.cell, sensor=self.sensor, target_coverage=target,
                               n_samples=self.p.n_samples, n_candidates=self.p.n_candidates, solver=self.p.solver,
                               max_views=self.p.max_views, start=start, seed=self.p.seed)
-        except (ValueError, FileNotFoundError) as exc:
+        except Exception as exc:  # noqa: BLE001 - every failure goes back to the caller
             response.success = False
-            response.message = str(exc)
-            self.get_logger().error(f"plan_views failed: {exc}")
+            response.message = str(exc) if isinstance(exc, (ValueError, FileNotFoundError)) else \
+                f"{type(exc).__name__}: {exc}"
+            self.get_logger().error(f"plan_views failed: {response.message}")
             return response
         checker = self.cell.collision_checker(mesh)
         with self._lock:
@@ -297,6 +299,9 @@ class ViewpointPlannerNode(Node):
         with self._lock:
             self.last_view = k
         self.pose_pub.publish(response.sensor_pose)
+        if self.cell.turntable_index is not None:   # the turntable moved the part
+            self.part_pub.publish(_pose_stamped(self.cell.part_pose(q_reached[self.cell.turntable_index]),
+                                                self.p.world_frame, stamp))
         return response
 
     def _move_builtin(self, start, view) -> np.ndarray:
