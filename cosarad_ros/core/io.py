@@ -360,13 +360,11 @@ def _write_pcd(path: Path, points, normals, colors, *, binary: bool, dtype) -> N
             fh.write(rec.tobytes())
     else:
         fmt = "%.9g" if np.dtype(dtype) == np.float32 else "%.17g"
-        with open(path, "w", encoding="ascii", newline="\n") as fh:
-            fh.write(header)
-            if rgb is None:
-                np.savetxt(fh, floats, fmt=fmt, delimiter=" ")
-            else:
-                table = np.concatenate([floats.astype(np.float64), rgb[:, None].astype(np.float64)], 1)
-                np.savetxt(fh, table, fmt=[fmt] * floats.shape[1] + ["%d"], delimiter=" ")
+        if rgb is None:
+            _savetxt_fast(path, floats.astype(np.float64), [fmt] * floats.shape[1], " ", header)
+        else:
+            table = np.concatenate([floats.astype(np.float64), rgb[:, None].astype(np.float64)], 1)
+            _savetxt_fast(path, table, [fmt] * floats.shape[1] + ["%d"], " ", header)
 
 
 # --------------------------------------------------------------------------------------------
@@ -487,9 +485,7 @@ def _write_ply(path: Path, points, normals, colors, *, binary: bool, dtype) -> N
         ffmt = "%.9g" if np.dtype(dtype) == np.float32 else "%.17g"
         fmts = [("%d" if t is np.uint8 else ffmt) for _, t in props]
         table = np.stack([rec[nm].astype(np.float64) for nm, _ in props], axis=1)
-        with open(path, "w", encoding="ascii", newline="\n") as fh:
-            fh.write(header)
-            np.savetxt(fh, table, fmt=fmts, delimiter=" ")
+        _savetxt_fast(path, table, fmts, " ", header)
 
 
 # --------------------------------------------------------------------------------------------
@@ -547,7 +543,8 @@ def _write_text(path: Path, points, normals, colors, *, dtype) -> None:
             raise ValueError(f"{path}: .xyzrgb needs colors")
         cols.append(colors)
     sep = "," if ext == ".csv" else " "
-    np.savetxt(path, np.concatenate(cols, axis=1), fmt=fmt, delimiter=sep)
+    table = np.concatenate(cols, axis=1)
+    _savetxt_fast(path, table, [fmt] * table.shape[1], sep)
 
 
 # --------------------------------------------------------------------------------------------
@@ -687,8 +684,20 @@ def write_labelled_points(path, points, labels, *, delimiter: str = " ", dtype="
     p = Path(os.fspath(path))
     p.parent.mkdir(parents=True, exist_ok=True)
     table = np.concatenate([pts.astype(dt).astype(np.float64), (lab != 0).astype(np.float64)[:, None]], 1)
-    np.savetxt(p, table, fmt=[fmt, fmt, fmt, "%d"], delimiter=delimiter)
+    _savetxt_fast(p, table, [fmt, fmt, fmt, "%d"], delimiter)
     return p
+
+
+def _savetxt_fast(path, table: np.ndarray, fmts, delimiter: str = " ", header: str = "") -> None:
+    """``np.savetxt`` equivalent that formats all rows with one C-level ``%`` operation
+    (several times faster for large tables)."""
+    row = delimiter.join(fmts) + "\n"
+    values = table.tolist()
+    body = "".join(row % tuple(r) for r in values) if len(values) < 64 else \
+        (row * len(values)) % tuple(v for r in values for v in r)
+    with open(path, "w", encoding="ascii", newline="\n") as fh:
+        fh.write(header)
+        fh.write(body)
 
 
 def read_mesh(path):

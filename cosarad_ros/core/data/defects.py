@@ -28,9 +28,10 @@ Ground truth: *a point is anomalous exactly where the surface moved or vanished.
 * "moves" kinds: a displacement field ``D(x)`` is applied; a point is anomalous when
   ``|D| > min_shift`` (default 0.05 mm).
 * "removes" kinds: material inside a closed *cutter* solid is removed; the anomalous surface is
-  everything within ``tol`` of the cutter: the new walls and floor, and a rim of width ``tol``
-  around the opening (the nearest remaining points to the vanished surface, as in
-  Anomaly-ShapeNet's hole labels).
+  everything within ``tol`` of the removed material: the new walls and floor, and a rim of
+  width ``tol`` around the vanished surface (the nearest remaining points to it, as in
+  Anomaly-ShapeNet's hole labels). On point clouds: the points within ``rim`` of a removed
+  point.
 
 Two ways to apply a defect:
 
@@ -116,6 +117,16 @@ def _signed_distance(V, F, x) -> np.ndarray:
     return scene.compute_signed_distance(q).numpy().astype(np.float64)
 
 
+def _distance(V, F, x) -> np.ndarray:
+    """Unsigned distance of ``x (N, 3)`` to the triangles (V, F)."""
+    import open3d as o3d
+
+    if len(x) == 0:
+        return np.zeros(0)
+    scene = _o3d_scene(V, F)
+    return scene.compute_distance(o3d.core.Tensor(np.asarray(x, dtype=np.float32))).numpy().astype(np.float64)
+
+
 def _tangent_frame(n, rng) -> tuple[np.ndarray, np.ndarray]:
     """Random unit tangent ``t`` and ``b = n x t``."""
     n = np.asarray(n, dtype=np.float64)
@@ -168,9 +179,9 @@ def _bisect_once(V, F, need):
     # local edge k joins vertex k and k+1; lengths (F, 3)
     elen = np.stack([np.linalg.norm(tri[:, (k + 1) % 3] - tri[:, k], axis=1) for k in range(3)], 1)
     longest = np.argmax(elen, axis=1)
-    pairs = np.stack([F[:, [0, 1]], F[:, [1, 2]], F[:, [2, 0]]], axis=1).reshape(-1, 2)
-    key = np.sort(pairs, axis=1)
-    uniq, inv = np.unique(key, axis=0, return_inverse=True)
+    pairs = np.sort(np.stack([F[:, [0, 1]], F[:, [1, 2]], F[:, [2, 0]]], axis=1).reshape(-1, 2), axis=1)
+    ukey, inv = np.unique(pairs[:, 0] * np.int64(len(V)) + pairs[:, 1], return_inverse=True)
+    uniq = np.stack([ukey // len(V), ukey % len(V)], axis=1)
     fe = inv.reshape(-1, 3)  # (F, 3) edge ids
     rows = np.arange(len(F))
     marked = np.zeros(len(uniq), dtype=bool)
@@ -298,11 +309,12 @@ class DefectRecord:
 
         Args:
             points: ``(N, 3)``.
-            tol: for "removes" kinds, points within ``tol`` of the cutter (walls, floor and a
-                rim of width ``tol``); for "moves" kinds (mesh records), points within ``tol``
-                of the defective surface whose nearest surface point moved more than
-                ``min_shift``. Records made by :func:`apply_defect` (point clouds) without a
-                region label points within ``tol`` of an anomalous sample.
+            tol: for "removes" kinds, points within ``tol`` of the removed material (its
+                new walls and floor, and a rim of width ``tol`` around the vanished surface);
+                for "moves" kinds, points within ``tol`` of the defective surface whose nearest
+                surface point moved more than ``min_shift``. Records made by
+                :func:`apply_defect` (point clouds) label points within ``tol`` of a moved or
+                removed sample.
 
         Returns:
             ``(N,)`` bool.
@@ -313,7 +325,9 @@ class DefectRecord:
         if not tol > 0:
             raise ValueError(f"tol must be > 0, got {tol}")
         if self.region_vertices is not None:
-            return _signed_distance(self.region_vertices, self.region_faces, pts) <= tol
+            # surface points never lie inside the removed material, so the unsigned distance
+            # to it decides (walls and floor at 0, the rim within tol)
+            return _distance(self.region_vertices, self.region_faces, pts) <= tol
         if self.mesh_vertices is not None:
             scene = _o3d_scene(self.mesh_vertices, self.mesh_faces)
             ans = scene.compute_closest_points(o3d.core.Tensor(pts.astype(np.float32)))
@@ -789,12 +803,13 @@ def _check_kind(kind):
         raise ValueError(f"unknown defect type {kind!r}; choose from {list(ALL_DEFECT_TYPES)}")
 
 
-def _record(kind, p, size, min_shift, footprint, **geometry) -> DefectRecord:
+def _record(kind, p, size, min_shift, footprint, extra=None, **geometry) -> DefectRecord:
     keep = {k: v for k, v in size.items()}
     return DefectRecord(kind=kind, centre=tuple(float(v) for v in p["centre"]),
                         normal=tuple(float(v) for v in p["normal"]),
                         direction=tuple(float(v) for v in p.get("direction", np.zeros(3))),
-                        size=keep, footprint=float(footprint), min_shift=float(min_shift), **geometry)
+                        size=keep, footprint=float(footprint), min_shift=float(min_shift),
+                        extra=dict(extra or {}), **geometry)
 
 
 def _footprint(points) -> float:
@@ -814,8 +829,8 @@ def apply_defect(points, normals, kind: str, rng: np.random.Generator, *, min_sh
         kind: one of :data:`DEFECT_TYPES` (or :data:`CAD_DEFECT_TYPES` with ``part``).
         rng: random generator (location, sizes, shapes).
         min_shift: displacement above which a point counts as moved (metres).
-        rim: for removal kinds, kept points within ``rim`` of the cutter are anomalous (default:
-            1.5 x the median nearest-neighbour spacing).
+        rim: for removal kinds, kept points within ``rim`` of a removed point are anomalous
+            (default: 2.5 x the median nearest-neighbour distance, about one sample spacing).
         part: the procedural :class:`~cosarad_ros.core.data.parts.Part` (CAD kinds only; the
             result is a fresh sample of the changed part with as many points).
         max_rel_size: cap of lengths / diameters relative to the longest side of the cloud.
@@ -838,7 +853,7 @@ def apply_defect(points, normals, kind: str, rng: np.random.Generator, *, min_sh
         raise ValueError(f"normals shape {nrm.shape} != points shape {pts.shape}")
     if rim is None:
         d, _ = cKDTree(pts).query(pts, k=2)
-        rim = 1.5 * float(np.median(d[:, 1]))
+        rim = 2.5 * float(np.median(d[:, 1]))
     if kind in CAD_DEFECT_TYPES:
         new_part, rec = _cad_hole_defect(part, kind, rng, size, min_shift)
         new_pts, new_nrm = sample_mesh(new_part.mesh, len(pts), seed=int(rng.integers(2**31)))
@@ -862,15 +877,19 @@ def apply_defect(points, normals, kind: str, rng: np.random.Generator, *, min_sh
             rec = _record(kind, p, sz, min_shift, _footprint(moved[mask]), anomalous_points=moved[mask])
             return DefectResult(moved, out_n, mask, np.arange(len(pts)), rec)
         cut = model.cutter(p, surface)
-        sd = _signed_distance(cut.vertices, cut.faces, pts)
-        keep = sd >= 0
-        mask = sd[keep] <= rim
+        keep = _signed_distance(cut.vertices, cut.faces, pts) >= 0
         last = int((~keep).sum())
         if last < min_anomalous or keep.sum() < 10:
             continue
+        # the points left that border the vanished samples (within rim of one)
+        gone = pts[~keep]
+        d, _ = cKDTree(gone).query(pts[keep], k=1, distance_upper_bound=rim)
+        mask = np.isfinite(d)
+        if mask.sum() < min_anomalous:
+            continue
         kept = np.nonzero(keep)[0]
-        rec = _record(kind, p, sz, min_shift, _footprint(pts[~keep]),
-                      region_vertices=np.asarray(cut.vertices), region_faces=np.asarray(cut.faces))
+        rec = _record(kind, p, sz, min_shift, _footprint(gone), anomalous_points=gone,
+                      extra={"cutter_vertices": len(cut.vertices)})
         return DefectResult(pts[keep], nrm[keep], mask, kept, rec)
     raise ValueError(f"{kind}: no placement affected at least {min_anomalous} points in {max_tries} "
                      f"tries (last: {last}); the cloud may be too sparse for the requested size")
@@ -878,7 +897,7 @@ def apply_defect(points, normals, kind: str, rng: np.random.Generator, *, min_sh
 
 def apply_defect_to_mesh(mesh, kind: str, rng: np.random.Generator, *, min_shift: float = 5e-5,
                          max_rel_size: float = 0.4, max_tries: int = 10, csg: bool = True,
-                         check_samples: int = 60000, **size):
+                         check_samples: int = 30000, **size):
     """Apply a defect to a mesh; the returned record labels any later scan of the result.
 
     "moves" kinds refine the mesh near the defect (edges about 1/14 of a dent's diameter, 1/5 of
@@ -939,18 +958,19 @@ def apply_defect_to_mesh(mesh, kind: str, rng: np.random.Generator, *, min_shift
                           mesh_faces=np.asarray(F), vertex_shift=shift)
         else:
             cut = model.cutter(p, surface)
-            out = None
+            res = None
             if csg:
                 if watertight is None:
                     watertight = bool(mesh.is_watertight)
                 if watertight:
-                    out = _csg_subtract(mesh, cut)
-            if out is None:
-                out = _delete_inside(V0, F0, cut, model.max_edge(p))
-            if out is None:
+                    res = _csg_subtract(mesh, cut)
+            if res is None:
+                res = _delete_inside(V0, F0, cut, model.max_edge(p))
+            if res is None:
                 continue
-            rec = _record(kind, p, sz, min_shift, 0.0, region_vertices=np.asarray(cut.vertices),
-                          region_faces=np.asarray(cut.faces))
+            out, region = res
+            rec = _record(kind, p, sz, min_shift, 0.0, region_vertices=np.asarray(region.vertices),
+                          region_faces=np.asarray(region.faces))
         # measure the anomalous footprint on a sample of the result (and check it is visible)
         chk, _ = sample_mesh(out, check_samples, seed=int(rng.integers(2**31)))
         lab = rec.label_points(chk, tol=max(min_shift, 1e-4))
@@ -962,6 +982,8 @@ def apply_defect_to_mesh(mesh, kind: str, rng: np.random.Generator, *, min_shift
 
 
 def _csg_subtract(mesh, cutter):
+    """``(mesh - cutter, mesh & cutter)`` with manifold3d, or None when either is not a closed
+    manifold or the cutter misses the part. The second mesh is the removed material."""
     from .parts import manifold_to_trimesh, trimesh_to_manifold
 
     try:
@@ -969,13 +991,13 @@ def _csg_subtract(mesh, cutter):
         b = trimesh_to_manifold(cutter, scale=1 / _MM)
     except ValueError:
         return None
+    removed = a ^ b
+    if removed.is_empty() or removed.volume() <= 0:
+        return None
     res = a - b
     if res.is_empty():
         return None
-    out = manifold_to_trimesh(res, scale=_MM)
-    if abs(out.volume - mesh.volume) < 1e-12:  # the cutter missed the part
-        return None
-    return out
+    return manifold_to_trimesh(res, scale=_MM), manifold_to_trimesh(removed, scale=_MM)
 
 
 def _delete_inside(V0, F0, cutter, max_edge):
@@ -993,4 +1015,6 @@ def _delete_inside(V0, F0, cutter, max_edge):
         return None
     out = trimesh.Trimesh(vertices=V, faces=F[~inside], process=False)
     out.remove_unreferenced_vertices()
-    return out
+    gone = trimesh.Trimesh(vertices=V, faces=F[inside], process=False)  # the vanished surface
+    gone.remove_unreferenced_vertices()
+    return out, gone

@@ -187,6 +187,19 @@ def _test_plan(config: SynthConfig, part: Part, class_index: int) -> list[str]:
     return [plan[i] for i in perm]
 
 
+def _facing_view(rng, normal, min_cos: float = 0.3):
+    """A random view direction (as :func:`random_view_direction`) within about 73 degrees of
+    ``normal``; random when none is found in 200 draws."""
+    from .scans import random_view_direction
+
+    d = random_view_direction(rng)
+    for _ in range(200):
+        if d @ normal >= min_cos:
+            return d
+        d = random_view_direction(rng)
+    return d
+
+
 def _pose(config, rng):
     return random_pose(rng, max_translation=config.max_translation) if config.pose else np.eye(4)
 
@@ -221,9 +234,12 @@ def _gen_class(args) -> dict:
                 mesh, rec = apply_defect_to_mesh(part, kind, rng, min_shift=config.min_shift)
             for _view in range(12 if config.layout == "real3d" else 1):
                 if config.layout == "real3d":
+                    view = None
+                    if rec is not None:  # a random view that faces the defect
+                        view = _facing_view(rng, np.asarray(rec.normal))
                     try:
-                        scan = partial_scan(mesh, config.test_points, rng, noise=config.noise,
-                                            density_variation=config.density_variation)
+                        scan = partial_scan(mesh, config.test_points, rng, view_direction=view,
+                                            noise=config.noise, density_variation=config.density_variation)
                     except ValueError:
                         scan = None
                         continue
