@@ -373,7 +373,7 @@ def index_benchmark(root, layout: str | None = None) -> BenchmarkIndex:
         gt_dir = next((d / g for g in (("gt", "GT") if layout == "real3d" else ("GT", "gt"))
                        if (d / g).is_dir()), None)
         tests = []
-        for p in sorted((d / "test").glob("*.pcd"), key=_natural):
+        for p in sorted((d / "test").glob("*.pcd"), key=lambda q: _sample_key(q, layout)):
             t, bad = _parse_real3d(p.stem) if layout == "real3d" else _parse_as(p.stem, d.name)
             gt = gt_dir / f"{p.stem}.txt" if gt_dir is not None else None
             tests.append(SampleFile(name=p.stem, path=p, gt_path=gt if gt is not None and gt.is_file() else None,
@@ -383,6 +383,13 @@ def index_benchmark(root, layout: str | None = None) -> BenchmarkIndex:
         classes[d.name] = ClassFiles(name=d.name, templates=tuple(tmpl), tests=tuple(tests))
     return BenchmarkIndex(root=str(root), layout=layout, units=units, scale_to_metres=scale,
                           classes=classes, class_scale_to_metres=class_scale)
+
+
+def _sample_key(p: Path, layout: str):
+    """Order test samples by their index (leading number in Real3D-AD, trailing in
+    Anomaly-ShapeNet), then by name."""
+    m = re.match(r"^(\d+)", p.stem) if layout == "real3d" else re.search(r"(\d+)$", p.stem)
+    return (int(m.group(1)) if m else 1 << 62, p.stem)
 
 
 def _natural(p: Path):

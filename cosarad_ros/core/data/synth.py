@@ -65,7 +65,8 @@ class SynthConfig:
         max_translation: translation range of the random pose, metres.
         label_tol: GT tolerance (see :meth:`DefectRecord.label_points`), metres.
         min_shift: displacement that counts as anomalous, metres.
-        min_defect_points: a defective scan must show at least this many anomalous points.
+        min_defect_points: a defective scan must show at least this many anomalous points
+            (default: ``max(5, test_points // 1000)``).
         seed: master seed.
         gallery: defective samples drawn in ``gallery.png`` (0: no gallery).
         workers: worker processes (1: in-process).
@@ -87,10 +88,17 @@ class SynthConfig:
     max_translation: float = 0.05
     label_tol: float = 3e-4
     min_shift: float = 5e-5
-    min_defect_points: int = 20
+    min_defect_points: int | None = None
     seed: int = 0
     gallery: int = 8
     workers: int = 1
+
+    @property
+    def min_visible(self) -> int:
+        """Anomalous points a defective scan must show."""
+        if self.min_defect_points is not None:
+            return int(self.min_defect_points)
+        return max(5, int(self.test_points) // 1000)
 
     def validate(self) -> "SynthConfig":
         if self.layout not in LAYOUTS:
@@ -250,7 +258,7 @@ def _gen_class(args) -> dict:
                     mask = np.zeros(len(scan.points), dtype=bool)
                     break
                 mask = rec.label_points(scan.clean_points, tol=config.label_tol)
-                if mask.sum() >= config.min_defect_points:
+                if mask.sum() >= config.min_visible:
                     break
                 scan = None
             if scan is not None:
