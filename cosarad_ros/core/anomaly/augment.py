@@ -1,0 +1,102 @@
+"""Training augmentations of COSARAD patch triplets (patch units: radius ``R = 2``).
+
+From the COSARAD paper (Tarvo, Wan, Chen): a *shared* global rotation within +-90 degrees applied
+to all three patches of a triplet (so the triplet stays consistent), an *independent* rotation
+within +-3 degrees per patch, translation within +-0.03, Gaussian noise with sigma 0.005, and
+an *edge crop* that removes small spheres of radius ``r in (0.05 R, 0.15 R)`` centred near the
+patch edge (mimics partial coverage at the border of a scan). After cropping, each patch is
+resampled back to its point count and put in farthest-point order again.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..geometry import random_rotation
+from .patches import PATCH_UNITS_RADIUS, fps_order, resample_patch
+
+__all__ = ["AugmentConfig", "augment_triplets", "edge_crop"]
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Augmentation magnitudes (patch units, degrees).
+
+    Attributes:
+        shared_rotation_deg: bound of the rotation shared by the patches of one triplet.
+        own_rotation_deg: bound of each patch's independent rotation.
+        translation: bound of each patch's uniform per-axis shift.
+        noise_std: Gaussian jitter per point.
+        crop_probability: chance that a patch gets edge crops.
+        crop_max_spheres: at most this many spheres removed per cropped patch.
+        crop_radius: ``(min, max)`` sphere radius as a fraction of ``R``.
+        crop_edge: sphere centres are patch points farther than ``crop_edge * R`` from the centre.
+        fps_prefix: points put back in farthest-point order after cropping.
+    """
+
+    shared_rotation_deg: float = 90.0
+    own_rotation_deg: float = 3.0
+    translation: float = 0.03
+    noise_std: float = 0.005
+    crop_probability: float = 0.5
+    crop_max_spheres: int = 2
+    crop_radius: tuple[float, float] = (0.05, 0.15)
+    crop_edge: float = 0.8
+    fps_prefix: int = 64
+
+
+def edge_crop(patch: np.ndarray, rng: np.random.Generator, *, n_spheres: int, radius=(0.05, 0.15),
+              edge: float = 0.8, R: float = PATCH_UNITS_RADIUS) -> np.ndarray:
+    """Remove ``n_spheres`` spheres (radius in ``radius * R``) centred on points near the patch
+    edge (farther than ``edge * R`` from the origin). Returns the kept points ``(m, 3)``;
+    never removes more than half of the points."""
+    pts = patch
+    for _ in range(n_spheres):
+        r = np.linalg.norm(pts, axis=1)
+        cand = np.nonzero(r > edge * R)[0]
+        if cand.size == 0:
+            break
+        c = pts[rng.choice(cand)]
+        rad = rng.uniform(radius[0], radius[1]) * R
+        keep = np.linalg.norm(pts - c, axis=1) > rad
+        if keep.sum() < 0.5 * len(patch):
+            break
+        pts = pts[keep]
+    return pts
+
+
+def augment_triplets(triplets: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig = AugmentConfig()) -> np.ndarray:
+    """Augment a batch of triplets.
+
+    Args:
+        triplets: ``(B, 3, n, 3)`` float32 (anchor, positive, negative) patches in patch units.
+        rng: random generator.
+        cfg: magnitudes.
+
+    Returns:
+        ``(B, 3, n, 3)`` float32 augmented patches, each in farthest-point order.
+    """
+    t = np.asarray(triplets, dtype=np.float64)
+    if t.ndim != 4 or t.shape[1] != 3 or t.shape[3] != 3:
+        raise ValueError(f"triplets must have shape (B, 3, n, 3), got {t.shape}")
+    B, _, n, _ = t.shape
+    out = np.empty_like(t)
+    for b in range(B):
+        Rs = random_rotation(rng, cfg.shared_rotation_deg)
+        for k in range(3):
+            p = t[b, k]
+            if cfg.crop_probability > 0 and rng.random() < cfg.crop_probability:
+                kept = edge_crop(p, rng, n_spheres=int(rng.integers(1, cfg.crop_max_spheres + 1)),
+                                 radius=cfg.crop_radius, edge=cfg.crop_edge)
+                if len(kept) < n:
+                    p = resample_patch(kept, n, rng)
+            Ro = random_rotation(rng, cfg.own_rotation_deg)
+            p = p @ (Ro @ Rs).T + rng.uniform(-cfg.translation, cfg.translation, size=3)
+            if cfg.noise_std > 0:
+                p = p + rng.normal(scale=cfg.noise_std, size=p.shape)
+            out[b, k] = p
+    out = out.astype(np.float32)
+    if cfg.fps_prefix > 0:
+        out = fps_order(out.reshape(B * 3, n, 3), cfg.fps_prefix).reshape(B, 3, n, 3)
+    return out

@@ -1,0 +1,588 @@
+"""The inference object: :class:`AnomalyDetector` (fit memory banks per part type, score scans).
+
+Pipeline of :meth:`AnomalyDetector.score` (COSARAD, Tarvo, Wan, Chen; section numbers refer to
+the project's issue 4, which lists the paper's facts):
+
+1. register the scan onto the part type's reference template (FPFH + RANSAC + ICP, several
+   attempts, the lowest one-sided Chamfer distance wins; :func:`cosarad_ros.core.registration.register`),
+2. cut patches of radius ``R`` at the bank's fixed centres (FPS on the reference template),
+   recentre, scale so ``R = 2``, resample to 512 points; skip patches with fewer than
+   ``|P|min = 0.5 x`` the mean patch size (partial scans),
+3. extract features (learned COSARAD network, or FPFH for the ablation),
+4. patch score: Cohen's effect size against the location's bank (or the nearest-neighbour
+   distance in one global bank for the PatchCore-style ablation),
+5. object score: max (or top-k sum / mean) of the patch scores; per-point score: Gaussian-weighted
+   mean of patch scores with ``sigma = R``,
+6. defects: connected groups of points whose score exceeds the patch threshold.
+
+Threshold calibration (no defective example needed): every template is scored against a bank of
+the other templates (leave-one-out); the good-patch scores are summarised robustly (median and
+1.4826 x MAD), a Gaussian tail is assumed, and the object threshold is the ``1 - false_alarm_rate``
+quantile of the object score of a good part with ``n_eff`` scored patches (Monte Carlo for the
+top-k aggregators; for ``max`` that is ``median + z sigma`` with ``z = Phi^-1((1 - a)^(1 / n_eff))``).
+The same ``median + z sigma`` is the per-patch / per-point threshold that delimits defects.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from ..geometry import as_points, transform_points
+from .features import PatchFeatureExtractor, make_extractor
+from .memory_bank import MemoryBank, make_bank
+from .patches import extract_patches, farthest_point_sampling, resolve_patch_radius
+from .scoring import AGGREGATORS, aggregate, point_scores_from_patches
+
+__all__ = ["DefectRegion", "AnomalyScore", "PartBank", "AnomalyDetector", "METHODS", "calibrate_threshold",
+           "find_defect_regions", "MIN_SCAN_POINTS"]
+
+#: method name -> (feature extractor, memory bank kind)
+METHODS = {"cosarad": ("cosarad", "local"), "fpfh": ("fpfh", "local"), "global-bank": ("cosarad", "global")}
+
+#: the fewest points a scan (or template) may have
+MIN_SCAN_POINTS = 50
+
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DefectRegion:
+    """One connected group of anomalous scan points.
+
+    Attributes:
+        centroid: ``(3,)`` mean of its points, template (part) frame [m].
+        extent: ``(3,)`` axis-aligned size of its points, template frame [m].
+        score: the largest point score in the region.
+        point_count: number of points.
+        indices: ``(K,)`` indices into the scored scan.
+    """
+
+    centroid: np.ndarray
+    extent: np.ndarray
+    score: float
+    point_count: int
+    indices: np.ndarray
+
+
+@dataclass(frozen=True)
+class AnomalyScore:
+    """Result of :meth:`AnomalyDetector.score`.
+
+    Attributes:
+        point_scores: ``(N,)`` per-point anomaly scores, in the order of the input scan.
+        object_score: object-level score.
+        threshold: decision threshold on ``object_score`` (calibrated per part type).
+        is_anomalous: ``object_score > threshold``.
+        transform: ``(4, 4)`` scan frame -> template (part) frame.
+        chamfer: one-sided Chamfer distance scan -> reference after registration [m].
+        patch_centres: ``(P, 3)`` patch centres in the template frame.
+        patch_scores: ``(P,)`` patch scores (NaN: patch not scored, e.g. not seen by a partial scan).
+        defects: connected regions of points above ``point_threshold``, highest score first.
+        point_threshold: the per-point / per-patch threshold used for ``defects``.
+        registration_ok: the registration passed its checks (when False, scores are unreliable).
+        timings: seconds per stage (``register``, ``patches``, ``features``, ``view_matching``,
+            ``scoring``, ``total``).
+        coverage: share of the reference template the registered scan covers.
+    """
+
+    point_scores: np.ndarray
+    object_score: float
+    threshold: float
+    is_anomalous: bool
+    transform: np.ndarray
+    chamfer: float
+    patch_centres: np.ndarray
+    patch_scores: np.ndarray
+    defects: tuple[DefectRegion, ...] = ()
+    point_threshold: float = float("nan")
+    registration_ok: bool = True
+    timings: dict = field(default_factory=dict)
+    coverage: float = 1.0
+
+
+@dataclass(frozen=True)
+class PartBank:
+    """Everything the detector keeps per part type (and caches on disk).
+
+    Attributes:
+        part_type: the label.
+        reference: ``(M, 3)`` float32 reference template (registration target), template frame.
+        centres: ``(P, 3)`` patch centres.
+        radius: patch radius ``R`` [m].
+        bank: the memory bank of template features.
+        threshold: object-score threshold.
+        patch_threshold: per-patch / per-point threshold.
+        loo_scores: ``(G, P)`` leave-one-out patch scores of the templates.
+        key: cache key (method, extractor, parameters, template data).
+        templates: the ``G`` registered (thinned) templates behind the bank columns.
+        counts: ``(P, G)`` raw points of each template patch.
+        view_reference: ``(K, 3)`` thinned reference used to estimate a scan's views.
+        template_nn: per template, the index of each point's nearest ``view_reference`` point.
+    """
+
+    part_type: str
+    reference: np.ndarray
+    centres: np.ndarray
+    radius: float
+    bank: MemoryBank
+    threshold: float
+    patch_threshold: float
+    loo_scores: np.ndarray
+    key: str
+    templates: tuple = ()
+    counts: np.ndarray | None = None
+    view_reference: np.ndarray | None = None
+    template_nn: tuple = ()
+
+
+def calibrate_threshold(loo_scores, *, aggregator: str = "max", top_k: int = 3, n_eff: int = 128,
+                        false_alarm_rate: float = 0.01, draws: int = 4000, seed: int = 0) -> tuple[float, float]:
+    """Object and patch thresholds from good-patch scores only (see module docstring).
+
+    Args:
+        loo_scores: good-patch scores (any shape; NaNs ignored), e.g. leave-one-out template scores.
+        aggregator, top_k: how object scores are formed.
+        n_eff: scored patches expected per scan.
+        false_alarm_rate: accepted probability that a good part exceeds the object threshold.
+
+    Returns:
+        ``(object_threshold, patch_threshold)``.
+    """
+    from scipy.stats import norm
+
+    s = np.asarray(loo_scores, dtype=np.float64).ravel()
+    s = s[np.isfinite(s)]
+    if s.size < 3:
+        raise ValueError("need at least 3 finite good-patch scores to calibrate a threshold")
+    if not 0 < false_alarm_rate < 1:
+        raise ValueError(f"false_alarm_rate must be in (0, 1), got {false_alarm_rate}")
+    n_eff = max(int(n_eff), 1)
+    med = float(np.median(s))
+    sig = float(1.4826 * np.median(np.abs(s - med)))
+    if sig <= 0:
+        sig = float(s.std()) or 1e-6
+    z = float(norm.ppf((1.0 - false_alarm_rate) ** (1.0 / n_eff)))
+    patch_thr = med + z * sig
+    if aggregator == "max":
+        return patch_thr, patch_thr
+    rng = np.random.default_rng(seed)
+    sims = rng.normal(med, sig, size=(draws, n_eff))
+    k = min(top_k, n_eff)
+    top = -np.partition(-sims, k - 1, axis=1)[:, :k]
+    obj = top.sum(1) if aggregator == "topk_sum" else top.mean(1)
+    return float(np.quantile(obj, 1.0 - false_alarm_rate)), patch_thr
+
+
+def find_defect_regions(points, scores, threshold: float, *, link_distance: float,
+                        min_points: int = 10) -> tuple[DefectRegion, ...]:
+    """Connected components (points closer than ``link_distance``) of points scoring above
+    ``threshold``; regions smaller than ``min_points`` are dropped. Highest score first."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    pts = np.asarray(points, dtype=np.float64)
+    sc = np.asarray(scores, dtype=np.float64)
+    hot = np.nonzero(np.isfinite(sc) & (sc > threshold))[0]
+    if hot.size < max(min_points, 1):
+        return ()
+    hp = pts[hot]
+    pairs = cKDTree(hp).query_pairs(link_distance, output_type="ndarray")
+    n = len(hp)
+    g = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n)) if len(pairs) else \
+        coo_matrix((n, n))
+    _, labels = connected_components(g, directed=False)
+    regions = []
+    for lab in np.unique(labels):
+        members = hot[labels == lab]
+        if members.size < min_points:
+            continue
+        p = pts[members]
+        regions.append(DefectRegion(centroid=p.mean(0), extent=p.max(0) - p.min(0),
+                                    score=float(sc[members].max()), point_count=int(members.size),
+                                    indices=members.astype(np.int64)))
+    regions.sort(key=lambda r: -r.score)
+    return tuple(regions)
+
+
+def _safe_name(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", s)[:80] or "part"
+
+
+class AnomalyDetector:
+    """COSARAD anomaly detector (and its FPFH / global-bank ablations through the same code).
+
+    Args:
+        method: ``"cosarad"`` (learned features, location-aware banks), ``"fpfh"`` (FPFH
+            features, location-aware banks) or ``"global-bank"`` (learned features, one bank).
+        model: COSARAD weights (``.safetensors``); ``None``: the shipped default model.
+        patch_radius: ``R`` in metres; ``None``: ``patch_radius_rel`` x the reference template's
+            bounding-box diagonal. Clouds are scaled by ``2 / R`` internally (``R = 2``).
+        patch_radius_rel: see ``patch_radius``.
+        num_patches: patch centres (FPS on the reference template).
+        patch_points: points per resampled patch (512).
+        aggregator: object score: ``"max"``, ``"topk_sum"`` or ``"topk_mean"``.
+        top_k: ``k`` of the top-k aggregators.
+        partial_scans: scans are partial views: skip test patches with fewer than
+            ``min_patch_fraction`` x the mean patch size (``|P|min``); False: full scans (0).
+        min_patch_fraction: see ``partial_scans`` (0.5 in the paper).
+        min_std: floor of the pooled standard deviation of Cohen's d (feature-distance units).
+        registration_attempts: global registration hypotheses per registration.
+        register: register scans onto the reference (False: scans are already in its frame).
+        false_alarm_rate: target false-alarm rate of the calibrated object threshold.
+        threshold: fixed object threshold (overrides calibration); ``None``: calibrated.
+        max_template_points: templates are randomly thinned to this many points.
+        min_region_points: smallest defect region reported.
+        device: torch device of the network (``"cpu"``, ``"cuda"``, ``"auto"``).
+        batch_size: patches per network forward pass.
+        num_threads: torch threads during feature extraction (``None``: torch's default).
+        seed: seed of patch resampling (scores are deterministic for a seed).
+        fpfh: keyword arguments of :class:`~.baselines.FpfhExtractor` (method ``fpfh``).
+        view_matching: crop the templates to the views that explain a partial scan before
+            comparing (:mod:`.visibility`; an addition to the paper). Scans covering more than
+            ``full_coverage`` of the reference are compared with the full templates.
+        full_coverage: see ``view_matching``.
+        view_points: points of the thinned reference used for view estimation.
+    """
+
+    def __init__(self, method: str = "cosarad", model: str | None = None, *, patch_radius: float | None = None,
+                 patch_radius_rel: float = 0.08, num_patches: int = 256, patch_points: int = 512,
+                 aggregator: str = "max", top_k: int = 3, partial_scans: bool = True,
+                 min_patch_fraction: float = 0.5, min_std: float = 0.02, registration_attempts: int = 3,
+                 register: bool = True, false_alarm_rate: float = 0.01, threshold: float | None = None,
+                 max_template_points: int = 60_000, min_region_points: int = 10, device: str = "cpu",
+                 batch_size: int = 128, num_threads: int | None = None, seed: int = 0,
+                 fpfh: dict | None = None, view_matching: bool = True, full_coverage: float = 0.85,
+                 view_points: int = 3000):
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; choose from {sorted(METHODS)}")
+        if aggregator not in AGGREGATORS:
+            raise ValueError(f"unknown aggregator {aggregator!r}; choose from {AGGREGATORS}")
+        if num_patches < 2 or patch_points < 16 or top_k < 1 or registration_attempts < 1:
+            raise ValueError("num_patches >= 2, patch_points >= 16, top_k >= 1 and registration_attempts >= 1 required")
+        if not 0 <= min_patch_fraction < 1:
+            raise ValueError(f"min_patch_fraction must be in [0, 1), got {min_patch_fraction}")
+        if threshold is not None and not np.isfinite(threshold):
+            raise ValueError(f"threshold must be finite, got {threshold}")
+        self.method = method
+        self.model = model
+        self.patch_radius = patch_radius
+        self.patch_radius_rel = float(patch_radius_rel)
+        self.num_patches = int(num_patches)
+        self.patch_points = int(patch_points)
+        self.aggregator = aggregator
+        self.top_k = int(top_k)
+        self.partial_scans = bool(partial_scans)
+        self.min_patch_fraction = float(min_patch_fraction)
+        self.min_std = float(min_std)
+        self.registration_attempts = int(registration_attempts)
+        self.register = bool(register)
+        self.false_alarm_rate = float(false_alarm_rate)
+        self.threshold = None if threshold is None else float(threshold)
+        self.max_template_points = int(max_template_points)
+        self.min_region_points = int(min_region_points)
+        self.seed = int(seed)
+        self.view_matching = bool(view_matching)
+        self.full_coverage = float(full_coverage)
+        self.view_points = int(view_points)
+        feat_name, self.bank_kind = METHODS[method]
+        if feat_name == "cosarad":
+            self.extractor: PatchFeatureExtractor = make_extractor(
+                "cosarad", model=model, device=device, batch_size=batch_size, num_threads=num_threads)
+        else:
+            self.extractor = make_extractor("fpfh", **(fpfh or {}))
+        self._parts: dict[str, PartBank] = {}
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_config(cls, config: dict | None = None) -> "AnomalyDetector":
+        """Build from a dict whose keys are the constructor's arguments (unknown keys are refused)."""
+        import inspect
+
+        cfg = dict(config or {})
+        allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        unknown = sorted(set(cfg) - allowed)
+        if unknown:
+            raise ValueError(f"unknown detector config keys {unknown}; allowed: {sorted(allowed)}")
+        return cls(**cfg)
+
+    @property
+    def classes_seen(self) -> tuple[str, ...]:
+        """Classes the feature extractor saw in training (empty for FPFH)."""
+        return tuple(getattr(self.extractor, "classes_seen", ()))
+
+    def has_part(self, part_type: str) -> bool:
+        return part_type in self._parts
+
+    def parts(self) -> list[str]:
+        return sorted(self._parts)
+
+    def part_bank(self, part_type: str) -> PartBank:
+        if part_type not in self._parts:
+            known = ", ".join(self.parts()) or "none"
+            raise ValueError(f"unknown part type '{part_type}': fit its templates first (known: {known})")
+        return self._parts[part_type]
+
+    # ------------------------------------------------------------------ helpers
+    def _rng(self, salt: int = 0) -> np.random.Generator:
+        return np.random.default_rng([self.seed, salt])
+
+    def _thin(self, pts: np.ndarray, salt: int) -> np.ndarray:
+        if len(pts) <= self.max_template_points:
+            return pts
+        sel = self._rng(1000 + salt).choice(len(pts), self.max_template_points, replace=False)
+        return pts[np.sort(sel)]
+
+    def _register(self, source: np.ndarray, target: np.ndarray):
+        from ..registration import register
+
+        return register(source, target, attempts=self.registration_attempts, seed=self.seed)
+
+    def _features(self, ps) -> np.ndarray:
+        feats = np.zeros((len(ps.patches), self.extractor.dim), dtype=np.float32)
+        if ps.valid.any():
+            feats[ps.valid] = self.extractor(ps.patches[ps.valid])
+        return feats
+
+    def _cache_key(self, templates: list[np.ndarray]) -> str:
+        h = hashlib.sha1()
+        params = {"v": CACHE_VERSION, "method": self.method, "extractor": self.extractor.fingerprint(),
+                  "patch_radius": self.patch_radius, "patch_radius_rel": self.patch_radius_rel,
+                  "num_patches": self.num_patches, "patch_points": self.patch_points, "min_std": self.min_std,
+                  "aggregator": self.aggregator, "top_k": self.top_k, "far": self.false_alarm_rate,
+                  "partial": self.partial_scans, "reg": self.registration_attempts, "register": self.register,
+                  "max_pts": self.max_template_points, "seed": self.seed,
+                  "view_points": self.view_points}
+        h.update(json.dumps(params, sort_keys=True).encode())
+        for t in templates:
+            h.update(np.ascontiguousarray(t, dtype=np.float32).tobytes())
+        return h.hexdigest()
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, part_type: str, templates, *, cache_dir: str | None = None, progress: bool = False) -> PartBank:
+        """Build (or load from ``cache_dir``) the memory banks of ``part_type``.
+
+        Args:
+            part_type: label of the part type.
+            templates: list of ``(N_g, 3)`` good scans (or simulated scans of the CAD model) in
+                metres, any poses; the first is the reference whose frame becomes the template frame.
+            cache_dir: folder for the banks (``<part_type>-<key>.npz``); reused when the method,
+                model, parameters and template data match.
+            progress: tqdm bar over the templates.
+
+        Raises:
+            ValueError: empty part type, fewer than 2 (3 for Cohen's-d calibration) valid templates,
+                empty / non-finite templates.
+        """
+        if not isinstance(part_type, str) or not part_type:
+            raise ValueError("part_type must be a non-empty string")
+        if templates is None or len(templates) == 0:
+            raise ValueError(f"no templates given for part type '{part_type}'")
+        tmpl = [self._thin(as_points(t, name=f"template {i} of '{part_type}'", min_points=MIN_SCAN_POINTS), i)
+                for i, t in enumerate(templates)]
+        need = 3 if self.bank_kind == "local" else 2
+        if len(tmpl) < need:
+            raise ValueError(f"part type '{part_type}' has {len(tmpl)} template(s); the {self.method} "
+                             f"method needs at least {need}")
+        key = self._cache_key(tmpl)
+        path = None
+        if cache_dir:
+            path = os.path.join(cache_dir, f"{_safe_name(part_type)}-{key[:20]}.npz")
+            if os.path.isfile(path):
+                try:
+                    pb = self._load_bank(path, part_type, key)
+                    self._parts[part_type] = pb
+                    return pb
+                except ValueError as exc:
+                    warnings.warn(f"ignoring unreadable bank cache {path}: {exc}")
+        pb = self._build(part_type, tmpl, key, progress=progress)
+        self._parts[part_type] = pb
+        if path:
+            self._save_bank(path, pb)
+        return pb
+
+    def _build(self, part_type: str, tmpl: list[np.ndarray], key: str, *, progress: bool) -> PartBank:
+        from tqdm.auto import tqdm
+
+        ref = tmpl[0]
+        radius = resolve_patch_radius(ref, patch_radius=self.patch_radius, patch_radius_rel=self.patch_radius_rel)
+        sub = ref if len(ref) <= 20_000 else ref[self._rng(7).choice(len(ref), 20_000, replace=False)]
+        centres = sub[farthest_point_sampling(sub, self.num_patches)]
+        feats, valid, counts, regs = [], [], [], []
+        for g, t in enumerate(tqdm(tmpl, desc=f"banks {part_type}", disable=not progress, leave=False)):
+            if g > 0 and self.register:
+                res = self._register(t, ref)
+                if not res.ok:
+                    warnings.warn(f"template {g} of '{part_type}' did not register onto the reference "
+                                  f"({res.reason}); it is left out of the banks")
+                    continue
+                t = transform_points(res.transform, t)
+            ps = extract_patches(t, centres, radius=radius, num_points=self.patch_points, min_points=8,
+                                 rng=self._rng(100 + g))
+            feats.append(self._features(ps))
+            valid.append(ps.valid)
+            counts.append(ps.counts)
+            regs.append(t.astype(np.float32))
+        need = 3 if self.bank_kind == "local" else 2
+        if len(regs) < need:
+            raise ValueError(f"only {len(regs)} template(s) of '{part_type}' registered onto the reference; need {need}")
+        F = np.stack(feats, axis=1)  # (P, G, d)
+        V = np.stack(valid, axis=1)
+        bank = make_bank(self.bank_kind, F, V, min_std=self.min_std)
+        loo = bank.leave_one_out()
+        thr, pthr = self._calibrate(loo)
+        vref = sub[farthest_point_sampling(sub, self.view_points)].astype(np.float32)
+        tree = cKDTree(vref)
+        nn = tuple(tree.query(t, k=1)[1].astype(np.int32) for t in regs)
+        return PartBank(part_type, ref.astype(np.float32), centres, float(radius), bank, thr, pthr, loo, key,
+                        tuple(regs), np.stack(counts, axis=1), vref, nn)
+
+    def _calibrate(self, loo: np.ndarray) -> tuple[float, float]:
+        n_eff = self.num_patches // 2 if self.partial_scans else self.num_patches
+        thr, pthr = calibrate_threshold(loo, aggregator=self.aggregator, top_k=self.top_k, n_eff=n_eff,
+                                        false_alarm_rate=self.false_alarm_rate, seed=self.seed)
+        if self.threshold is not None:
+            thr = self.threshold
+        return thr, pthr
+
+    # ------------------------------------------------------------------ cache
+    def _save_bank(self, path: str, pb: PartBank) -> None:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        meta = {"version": CACHE_VERSION, "part_type": pb.part_type, "key": pb.key, "radius": pb.radius,
+                "threshold": pb.threshold, "patch_threshold": pb.patch_threshold, "bank_kind": pb.bank.kind}
+        tmp = path + ".tmp.npz"
+        np.savez_compressed(tmp, meta=np.array(json.dumps(meta)), reference=pb.reference, centres=pb.centres,
+                            features=pb.bank.features, valid=pb.bank.valid, loo=pb.loo_scores,
+                            templates=np.concatenate(pb.templates), template_len=np.array([len(t) for t in pb.templates]),
+                            template_nn=np.concatenate(pb.template_nn), counts=pb.counts,
+                            view_reference=pb.view_reference)
+        os.replace(tmp, path)
+
+    def _load_bank(self, path: str, part_type: str, key: str) -> PartBank:
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                arrays = {k: z[k] for k in ("reference", "centres", "features", "valid", "loo", "templates",
+                                            "template_len", "template_nn", "counts", "view_reference")}
+        except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
+            raise ValueError(str(exc)) from exc
+        if meta.get("key") != key or meta.get("version") != CACHE_VERSION:
+            raise ValueError("cache key mismatch")
+        bank = make_bank(meta["bank_kind"], arrays["features"], arrays["valid"], min_std=self.min_std)
+        thr, pthr = float(meta["threshold"]), float(meta["patch_threshold"])
+        cut = np.cumsum(arrays["template_len"])[:-1]
+        return PartBank(part_type, arrays["reference"], arrays["centres"], float(meta["radius"]), bank, thr, pthr,
+                        arrays["loo"], key, tuple(np.split(arrays["templates"], cut)), arrays["counts"],
+                        arrays["view_reference"], tuple(np.split(arrays["template_nn"], cut)))
+
+    # ------------------------------------------------------------------ scoring
+    def score(self, scan, part_type: str, *, register: bool | None = None, transform=None) -> AnomalyScore:
+        """Score a scan of ``part_type``.
+
+        Args:
+            scan: ``(N, 3)`` points in metres, any pose (registered onto the templates here).
+            part_type: a fitted part type.
+            register: override the detector's ``register`` setting for this call.
+            transform: a known ``(4, 4)`` scan -> template-frame transform (skips registration).
+
+        Raises:
+            ValueError: empty / non-finite / too small scan, unknown part type, or a scan that
+                overlaps no patch of the templates.
+        """
+        timings = {}
+        t0 = time.perf_counter()
+        pts = as_points(scan, name="scan", min_points=MIN_SCAN_POINTS)
+        pb = self.part_bank(part_type)
+        do_reg = self.register if register is None else bool(register)
+        if transform is not None:
+            from ..geometry import as_transform
+
+            T = as_transform(transform)
+            d, _ = cKDTree(pb.reference).query(transform_points(T, pts), k=1)
+            chamfer, reg_ok = float(d.mean()), True
+        elif do_reg:
+            res = self._register(pts, pb.reference)
+            T, chamfer, reg_ok = np.asarray(res.transform), float(res.chamfer), bool(res.ok)
+            if not reg_ok:
+                warnings.warn(f"scan of '{part_type}' did not register well ({res.reason}); scores are unreliable")
+        else:
+            T = np.eye(4)
+            d, _ = cKDTree(pb.reference).query(pts, k=1)
+            chamfer, reg_ok = float(d.mean()), True
+        reg = transform_points(T, pts)
+        t1 = time.perf_counter()
+        timings["register"] = t1 - t0
+        ps = extract_patches(reg, pb.centres, radius=pb.radius, num_points=self.patch_points,
+                             min_points="partial" if self.partial_scans else 0, rng=self._rng(999))
+        if self.partial_scans and self.min_patch_fraction != 0.5:
+            nz = ps.counts[ps.counts > 0]
+            lim = self.min_patch_fraction * nz.mean() if nz.size else 0
+            ps = type(ps)(ps.centres, ps.patches, ps.counts, (ps.counts >= max(lim, 1)), ps.radius, ps.scale)
+        if not ps.valid.any():
+            raise ValueError(f"the scan overlaps none of the {len(pb.centres)} patches of '{part_type}' "
+                             f"(registration chamfer {chamfer:.4g} m); is it the right part type?")
+        t2 = time.perf_counter()
+        timings["patches"] = t2 - t1
+        feats = self._features(ps)
+        t3 = time.perf_counter()
+        timings["features"] = t3 - t2
+        bank, coverage = pb.bank, 1.0
+        if self.view_matching and pb.view_reference is not None:
+            bank, coverage = self._view_matched_bank(pb, reg, ps.valid)
+        timings["view_matching"] = time.perf_counter() - t3
+        t3 = time.perf_counter()
+        patch_scores = bank.score(feats, ps.valid)
+        if not np.isfinite(patch_scores).any():
+            raise ValueError(f"no patch of the scan could be scored against the banks of '{part_type}'")
+        obj = aggregate(patch_scores, self.aggregator, self.top_k)
+        point_scores = point_scores_from_patches(reg, pb.centres, patch_scores, sigma=pb.radius)
+        defects = find_defect_regions(reg, point_scores, pb.patch_threshold, link_distance=0.5 * pb.radius,
+                                      min_points=self.min_region_points)
+        timings["scoring"] = time.perf_counter() - t3
+        timings["total"] = time.perf_counter() - t0
+        return AnomalyScore(point_scores=point_scores, object_score=float(obj), threshold=float(pb.threshold),
+                            is_anomalous=bool(obj > pb.threshold), transform=T, chamfer=chamfer,
+                            patch_centres=pb.centres.copy(), patch_scores=patch_scores, defects=defects,
+                            point_threshold=float(pb.patch_threshold), registration_ok=reg_ok, timings=timings,
+                            coverage=float(coverage))
+
+    def _view_matched_bank(self, pb: PartBank, reg: np.ndarray, test_valid: np.ndarray):
+        """The bank with template patches cropped to the views that explain the scan.
+
+        Returns ``(bank, coverage)``; the cached bank when the scan covers the reference."""
+        from .visibility import coverage_mask, estimate_views
+
+        cov = coverage_mask(pb.view_reference, reg, 0.25 * pb.radius)
+        if cov.mean() >= self.full_coverage:
+            return pb.bank, float(cov.mean())
+        ve = estimate_views(pb.view_reference, cov)
+        F = pb.bank.features.copy()
+        cols = np.nonzero(test_valid)[0]
+        todo, where = [], []
+        for g, (t, nn) in enumerate(zip(pb.templates, pb.template_nn)):
+            vis_pts = t[ve.visible[nn]]
+            if len(vis_pts) == 0:
+                continue
+            ps = extract_patches(vis_pts, pb.centres[cols], radius=pb.radius, num_points=self.patch_points,
+                                 min_points=0, rng=self._rng(200 + g))
+            full = pb.counts[cols, g]
+            # crop where the views hide part of the template patch; where they hide nearly all
+            # of it although the scan has points there, keep the full patch (view estimate off)
+            upd = (ps.counts < 0.9 * full) & (ps.counts >= np.maximum(8, 0.25 * full))
+            if upd.any():
+                todo.append(ps.patches[upd])
+                where.append((cols[upd], g))
+        if todo:
+            new = self.extractor(np.concatenate(todo))
+            o = 0
+            for js, g in where:
+                F[js, g] = new[o:o + len(js)]
+                o += len(js)
+        return make_bank(self.bank_kind, F, pb.bank.valid, min_std=self.min_std), float(cov.mean())

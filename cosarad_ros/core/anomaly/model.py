@@ -1,0 +1,162 @@
+"""The COSARAD patch feature extractor (forward pass only) and its weight files.
+
+Tarvo, Wan, Chen, "Contrastive Learning on 3D Point Clouds for Robotic Geometric Defect
+Detection" (COSARAD): a PointNet++ MSG backbone maps a patch to ``h in R^1024``; the contrastive
+head ``Dropout(0.4) -> BN(1024) -> ReLU -> Linear(1024, 256) -> BN -> ReLU -> Linear(256, d) ->
+L2 norm`` maps ``h`` to a unit feature ``z in R^d`` (``d = 64``).
+
+Weights are stored with safetensors (no pickled code is ever executed when loading); the
+architecture and provenance (classes seen in training, training command and cost) travel as JSON
+in the file's metadata, so one file is a complete model.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .pointnet2 import BACKBONE_PRESETS, BackboneConfig, PointNet2MSG
+
+__all__ = ["CosaradNet", "ModelInfo", "save_model", "load_model", "default_model_path", "FORMAT_VERSION"]
+
+FORMAT_VERSION = "cosarad-model/1"
+
+
+class CosaradNet(nn.Module):
+    """PointNet++ MSG backbone + contrastive projection head.
+
+    Args:
+        backbone: a preset name of :data:`~cosarad_ros.core.anomaly.pointnet2.BACKBONE_PRESETS`
+            or a :class:`BackboneConfig`.
+        feature_dim: ``d``, the size of the L2-normalised output.
+        hidden_dim: width of the head's hidden layer (256 in the paper).
+        dropout: dropout probability at the head's input (0.4 in the paper).
+    """
+
+    def __init__(self, backbone: str | BackboneConfig = "small", *, feature_dim: int = 64,
+                 hidden_dim: int = 256, dropout: float = 0.4):
+        super().__init__()
+        if feature_dim < 1 or hidden_dim < 1 or not 0.0 <= dropout < 1.0:
+            raise ValueError(f"invalid head sizes feature_dim={feature_dim} hidden_dim={hidden_dim} dropout={dropout}")
+        self.backbone = PointNet2MSG(backbone)
+        self.backbone_config = self.backbone.config
+        self.feature_dim = int(feature_dim)
+        self.hidden_dim = int(hidden_dim)
+        self.dropout = float(dropout)
+        h = self.backbone.out_dim
+        self.head = nn.Sequential(
+            nn.Dropout(dropout), nn.BatchNorm1d(h), nn.ReLU(inplace=True),
+            nn.Linear(h, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True),
+            nn.Linear(hidden_dim, feature_dim),
+        )
+
+    def embed(self, patches: torch.Tensor, *, presorted: bool = False) -> torch.Tensor:
+        """Backbone descriptor ``h``: ``(B, N, 3) -> (B, 1024)``."""
+        return self.backbone(patches, presorted=presorted)
+
+    def forward(self, patches: torch.Tensor, *, presorted: bool = False) -> torch.Tensor:
+        """``(B, N, 3)`` patches in patch units (radius 2, centred) -> ``(B, d)`` unit features.
+
+        ``presorted``: the points of each patch are in farthest-point order (as
+        :func:`~cosarad_ros.core.anomaly.patches.extract_patches` writes them)."""
+        z = self.head(self.backbone(patches, presorted=presorted))
+        return nn.functional.normalize(z, dim=-1)
+
+    def arch(self) -> dict:
+        return {"backbone": self.backbone_config.to_dict(), "feature_dim": self.feature_dim,
+                "hidden_dim": self.hidden_dim, "dropout": self.dropout}
+
+    @classmethod
+    def from_arch(cls, arch: dict) -> "CosaradNet":
+        try:
+            return cls(BackboneConfig.from_dict(arch["backbone"]), feature_dim=int(arch["feature_dim"]),
+                       hidden_dim=int(arch["hidden_dim"]), dropout=float(arch["dropout"]))
+        except KeyError as exc:
+            raise ValueError(f"model architecture record lacks {exc}") from exc
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Provenance stored next to the weights.
+
+    Attributes:
+        classes_seen: classes whose patches were used in training (the honest-evaluation record).
+        patch_points: points per patch the model was trained with.
+        extra: free-form JSON-able facts (training command, epochs, wall time, final loss...).
+    """
+
+    classes_seen: tuple[str, ...] = ()
+    patch_points: int = 512
+    extra: dict = field(default_factory=dict)
+
+
+def save_model(path: str, model: CosaradNet, info: ModelInfo | None = None, *, half: bool = False) -> None:
+    """Write ``model`` to a safetensors file with its architecture and ``info`` as metadata.
+
+    Args:
+        half: store float tensors as float16 (half the size; loaded back as float32).
+    """
+    from safetensors.torch import save_file
+
+    info = info or ModelInfo()
+    tensors = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu().contiguous()
+        if half and v.is_floating_point():
+            v = v.half()
+        tensors[k] = v
+    meta = {"format": FORMAT_VERSION, "arch": json.dumps(model.arch()),
+            "classes_seen": json.dumps(list(info.classes_seen)),
+            "patch_points": str(int(info.patch_points)), "extra": json.dumps(info.extra, default=str)}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    save_file(tensors, tmp, metadata=meta)
+    os.replace(tmp, path)
+
+
+def load_model(path: str | None = None, *, device: str | torch.device = "cpu") -> tuple[CosaradNet, ModelInfo]:
+    """Load a model written by :func:`save_model` (``None`` -> the shipped default).
+
+    Returns:
+        ``(model in eval mode, ModelInfo)``.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is not a COSARAD safetensors model or does not match its architecture.
+    """
+    from safetensors import safe_open
+
+    path = default_model_path() if path is None else os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"COSARAD model file not found: {path}")
+    try:
+        with safe_open(path, framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise ValueError(f"{path} is not a readable safetensors model file: {exc}") from exc
+    if meta.get("format") != FORMAT_VERSION:
+        raise ValueError(f"{path} is not a COSARAD model (format {meta.get('format')!r}, expected {FORMAT_VERSION!r})")
+    try:
+        arch = json.loads(meta["arch"])
+        info = ModelInfo(classes_seen=tuple(json.loads(meta.get("classes_seen", "[]"))),
+                         patch_points=int(meta.get("patch_points", 512)),
+                         extra=json.loads(meta.get("extra", "{}")))
+    except (KeyError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: corrupt model metadata ({exc})") from exc
+    model = CosaradNet.from_arch(arch)
+    state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: weights do not match the stored architecture: {exc}") from exc
+    return model.to(device).eval(), info
+
+
+def default_model_path() -> str:
+    """Path of the shipped default model (``cosarad_ros/models/cosarad_default.safetensors``)."""
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                        "models", "cosarad_default.safetensors")

@@ -1,0 +1,393 @@
+"""Training of the COSARAD feature extractor: triplet construction and the training loop.
+
+Triplets (COSARAD, Tarvo, Wan, Chen): *anchor* a good patch, *positive* another good patch and
+*negative* a defective patch, all cut at the same location of registered (good, good, bad)
+clouds; the locations are chosen by farthest point sampling inside the defect regions of the
+defective scans (their ground-truth masks). Here the anchor is always a template patch (full
+360-degree scan) and the positive a patch of a good *test* scan (a partial view) when one covers
+the location, another template otherwise -- the same comparison the detector makes at inference
+(test scan vs. templates), so the network also learns to ignore what partial views hide.
+
+Loop: triplet loss with an adaptive margin (start 0.6, kept so the yield stays in [0.5, 0.75]),
+the EMA miner of :mod:`.miner` (semi-hard, topped up with hard then easy to >= 0.5 of a batch),
+augmentations of :mod:`.augment`, Adam (lr 5e-4) with a cosine schedule. Checkpoints after
+every epoch (``checkpoint.pt``, loadable with ``torch.load(weights_only=True)``), ``--resume``
+continues from them; curves of loss / yield / margin / validation triplet accuracy go to PNG.
+Only the best-validation weights are written as the model file (safetensors, see :mod:`.model`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .augment import AugmentConfig, augment_triplets
+from .dataset import ClassData, register_class
+from .patches import extract_patches, farthest_point_sampling, resolve_patch_radius
+
+__all__ = ["TripletConfig", "TripletSet", "build_triplets", "TrainConfig", "TrainResult", "train",
+           "plot_curves"]
+
+
+@dataclass(frozen=True)
+class TripletConfig:
+    """How triplets are cut.
+
+    Attributes:
+        patch_radius_rel: ``R`` as a fraction of the reference template's box diagonal (the
+            detector's default rule, so training and inference patches match).
+        patch_points: points per patch.
+        centres_per_defect: FPS centres inside each defect region.
+        combos_per_centre: (anchor, positive) pairs drawn per centre.
+        min_defect_points: defective scans whose visible defect has fewer points are skipped.
+        registration_attempts: attempts of each scan's registration.
+        seed: randomness of centre jitter, pair choice and resampling.
+    """
+
+    patch_radius_rel: float = 0.08
+    patch_points: int = 512
+    centres_per_defect: int = 6
+    combos_per_centre: int = 2
+    min_defect_points: int = 5
+    registration_attempts: int = 3
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TripletSet:
+    """Triplets ``patches (T, 3, n, 3)`` float16 (anchor, positive, negative; patch units) and
+    the class of each (``classes (T,)``)."""
+
+    patches: np.ndarray
+    classes: np.ndarray
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(sorted(set(self.classes.tolist())))
+
+    def __len__(self) -> int:
+        return len(self.patches)
+
+    def subset(self, idx) -> "TripletSet":
+        return TripletSet(self.patches[idx], self.classes[idx])
+
+    def save(self, path: str) -> None:
+        np.savez(path, patches=self.patches, classes=self.classes.astype(str))
+
+    @classmethod
+    def load(cls, path: str) -> "TripletSet":
+        with np.load(path, allow_pickle=False) as z:
+            return cls(z["patches"], z["classes"])
+
+
+def build_triplets(classes: list[ClassData], cfg: TripletConfig = TripletConfig(), *,
+                   cache_dir: str | None = None, progress: bool = True) -> TripletSet:
+    """Cut training triplets from labelled classes (templates + good and defective test scans).
+
+    Raises:
+        ValueError: no class yields any triplet (no defective scans with visible defects).
+    """
+    from tqdm.auto import tqdm
+
+    rng = np.random.default_rng(cfg.seed)
+    all_p, all_c = [], []
+    for cls in tqdm(classes, desc="triplets", disable=not progress):
+        rc = register_class(cls, attempts=cfg.registration_attempts, seed=cfg.seed, cache_dir=cache_dir,
+                            progress=progress)
+        ref = rc.templates[0]
+        R = resolve_patch_radius(ref, patch_radius_rel=cfg.patch_radius_rel)
+        # centres: FPS inside each visible defect region of the well-registered defective scans
+        bad = []
+        for i, s in enumerate(cls.tests):
+            if s.is_anomalous and rc.test_ok[i] and s.labels.sum() >= cfg.min_defect_points:
+                pts = rc.test_points(i)
+                d = pts[s.labels]
+                c = d[farthest_point_sampling(d, cfg.centres_per_defect, start=int(rng.integers(len(d))))]
+                bad.append((pts, c))
+        if not bad:
+            continue
+        centres = np.concatenate([c for _, c in bad])
+        owner = np.concatenate([np.full(len(c), k) for k, (_, c) in enumerate(bad)])
+        templates = [t for t, ok in zip(rc.templates, rc.template_ok) if ok]
+        good_scans = [rc.test_points(i) for i, s in enumerate(cls.tests) if not s.is_anomalous and rc.test_ok[i]]
+
+        def cut(points):
+            return extract_patches(points, centres, radius=R, num_points=cfg.patch_points, min_points=0, rng=rng)
+
+        tp = [cut(t) for t in templates]
+        gp = [cut(g) for g in good_scans]
+        neg = np.zeros((len(centres), cfg.patch_points, 3), dtype=np.float32)
+        neg_ok = np.zeros(len(centres), dtype=bool)
+        for k, (pts, _) in enumerate(bad):
+            sel = owner == k
+            ps = extract_patches(pts, centres[sel], radius=R, num_points=cfg.patch_points, min_points=0, rng=rng)
+            neg[sel] = ps.patches
+            neg_ok[sel] = ps.counts >= 16
+        for j in np.nonzero(neg_ok)[0]:
+            full = [t for t in tp if t.counts[j] >= 16]
+            if not full:
+                continue
+            typical = np.median([t.counts[j] for t in full])
+            scans = [g for g in gp if g.counts[j] >= 0.5 * typical]
+            for _ in range(cfg.combos_per_centre):
+                ai = int(rng.integers(len(full)))
+                a = full[ai].patches[j]
+                if scans:
+                    p = scans[int(rng.integers(len(scans)))].patches[j]
+                elif len(full) > 1:
+                    p = full[(ai + 1 + int(rng.integers(len(full) - 1))) % len(full)].patches[j]
+                else:
+                    continue
+                all_p.append(np.stack([a, p, neg[j]]))
+                all_c.append(cls.name)
+    if not all_p:
+        raise ValueError("no training triplets: the classes have no registered defective scans with visible defects")
+    return TripletSet(np.stack(all_p).astype(np.float16), np.asarray(all_c))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training hyper-parameters (see the module docstring for where they come from).
+
+    Attributes:
+        backbone: PointNet++ preset (``"small"`` is the CPU-sized default, ``"paper"`` the full one).
+        feature_dim, hidden_dim, dropout: the contrastive head.
+        epochs, batch_size: triplets per step before mining.
+        lr: Adam learning rate (cosine-annealed to 0 over the run).
+        margin: initial triplet margin; ``yield_range`` is the band the margin keeps the yield in.
+        min_yield: the miner tops a batch up to this fraction.
+        ema_momentum: momentum of the mining network.
+        val_fraction: triplets held out to pick the best epoch (validation triplet accuracy).
+        augment: augmentation magnitudes.
+        num_threads: torch threads (CPU).
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        seed: initialisation, batching and augmentation.
+        half: store the final weights as float16 (half the file size).
+    """
+
+    backbone: str = "small"
+    feature_dim: int = 64
+    hidden_dim: int = 256
+    dropout: float = 0.4
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 5e-4
+    margin: float = 0.6
+    yield_range: tuple[float, float] = (0.5, 0.75)
+    min_yield: float = 0.5
+    ema_momentum: float = 0.99
+    val_fraction: float = 0.1
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    num_threads: int = 2
+    device: str = "cpu"
+    seed: int = 0
+    half: bool = True
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where the model went and how training went (one dict per epoch in ``history``)."""
+
+    model_path: str
+    history: list
+    wall_s: float
+    classes_seen: tuple
+    best_epoch: int
+
+
+def plot_curves(history: list[dict], path: str, step_losses: list[float] | None = None) -> None:
+    """Loss, yield, margin and validation accuracy per epoch as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(1, 4, figsize=(16, 3.6))
+    if step_losses:
+        ax[0].plot(np.linspace(0.5, len(history) + 0.5, len(step_losses)), step_losses, lw=0.5, alpha=0.4,
+                   label="step")
+    ax[0].plot(ep, [h["loss"] for h in history], "o-", label="epoch mean")
+    ax[0].set_title("triplet loss")
+    ax[0].legend()
+    ax[1].plot(ep, [h["yield"] for h in history], "o-")
+    ax[1].axhspan(0.5, 0.75, color="g", alpha=0.1)
+    ax[1].set_title("yield (semi-hard fraction)")
+    ax[2].plot(ep, [h["margin"] for h in history], "o-")
+    ax[2].set_title("margin (used in epoch)")
+    ax[3].plot(ep, [h["val_accuracy"] for h in history], "o-", label="d_an > d_ap")
+    ax[3].plot(ep, [h["val_margin_accuracy"] for h in history], "s-", label="d_an > d_ap + 0.1")
+    ax[3].set_title("validation triplets")
+    ax[3].legend()
+    for a in ax:
+        a.set_xlabel("epoch")
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _evaluate(model, val: np.ndarray, device, batch: int = 64) -> tuple[float, float]:
+    import torch
+
+    if len(val) == 0:
+        return float("nan"), float("nan")
+    model.eval()
+    gaps = []
+    with torch.no_grad():
+        for s in range(0, len(val), batch):
+            x = torch.from_numpy(val[s:s + batch].astype(np.float32)).to(device)
+            B = x.shape[0]
+            z = model(x.reshape(B * 3, *x.shape[2:]), presorted=True).reshape(B, 3, -1)
+            gaps.append(((z[:, 0] - z[:, 2]).norm(dim=-1) - (z[:, 0] - z[:, 1]).norm(dim=-1)).cpu().numpy())
+    g = np.concatenate(gaps)
+    return float((g > 0).mean()), float((g > 0.1).mean())
+
+
+def train(triplets: TripletSet, out_dir: str, cfg: TrainConfig = TrainConfig(), *, resume: bool = False,
+          progress: bool = True, info_extra: dict | None = None, max_steps: int | None = None,
+          model_name: str = "model.safetensors") -> TrainResult:
+    """Train the COSARAD extractor on ``triplets``; write checkpoints, curves and the model to ``out_dir``.
+
+    Args:
+        triplets: from :func:`build_triplets`.
+        out_dir: output folder (``checkpoint.pt``, ``curves.png``, ``history.json``, the model).
+        cfg: hyper-parameters.
+        resume: continue from ``out_dir/checkpoint.pt`` (the config must match).
+        progress: tqdm bars.
+        info_extra: extra provenance stored in the model file (e.g. the command line).
+        max_steps: stop after this many optimiser steps in total (smoke tests).
+        model_name: file name of the model in ``out_dir``.
+
+    Returns:
+        :class:`TrainResult`.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from .miner import EmaMiner, MarginController, select_triplets, triplet_loss
+    from .model import CosaradNet, ModelInfo, save_model
+
+    if len(triplets) < 4:
+        raise ValueError(f"need at least 4 triplets to train, got {len(triplets)}")
+    if cfg.epochs < 1 or cfg.batch_size < 2:
+        raise ValueError("epochs >= 1 and batch_size >= 2 required")
+    os.makedirs(out_dir, exist_ok=True)
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if cfg.device == "auto" else cfg.device))
+    if device.type == "cpu" and cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    perm = rng.permutation(len(triplets))
+    n_val = int(round(cfg.val_fraction * len(triplets))) if len(triplets) >= 20 else 0
+    val = triplets.patches[perm[:n_val]]
+    tr_idx = perm[n_val:]
+    steps_per_epoch = int(np.ceil(len(tr_idx) / cfg.batch_size))
+    total_steps = steps_per_epoch * cfg.epochs
+
+    model = CosaradNet(cfg.backbone, feature_dim=cfg.feature_dim, hidden_dim=cfg.hidden_dim,
+                       dropout=cfg.dropout).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total_steps, 1))
+    miner = EmaMiner(model, momentum=cfg.ema_momentum)
+    margin = MarginController(margin=cfg.margin, low=cfg.yield_range[0], high=cfg.yield_range[1])
+    history: list[dict] = []
+    step_losses: list[float] = []
+    start_epoch = 0
+    best = (-1.0, -1)
+    ckpt_path = os.path.join(out_dir, "checkpoint.pt")
+    cfg_json = json.dumps(asdict(cfg), sort_keys=True, default=str)
+    if resume:
+        if not os.path.isfile(ckpt_path):
+            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
+        ck = torch.load(ckpt_path, map_location=device, weights_only=True)
+        if ck.get("config") != cfg_json:
+            raise ValueError("--resume: the checkpoint was written with a different training config")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        miner.load_state_dict(ck["miner"])
+        margin.margin = float(ck["margin"])
+        history = list(ck["history"])
+        step_losses = list(ck["step_losses"])
+        start_epoch = int(ck["epoch"]) + 1
+        best = (float(ck["best_acc"]), int(ck["best_epoch"]))
+    t_start = time.perf_counter() - (history[-1]["wall_s"] if history else 0.0)
+    steps_done = start_epoch * steps_per_epoch
+    for epoch in range(start_epoch, cfg.epochs):
+        erng = np.random.default_rng([cfg.seed, epoch])
+        order = erng.permutation(tr_idx)
+        model.train()
+        m = margin.margin
+        losses, yields, n_sel = [], [], 0
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
+                   leave=False)
+        for s in bar:
+            if max_steps is not None and steps_done >= max_steps:
+                break
+            idx = order[s * cfg.batch_size:(s + 1) * cfg.batch_size]
+            if len(idx) < 2:
+                continue
+            batch = augment_triplets(triplets.patches[idx].astype(np.float32), erng, cfg.augment)
+            x = torch.from_numpy(batch).to(device)
+            d_ap, d_an = miner.distances(x)
+            mined = select_triplets(d_ap, d_an, m, min_yield=cfg.min_yield)
+            sel = torch.from_numpy(mined.selected).to(device)
+            xs = x[sel]
+            K = xs.shape[0]
+            z = model(xs.reshape(K * 3, *xs.shape[2:]), presorted=True).reshape(K, 3, -1)
+            loss = triplet_loss(z, m)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            miner.update(model)
+            steps_done += 1
+            lv = float(loss.detach())
+            losses.append(lv)
+            step_losses.append(lv)
+            yields.append(mined.yield_)
+            n_sel += K
+            bar.set_postfix(loss=f"{lv:.3f}", yld=f"{mined.yield_:.2f}", m=f"{m:.2f}")
+        bar.close()
+        if not losses:
+            break
+        acc, acc_m = _evaluate(model, val, device)
+        ey = float(np.mean(yields))
+        rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "yield": ey, "margin": m,
+               "selected_fraction": n_sel / max(1, len(losses) * cfg.batch_size), "val_accuracy": acc,
+               "val_margin_accuracy": acc_m, "lr": float(sched.get_last_lr()[0]), "steps": steps_done,
+               "wall_s": time.perf_counter() - t_start}
+        history.append(rec)
+        margin.update(ey)
+        score = acc_m if np.isfinite(acc_m) else -rec["loss"]
+        if score >= best[0]:
+            best = (score, epoch + 1)
+            torch.save(model.state_dict(), os.path.join(out_dir, "best_state.pt"))
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "miner": miner.state_dict(), "margin": margin.margin, "epoch": epoch, "history": history,
+                    "step_losses": step_losses, "config": cfg_json, "best_acc": best[0], "best_epoch": best[1]},
+                   ckpt_path + ".tmp")
+        os.replace(ckpt_path + ".tmp", ckpt_path)
+        with open(os.path.join(out_dir, "history.json"), "w") as f:
+            json.dump(history, f, indent=1)
+        plot_curves(history, os.path.join(out_dir, "curves.png"), step_losses)
+        if progress:
+            tqdm.write(f"epoch {epoch + 1}: loss {rec['loss']:.4f} yield {ey:.2f} margin {m:.3f} "
+                       f"val acc {acc:.3f} / {acc_m:.3f} ({rec['wall_s']:.0f} s)")
+    wall = time.perf_counter() - t_start
+    best_path = os.path.join(out_dir, "best_state.pt")
+    if os.path.isfile(best_path):
+        model.load_state_dict(torch.load(best_path, map_location=device, weights_only=True))
+    info = ModelInfo(classes_seen=triplets.class_names, patch_points=int(triplets.patches.shape[2]),
+                     extra={"train_config": json.loads(cfg_json), "triplets": len(triplets), "val_triplets": n_val,
+                            "best_epoch": best[1], "epochs_run": len(history), "wall_s": round(wall, 1),
+                            "device": str(device), "torch_threads": torch.get_num_threads(),
+                            "final": history[-1] if history else {}, **(info_extra or {})})
+    model_path = os.path.join(out_dir, model_name)
+    save_model(model_path, model.cpu(), info, half=cfg.half)
+    return TrainResult(model_path, history, wall, triplets.class_names, best[1])
