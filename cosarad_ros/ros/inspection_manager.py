@@ -38,7 +38,7 @@ PARAMS = (
     Param("anomaly_ns", "/anomaly_node", "Namespace of the detect service"),
     Param("world_frame", "world", "Fixed frame of the cell (REP 105)"),
     Param("part_frame", "part", "Frame of the part on the fixture; results are published in it"),
-    Param("part_pose", [0.5, 0.0, 0.80, 0.0, 0.0, 0.0, 1.0],
+    Param("part_pose", [0.45, 0.0, 0.12, 0.0, 0.0, 0.0, 1.0],
           "Nominal pose of the part frame in the world frame: x y z [m] qx qy qz qw",
           check=lambda v: len(v) == 7, check_text="must have 7 numbers: x y z qx qy qz qw"),
     Param("fuse_voxel", 0.0015, "Voxel edge for de-duplicating fused views [m]", check=positive),
