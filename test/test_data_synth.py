@@ -88,7 +88,7 @@ def test_same_seed_same_files(tmp_path):
                       gallery=0, seed=11)
     a, b = tmp_path / "a", tmp_path / "b"
     generate_benchmark(a, cfg, progress=False)
-    generate_benchmark(b, cfg, progress=False)
+    generate_benchmark(b, SynthConfig(**{**cfg.__dict__, "workers": 2}), progress=False)  # in parallel
 
     def digest(root):
         return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -96,10 +96,14 @@ def test_same_seed_same_files(tmp_path):
 
     da, db = digest(a), digest(b)
     assert da == db and len(da) == 2 * (1 + 3 * 2) + 1
-    c = tmp_path / "c"
-    generate_benchmark(c, SynthConfig(**{**cfg.__dict__, "seed": 12}), progress=False)
-    dc = digest(c)
-    assert any(da[k] != dc.get(k) for k in da if k.endswith(".pcd"))
+    generate_benchmark(b, SynthConfig(**{**cfg.__dict__, "seed": 12, "n_tests": 2}), progress=False)
+    dc = digest(b)  # rewritten in place: the earlier benchmark's files are gone, not mixed in
+    assert len(dc) == 2 * (1 + 2 * 2) + 1
+    assert any(da.get(k) != dc[k] for k in dc if k.endswith(".pcd"))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not empty"):
+        generate_benchmark(tmp_path / "other", cfg, progress=False)
 
 
 def test_anomaly_shapenet_layout(tmp_path):

@@ -289,11 +289,37 @@ def _gen_class_worker(args):
     return ci, _gen_class((out, config, ci, part, None))
 
 
+def _prepare_output(out: Path) -> None:
+    """Create ``out``; when it holds an earlier benchmark of ours, remove that benchmark's files
+    (so no stale sample survives); refuse any other non-empty folder."""
+    import shutil
+
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    if not any(out.iterdir()):
+        return
+    man_path = out / "manifest.json"
+    try:
+        old = json.loads(man_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        old = None
+    if not isinstance(old, dict) or not str(old.get("format", "")).startswith("cosarad-synth"):
+        raise ValueError(f"{out} is not empty and holds no cosarad synth benchmark; choose an empty folder")
+    for name in old.get("classes", {}):
+        d = out / name
+        if d.is_dir() and d.resolve().parent == out.resolve():
+            shutil.rmtree(d)
+    for f in ("manifest.json", "gallery.png", "classes.png"):
+        (out / f).unlink(missing_ok=True)
+
+
 def generate_benchmark(out, config: SynthConfig | None = None, *, progress: bool = True) -> SynthResult:
     """Write a benchmark folder.
 
     Args:
-        out: output folder (created; existing class folders of the same names are overwritten).
+        out: output folder: empty, new, or holding an earlier benchmark written by this
+            function (whose files are removed first).
         config: :class:`SynthConfig` (defaults: 12 classes, Real3D-AD layout).
         progress: show a tqdm progress bar.
 
@@ -310,7 +336,7 @@ def generate_benchmark(out, config: SynthConfig | None = None, *, progress: bool
     config = (config or SynthConfig()).validate()
     t0 = time.perf_counter()
     out = Path(os.fspath(out))
-    out.mkdir(parents=True, exist_ok=True)
+    _prepare_output(out)
     parts = synth_parts(config)
     names = [p.name for p in parts]
     if len(set(names)) != len(names):
@@ -345,6 +371,8 @@ def generate_benchmark(out, config: SynthConfig | None = None, *, progress: bool
         "layout": config.layout,
         "units": units if config.layout == "real3d" else "normalised (part longest side = 1)",
         "scale_to_metres": 1e-3 if config.layout == "real3d" else None,
+        "pose_convention": "file_points = scale * (pose[:3,:3] @ part_points_m + pose[:3,3]); pose in "
+                           "metres, scale = 1 / scale_to_metres of the class",
         "config": cfg,
         "classes": {parts[ci].name: entries[ci] for ci in range(len(parts))},
     }
@@ -371,17 +399,20 @@ def write_gallery(out, manifest: dict, *, n: int = 8) -> Path:
     from .gallery import plot_clouds
 
     out = Path(os.fspath(out))
-    chosen, seen = [], set()
-    tests = [(c, t) for c, e in manifest["classes"].items() for t in e["tests"] if t["is_anomalous"]]
-    for c, t in tests:  # one per type, from different classes where possible
-        if t["defect_type"] not in seen:
-            seen.add(t["defect_type"])
-            chosen.append((c, t))
-    for c, t in tests:
-        if len(chosen) >= n:
-            break
-        if (c, t) not in chosen:
-            chosen.append((c, t))
+    classes = list(manifest["classes"])
+    by_type: dict[str, list] = {}
+    for c in classes:
+        for t in manifest["classes"][c]["tests"]:
+            if t["is_anomalous"]:
+                by_type.setdefault(t["defect_type"], []).append((c, t))
+    # one sample per type first, each from a different class where possible
+    chosen = []
+    for k, kind in enumerate(sorted(by_type)):
+        cands = by_type[kind]
+        want = classes[k % len(classes)]
+        chosen.append(next((ct for ct in cands if ct[0] == want), cands[0]))
+    rest = [ct for kind in sorted(by_type) for ct in by_type[kind] if ct not in chosen]
+    chosen += rest[: max(0, n - len(chosen))]
     items = []
     for c, t in chosen[:n]:
         pts, lab = read_labelled_points(out / t["gt"])
