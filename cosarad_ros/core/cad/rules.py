@@ -501,8 +501,8 @@ class HoleRule(Rule):
         """Measure one hole; returns the measurement and the indices of the points used."""
         nan3 = np.full(3, np.nan)
         r0 = hole.diameter / 2.0
-        u, v = self._basis(hole.axis)
-        a = hole.axis / np.linalg.norm(hole.axis)
+        a = -hole.axis / np.linalg.norm(hole.axis)   # out of the material: h < 0 inside the hole
+        u, v = self._basis(a)
         margin = max(0.002, r0) if self.roi_margin is None else self.roi_margin
         slab = max(0.0003, 4.0 * ctx.noise_sigma) if self.slab is None else self.slab
         wall = min(hole.diameter, hole.depth or hole.diameter) if self.wall_depth is None else self.wall_depth
@@ -544,12 +544,20 @@ class HoleRule(Rule):
         comp, c, r = best
         method, n_fit, used = "boundary", len(comp), roi[comp]
         # refine on the wall: points below the entry face at about the fitted radius
+        if hole.depth is not None:  # stay clear of the exit rim of a through hole
+            wall = min(wall, hole.depth - 2.0 * slab)
         wl = np.flatnonzero((h < -0.5 * slab) & (h > -wall))
         if len(wl):
             dr = np.abs(np.linalg.norm(xy[wl] - c, axis=1) - r)
             wl = wl[dr < max(3.0 * spacing, 0.25 * r0)]
         if len(wl) >= 12:
-            cw, rw, _ = fit_circle(xy[wl], iterations=30)
+            cw, rw, rms = fit_circle(xy[wl], iterations=30)
+            for _ in range(3):  # drop points off the wall (chamfers, fillets, stray hits)
+                keep = np.abs(np.linalg.norm(xy[wl] - cw, axis=1) - rw) < max(3.0 * rms, 3.0 * ctx.noise_sigma)
+                if keep.all() or keep.sum() < 12:
+                    break
+                wl = wl[keep]
+                cw, rw, rms = fit_circle(xy[wl], iterations=30)
             if np.linalg.norm(cw - c) < 0.5 * r0 and 0.5 * r < rw < 1.5 * r and \
                     self._arc_deg(xy[wl], cw) >= self.min_arc_deg / 2:
                 c, r, method, n_fit, used = cw, rw, "wall", len(wl), np.concatenate([used, wl])

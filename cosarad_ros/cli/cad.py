@@ -1,0 +1,123 @@
+"""``cosarad cad``: manage a CAD library folder.
+
+Examples::
+
+    cosarad cad add bracket.stl --library cad_library/ --metadata bracket.yaml
+    cosarad cad add part.stl --library cad_library/ --label insert_07 --units mm
+    cosarad cad list --library cad_library/ [--json]
+    cosarad cad remove insert_07 --library cad_library/
+    cosarad cad catalogue --library cad_library/ --types 36 --seed 0
+
+``add`` copies the mesh into the folder (with ``<label>.yaml`` metadata) so that the next
+classification already knows the new type; ``catalogue`` fills a folder with the procedural parts
+of ``cosarad_ros.core.data`` (meshes in millimetres with their hole metadata). See docs/cad.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HELP = "manage the CAD library (add, list, remove, catalogue)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="cad_command", metavar="SUBCOMMAND", required=True)
+    p = sub.add_parser("add", help="add a mesh (persisted into the library folder)")
+    p.add_argument("mesh", help="STL / PLY / OBJ / OFF / GLB (STEP / IGES when gmsh is installed)")
+    p.add_argument("--library", required=True, help="library folder (created when missing)")
+    p.add_argument("--label", help="class label (default: metadata label or the file name)")
+    p.add_argument("--metadata", help="YAML metadata file (code, units, nominal_dimensions, tolerances, holes)")
+    p.add_argument("--units", choices=("m", "cm", "mm", "um", "in"),
+                   help="unit of the mesh and metadata lengths (overrides the metadata's 'units')")
+    p.add_argument("--overwrite", action="store_true", help="replace a model with the same label")
+    p = sub.add_parser("list", help="list the models")
+    p.add_argument("--library", required=True)
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("remove", help="delete a model from the folder")
+    p.add_argument("label")
+    p.add_argument("--library", required=True)
+    p = sub.add_parser("catalogue", help="fill a folder with the procedural part catalogue")
+    p.add_argument("--library", required=True)
+    p.add_argument("--types", type=int, default=36, help="number of part types (default 36)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--near-duplicates", type=float, default=1 / 3, help="share of near-duplicates (default 1/3)")
+
+
+def _model_row(m) -> dict:
+    return {"label": m.label, "code": m.code, "file": m.path.name if m.path else "",
+            "dimensions_mm": [round(float(v) * 1000, 3) for v in m.dimensions],
+            "holes": len(m.holes), "faces": int(len(m.mesh.faces))}
+
+
+def write_catalogue(folder, parts) -> list[str]:
+    """Write data-layer :class:`~cosarad_ros.core.data.parts.Part` s into a library folder
+    (STL in millimetres + metadata YAML). Returns the labels."""
+    import yaml
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = []
+    for part in parts:
+        mesh = part.mesh.copy()
+        mesh.apply_scale(1000.0)
+        mesh.export(folder / f"{part.name}.stl")
+        meta = part.metadata()  # millimetres, units: mm
+        (folder / f"{part.name}.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+        labels.append(part.name)
+    return labels
+
+
+def run(args: argparse.Namespace) -> int:
+    import yaml
+
+    from cosarad_ros.core.cad import CadLibrary
+
+    if args.cad_command == "add":
+        meta = {}
+        if args.metadata:
+            path = Path(args.metadata)
+            if not path.is_file():
+                raise FileNotFoundError(f"metadata file not found: {path}")
+            from cosarad_ros.core.cad import parse_metadata
+
+            meta = parse_metadata(path.read_text(encoding="utf-8"))
+        if args.units:
+            meta["units"] = args.units
+        lib = CadLibrary(args.library, create=True)
+        m = lib.add(args.mesh, label=args.label, metadata=meta, overwrite=args.overwrite)
+        d = ", ".join(f"{v * 1000:.2f}" for v in m.dimensions)
+        print(f"added {m.label} -> {m.path} (box [{d}] mm, {len(m.holes)} holes); library has {len(lib)} models")
+        return 0
+    if args.cad_command == "list":
+        lib = CadLibrary(args.library, strict=False)
+        rows = [_model_row(m) for m in lib.models]
+        if args.json:
+            json.dump({"library": str(lib.folder), "models": rows, "errors": lib.errors}, sys.stdout, indent=2)
+            sys.stdout.write("\n")
+            return 0
+        print(f"{lib.folder}: {len(rows)} models")
+        for r in rows:
+            print(f"  {r['label']:<28} box {r['dimensions_mm']} mm  holes {r['holes']}  {r['file']}")
+        for name, err in lib.errors.items():
+            print(f"  unreadable {name}: {err}")
+        return 0
+    if args.cad_command == "remove":
+        lib = CadLibrary(args.library)
+        try:
+            lib.remove(args.label)
+        except KeyError as exc:
+            raise ValueError(str(exc).strip("'\"")) from None
+        print(f"removed {args.label}; library has {len(lib)} models")
+        return 0
+    if args.cad_command == "catalogue":
+        from cosarad_ros.core.data.parts import part_catalogue
+
+        if args.types < 1:
+            raise ValueError(f"--types must be >= 1, got {args.types}")
+        parts = part_catalogue(args.types, seed=args.seed, near_duplicate_fraction=args.near_duplicates)
+        labels = write_catalogue(args.library, parts)
+        print(f"wrote {len(labels)} part types to {args.library}")
+        return 0
+    raise ValueError(f"unknown cad subcommand {args.cad_command!r}")  # argparse prevents this
