@@ -93,16 +93,17 @@ def test_procedural_parts_are_covered_by_reachable_collision_free_views(cell, fa
 def test_real_cad_mesh_reaches_the_target(cell):
     mesh = _occ("sh2")
     sensor = SensorViewModel.preset("motioncam3d_s")
-    plan = plan_views(mesh, cell=cell, sensor=sensor, target_coverage=0.95, **FAST)
+    plan = plan_views(mesh, cell=cell, sensor=sensor, target_coverage=0.95, solver="greedy", **FAST)
     _check_plan(cell, mesh, plan, sensor)
     ilp = plan_views(mesh, cell=cell, sensor=sensor, target_coverage=0.95, solver={"type": "ilp", "time_limit": 5},
                      **FAST)
-    assert ilp.coverage >= 0.95 and len(ilp.views) <= len(plan.views)
+    _check_plan(cell, mesh, ilp, sensor)
+    assert ilp.solver == "ilp" and len(ilp.views) <= len(plan.views)
 
 
 def test_greedy_needs_fewer_views_than_random_sampling(cell):
     mesh = _procedural("mold_insert")
-    greedy = plan_views(mesh, cell=cell, check_transitions=False, **FAST)
+    greedy = plan_views(mesh, cell=cell, solver="greedy", check_transitions=False, **FAST)
     rand = [plan_views(mesh, cell=cell, solver={"type": "random", "seed": s}, check_transitions=False, **FAST)
             for s in range(3)]
     assert all(r.coverage >= 0.95 for r in rand)

@@ -17,7 +17,7 @@ Topics (published):
     ``~/part_pose`` (geometry_msgs/PoseStamped, latched) the part frame in ``world`` (updated
         after every move when the cell has a turntable).
     ``~/views`` (geometry_msgs/PoseArray, latched) the planned sensor poses.
-    ``robot_description`` (std_msgs/String, latched) the cell URDF.
+    ``~/robot_description`` (std_msgs/String, latched) the cell URDF (for robot_state_publisher).
 """
 from __future__ import annotations
 
@@ -64,7 +64,8 @@ PARAMS = (
     Param("n_samples", 3000, "Surface samples (coverage resolution)", check=lambda v: v >= 100,
           check_text="must be >= 100"),
     Param("n_candidates", 240, "Candidate views generated", check=lambda v: v >= 4, check_text="must be >= 4"),
-    Param("solver", "greedy", "Set-cover solver", choices=("greedy", "ilp", "random")),
+    Param("solver", "ilp", "Set-cover solver (ilp: exact within 5 s, falls back to greedy)",
+          choices=("ilp", "greedy", "random")),
     Param("max_views", 0, "Cap on the number of views (0: none)", check=non_negative),
     Param("seed", 0, "Random seed of sampling, candidates and IK seeds", check=non_negative),
     Param("mesh_scale", 1.0, "Scale applied to loaded meshes (0.001 for millimetre files)", check=positive),
@@ -125,7 +126,7 @@ class ViewpointPlannerNode(Node):
         self.pose_pub = self.create_publisher(PoseStamped, "~/sensor_pose", LATCHED_QOS)
         self.part_pub = self.create_publisher(PoseStamped, "~/part_pose", LATCHED_QOS)
         self.views_pub = self.create_publisher(PoseArray, "~/views", LATCHED_QOS)
-        self.urdf_pub = self.create_publisher(String, "robot_description", LATCHED_QOS)
+        self.urdf_pub = self.create_publisher(String, "~/robot_description", LATCHED_QOS)
         stamp = self.get_clock().now().to_msg()
         self.part_pub.publish(_pose_stamped(self.cell.part_pose(), p.world_frame, stamp))
         self.urdf_pub.publish(String(data=self.cell.urdf))

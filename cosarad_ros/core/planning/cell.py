@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from cosarad_ros.core.geometry import as_transform
 
 __all__ = [
     "CellConfig",

@@ -156,7 +156,7 @@ class IlpCover:
 
     name = "ilp"
 
-    def __init__(self, time_limit: float = 10.0, max_views: int = 0):
+    def __init__(self, time_limit: float = 5.0, max_views: int = 0):
         if time_limit <= 0:
             raise ValueError("time_limit must be > 0")
         self.time_limit = float(time_limit)

@@ -34,7 +34,8 @@ from cosarad_ros.core.planning.motion import PathBlockedError, plan_joint_path
 from cosarad_ros.core.planning.ordering import order_views
 from cosarad_ros.core.planning.visibility import SensorViewModel, SurfaceSamples, VisibilityModel, _check_mesh
 
-__all__ = ["View", "ViewPlan", "plan_views", "generate_candidates", "UnreachablePartError",
+__all__ = ["View", "ViewPlan", "plan_views", "generate_candidates", "UnreachablePartError", "CandidateSet",
+           "evaluate_candidates",
            "fibonacci_sphere", "cell_occluders", "sensor_for_cell"]
 
 
@@ -317,61 +318,69 @@ def _prepare_mesh(mesh):
     return mesh
 
 
-def plan_views(mesh, *, cell: CellModel | None = None, sensor: SensorViewModel | None = None,
-               target_coverage: float = 0.95, n_samples: int = 3000, n_candidates: int = 240,
-               solver="greedy", max_views: int = 0, min_elevation_deg: float = -15.0,
-               clearance: float = 0.05, turntable_angles_deg: Sequence[float] = (0.0, 90.0, 180.0, 270.0),
-               ik_random_seeds: int = 4, ik_branches: int = 3, check_transitions: bool = True,
-               start=None, part_collision: str = "hull", seed: int = 0, progress: bool = False) -> ViewPlan:
-    """Plan sensor views covering ``target_coverage`` of a part's visible surface.
+@dataclass(frozen=True)
+class CandidateSet:
+    """Candidate views of a part, their visibility and which the arm reaches.
 
-    Args:
-        mesh: the part (``trimesh.Trimesh``, metres, part frame of the cell).
-        cell: the cell (default ``CellModel.default()``).
-        sensor: the sensor model (default: the preset the cell was built with).
-        target_coverage: share (0-1] of the area visible from reachable candidates to cover.
-        n_samples: surface samples (coverage resolution).
-        n_candidates: candidate views generated.
-        solver: cover solver name or config (``greedy``, ``ilp``, ``random``; see :mod:`.cover`).
-        max_views: cap on the number of views (0: none).
-        min_elevation_deg: lowest viewing elevation of candidates.
-        clearance: the sensor origin must stay this far from the cell's static bodies [m].
-        turntable_angles_deg: turntable angles to try, in order (cells with a turntable).
-        ik_random_seeds: random IK seeds on top of home and its flipped variants.
-        ik_branches: IK solutions kept per chosen view for ordering.
-        check_transitions: verify every joint move between consecutive views.
-        start: ``(n,)`` configuration the path starts from (default ``cell.home``).
-        part_collision: ``hull`` or ``mesh`` collision model of the part.
-        seed: random seed (sampling, candidates, IK seeds).
-        progress: tqdm progress bars.
+    Attributes:
+        mesh: the (validated) part mesh.
+        samples: surface samples (part frame).
+        poses: ``(V, 4, 4)`` candidate optical -> part poses (the second half are the first
+            half rolled half a turn about the optical axis).
+        visibility: ``(V, N)`` bool, samples each candidate measures.
+        feasible: ``{candidate: (q (n,), turntable angle [rad])}`` collision-free IK solutions.
+        visibility_model: the :class:`~.visibility.VisibilityModel` used.
+        checker: the collision checker (cell + part).
+        start: ``(n,)`` start configuration.
+        reasons: counts of rejected candidates by reason.
+        timings: seconds per stage.
+    """
 
-    Returns:
-        :class:`ViewPlan`.
+    mesh: object
+    samples: SurfaceSamples
+    poses: np.ndarray
+    visibility: np.ndarray
+    feasible: dict
+    visibility_model: object
+    checker: object
+    start: np.ndarray
+    reasons: dict
+    timings: dict
+
+    @property
+    def feasible_indices(self) -> np.ndarray:
+        return np.array(sorted(self.feasible), dtype=int)
+
+    @property
+    def visible_area(self) -> float:
+        """Area visible from the reachable candidates."""
+        F = self.visibility[self.feasible_indices]
+        return float(self.samples.areas[F.any(axis=0)].sum())
+
+
+def evaluate_candidates(mesh, *, cell: CellModel, sensor: SensorViewModel, n_samples: int = 3000,
+                        n_candidates: int = 240, min_elevation_deg: float = -15.0, clearance: float = 0.05,
+                        turntable_angles_deg: Sequence[float] = (0.0, 90.0, 180.0, 270.0),
+                        ik_random_seeds: int = 4, start=None, part_collision: str = "hull", seed: int = 0,
+                        progress: bool = False) -> CandidateSet:
+    """Steps 1-4 of :func:`plan_views`: samples, candidates, visibility and reachability
+    (arguments as there).
 
     Raises:
-        ValueError: bad mesh or arguments (a mesh larger than 3 m is refused as probably in mm).
-        UnreachablePartError: no candidate view is reachable without collision (part out of
-            reach, wrong placement...).
+        ValueError: bad mesh, or the start configuration collides with the part.
+        UnreachablePartError: no candidate is reachable without collision.
     """
-    t0 = time.perf_counter()
     timings = {}
     mesh = _prepare_mesh(mesh)
     extent = float(np.linalg.norm(mesh.bounds[1] - mesh.bounds[0]))
     if extent > 3.0:
         raise ValueError(f"mesh is {extent:.1f} m across; meshes are in metres (scale a millimetre mesh by 0.001)")
-    if not (0.0 < target_coverage <= 1.0):
-        raise ValueError(f"target_coverage must be in (0, 1], got {target_coverage}")
     if n_candidates < 4:
         raise ValueError(f"n_candidates must be >= 4, got {n_candidates}")
-    cell = CellModel.default() if cell is None else cell
-    sensor = sensor_for_cell(cell) if sensor is None else sensor
     start = cell.home.copy() if start is None else cell.check_q(start, name="start")
     angles = [0.0] if cell.turntable_index is None else [np.deg2rad(a) for a in turntable_angles_deg]
     if not angles:
         raise ValueError("turntable_angles_deg is empty")
-    cover_solver = make_cover_solver(solver if not max_views else
-                                     ({"type": solver, "max_views": max_views} if isinstance(solver, str) else solver))
-    rng = np.random.default_rng(seed)
 
     # 1-3: samples, candidates, visibility (all in the part frame)
     part_pose0 = cell.part_pose(angles[0])
@@ -389,9 +398,6 @@ def plan_views(mesh, *, cell: CellModel | None = None, sensor: SensorViewModel |
     V0 = vis_model.visibility_matrix(base, progress=progress)
     V = np.concatenate([V0, V0 if sensor.baseline <= 0 else vis_model.visibility_matrix(cands[nb:])])
     timings["visibility"] = time.perf_counter() - t
-    w = samples.areas
-    total_area = samples.total_area
-    geometric_visible = V.any(axis=0)
 
     # 4: reachability (IK + collision) of every useful candidate
     t = time.perf_counter()
@@ -472,6 +478,70 @@ def plan_views(mesh, *, cell: CellModel | None = None, sensor: SensorViewModel |
         raise UnreachablePartError(
             f"part '{cell.part_frame}' at ({where}) m in '{cell.base_frame}' is out of reach: {why}; "
             f"move the fixture closer or use a longer arm")
+
+    return CandidateSet(mesh, samples, cands, V, feasible_q, vis_model, checker, start, reasons, timings)
+
+
+def plan_views(mesh, *, cell: CellModel | None = None, sensor: SensorViewModel | None = None,
+               target_coverage: float = 0.95, n_samples: int = 3000, n_candidates: int = 240,
+               solver="ilp", max_views: int = 0, min_elevation_deg: float = -15.0,
+               clearance: float = 0.05, turntable_angles_deg: Sequence[float] = (0.0, 90.0, 180.0, 270.0),
+               ik_random_seeds: int = 4, ik_branches: int = 3, check_transitions: bool = True,
+               start=None, part_collision: str = "hull", seed: int = 0, progress: bool = False) -> ViewPlan:
+    """Plan sensor views covering ``target_coverage`` of a part's visible surface.
+
+    Args:
+        mesh: the part (``trimesh.Trimesh``, metres, part frame of the cell).
+        cell: the cell (default ``CellModel.default()``).
+        sensor: the sensor model (default: the preset the cell was built with).
+        target_coverage: share (0-1] of the area visible from reachable candidates to cover.
+        n_samples: surface samples (coverage resolution).
+        n_candidates: candidate views generated.
+        solver: cover solver name or config (``ilp`` (default: exact within 5 s, never worse
+            than greedy), ``greedy``, ``random``; see :mod:`.cover`).
+        max_views: cap on the number of views (0: none).
+        min_elevation_deg: lowest viewing elevation of candidates.
+        clearance: the sensor origin must stay this far from the cell's static bodies [m].
+        turntable_angles_deg: turntable angles to try, in order (cells with a turntable).
+        ik_random_seeds: random IK seeds on top of home and its flipped variants.
+        ik_branches: IK solutions kept per chosen view for ordering.
+        check_transitions: verify every joint move between consecutive views.
+        start: ``(n,)`` configuration the path starts from (default ``cell.home``).
+        part_collision: ``hull`` or ``mesh`` collision model of the part.
+        seed: random seed (sampling, candidates, IK seeds).
+        progress: tqdm progress bars.
+
+    Returns:
+        :class:`ViewPlan`.
+
+    Raises:
+        ValueError: bad mesh or arguments (a mesh larger than 3 m is refused as probably in mm).
+        UnreachablePartError: no candidate view is reachable without collision (part out of
+            reach, wrong placement...).
+    """
+    t0 = time.perf_counter()
+    if not (0.0 < target_coverage <= 1.0):
+        raise ValueError(f"target_coverage must be in (0, 1], got {target_coverage}")
+    cell = CellModel.default() if cell is None else cell
+    sensor = sensor_for_cell(cell) if sensor is None else sensor
+    cover_solver = make_cover_solver(solver if not max_views else
+                                     ({"type": solver, "max_views": max_views} if isinstance(solver, str) else solver))
+    cs = evaluate_candidates(mesh, cell=cell, sensor=sensor, n_samples=n_samples, n_candidates=n_candidates,
+                             min_elevation_deg=min_elevation_deg, clearance=clearance,
+                             turntable_angles_deg=turntable_angles_deg, ik_random_seeds=ik_random_seeds,
+                             start=start, part_collision=part_collision, seed=seed, progress=progress)
+    timings = dict(cs.timings)
+    samples, V, feasible_q, checker, vis_model, start = (cs.samples, cs.visibility, cs.feasible, cs.checker,
+                                                         cs.visibility_model, cs.start)
+    cands = cs.poses
+    w = samples.areas
+    total_area = samples.total_area
+    geometric_visible = V.any(axis=0)
+    ik = cell.ik_solver()
+    ref = start[cell.arm_indices]
+
+    def free(q):
+        return not checker.in_collision(q)
 
     feas_idx = np.array(sorted(feasible_q), dtype=int)
     F = V[feas_idx]
