@@ -493,6 +493,9 @@ def _write_ply(path: Path, points, normals, colors, *, binary: bool, dtype) -> N
 # --------------------------------------------------------------------------------------------
 def _read_table(path: Path, min_cols: int) -> np.ndarray:
     text = path.read_text(encoding="utf-8", errors="replace")
+    fast = _read_table_fast(text, min_cols)
+    if fast is not None:
+        return fast
     rows = []
     for ln in text.splitlines():
         s = ln.strip()
@@ -516,6 +519,27 @@ def _read_table(path: Path, min_cols: int) -> np.ndarray:
         return np.array([r[:ncol] for r in rows], dtype=np.float64)
     except ValueError as exc:
         raise ValueError(f"{path}: corrupt text point data ({exc})") from None
+
+
+def _read_table_fast(text: str, min_cols: int) -> np.ndarray | None:
+    """Plain numeric tables (no comments, header or ragged rows) parsed in one go; ``None``
+    sends anything else to the line-by-line parser, which also words the errors."""
+    if "#" in text or "//" in text:
+        return None
+    first = text.lstrip().split("\n", 1)[0].replace(",", " ").replace(";", " ").split()
+    ncol = len(first)
+    if ncol < min_cols:
+        return None
+    try:
+        flat = np.array(text.replace(",", " ").replace(";", " ").split(), dtype=np.float64)
+    except ValueError:
+        return None
+    if flat.size == 0 or flat.size % ncol:
+        return None
+    lines = sum(1 for ln in text.splitlines() if ln.strip())
+    if lines * ncol != flat.size:
+        return None
+    return flat.reshape(-1, ncol)
 
 
 def _read_text(path: Path) -> PointCloudFile:

@@ -888,8 +888,7 @@ def apply_defect(points, normals, kind: str, rng: np.random.Generator, *, min_sh
         if mask.sum() < min_anomalous:
             continue
         kept = np.nonzero(keep)[0]
-        rec = _record(kind, p, sz, min_shift, _footprint(gone), anomalous_points=gone,
-                      extra={"cutter_vertices": len(cut.vertices)})
+        rec = _record(kind, p, sz, min_shift, _footprint(gone), anomalous_points=gone)
         return DefectResult(pts[keep], nrm[keep], mask, kept, rec)
     raise ValueError(f"{kind}: no placement affected at least {min_anomalous} points in {max_tries} "
                      f"tries (last: {last}); the cloud may be too sparse for the requested size")
