@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-from cosarad_ros.core.geometry import as_points, transform_points
+from cosarad_ros.core.geometry import as_points
 from cosarad_ros.core.inspection import (InspectionOutcome, StageClock, StageFailed,
                                          decide_verdict)
 
@@ -66,7 +66,7 @@ class Cell(Protocol):
     def scan(self, sensor_pose: np.ndarray) -> ViewScan: ...
 
     def fuse(self, scans: list[ViewScan]) -> np.ndarray:
-        """Merge scans into one ``(N, 3)`` cloud in the world frame."""
+        """Merge scans into one ``(N, 3)`` cloud of the part, in the part frame."""
 
     def classify(self, points: np.ndarray) -> Classified: ...
 
@@ -87,16 +87,13 @@ class InspectionRun:
     registered: Registered | None = None
 
 
-def run_inspection(cell: Cell, *, part_id: str, part_type: str = "", world_to_part: np.ndarray | None = None,
-                   min_fitness: float = 0.5, min_points: int = 200, progress=None) -> InspectionRun:
+def run_inspection(cell: Cell, *, part_id: str, part_type: str = "", min_fitness: float = 0.5, min_points: int = 200, progress=None) -> InspectionRun:
     """Run one inspection through ``cell``.
 
     Args:
         cell: the stages.
         part_id: caller's id for this part.
         part_type: CAD label; empty: classify first (``unknown`` -> INCONCLUSIVE).
-        world_to_part: ``(4, 4)`` nominal pose of the world in the part frame (the inverse of the
-            fixture's part pose), applied to the fused cloud before registration; None: identity.
         min_fitness: registrations with lower fitness give INCONCLUSIVE.
         min_points: a fused cloud with fewer points gives INCONCLUSIVE.
         progress: optional ``callback(stage: str, fraction: float)``.
@@ -129,8 +126,6 @@ def run_inspection(cell: Cell, *, part_id: str, part_type: str = "", world_to_pa
                 raise StageFailed("fuse", f"fused cloud has {len(fused)} points (< {min_points}): "
                                           "the part is not where the sensor looked")
             fused = as_points(fused, name="fused cloud")
-            if world_to_part is not None:
-                fused = transform_points(world_to_part, fused)
         if not part_type:
             report("classify", 0.7)
             with clock.stage("classify"):

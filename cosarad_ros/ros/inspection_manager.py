@@ -21,6 +21,7 @@ from visualization_msgs.msg import MarkerArray
 
 from cosarad_ros.action import InspectPart
 from cosarad_ros.core.geometry import pose_to_matrix as pose_list_to_matrix
+from cosarad_ros.core.fusion import DEFAULT_ROI, fuse_scans
 from cosarad_ros.core.inspection import StageRecord
 from cosarad_ros.core.pipeline import Classified, Detected, Registered, ViewScan, run_inspection
 from cosarad_ros.msg import InspectionResult
@@ -42,6 +43,10 @@ PARAMS = (
           "Nominal pose of the part frame in the world frame: x y z [m] qx qy qz qw",
           check=lambda v: len(v) == 7, check_text="must have 7 numbers: x y z qx qy qz qw"),
     Param("fuse_voxel", 0.0015, "Voxel edge for de-duplicating fused views [m]", check=positive),
+    Param("roi_min", list(DEFAULT_ROI[0]), "Region of interest kept around the part, min corner in the part frame [m] "
+          "(z above 0 drops the fixture)", check=lambda v: len(v) == 3, check_text="must have 3 numbers"),
+    Param("roi_max", list(DEFAULT_ROI[1]), "Region of interest, max corner in the part frame [m]",
+          check=lambda v: len(v) == 3, check_text="must have 3 numbers"),
     Param("min_registration_fitness", 0.5, "Registrations below this fitness give INCONCLUSIVE", check=unit_interval),
     Param("min_points", 500, "Fused clouds with fewer points give INCONCLUSIVE", check=positive),
     Param("service_timeout", 120.0, "Seconds to wait for any one service answer [s]", check=positive),
@@ -107,9 +112,9 @@ class ServiceCell:
         return ViewScan(pts, cv.pose_to_matrix(resp.sensor_pose.pose))
 
     def fuse(self, scans: list[ViewScan]) -> np.ndarray:
-        from cosarad_ros.core.fusion import fuse_scans
-
-        return fuse_scans(scans, voxel_size=self.node.p.fuse_voxel)
+        p = self.node.p
+        return fuse_scans(scans, part_pose=self.node.part_pose, voxel_size=p.fuse_voxel,
+                          roi=(p.roi_min, p.roi_max))
 
     def classify(self, points: np.ndarray) -> Classified:
         cloud = cv.xyz_to_pointcloud2(points, frame_id=self.node.p.part_frame)
@@ -178,7 +183,6 @@ class InspectionManager(Node):
         """Run one inspection and publish its result; returns the published message."""
         with self._busy:
             run = run_inspection(self.cell, part_id=part_id, part_type=part_type,
-                                 world_to_part=np.linalg.inv(self.part_pose),
                                  min_fitness=self.p.min_registration_fitness, min_points=self.p.min_points,
                                  progress=feedback)
             t0 = time.perf_counter()

@@ -1,0 +1,105 @@
+"""Good templates of a part type simulated from its CAD model, so a new part type needs only its
+CAD file (an addition to COSARAD, whose templates are scans of good parts).
+
+The templates are made the way the cell scans a real part: the view planner's views of the CAD
+model in the cell, one simulated structured-light scan per view (a different noise seed per
+template), and the same fusion (:func:`cosarad_ros.core.fusion.fuse_scans`) as the inspection
+manager. Test scans and templates therefore share coverage, density and noise.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Mapping
+
+import numpy as np
+
+from cosarad_ros.core.detection import CadTemplates
+
+__all__ = ["simulate_templates", "cad_template_source", "cell_sensor_options", "DEFAULT_SIM_RESOLUTION"]
+
+
+DEFAULT_SIM_RESOLUTION = (560, 400)
+
+
+def cell_sensor_options(cell=None, **overrides) -> dict:
+    """Simulated structured-light options matching the cell's sensor preset (field of view,
+    working range, stand-off, baseline), at :data:`DEFAULT_SIM_RESOLUTION` unless overridden, so
+    simulated scans see what the view planner expects."""
+    from cosarad_ros.core.planning import CellModel
+    from cosarad_ros.core.planning.views import sensor_for_cell
+
+    opts = {**sensor_for_cell(cell or CellModel.default()).scanner_kwargs(),
+            "resolution": DEFAULT_SIM_RESOLUTION}
+    opts.update(overrides)
+    return opts
+
+
+def simulate_templates(mesh, n_templates: int = 4, seed: int = 0, *, cell=None, sensor: Mapping | None = None,
+                       plan: object | None = None, voxel_size: float | None = 0.0015,
+                       max_views: int = 0) -> list[np.ndarray]:
+    """Simulated multi-view scans of a CAD model, fused in the part frame.
+
+    Args:
+        mesh: the part (trimesh, metres, part frame).
+        n_templates: how many templates (each with its own sensor noise seed).
+        seed: base seed.
+        cell: ``CellModel`` (default: ``CellModel.default()``).
+        sensor: simulated-sensor options (``make_sensor`` keys); default :func:`cell_sensor_options`.
+        plan: a ``ViewPlan`` to reuse; None: plan the views here.
+        voxel_size: fusion voxel [m].
+        max_views: cap on planned views (0: none).
+
+    Returns:
+        ``n_templates`` arrays ``(N_i, 3)`` in the part frame.
+
+    Raises:
+        ValueError: bad mesh, unreachable part, or a scan that sees nothing.
+    """
+    from cosarad_ros.core.fusion import fuse_scans
+    from cosarad_ros.core.pipeline import ViewScan
+    from cosarad_ros.core.planning import CellModel, plan_views
+    from cosarad_ros.core.sensors import SimulatedScene, make_sensor
+
+    if n_templates < 1:
+        raise ValueError(f"n_templates must be >= 1, got {n_templates}")
+    cell = cell or CellModel.default()
+    if plan is None:
+        plan = plan_views(mesh, cell=cell, seed=seed, max_views=max_views)
+    scene = SimulatedScene.inspection_cell()
+    out = []
+    for k in range(n_templates):
+        opts = dict(sensor) if sensor is not None else cell_sensor_options(cell)
+        sensor_cfg = {"type": "motioncam", **opts, "scene": scene, "seed": seed + 1000 + k}
+        sim = make_sensor(sensor_cfg)
+        sim.connect()
+        try:
+            scans = []
+            for view in plan.views:
+                scene.set_part(mesh, pose=view.part_pose)
+                frame = sim.grab(view.sensor_pose)
+                scans.append(ViewScan(np.asarray(frame.points, np.float64), np.asarray(frame.sensor_pose)))
+        finally:
+            sim.close()
+        out.append(fuse_scans(scans, part_pose=plan.views[0].part_pose, voxel_size=voxel_size))
+    return out
+
+
+def cad_template_source(cad_library: str, *, n_templates: int = 4, seed: int = 0,
+                        sensor: Mapping | None = None) -> CadTemplates:
+    """A :class:`~cosarad_ros.core.detection.CadTemplates` over a CAD library folder."""
+    from cosarad_ros.core.cad import CadLibrary
+
+    lock = threading.Lock()
+    state: dict = {}
+
+    def mesh_for(part_type: str):
+        with lock:
+            lib = state.get("lib")
+            if lib is None or part_type not in lib:
+                lib = state["lib"] = CadLibrary(cad_library)  # models added at run time are seen
+            return lib.get(part_type).mesh if part_type in lib else None
+
+    def make(mesh, n, s):
+        return simulate_templates(mesh, n, s, sensor=sensor)
+
+    return CadTemplates(mesh_for=mesh_for, make_templates=make, n_templates=n_templates, seed=seed)
