@@ -1,0 +1,254 @@
+"""``cosarad demo``: the simulated inspection cell, end to end, with real rclpy nodes over DDS.
+
+All six nodes (scanner, viewpoint planner, registration, CAD classifier, anomaly detector,
+inspection manager) run in one process on a multi-threaded executor and talk over real DDS,
+exactly as ``ros2 launch cosarad_ros inspection.launch.py`` runs them as separate processes. A
+production run of good and defective parts of several types (:mod:`cosarad_ros.core.cellsim`)
+goes through the ``InspectPart`` action one part at a time. Output folder:
+
+* ``results.json`` -- one entry per part: ``verdict`` (PASS / FAIL / INCONCLUSIVE), scores,
+  defects, stage seconds, the expected verdict and the injected defect;
+* ``pictures/<part>.png`` -- each scored part, defects boxed;
+* ``inspection_results/`` -- rosbag2 (MCAP) recording of ``/inspection/result``
+  (``ros2 bag play reports/demo/inspection_results``);
+* ``coverage/`` -- the planner's coverage pictures; ``cell/`` -- CAD library and part meshes.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+HELP = "run the simulated inspection cell end to end"
+MARKER = ".cosarad_demo"
+
+
+def add_arguments(p):
+    from cosarad_ros.core.cellsim import DEFAULT_DEFECTS, DEFAULT_FAMILIES
+
+    p.add_argument("--out", default="reports/demo", help="report folder (default: reports/demo)")
+    p.add_argument("--seed", type=int, default=0, help="seed of parts, defects and sensor noise")
+    p.add_argument("--families", nargs="+", default=list(DEFAULT_FAMILIES), help="one part type per family")
+    p.add_argument("--defects", nargs="+", default=list(DEFAULT_DEFECTS), help="defects injected, one part each")
+    p.add_argument("--good-per-type", type=int, default=1, help="good parts per type")
+    p.add_argument("--method", default="cosarad", choices=("cosarad", "fpfh", "global-bank"),
+                   help="anomaly detector features")
+    p.add_argument("--templates", type=int, default=3, help="simulated good templates per part type")
+    p.add_argument("--tell-type", action="store_true",
+                   help="give the part type to the manager instead of classifying each part")
+    p.add_argument("--fault", action="store_true",
+                   help="finish with a part whose sensor stops answering (expected INCONCLUSIVE)")
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds allowed per inspection")
+
+
+def _prepare_out(out: Path) -> None:
+    if out.exists() and any(out.iterdir()):
+        if not (out / MARKER).exists():
+            raise ValueError(f"{out} exists, is not empty and is not a demo report folder: choose another --out")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("written by cosarad demo; the next run replaces this folder\n")
+
+
+class _Cell:
+    """The nodes of the cell in one process, spinning in a background thread."""
+
+    def __init__(self, out: Path, scenario, args, *, part_pose):
+        import rclpy
+        import yaml
+        from rclpy.executors import MultiThreadedExecutor
+        from rclpy.parameter import Parameter
+
+        from cosarad_ros.core.sensors import SimulatedScene
+        from cosarad_ros.core.templates import cell_sensor_options
+        from cosarad_ros.ros.anomaly_node import AnomalyNode
+        from cosarad_ros.ros.cad_classifier_node import CadClassifierNode
+        from cosarad_ros.ros.inspection_manager import InspectionManager
+        from cosarad_ros.ros.registration_node import RegistrationNode
+        from cosarad_ros.ros.scanner_node import ScannerNode
+        from cosarad_ros.ros.viewpoint_planner_node import ViewpointPlannerNode
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+
+        def kw(**params):
+            return {"context": self.context,
+                    "parameter_overrides": [Parameter(k, value=v) for k, v in params.items()]}
+
+        cad = str(scenario.cad_dir)
+        sensor_opts = {k: list(v) if isinstance(v, tuple) else v for k, v in cell_sensor_options().items()}
+        self.scene = SimulatedScene.inspection_cell()
+        pose_list = [float(x) for x in part_pose]
+        self.scanner = ScannerNode(scene=self.scene, **kw(sensor_type="motioncam", seed=int(args.seed),
+                                                          sensor_options=yaml.safe_dump(sensor_opts)))
+        self.nodes = [
+            self.scanner,
+            ViewpointPlannerNode(**kw(cad_library=cad, playback_speed=0.0, coverage_dir=str(out / "coverage"),
+                                      seed=int(args.seed))),
+            RegistrationNode(**kw(reference_dir=cad)),
+            CadClassifierNode(**kw(library=cad)),
+            AnomalyNode(**kw(cad_library=cad, cache_dir=str(out / "banks"), method=args.method,
+                             n_templates=int(args.templates))),
+            InspectionManager(**kw(part_pose=pose_list)),
+        ]
+        self.executor = MultiThreadedExecutor(num_threads=8, context=self.context)
+        for n in self.nodes:
+            self.executor.add_node(n)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self):
+        while self.context.ok():
+            try:
+                self.executor.spin_once(timeout_sec=0.05)
+            except Exception:  # shutting down
+                if not self.context.ok():
+                    return
+                raise
+
+    def add(self, node):
+        self.nodes.append(node)
+        self.executor.add_node(node)
+        return node
+
+    def close(self):
+        import rclpy
+
+        for n in self.nodes:
+            try:
+                self.executor.remove_node(n)
+                n.destroy_node()
+            except Exception:  # noqa: BLE001 - best effort on the way out
+                pass
+        self.executor.shutdown(timeout_sec=2.0)
+        if self.context.ok():
+            rclpy.shutdown(context=self.context)
+        self._thread.join(timeout=3.0)
+
+
+def _wait(future, timeout: float, what: str):
+    end = time.monotonic() + timeout
+    while not future.done():
+        if time.monotonic() > end:
+            raise TimeoutError(f"{what} did not finish within {timeout:g} s")
+        time.sleep(0.02)
+    return future.result()
+
+
+def run(args) -> int:
+    try:
+        import rclpy  # noqa: F401
+        from cosarad_ros.action import InspectPart  # noqa: F401
+    except ImportError as exc:
+        print(f"cosarad demo needs ROS 2 (rclpy) and the built cosarad_ros interfaces ({exc}); "
+              "run `make demo`, or source scripts/env.sh after `make setup`", file=sys.stderr)
+        return 2
+    from rclpy.action import ActionClient
+    from rclpy.node import Node
+
+    from cosarad_ros.action import InspectPart
+    from cosarad_ros.core.cellsim import make_cell_scenario
+    from cosarad_ros.core.inspection import summary_table, write_results_json
+    from cosarad_ros.core.planning import CellModel
+    from cosarad_ros.core.geometry import matrix_to_pose
+    from cosarad_ros.core.visualize import render_scored_cloud
+    from cosarad_ros.msg import InspectionResult
+    from cosarad_ros.ros import conversions as cv
+    from cosarad_ros.ros.bag import BagWriter
+    from cosarad_ros.ros.node_utils import LATCHED_QOS
+    from cosarad_ros.ros.result_msgs import outcome_from_msg
+    from cosarad_ros.srv import LoadPart
+
+    out = Path(args.out)
+    _prepare_out(out)
+    t_start = time.perf_counter()
+    print(f"[demo] building the production run in {out / 'cell'}", flush=True)
+    scenario = make_cell_scenario(out / "cell", families=args.families, defects=args.defects,
+                                  good_per_type=args.good_per_type, seed=args.seed,
+                                  progress=lambda m: print(f"[demo]   {m}", flush=True))
+    p, q = matrix_to_pose(CellModel.default().part_pose())
+    cell = _Cell(out, scenario, args, part_pose=[*p, *q])
+    bag = BagWriter(out / "inspection_results")
+    outcomes, rows = [], []
+    try:
+        driver = cell.add(Node("cell_demo", context=cell.context))
+        driver.create_subscription(InspectionResult, "/inspection/result",
+                                   lambda m: bag.write("/inspection/result", m), LATCHED_QOS)
+        action = ActionClient(driver, InspectPart, "/inspection_manager/inspect")
+        load = driver.create_client(LoadPart, "/scanner_node/load_part")
+        if not action.wait_for_server(timeout_sec=60) or not load.wait_for_service(timeout_sec=60):
+            raise RuntimeError("the cell's nodes did not come up within 60 s")
+        queue = list(scenario.parts)
+        if args.fault:
+            last = queue[-1]
+            queue.append(type(last)(f"{last.part_id}-fault", last.part_type, last.mesh_path, None, "INCONCLUSIVE"))
+        print(f"[demo] inspecting {len(queue)} parts of {len(scenario.part_types)} types "
+              f"({'types given' if args.tell_type else 'classified from the scan'})", flush=True)
+        for k, part in enumerate(queue, 1):
+            resp = _wait(load.call_async(LoadPart.Request(mesh_path=part.mesh_path, part_id=part.part_id)),
+                         60, "load_part")
+            if not resp.success:
+                raise RuntimeError(f"could not load {part.mesh_path}: {resp.message}")
+            if part.expected == "INCONCLUSIVE":
+                cell.scanner.sensor.unplug()  # the device stops answering mid-run
+            goal = InspectPart.Goal(part_id=part.part_id, part_type=part.part_type if args.tell_type else "")
+            t0 = time.perf_counter()
+            handle = _wait(action.send_goal_async(goal), 30, "goal acceptance")
+            if not handle.accepted:
+                raise RuntimeError(f"the manager refused the goal for {part.part_id}")
+            msg = _wait(handle.get_result_async(), args.timeout, f"inspection of {part.part_id}").result.result
+            wall = time.perf_counter() - t0
+            o = outcome_from_msg(msg)
+            truth = part.defect
+            near = None
+            if truth and o.defects:
+                c = np.asarray(truth["centre"])
+                near = float(min(np.linalg.norm(np.asarray(d.centroid) - c) for d in o.defects))
+            extra = {"expected": part.expected, "correct": o.verdict == part.expected, "true_type": part.part_type,
+                     "injected_defect": truth, "nearest_defect_to_injected_m": near, "wall_seconds": wall,
+                     "compute_seconds": float(sum(t.seconds for t in msg.timings if t.stage != "move"))}
+            o = type(o)(**{**o.__dict__, "extra": extra})
+            outcomes.append(o)
+            if len(msg.scored_cloud.data):
+                arr = cv.pointcloud2_to_array(msg.scored_cloud)
+                pts = cv.pointcloud2_to_xyz(msg.scored_cloud, skip_nans=False)
+                boxes = [(np.asarray(d.centroid), np.asarray(d.extent)) for d in o.defects]
+                render_scored_cloud(out / "pictures" / f"{part.part_id}.png", pts, arr["anomaly_score"],
+                                    threshold=o.threshold, boxes=boxes,
+                                    title=f"{part.part_id} {o.part_type}: {o.verdict}"
+                                          f"{' (' + truth['type'] + ')' if truth else ''}")
+            mark = "ok" if o.verdict == part.expected else f"expected {part.expected}"
+            print(f"[demo] {k}/{len(queue)} {part.part_id} {o.part_type or '?':<15} {o.verdict:<13} "
+                  f"score {o.object_score:7.3f} / {o.threshold:6.3f}  defects {len(o.defects)}  "
+                  f"{wall:6.1f} s  {mark}  {o.reason}", flush=True)
+            if part.expected == "INCONCLUSIVE":
+                cell.scanner.sensor.plug_in()
+    finally:
+        bag.close()
+        cell.close()
+    compute = [o.extra["compute_seconds"] for o in outcomes if o.verdict != "INCONCLUSIVE"]
+    correct = sum(o.extra["correct"] for o in outcomes)
+    write_results_json(out / "results.json", outcomes, seed=args.seed, method=args.method,
+                       correct=correct, total=len(outcomes),
+                       median_compute_seconds=statistics.median(compute) if compute else None,
+                       bag=str(out / "inspection_results"))
+    print()
+    print(summary_table(outcomes))
+    print()
+    if compute:
+        print(f"[demo] median compute time per inspection (excluding simulated motion): "
+              f"{statistics.median(compute):.1f} s over {len(compute)} inspections")
+    print(f"[demo] {correct}/{len(outcomes)} verdicts as expected; total {time.perf_counter() - t_start:.0f} s")
+    print(f"[demo] report: {out / 'results.json'}, pictures in {out / 'pictures'}, "
+          f"recording in {out / 'inspection_results'}")
+    (out / "summary.txt").write_text(summary_table(outcomes) + "\n")
+    if not compute:
+        print("[demo] no inspection reached a verdict: the cell is not working", file=sys.stderr)
+        return 1
+    return 0
