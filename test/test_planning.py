@@ -160,7 +160,7 @@ def test_coverage_png_and_cli(cell, tmp_path, capsys):
     scaled = mesh.copy()
     scaled.apply_scale(1000.0)
     scaled.export(path)
-    rc = main(["plan-views", str(path), "--json", "--scale", "0.001", "--samples", "1500", "--candidates", "120",
+    rc = main(["plan-views", str(path), "--json", "--scale", "0.001", "--samples", "1000", "--candidates", "60",
                "--png", str(tmp_path / "cli.png")])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
