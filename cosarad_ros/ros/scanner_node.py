@@ -94,7 +94,7 @@ PARAMS = (
     Param("sim.mesh_scale", 1.0, "Scale applied to loaded meshes (0.001 for millimetre files)", check=positive),
     Param("sim.part_pose", [0.45, 0.0, 0.12, 0.0, 0.0, 0.0, 1.0], "Part pose [x y z qx qy qz qw] in world_frame "
           "(default: the fixture top of urdf/cosarad_cell.urdf.xacro)", check=_pose7, type_=_DOUBLES),
-    Param("sim.rest_on_support", True, "Place loaded parts resting on the fixture at sim.part_pose's x, y "
+    Param("sim.rest_on_support", False, "Place loaded parts resting on the fixture at sim.part_pose's x, y "
           "(with its orientation) instead of at the exact pose"),
     Param("sim.cell", True, "Simulate the cell's table and fixture (urdf/cosarad_cell.urdf.xacro defaults)",
           read_only=True),
