@@ -51,24 +51,6 @@ def _model_row(m) -> dict:
             "holes": len(m.holes), "faces": int(len(m.mesh.faces))}
 
 
-def write_catalogue(folder, parts) -> list[str]:
-    """Write data-layer :class:`~cosarad_ros.core.data.parts.Part` s into a library folder
-    (STL in millimetres + metadata YAML). Returns the labels."""
-    import yaml
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    labels = []
-    for part in parts:
-        mesh = part.mesh.copy()
-        mesh.apply_scale(1000.0)
-        mesh.export(folder / f"{part.name}.stl")
-        meta = part.metadata()  # millimetres, units: mm
-        (folder / f"{part.name}.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
-        labels.append(part.name)
-    return labels
-
-
 def run(args: argparse.Namespace) -> int:
     import yaml
 
@@ -112,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"removed {args.label}; library has {len(lib)} models")
         return 0
     if args.cad_command == "catalogue":
+        from cosarad_ros.core.cad.evaluation import write_catalogue
         from cosarad_ros.core.data.parts import part_catalogue
 
         if args.types < 1:

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from cosarad_ros.core.cad.features import BoxFeatures, box_symmetry_rotations
 
@@ -81,6 +80,11 @@ def _o3d_cloud(points, normals=None):
     return pcd
 
 
+def _axis_rotation(axis: np.ndarray, angle: float) -> np.ndarray:
+    K = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + np.sin(angle) * K + (1 - np.cos(angle)) * K @ K
+
+
 def _subset(points: np.ndarray, n: int, seed: int) -> np.ndarray:
     if len(points) <= n:
         return points
@@ -94,10 +98,13 @@ class BoxIcpAligner(Aligner):
         model_points: surface samples of the CAD model used as ICP target.
         icp_points: scan points (random subset) used by ICP.
         residual_points: scan points (random subset) of the residual.
-        screen_points: scan points used to screen the seeds.
+        screen_points: scan points used to screen the seeds (a fifth of them for all seeds, all of
+            them for the best ``3 * keep_seeds``).
         keep_seeds: seeds refined by ICP after screening.
         shift_threshold: when the scan's box is shorter than the model's by more than twice this
             [m] on an axis (a partial scan), seeds also put the scan at either end of that axis.
+        spin_step_deg: when two model extents are within ``swap_tolerance`` (a round part),
+            seeds also turn about the third axis in these steps (0 = off).
         swap_tolerance: extents closer than this [m] also try the axis swap between them;
             ``None``: 2 % of the longest extent.
         coarse_distance: ICP correspondence distance of the first stage [m]; ``None``: 5 % of the
@@ -113,7 +120,8 @@ class BoxIcpAligner(Aligner):
     name = "box_icp"
 
     def __init__(self, *, model_points: int = 6000, icp_points: int = 3000, residual_points: int = 20000,
-                 screen_points: int = 400, keep_seeds: int = 2, shift_threshold: float = 0.001,
+                 screen_points: int = 1000, keep_seeds: int = 4, shift_threshold: float = 0.001,
+                 spin_step_deg: float = 10.0,
                  swap_tolerance: float | None = None, coarse_distance: float | None = None,
                  fine_distance: float | None = None, iterations: int = 30, inlier_distance: float = 0.001,
                  trim: float = 0.0, seed: int = 0):
@@ -129,6 +137,7 @@ class BoxIcpAligner(Aligner):
         self.screen_points = int(screen_points)
         self.keep_seeds = int(keep_seeds)
         self.shift_threshold = float(shift_threshold)
+        self.spin_step_deg = float(spin_step_deg)
         self.swap_tolerance = swap_tolerance
         self.coarse_distance = coarse_distance
         self.fine_distance = fine_distance
@@ -149,6 +158,18 @@ class BoxIcpAligner(Aligner):
         short = np.maximum(mb.dimensions - scan_box.dimensions, 0.0) / 2.0
         shifts = [np.array(t) for t in np.stack(np.meshgrid(*[
             [0.0] if sh <= self.shift_threshold else [0.0, -sh, sh] for sh in short], indexing="ij"), -1).reshape(-1, 3)]
+        # a round cross-section (two nearly equal extents) leaves the turn about the third axis
+        # free: add turns in steps of `spin_step_deg`
+        spins = [np.eye(3)]
+        d = mb.dimensions
+        for free, (i, j) in ((2, (0, 1)), (0, (1, 2)), (1, (0, 2))):
+            if abs(d[i] - d[j]) <= tol and self.spin_step_deg > 0:
+                for ang in np.arange(self.spin_step_deg, 360.0, self.spin_step_deg):
+                    axis = np.zeros(3)
+                    axis[free] = 1.0
+                    spins.append(_axis_rotation(axis, np.deg2rad(ang)))
+                break
+        rots = [S @ R for R in rots for S in spins]
         out = []
         for R in rots:
             for t in shifts:
@@ -162,16 +183,19 @@ class BoxIcpAligner(Aligner):
         import open3d as o3d
 
         mpts, mnrm = model.sample(self.model_points, seed=self.seed)
-        tree = cKDTree(mpts)
         sub = _subset(points, self.screen_points, self.seed)
         icp_pts = _subset(points, self.icp_points, self.seed)
         res_pts = _subset(points, self.residual_points, self.seed)
         seeds = self.seeds(scan_box, model)
-        costs = []
-        for T in seeds:
-            d, _ = tree.query(sub @ T[:3, :3].T + T[:3, 3])
-            costs.append(float(np.mean(d)))
-        order = np.argsort(costs)[: self.keep_seeds]
+        # screen by the RMS of exact point-to-mesh distances (small features such as the bolt
+        # holes of a round flange decide between seeds; nearest CAD samples would blur them):
+        # all seeds on a few points, the best ones again on more points
+        order = np.arange(len(seeds))
+        for n_pts, keep in ((max(self.screen_points // 5, 50), 3 * self.keep_seeds), (self.screen_points, self.keep_seeds)):
+            pts = sub[:n_pts]
+            moved = np.concatenate([pts @ seeds[i][:3, :3].T + seeds[i][:3, 3] for i in order])
+            d = model.distance(moved).reshape(len(order), len(pts))
+            order = order[np.argsort(np.sqrt(np.mean(d ** 2, axis=1)))[:keep]]
 
         diag = float(np.linalg.norm(model.box.dimensions))
         coarse = 0.05 * diag if self.coarse_distance is None else self.coarse_distance
@@ -180,16 +204,17 @@ class BoxIcpAligner(Aligner):
         tgt = _o3d_cloud(mpts, mnrm)
         est = o3d.pipelines.registration.TransformationEstimationPointToPlane()
         crit = o3d.pipelines.registration.ICPConvergenceCriteria(max_iteration=self.iterations)
-        best = None
+        best_T, best_cost = None, np.inf
         for i in order:
             T = seeds[i]
             for dist in (coarse, fine):
                 T = o3d.pipelines.registration.registration_icp(src, tgt, dist, T, est, crit).transformation
             T = np.asarray(T)
-            rmse, fit, med = residuals(model, res_pts, T, self.inlier_distance, self.trim)
-            if best is None or rmse < best.rmse:
-                best = Alignment(transform=T, rmse=rmse, fitness=fit, median=med)
-        return best
+            cost = residuals(model, icp_pts, T, self.inlier_distance, self.trim)[0]
+            if cost < best_cost:
+                best_T, best_cost = T, cost
+        rmse, fit, med = residuals(model, res_pts, best_T, self.inlier_distance, self.trim)
+        return Alignment(transform=best_T, rmse=rmse, fitness=fit, median=med)
 
 
 class RegistrationAligner(Aligner):

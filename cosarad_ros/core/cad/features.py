@@ -126,8 +126,11 @@ def _initial_rotations(pts: np.ndarray, method: str) -> list[np.ndarray]:
     import trimesh  # local: only the OBB path needs it
 
     rots = [pca]
+    hull_pts = pts
+    if len(pts) > 5000:  # the box only depends on the hull; a random subset keeps qhull fast
+        hull_pts = pts[np.random.default_rng(0).choice(len(pts), 5000, replace=False)]
     try:
-        to_origin, _ = trimesh.bounds.oriented_bounds(pts, angle_digits=3)
+        to_origin, _ = trimesh.bounds.oriented_bounds(hull_pts, angle_digits=3)
         rots.insert(0, np.asarray(to_origin)[:3, :3])
     except Exception:  # qhull fails on degenerate (flat, collinear) inputs; PCA still works
         pass
@@ -190,7 +193,7 @@ def _box(pts: np.ndarray, *, method: str, quantile: float, refine: bool, smooth_
     for R0 in _initial_rotations(pts, method):
         R = R0
         if refine and method == "obb":
-            sub = c if len(c) <= 3000 else c[np.random.default_rng(seed).choice(len(c), 3000, replace=False)]
+            sub = c if len(c) <= 2000 else c[np.random.default_rng(seed).choice(len(c), 2000, replace=False)]
 
             def f(rv, R0=R0, sub=sub):
                 Rr = Rotation.from_rotvec(rv).as_matrix() @ R0
@@ -199,7 +202,7 @@ def _box(pts: np.ndarray, *, method: str, quantile: float, refine: bool, smooth_
 
             res = minimize(f, np.zeros(3), method="Nelder-Mead",
                            options={"initial_simplex": np.vstack([np.zeros(3), 0.03 * np.eye(3)]),
-                                    "xatol": 1e-4, "fatol": 1e-15, "maxiter": 250})
+                                    "xatol": 2e-4, "fatol": 1e-15, "maxiter": 150})
             R = Rotation.from_rotvec(res.x).as_matrix() @ R0
         v = volume_of(R)
         if v < best_v:

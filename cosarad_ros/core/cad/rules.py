@@ -51,6 +51,7 @@ __all__ = [
     "surface_variation",
     "dbscan",
     "fit_circle",
+    "fit_circle_robust",
     "alpha_boundary",
     "HOLE_DEFECT_TYPES",
 ]
@@ -248,6 +249,22 @@ def fit_circle(xy, *, iterations: int = 20) -> tuple[np.ndarray, float, float]:
     return c, abs(r), rms
 
 
+def fit_circle_robust(xy, *, min_points: int = 6, floor: float = 0.0, rounds: int = 4
+                      ) -> tuple[np.ndarray, float, float, np.ndarray]:
+    """:func:`fit_circle` with iterative rejection of points farther than
+    ``max(3 x rms, floor)`` from the circle. Returns ``(centre, radius, rms, kept mask)``."""
+    p = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    keep = np.ones(len(p), dtype=bool)
+    c, r, rms = fit_circle(p)
+    for _ in range(rounds):
+        new = np.abs(np.linalg.norm(p - c, axis=1) - r) <= max(3.0 * rms, floor)
+        if new.sum() < min_points or np.array_equal(new, keep):
+            break
+        keep = new
+        c, r, rms = fit_circle(p[keep])
+    return c, r, rms, keep
+
+
 def alpha_boundary(xy, *, alpha: float) -> tuple[np.ndarray, list[np.ndarray]]:
     """Boundary of the 2D alpha shape of ``xy`` ``(N, 2)``.
 
@@ -307,10 +324,18 @@ class InspectionContext:
     spacing: float
     tree: cKDTree
     claimed: np.ndarray         # (N,) bool, points already given to a finding
+    local_spacing: np.ndarray   # (N,) mean distance to the 4 nearest neighbours
     hole_measurements: list = field(default_factory=list)  # filled by HoleRule
 
-    def eps(self, eps: float | None, factor: float = 3.0) -> float:
-        return float(eps) if eps is not None else max(factor * self.spacing, 1e-6)
+    def eps(self, eps: float | None, factor: float = 3.0, idx: np.ndarray | None = None) -> float:
+        """DBSCAN radius: ``eps`` when given, else ``factor`` x the point spacing where the
+        candidates ``idx`` lie (faces seen obliquely are sampled more sparsely)."""
+        if eps is not None:
+            return float(eps)
+        sp = self.spacing
+        if idx is not None and len(idx):
+            sp = max(sp, float(np.percentile(self.local_spacing[idx], 75)))
+        return max(factor * sp, 1e-6)
 
 
 def _finding(kind: str, pts: np.ndarray, idx: np.ndarray, score: float, details: Mapping) -> DefectFinding:
@@ -350,18 +375,20 @@ class ScratchRule(Rule):
         curvature_threshold: least surface variation of a scratch point (k-neighbourhood of the
             inspector; a 0.3 mm deep groove gives about 0.007 at k = 50 and 0.3 mm point spacing,
             a plane with 20 um noise 0.0003, a smooth 10 mm dent 0.0005).
-        eps: DBSCAN radius [m]; ``None``: 8 x the scan's point spacing (a narrow groove is seen
-            only in pieces, so the clusters need a wide radius).
+        eps: DBSCAN radius [m]; ``None``: 8 x the point spacing where the candidates lie (a
+            narrow groove is seen only in pieces, so the clusters need a wide radius).
         min_points: DBSCAN MinPts and smallest scratch.
         min_elongation: least length / width of a scratch cluster (1 = no shape check).
         min_length: shortest scratch [m].
+        max_surround: a cluster is no scratch when more than this many deviating points per
+            cluster point lie around it (it is part of a wider defect); ``None`` disables the check.
     """
 
     name = "scratch"
 
     def __init__(self, *, depth_threshold: float = 0.002, curvature_threshold: float = 0.002,
                  eps: float | None = None, min_points: int = 5, min_elongation: float = 4.0,
-                 min_length: float = 0.003):
+                 min_length: float = 0.003, max_surround: float | None = 1.0):
         if depth_threshold <= 0 or not 0 <= curvature_threshold <= 1 / 3 or min_points < 1:
             raise ValueError("scratch rule: depth_threshold > 0, curvature_threshold in [0, 1/3], min_points >= 1")
         if eps is not None and eps <= 0:
@@ -372,6 +399,7 @@ class ScratchRule(Rule):
         self.min_points = int(min_points)
         self.min_elongation = float(min_elongation)
         self.min_length = float(min_length)
+        self.max_surround = None if max_surround is None else float(max_surround)
 
     def find(self, ctx: InspectionContext) -> list[DefectFinding]:
         cand = np.flatnonzero((np.abs(ctx.deviation) > self.depth_threshold)
@@ -379,12 +407,21 @@ class ScratchRule(Rule):
         out = []
         if len(cand) < self.min_points:
             return out
-        lab = dbscan(ctx.points[cand], eps=ctx.eps(self.eps, 8.0), min_points=self.min_points)
+        lab = dbscan(ctx.points[cand], eps=ctx.eps(self.eps, 8.0, cand), min_points=self.min_points)
+        deviating = np.abs(ctx.deviation) > self.depth_threshold
         for c in range(lab.max() + 1 if len(lab) else 0):
             idx = cand[lab == c]
             length, width, elong = _elongation(ctx.points[idx])
             if len(idx) < self.min_points or elong < self.min_elongation or length < self.min_length:
                 continue
+            if self.max_surround is not None:
+                # a scratch is a narrow groove in nominal surface; a curved, elongated piece of a
+                # larger deviating area (e.g. the rim of a wide dent) is left to the dent rule
+                r = ctx.eps(self.eps, 3.0, idx)
+                near = np.unique(np.concatenate(ctx.tree.query_ball_point(ctx.points[idx], r)))
+                around = np.setdiff1d(near[deviating[near] & ~ctx.claimed[near]], idx)
+                if len(around) > self.max_surround * len(idx):
+                    continue
             dev = ctx.deviation[idx]
             out.append(_finding("scratch", ctx.points, idx, np.abs(dev).max(),
                                 {"depth": float(np.abs(dev).max()), "length": length, "width": width,
@@ -399,7 +436,7 @@ class DentRule(Rule):
     Args:
         z_threshold: least ``|d| / sigma`` of a dent point (sigma: robust noise of the deviation).
         min_depth: least absolute deviation [m].
-        eps: DBSCAN radius [m]; ``None``: 3 x point spacing.
+        eps: DBSCAN radius [m]; ``None``: 3 x the point spacing where the candidates lie.
         min_points: DBSCAN MinPts (paper: 10) and smallest dent.
         min_size: smallest dent diameter [m] (largest extent of the cluster).
         report_bulges: also report outward clusters as ``bulge``.
@@ -426,7 +463,7 @@ class DentRule(Rule):
         out = []
         if len(cand) < self.min_points:
             return out
-        lab = dbscan(ctx.points[cand], eps=ctx.eps(self.eps), min_points=self.min_points)
+        lab = dbscan(ctx.points[cand], eps=ctx.eps(self.eps, 3.0, cand), min_points=self.min_points)
         for c in range(lab.max() + 1 if len(lab) else 0):
             idx = cand[lab == c]
             if len(idx) < self.min_points:
@@ -455,18 +492,22 @@ class HoleRule(Rule):
         slab: half thickness of the entry-face slab projected to 2D [m]; ``None``:
             max(0.3 mm, 4 x noise sigma).
         roi_margin: material ring around the nominal hole that is examined [m]; ``None``:
-            max(2 mm, nominal radius).
+            the nominal radius, clipped to [2 mm, 5 mm].
         wall_depth: depth below the entry face of the wall points used to refine the circle [m];
             ``None``: min(nominal diameter, hole depth).
         min_points: fewest points around a hole to judge it.
         min_arc_deg: least angular coverage of the fitted points.
+        max_spacing: when no wall is seen, the hole is judged from its 2D boundary only if the
+            points around it are at most this far apart [m]; ``None``: ``diameter_tolerance``.
+            Otherwise it is reported as not observed.
     """
 
     name = "hole"
 
     def __init__(self, *, position_tolerance: float = 0.0006, diameter_tolerance: float = 0.0005,
                  alpha: float | None = None, slab: float | None = None, roi_margin: float | None = None,
-                 wall_depth: float | None = None, min_points: int = 30, min_arc_deg: float = 120.0):
+                 wall_depth: float | None = None, min_points: int = 30, min_arc_deg: float = 120.0,
+                 max_spacing: float | None = None):
         if position_tolerance <= 0 or diameter_tolerance <= 0:
             raise ValueError("hole rule: position_tolerance and diameter_tolerance must be > 0")
         for n, v in (("alpha", alpha), ("slab", slab), ("roi_margin", roi_margin), ("wall_depth", wall_depth)):
@@ -480,6 +521,9 @@ class HoleRule(Rule):
         self.wall_depth = wall_depth
         self.min_points = int(min_points)
         self.min_arc_deg = float(min_arc_deg)
+        if max_spacing is not None and max_spacing <= 0:
+            raise ValueError(f"hole rule: max_spacing must be > 0, got {max_spacing}")
+        self.max_spacing = max_spacing
 
     @staticmethod
     def _basis(axis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -503,7 +547,7 @@ class HoleRule(Rule):
         r0 = hole.diameter / 2.0
         a = -hole.axis / np.linalg.norm(hole.axis)   # out of the material: h < 0 inside the hole
         u, v = self._basis(a)
-        margin = max(0.002, r0) if self.roi_margin is None else self.roi_margin
+        margin = max(0.002, min(r0, 0.005)) if self.roi_margin is None else self.roi_margin
         slab = max(0.0003, 4.0 * ctx.noise_sigma) if self.slab is None else self.slab
         wall = min(hole.diameter, hole.depth or hole.diameter) if self.wall_depth is None else self.wall_depth
         rel = ctx.points - hole.centre
@@ -524,13 +568,16 @@ class HoleRule(Rule):
             comp = comp[np.linalg.norm(q[comp], axis=1) < rim]   # drop the ROI's own outer border
             if len(comp) < 6:
                 continue
-            c, r, _ = fit_circle(q[comp])
+            c, r, _, kept = fit_circle_robust(q[comp], floor=max(spacing, 3.0 * ctx.noise_sigma))
+            comp = comp[kept]
             if np.linalg.norm(c) > r0 + margin / 2 or not 0.3 * r0 < r < r0 + margin:
                 continue
             if self._arc_deg(q[comp], c) < self.min_arc_deg:
                 continue
-            if best is None or len(comp) > len(best[0]):
-                best = (comp, c, r)
+            # the loop that looks most like the nominal hole (not e.g. the rim of a boss around it)
+            cost = abs(r - r0) + float(np.linalg.norm(c))
+            if best is None or cost < best[3]:
+                best = (comp, c, r, cost)
         if best is None:
             # no opening: the hole is missing when material covers the nominal hole area
             inner = np.sum(np.linalg.norm(q, axis=1) < 0.5 * r0)
@@ -541,8 +588,9 @@ class HoleRule(Rule):
                 return HoleMeasurement(hole, True, False, nan3, float("nan"), float("nan"), float("nan"),
                                        False, "coverage", int(len(used))), used
             return HoleMeasurement(hole, False, False, nan3, float("nan"), float("nan"), float("nan"), True), roi
-        comp, c, r = best
+        comp, c, r, _ = best
         method, n_fit, used = "boundary", len(comp), roi[comp]
+        roi_spacing = float(np.median(ctx.local_spacing[roi]))
         # refine on the wall: points below the entry face at about the fitted radius
         if hole.depth is not None:  # stay clear of the exit rim of a through hole
             wall = min(wall, hole.depth - 2.0 * slab)
@@ -561,17 +609,40 @@ class HoleRule(Rule):
             if np.linalg.norm(cw - c) < 0.5 * r0 and 0.5 * r < rw < 1.5 * r and \
                     self._arc_deg(xy[wl], cw) >= self.min_arc_deg / 2:
                 c, r, method, n_fit, used = cw, rw, "wall", len(wl), np.concatenate([used, wl])
+        max_sp = self.diameter_tolerance if self.max_spacing is None else self.max_spacing
+        if method == "boundary" and roi_spacing > max_sp:
+            # a boundary between points this sparse is off by about a point spacing: too coarse
+            # to judge the tolerances (typically a face seen at a grazing angle)
+            return HoleMeasurement(hole, False, True, nan3, float("nan"), float("nan"), float("nan"), True,
+                                   "boundary", int(n_fit)), used
         centre = hole.centre + c[0] * u + c[1] * v
         c_err = float(np.linalg.norm(c))
         d_err = float(2.0 * r - hole.diameter)
         ok = c_err <= self.position_tolerance and abs(d_err) <= self.diameter_tolerance
         return HoleMeasurement(hole, True, True, centre, 2.0 * r, c_err, d_err, ok, method, int(n_fit)), used
 
+    def _column(self, ctx: InspectionContext, hole: HoleSpec, centre: np.ndarray, radius: float) -> np.ndarray:
+        """Indices of the points in a hole's column (entry face down to its depth) of ``radius``."""
+        a = -hole.axis / np.linalg.norm(hole.axis)
+        rel = ctx.points - centre
+        h = rel @ a
+        rho = np.linalg.norm(rel - h[:, None] * a, axis=1)
+        depth = hole.depth or hole.diameter
+        return np.flatnonzero((rho < radius) & (h > -depth - 2 * ctx.spacing) & (h < 2 * ctx.spacing + 3 * ctx.noise_sigma))
+
     def find(self, ctx: InspectionContext) -> list[DefectFinding]:
         out = []
         for hole in ctx.model.holes:
             m, used = self.measure(ctx, hole)
             ctx.hole_measurements.append(m)
+            if m.observed:
+                # the hole rule judges its hole: the surface rules do not report the hole's points
+                # again (a moved hole leaves material where the nominal hole was: not a bulge)
+                r = hole.diameter / 2 + 3 * ctx.spacing
+                cols = [self._column(ctx, hole, hole.centre, r)]
+                if m.found:
+                    cols.append(self._column(ctx, hole, m.centre, max(r, m.diameter / 2 + 3 * ctx.spacing)))
+                ctx.claimed[np.concatenate(cols)] = True
             if not m.observed or m.ok:
                 continue
             idx = used if len(used) else np.zeros(0, dtype=np.int64)
@@ -641,9 +712,12 @@ class RuleBasedInspector:
         curv = surface_variation(points, k=self.k, tree=tree)
         mad = float(np.median(np.abs(dev - np.median(dev))))
         sigma = max(1.4826 * mad, 1e-6)
-        d, _ = tree.query(points[:: max(1, len(points) // 5000)], k=2)
-        spacing = float(np.median(d[:, 1])) if len(points) > 1 else 0.0
-        return InspectionContext(points, model, dev, curv, sigma, spacing, tree, np.zeros(len(points), bool))
+        k = min(5, len(points))
+        d, _ = tree.query(points, k=k)
+        local = d[:, 1:].mean(axis=1) if k > 1 else np.zeros(len(points))
+        spacing = float(np.median(d[:, 1])) if k > 1 else 0.0
+        return InspectionContext(points, model, dev, curv, sigma, spacing, tree, np.zeros(len(points), bool),
+                                 local)
 
     def inspect(self, scan, model: CadModel, *, transform=None) -> DefectReport:
         """Apply the rules. ``transform`` ``(4, 4)`` maps the scan into the model frame."""
