@@ -54,7 +54,8 @@ def _scan_req(T=None, frame="world"):
 
 def test_lifecycle_scan_load_part_and_published_cloud(box_stl):
     with RosHarness() as ros:
-        node = ros.add(ScannerNode(**ros.node_kwargs(autostart=False, sensor_options=SMALL)))
+        node = ros.add(ScannerNode(**ros.node_kwargs(autostart=False, sensor_options=SMALL,
+                                                    **{"sim.rest_on_support": True})))
         assert _state(ros) == "unconfigured"
         r = ros.call(Scan, "/scanner_node/scan", _scan_req())
         assert not r.success and "not configured" in r.message
