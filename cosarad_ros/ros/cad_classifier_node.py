@@ -1,0 +1,187 @@
+"""``cad_classifier_node``: zero-shot part classification against a CAD library.
+
+Services:
+
+* ``~/classify`` (``cosarad_ros/srv/ClassifyPart``): a scan (metres, any frame) in; ``label``
+  (or ``unknown``), ``score`` [%], ``candidates`` (best first; for ``unknown`` the nearest models
+  with their box deviations) and the ISO/IEC 25012 ``quality`` report against the chosen (or
+  nearest) model out. A malformed cloud gets ``success=False`` and the reason; the node keeps
+  running.
+* ``~/register_cad_model`` (``cosarad_ros/srv/RegisterCadModel``): copies a mesh (with optional
+  YAML metadata) into the library folder; the next ``~/classify`` call already knows it. No
+  retraining (Kwon et al., Electronics 2025, sec. 3.5).
+
+The library folder is the ``library_dir`` parameter; every classifier and quality threshold is
+a parameter (metres / percent, see ``config/cad_classifier_node.yaml`` and ``docs/cad.md``) and
+takes effect at the next request when changed at run time.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import numpy as np
+from geometry_msgs.msg import Vector3
+from rclpy.node import Node
+
+from cosarad_ros.core.cad import CadClassifier, CadLibrary
+from cosarad_ros.core.cad.align import ALIGNERS
+from cosarad_ros.ros import conversions as cv
+from cosarad_ros.ros.node_utils import Param, declare_parameters, in_range, non_negative, positive, run_node
+from cosarad_ros.ros.result_msgs import quality_msg
+from cosarad_ros.msg import ClassCandidate
+from cosarad_ros.srv import ClassifyPart, RegisterCadModel
+
+
+def _grades(v) -> bool:
+    return len(v) == 5 and all(0.0 <= x <= 1.0 for x in v) and all(a > b for a, b in zip(v, v[1:]))
+
+
+_grades.text = "must be 5 decreasing values in [0, 1] (minimum totals of grades A..E)"  # type: ignore[attr-defined]
+
+PARAMS = (
+    Param("library_dir", "~/.ros/cosarad_cad_library", "CAD library folder (meshes + <label>.yaml metadata)"),
+    Param("create_library", True, "Create library_dir when it does not exist"),
+    Param("rescan_library", True, "Re-read the folder before each classification (picks up files added "
+          "by `cosarad cad add` while the node runs)"),
+    Param("dim_tolerance", 0.001, "Largest box-extent deviation of a candidate, per axis [m] (paper: 1 mm)",
+          check=positive),
+    Param("max_shortfall", 0.0, "Share of a model extent a partial scan may fall short by (0 = paper)",
+          check=in_range(0.0, 0.9)),
+    Param("cosine_weight", 0.5, "Weight of the cosine term of the box-feature similarity (paper: 0.5)",
+          check=in_range(0.0, 1.0)),
+    Param("pose_method", "obb", "Pose normalisation of the box", choices=("obb", "pca")),
+    Param("extent_quantile", 0.0005, "Share of scan points allowed outside the box per side",
+          check=in_range(0.0, 0.2)),
+    Param("volume_mode", "box", "Volume feature: box (w*h*l, paper) or hull (convex hull)", choices=("box", "hull")),
+    Param("aligner", "box_icp", "Registration of the residual that ranks candidates ('none': paper only)",
+          choices=tuple(sorted(ALIGNERS)) + ("none",)),
+    Param("registration_weight", 0.5, "Weight of the residual similarity in the score", check=in_range(0.0, 1.0)),
+    Param("rmse_scale", 0.0002, "Residual at which the residual similarity is 0.5 [m]", check=positive),
+    Param("max_rmse", 0.0005, "Best candidate's residual above which the scan is unknown [m]", check=positive),
+    Param("min_score", 0.0, "Best score below which the scan is unknown [%]", check=in_range(0.0, 100.0)),
+    Param("max_registrations", 6, "Candidates registered per request (best feature similarity first)",
+          check=positive),
+    Param("n_nearest", 3, "Nearest models reported with an unknown answer", check=non_negative),
+    Param("compute_quality", True, "Attach the ISO/IEC 25012 quality report"),
+    Param("quality_points", 20000, "CAD surface samples used as quality reference", check=lambda v: v >= 100,
+          check_text="must be >= 100"),
+    Param("completeness_tolerance", 0.001, "Quality: a reference point is covered within this [m] (paper: 1 mm)",
+          check=positive),
+    Param("validity_sigma", 2.0, "Quality: valid band of centroid distances, in standard deviations",
+          check=positive),
+    Param("uniqueness_voxel", 0.0001, "Quality: voxel edge of the uniqueness measure [m]", check=positive),
+    Param("fpfh_voxel", 0.0, "Quality: FPFH down-sampling voxel [m]; 0: reference diagonal / 50",
+          check=non_negative),
+    Param("grade_thresholds", [0.9, 0.8, 0.7, 0.6, 0.5], "Quality: least totals of grades A, B, C, D, E "
+          "(below: F)", check=_grades),
+    Param("min_points", 50, "Fewest finite points of a cloud", check=lambda v: v >= 10, check_text="must be >= 10"),
+    Param("max_points", 200000, "Random subset of larger clouds", check=positive),
+    Param("seed", 0, "Random seed of every subset", check=non_negative),
+)
+
+
+class CadClassifierNode(Node):
+    """Service node around :class:`cosarad_ros.core.cad.CadClassifier`."""
+
+    def __init__(self, **node_kwargs):
+        super().__init__("cad_classifier_node", **node_kwargs)
+        self.p = declare_parameters(self, PARAMS)
+        self._lib_lock = threading.Lock()
+        self._library: CadLibrary | None = None
+        self._library_dir = ""
+        self.request_count = 0
+        self.error_count = 0
+        n_models = len(self.library)  # open (or create) the folder now: a bad path shows at start
+        self.srv_classify = self.create_service(ClassifyPart, "~/classify", self._on_classify)
+        self.srv_register = self.create_service(RegisterCadModel, "~/register_cad_model", self._on_register)
+        self.get_logger().info(f"cad_classifier_node ready: {n_models} CAD models in {self._library_dir}; "
+                               "services ~/classify, ~/register_cad_model")
+
+    # ------------------------------------------------------------------ library
+    @property
+    def library(self) -> CadLibrary:
+        """The library of ``library_dir`` (re-opened when the parameter changes)."""
+        folder = os.path.expanduser(self.p.library_dir)
+        with self._lib_lock:
+            if self._library is None or folder != self._library_dir:
+                self._library = CadLibrary(folder, create=self.p.create_library, strict=False)
+                self._library_dir = folder
+                for name, err in self._library.errors.items():
+                    self.get_logger().warning(f"CAD library: skipped {name}: {err}")
+            return self._library
+
+    def classifier(self) -> CadClassifier:
+        p = self.p
+        g = p.grade_thresholds
+        quality = {"completeness_tolerance": p.completeness_tolerance, "validity_sigma": p.validity_sigma,
+                   "uniqueness_voxel": p.uniqueness_voxel, "fpfh_voxel": p.fpfh_voxel or None,
+                   "grade_thresholds": tuple(zip("ABCDE", (float(x) for x in g)))}
+        return CadClassifier(self.library, dim_tolerance=p.dim_tolerance, cosine_weight=p.cosine_weight,
+                             pose_method=p.pose_method, extent_quantile=p.extent_quantile,
+                             volume_mode=p.volume_mode, aligner=p.aligner,
+                             registration_weight=p.registration_weight, rmse_scale=p.rmse_scale,
+                             max_rmse=p.max_rmse, min_score=p.min_score, max_registrations=p.max_registrations,
+                             n_nearest=p.n_nearest, compute_quality=p.compute_quality,
+                             quality_points=p.quality_points, quality_options=quality,
+                             max_shortfall=p.max_shortfall, seed=p.seed)
+
+    # ------------------------------------------------------------------ services
+    def _on_classify(self, request, response):
+        self.request_count += 1
+        t0 = time.perf_counter()
+        try:
+            pts = cv.pointcloud2_to_xyz(request.cloud).astype(np.float64)
+            if len(pts) < self.p.min_points:
+                raise ValueError(f"cloud has {len(pts)} finite points; need at least {self.p.min_points}")
+            if len(pts) > self.p.max_points:
+                sel = np.random.default_rng(self.p.seed).choice(len(pts), self.p.max_points, replace=False)
+                pts = pts[np.sort(sel)]
+            lib = self.library
+            if self.p.rescan_library:
+                lib.reload()
+            res = self.classifier().classify(pts)
+        except Exception as exc:  # noqa: BLE001 - a bad request must never take the node down
+            self.error_count += 1
+            response.success = False
+            response.message = f"classify failed: {exc}"
+            response.label = ""
+            self.get_logger().error(response.message)
+            return response
+        response.success = True
+        response.label = res.label
+        response.score = float(res.score)
+        response.message = res.reason or f"{res.label} ({res.score:.1f} %)"
+        response.candidates = [ClassCandidate(label=c.label, score=float(c.score),
+                                              deviation=Vector3(x=float(c.deviation[0]), y=float(c.deviation[1]),
+                                                                z=float(c.deviation[2])),
+                                              registration_rmse=float(c.registration_rmse))
+                               for c in res.candidates]
+        response.quality = quality_msg(res.quality)
+        self.get_logger().info(f"classified {len(pts)} points as {res.label} ({res.score:.1f} %) in "
+                               f"{time.perf_counter() - t0:.2f} s")
+        return response
+
+    def _on_register(self, request, response):
+        self.request_count += 1
+        try:
+            if not request.mesh_path:
+                raise ValueError("mesh_path is empty")
+            model = self.library.add(os.path.expanduser(request.mesh_path), label=request.label or None,
+                                     metadata=request.metadata_yaml or None)
+        except Exception as exc:  # noqa: BLE001 - duplicate labels, unreadable files, bad YAML ...
+            self.error_count += 1
+            response.success = False
+            response.message = f"register_cad_model failed: {exc}"
+            self.get_logger().error(response.message)
+            return response
+        response.success = True
+        d = ", ".join(f"{v * 1000:.2f}" for v in model.dimensions)
+        response.message = f"added '{model.label}' (box [{d}] mm, {len(model.holes)} holes) as {model.path}"
+        self.get_logger().info(response.message)
+        return response
+
+
+def main(args=None) -> int:
+    return run_node(CadClassifierNode, args)
