@@ -98,7 +98,7 @@ class BoxIcpAligner(Aligner):
         model_points: surface samples of the CAD model used as ICP target.
         icp_points: scan points (random subset) used by ICP.
         residual_points: scan points (random subset) of the residual.
-        screen_points: scan points used to screen the seeds (a fifth of them for all seeds, all of
+        screen_points: scan points used to screen the seeds (half of them for all seeds, all of
             them for the best ``3 * keep_seeds``).
         keep_seeds: seeds refined by ICP after screening.
         shift_threshold: when the scan's box is shorter than the model's by more than twice this
@@ -121,7 +121,7 @@ class BoxIcpAligner(Aligner):
 
     def __init__(self, *, model_points: int = 6000, icp_points: int = 3000, residual_points: int = 20000,
                  screen_points: int = 1000, keep_seeds: int = 4, shift_threshold: float = 0.001,
-                 spin_step_deg: float = 10.0,
+                 spin_step_deg: float = 5.0,
                  swap_tolerance: float | None = None, coarse_distance: float | None = None,
                  fine_distance: float | None = None, iterations: int = 30, inlier_distance: float = 0.001,
                  trim: float = 0.0, seed: int = 0):
@@ -148,6 +148,15 @@ class BoxIcpAligner(Aligner):
         self.trim = float(trim)
         self.seed = int(seed)
 
+    @staticmethod
+    def _free_axis(model_box: BoxFeatures, tol: float) -> int | None:
+        """Box axis about which a round part may turn freely (the other two extents equal)."""
+        d = model_box.dimensions
+        for free, (i, j) in ((2, (0, 1)), (0, (1, 2)), (1, (0, 2))):
+            if abs(d[i] - d[j]) <= tol:
+                return free
+        return None
+
     def seeds(self, scan_box: BoxFeatures, model) -> list[np.ndarray]:
         """Initial scan -> model transforms ``(4, 4)`` from the two box frames."""
         mb = model.box
@@ -161,14 +170,11 @@ class BoxIcpAligner(Aligner):
         # a round cross-section (two nearly equal extents) leaves the turn about the third axis
         # free: add turns in steps of `spin_step_deg`
         spins = [np.eye(3)]
-        d = mb.dimensions
-        for free, (i, j) in ((2, (0, 1)), (0, (1, 2)), (1, (0, 2))):
-            if abs(d[i] - d[j]) <= tol and self.spin_step_deg > 0:
-                for ang in np.arange(self.spin_step_deg, 360.0, self.spin_step_deg):
-                    axis = np.zeros(3)
-                    axis[free] = 1.0
-                    spins.append(_axis_rotation(axis, np.deg2rad(ang)))
-                break
+        free = self._free_axis(mb, tol)
+        if free is not None and self.spin_step_deg > 0:
+            axis = np.eye(3)[free]
+            spins += [_axis_rotation(axis, np.deg2rad(a)) for a in np.arange(self.spin_step_deg, 360.0,
+                                                                              self.spin_step_deg)]
         rots = [S @ R for R in rots for S in spins]
         out = []
         for R in rots:
@@ -191,7 +197,7 @@ class BoxIcpAligner(Aligner):
         # holes of a round flange decide between seeds; nearest CAD samples would blur them):
         # all seeds on a few points, the best ones again on more points
         order = np.arange(len(seeds))
-        for n_pts, keep in ((max(self.screen_points // 5, 50), 3 * self.keep_seeds), (self.screen_points, self.keep_seeds)):
+        for n_pts, keep in ((max(self.screen_points // 2, 50), 3 * self.keep_seeds), (self.screen_points, self.keep_seeds)):
             pts = sub[:n_pts]
             moved = np.concatenate([pts @ seeds[i][:3, :3].T + seeds[i][:3, 3] for i in order])
             d = model.distance(moved).reshape(len(order), len(pts))
@@ -210,6 +216,28 @@ class BoxIcpAligner(Aligner):
             for dist in (coarse, fine):
                 T = o3d.pipelines.registration.registration_icp(src, tgt, dist, T, est, crit).transformation
             T = np.asarray(T)
+            cost = residuals(model, icp_pts, T, self.inlier_distance, self.trim)[0]
+            if cost < best_cost:
+                best_T, best_cost = T, cost
+        mb = model.box
+        tol = 0.02 * float(mb.dimensions.max()) if self.swap_tolerance is None else self.swap_tolerance
+        free = self._free_axis(mb, tol)
+        if free is not None and self.spin_step_deg > 0:
+            # round part: ICP hardly turns it about its axis (only small features such as bolt
+            # holes resist), so search the turn finely around the result, then refine again
+            axis = mb.frame[:3, :3] @ np.eye(3)[free]
+            centre = mb.frame[:3, 3]
+            half = self.spin_step_deg
+            cands = []
+            for a in np.linspace(-half, half, 21):
+                S = np.eye(4)
+                S[:3, :3] = _axis_rotation(axis, np.deg2rad(a))
+                S[:3, 3] = centre - S[:3, :3] @ centre
+                cands.append(S @ best_T)
+            moved = np.concatenate([icp_pts @ T[:3, :3].T + T[:3, 3] for T in cands])
+            d = model.distance(moved).reshape(len(cands), len(icp_pts))
+            T = cands[int(np.argmin(np.mean(d ** 2, axis=1)))]
+            T = np.asarray(o3d.pipelines.registration.registration_icp(src, tgt, fine, T, est, crit).transformation)
             cost = residuals(model, icp_pts, T, self.inlier_distance, self.trim)[0]
             if cost < best_cost:
                 best_T, best_cost = T, cost

@@ -35,6 +35,7 @@ __all__ = [
     "catalogue_library",
     "view_directions",
     "multi_view_scan",
+    "defective_sample",
     "macro_f1",
     "ClassificationScores",
     "DefectScores",
@@ -53,8 +54,8 @@ FINDING_CLASS = {"scratch": "scratch", "dent": "dent", "hole_position": "hole", 
 # thresholds for the synthetic benchmark's subtle defects (0.1 mm deep scratches, 0.2 mm dents)
 TUNED_RULES: dict = {
     "hole": {},
-    "scratch": {"depth_threshold": 0.0001, "curvature_threshold": 0.001},
     "dent": {"min_depth": 0.0001, "z_threshold": 4.0},
+    "scratch": {"depth_threshold": 0.0001, "curvature_threshold": 0.001},
 }
 
 
@@ -201,8 +202,18 @@ class DefectScores:
         return float(np.median(self.seconds)) if self.seconds else float("nan")
 
 
-def _defective_sample(part, kind: str, rng, *, views, points_per_view, noise, min_visible, tries=6):
-    """(scan points, clean points in the part frame, T, record or None) with the defect seen."""
+def defective_sample(part, kind: str, rng, *, views: int = 4, points_per_view: int = 6000, noise: float = 3e-5,
+                     min_visible: int = 30, tries: int = 6, **size):
+    """A multi-view scan of ``part`` with one injected defect of ``kind`` (``"none"``: intact)
+    that at least ``min_visible`` scan points see.
+
+    Returns:
+        ``(points (N, 3) scan frame, clean points (N, 3) part frame, T (4, 4) part -> scan,
+        DefectRecord or None)``.
+
+    Raises:
+        ValueError: no placement was seen in ``tries`` attempts.
+    """
     from cosarad_ros.core.data.defects import apply_defect_to_mesh
 
     if kind == "none":
@@ -210,7 +221,7 @@ def _defective_sample(part, kind: str, rng, *, views, points_per_view, noise, mi
         return pts, clean, T, None
     for _ in range(tries):
         target = part if kind.startswith("hole_") else part.mesh
-        mesh, rec = apply_defect_to_mesh(target, kind, rng)
+        mesh, rec = apply_defect_to_mesh(target, kind, rng, **size)
         pts, clean, T = multi_view_scan(mesh, rng, views=views, points_per_view=points_per_view, noise=noise)
         if int(rec.label_points(clean, tol=3e-4).sum()) >= min_visible:
             return pts, clean, T, rec
@@ -245,7 +256,7 @@ def defect_benchmark(library: CadLibrary, parts: Sequence, *, samples_per_kind: 
         for attempt in range(10):  # a part where the defect lands on a seen face
             part = pool[int(rng.integers(len(pool)))]
             try:
-                pts, clean, T, rec = _defective_sample(part, kind, rng, views=views, points_per_view=points_per_view,
+                pts, clean, T, rec = defective_sample(part, kind, rng, views=views, points_per_view=points_per_view,
                                                        noise=noise, min_visible=min_visible)
                 break
             except ValueError:

@@ -440,12 +440,18 @@ class DentRule(Rule):
         min_points: DBSCAN MinPts (paper: 10) and smallest dent.
         min_size: smallest dent diameter [m] (largest extent of the cluster).
         report_bulges: also report outward clusters as ``bulge``.
+        scratch_elongation: beyond the paper, an inward cluster at least this elongated
+            (length / width) and at most ``scratch_max_width`` wide is reported as a ``scratch``
+            (wide or shallow grooves have too little curvature for :class:`ScratchRule`);
+            ``None`` disables it.
+        scratch_max_width: widest such scratch [m].
     """
 
     name = "dent"
 
     def __init__(self, *, z_threshold: float = 4.0, min_depth: float = 0.0002, eps: float | None = None,
-                 min_points: int = 10, min_size: float = 0.0, report_bulges: bool = True):
+                 min_points: int = 10, min_size: float = 0.0, report_bulges: bool = True,
+                 scratch_elongation: float | None = 4.0, scratch_max_width: float = 0.003):
         if z_threshold <= 0 or min_depth < 0 or min_points < 1 or min_size < 0:
             raise ValueError("dent rule: z_threshold > 0, min_depth >= 0, min_points >= 1, min_size >= 0")
         if eps is not None and eps <= 0:
@@ -456,6 +462,8 @@ class DentRule(Rule):
         self.min_points = int(min_points)
         self.min_size = float(min_size)
         self.report_bulges = bool(report_bulges)
+        self.scratch_elongation = None if scratch_elongation is None else float(scratch_elongation)
+        self.scratch_max_width = float(scratch_max_width)
 
     def find(self, ctx: InspectionContext) -> list[DefectFinding]:
         z = np.abs(ctx.deviation) / max(ctx.noise_sigma, 1e-9)
@@ -473,11 +481,16 @@ class DentRule(Rule):
                 continue
             dev = ctx.deviation[idx]
             kind = "dent" if np.median(dev) < 0 else "bulge"
+            details = {"depth": float(np.abs(dev).max()), "size": size, "max_z": float(z[idx].max())}
+            if self.scratch_elongation is not None and kind == "dent":
+                length, width, elong = _elongation(ctx.points[idx])
+                if elong >= self.scratch_elongation and width <= self.scratch_max_width:
+                    # long and narrow: a scratch too wide or shallow for the curvature filter
+                    kind = "scratch"
+                    details.update(length=length, width=width, elongation=elong)
             if kind == "bulge" and not self.report_bulges:
                 continue
-            out.append(_finding(kind, ctx.points, idx, np.abs(dev).max(),
-                                {"depth": float(np.abs(dev).max()), "size": size,
-                                 "max_z": float(z[idx].max())}))
+            out.append(_finding(kind, ctx.points, idx, np.abs(dev).max(), details))
             ctx.claimed[idx] = True
         return out
 
@@ -676,9 +689,10 @@ class RuleBasedInspector:
     """Runs rules in order on a scan in the model frame.
 
     Args:
-        rules: rule names (default ``("hole", "scratch", "dent")``: holes first so that hole
-            points are not reported again as dents), a mapping ``name -> options`` or
-            :class:`Rule` instances.
+        rules: rule names (default ``("hole", "dent", "scratch")``: holes first so that hole
+            points are not reported again as dents, dents before the curvature-based scratch rule
+            so that the curved rim of a wide dent is not taken for a scratch), a mapping
+            ``name -> options`` or :class:`Rule` instances.
         k: neighbours of the surface variation (paper: 50).
         max_points: random subset size (the labels of left-out points are -1).
         seed: seed of that subset.
@@ -687,7 +701,7 @@ class RuleBasedInspector:
     def __init__(self, rules: Sequence | Mapping | None = None, *, k: int = 50, max_points: int = 200000,
                  seed: int = 0):
         if rules is None:
-            rules = ("hole", "scratch", "dent")
+            rules = ("hole", "dent", "scratch")
         items = list(rules.items()) if isinstance(rules, Mapping) else [(r, {}) for r in rules]
         self.rules: list[Rule] = []
         for name, opts in items:
