@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tr.add_argument("--feature-dim", type=int, default=64)
     tr.add_argument("--centres-per-defect", type=int, default=6)
     tr.add_argument("--combos", type=int, default=2, help="(anchor, positive) pairs per centre")
-    tr.add_argument("--patch-radius-rel", type=float, default=0.08,
+    tr.add_argument("--patch-radius-rel", type=float, default=0.06,
                     help="patch radius / reference bounding-box diagonal (the detector's default)")
     tr.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke runs)")
     tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")

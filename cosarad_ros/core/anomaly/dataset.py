@@ -32,12 +32,15 @@ class TestSample:
         points: ``(N, 3)`` metres.
         labels: ``(N,)`` bool point mask (True = anomalous); all False for good scans.
         defect_type: ``"good"`` or the defect kind parsed from the name.
+        pose: ground-truth ``(4, 4)`` part frame -> scan frame (metres) when the benchmark records
+            it (synthetic benchmarks), else ``None``.
     """
 
     name: str
     points: np.ndarray
     labels: np.ndarray
     defect_type: str = "good"
+    pose: np.ndarray | None = None
 
     @property
     def is_anomalous(self) -> bool:
@@ -46,11 +49,13 @@ class TestSample:
 
 @dataclass(frozen=True)
 class ClassData:
-    """One class: ``templates`` (full good scans, metres) and ``tests``."""
+    """One class: ``templates`` (full good scans, metres), ``tests``, and the templates'
+    ground-truth poses (part frame -> template frame) when known."""
 
     name: str
     templates: tuple
     tests: tuple
+    template_poses: tuple | None = None
 
     @property
     def n_good(self) -> int:
@@ -96,6 +101,13 @@ def iter_benchmark(root, layout: str | None = None, *, classes=None, unit: str |
     if unit is not None and unit not in UNIT_SCALES:
         raise ValueError(f"unknown unit {unit!r}; choose from {sorted(UNIT_SCALES)}")
     idx = index_benchmark(root, layout)
+    manifest = {}
+    mpath = Path(os.fspath(root)) / "manifest.json"
+    if mpath.is_file():
+        import json
+
+        with open(mpath) as f:
+            manifest = json.load(f).get("classes", {})
     names = list(idx.class_names)
     if classes:
         missing = sorted(set(classes) - set(names))
@@ -112,9 +124,36 @@ def iter_benchmark(root, layout: str | None = None, *, classes=None, unit: str |
             nb = min(max_tests // 2, len(bad))
             keep = {t.name for t in good[: max_tests - nb] + bad[:nb]}
             tests = [t for t in tests if t.name in keep]
+        poses = _manifest_poses(manifest.get(name), k)
+        tposes = tuple(poses.get(Path(p).stem) for p in bc.template_paths) if bc.template_paths else ()
         yield ClassData(name, tuple(np.asarray(t) * k for t in bc.templates),
                         tuple(TestSample(t.name, np.asarray(t.points) * k, np.asarray(t.mask, dtype=bool),
-                                         t.defect_type if t.is_anomalous else "good") for t in tests))
+                                         t.defect_type if t.is_anomalous else "good", poses.get(t.name))
+                              for t in tests),
+                        tposes if tposes and all(p is not None for p in tposes) else None)
+
+
+def _manifest_poses(entry: dict | None, k: float) -> dict:
+    """File stem -> ``(4, 4)`` part frame -> file frame in metres, from a synth manifest entry.
+
+    The manifest's convention: ``file_points = scale * (pose[:3, :3] @ part_points_m + pose[:3, 3])``
+    with ``scale = 1 / scale_to_metres``; we read files times ``k`` (to metres), so the
+    transform from the part frame to our points is ``pose`` scaled by ``k * scale``.
+    """
+    if not entry:
+        return {}
+    s_to_m = entry.get("scale_to_metres") or 1.0
+    f = k / s_to_m  # our units per file unit, times file units per metre = our units per metre
+    out = {}
+    for item in list(entry.get("templates", [])) + list(entry.get("tests", [])):
+        pose = item.get("pose")
+        if pose is None or "file" not in item:
+            continue
+        T = np.asarray(pose, dtype=np.float64).reshape(4, 4).copy()
+        T[:3, :3] *= f
+        T[:3, 3] *= f
+        out[Path(item["file"]).stem] = T
+    return out
 
 
 def load_benchmark(root, layout: str | None = None, **kwargs) -> list[ClassData]:
@@ -259,14 +298,28 @@ def _cloud_hash(arrays) -> str:
 
 
 def register_class(cls: ClassData, *, attempts: int = 3, seed: int = 0, cache_dir: str | None = None,
-                   progress: bool = False) -> RegisteredClass:
-    """Register templates and test scans of ``cls`` onto ``cls.templates[0]`` (cached in ``cache_dir``)."""
+                   progress: bool = False, use_poses: bool = False) -> RegisteredClass:
+    """Register templates and test scans of ``cls`` onto ``cls.templates[0]`` (cached in ``cache_dir``).
+
+    ``use_poses``: use the benchmark's ground-truth poses instead of registering (training data:
+    exact correspondences, and no registration time); raises ``ValueError`` when they are missing.
+    """
     from tqdm.auto import tqdm
 
     from ..geometry import transform_points
-    from ..registration import register
+    from .align import align_to_reference as register
 
-    key = _cloud_hash(list(cls.templates) + [t.points for t in cls.tests]) + f"-a{attempts}-s{seed}"
+    if use_poses:
+        if cls.template_poses is None or any(t.pose is None for t in cls.tests):
+            raise ValueError(f"class {cls.name} has no ground-truth poses (no manifest.json?)")
+        ref = cls.template_poses[0]
+        tT = np.stack([ref @ np.linalg.inv(P) for P in cls.template_poses])
+        Ts = np.stack([ref @ np.linalg.inv(t.pose) for t in cls.tests])
+        templates = tuple(transform_points(T, t) for T, t in zip(tT, cls.templates))
+        return RegisteredClass(cls, templates, np.ones(len(tT), dtype=bool), Ts, np.ones(len(Ts), dtype=bool),
+                               np.zeros(len(Ts)))
+
+    key = _cloud_hash(list(cls.templates) + [t.points for t in cls.tests]) + f"-a{attempts}-s{seed}-v2"
     path = os.path.join(cache_dir, f"reg-{re.sub(r'[^A-Za-z0-9_.-]+', '_', cls.name)}-{key}.npz") if cache_dir else None
     if path and os.path.isfile(path):
         with np.load(path, allow_pickle=False) as z:

@@ -253,7 +253,7 @@ class AnomalyDetector:
     """
 
     def __init__(self, method: str = "cosarad", model: str | None = None, *, patch_radius: float | None = None,
-                 patch_radius_rel: float = 0.08, num_patches: int = 256, patch_points: int = 512,
+                 patch_radius_rel: float = 0.06, num_patches: int = 256, patch_points: int = 512,
                  aggregator: str = "max", top_k: int = 3, partial_scans: bool = True,
                  min_patch_fraction: float = 0.5, min_std: float = 0.02, registration_attempts: int = 3,
                  register: bool = True, false_alarm_rate: float = 0.01, threshold: float | None = None,
@@ -341,9 +341,9 @@ class AnomalyDetector:
         return pts[np.sort(sel)]
 
     def _register(self, source: np.ndarray, target: np.ndarray):
-        from ..registration import register
+        from .align import align_to_reference
 
-        return register(source, target, attempts=self.registration_attempts, seed=self.seed)
+        return align_to_reference(source, target, attempts=self.registration_attempts, seed=self.seed)
 
     def _features(self, ps) -> np.ndarray:
         feats = np.zeros((len(ps.patches), self.extractor.dim), dtype=np.float32)

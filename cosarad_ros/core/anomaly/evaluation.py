@@ -24,7 +24,10 @@ import numpy as np
 
 from .dataset import ClassData, RegisteredClass, register_class
 
-__all__ = ["auroc", "roc_curve", "ClassResult", "evaluate_class", "evaluate_benchmark", "write_metrics",
+#: score given to a scan the detector cannot score (fail-safe: it counts as anomalous)
+UNSCORABLE = 1e6
+
+__all__ = ["UNSCORABLE", "auroc", "roc_curve", "ClassResult", "evaluate_class", "evaluate_benchmark", "write_metrics",
            "format_table", "plot_roc", "plot_anomaly_map", "assign_models", "fold_classes"]
 
 
@@ -75,6 +78,7 @@ class ClassResult:
         seconds_per_scan: median scoring time per scan (registration excluded when pre-registered).
         point_sample: a thinned sample of ``(scores, labels)`` for the point ROC figure.
         thresholds: ``(object threshold, point threshold)`` calibrated by the detector.
+        n_failed: scans the detector could not score (scored :data:`UNSCORABLE`, i.e. anomalous).
     """
 
     name: str
@@ -89,6 +93,7 @@ class ClassResult:
     seconds_per_scan: float
     point_sample: tuple = field(default=(np.zeros(0), np.zeros(0, dtype=bool)))
     thresholds: tuple = (float("nan"), float("nan"))
+    n_failed: int = 0
 
 
 def fold_classes(names, fold: int, folds: int) -> list[str]:
@@ -194,21 +199,28 @@ def evaluate_class(detector, cls: ClassData, *, registered: RegisteredClass | No
     obj, lab, names, times = [], [], [], []
     pscores, plabels = [], []
     kept = {}
+    failed = 0
     for i, s in enumerate(tqdm(cls.tests, desc=f"score {cls.name}", disable=not progress, leave=False)):
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if registered is not None:
-                r = detector.score(s.points, cls.name, transform=registered.test_transforms[i])
-            else:
-                r = detector.score(s.points, cls.name)
+            try:
+                if registered is not None:
+                    r = detector.score(s.points, cls.name, transform=registered.test_transforms[i])
+                else:
+                    r = detector.score(s.points, cls.name)
+                ps_i, o_i, thr_i = r.point_scores, r.object_score, r.point_threshold
+            except ValueError as exc:  # e.g. a scan that registered nowhere near the templates
+                warnings.warn(f"{cls.name}/{s.name} could not be scored ({exc}); counted as anomalous")
+                failed += 1
+                ps_i, o_i, thr_i = np.full(len(s.points), UNSCORABLE), UNSCORABLE, float("nan")
         times.append(time.perf_counter() - t0)
-        obj.append(r.object_score)
+        obj.append(o_i)
         lab.append(s.is_anomalous)
         names.append(s.name)
-        pscores.append(r.point_scores)
+        pscores.append(ps_i)
         plabels.append(s.labels)
-        kept[i] = (r.point_scores, r.object_score, r.point_threshold)
+        kept[i] = (ps_i, o_i, thr_i)
     obj = np.asarray(obj)
     lab = np.asarray(lab, dtype=bool)
     ps = np.concatenate(pscores)
@@ -231,7 +243,8 @@ def evaluate_class(detector, cls: ClassData, *, registered: RegisteredClass | No
                              threshold=thr)
     model = getattr(detector.extractor, "path", None)
     return ClassResult(cls.name, auroc(obj, lab), p_auc, int((~lab).sum()), int(lab.sum()), obj, lab, tuple(names),
-                       model, float(np.median(times)), (ps[sel], pl[sel]), (pb.threshold, pb.patch_threshold))
+                       model, float(np.median(times)), (ps[sel], pl[sel]), (pb.threshold, pb.patch_threshold),
+                       failed)
 
 
 def format_table(results: list[ClassResult], *, method: str = "") -> str:

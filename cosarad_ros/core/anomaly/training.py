@@ -44,15 +44,18 @@ class TripletConfig:
         combos_per_centre: (anchor, positive) pairs drawn per centre.
         min_defect_points: defective scans whose visible defect has fewer points are skipped.
         registration_attempts: attempts of each scan's registration.
+        use_poses: align clouds with the benchmark's ground-truth poses when it records them
+            (synthetic data) instead of registering them.
         seed: randomness of centre jitter, pair choice and resampling.
     """
 
-    patch_radius_rel: float = 0.08
+    patch_radius_rel: float = 0.06
     patch_points: int = 512
     centres_per_defect: int = 6
     combos_per_centre: int = 2
     min_defect_points: int = 5
     registration_attempts: int = 3
+    use_poses: bool = True
     seed: int = 0
 
 
@@ -95,8 +98,9 @@ def build_triplets(classes: list[ClassData], cfg: TripletConfig = TripletConfig(
     rng = np.random.default_rng(cfg.seed)
     all_p, all_c = [], []
     for cls in tqdm(classes, desc="triplets", disable=not progress):
+        has_poses = cls.template_poses is not None and all(t.pose is not None for t in cls.tests)
         rc = register_class(cls, attempts=cfg.registration_attempts, seed=cfg.seed, cache_dir=cache_dir,
-                            progress=progress)
+                            progress=progress, use_poses=cfg.use_poses and has_poses)
         ref = rc.templates[0]
         R = resolve_patch_radius(ref, patch_radius_rel=cfg.patch_radius_rel)
         # centres: FPS inside each visible defect region of the well-registered defective scans

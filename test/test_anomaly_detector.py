@@ -1,0 +1,156 @@
+"""AnomalyDetector: fit / score contract, localisation of a bulge on a held-out part, caching,
+bad input. Toy parts (procedural, never seen in training) keep it fast."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from cosarad_ros.core.anomaly import AnomalyDetector, AnomalyScore, DefectRegion
+from cosarad_ros.core.anomaly.dataset import add_bump, toy_class
+from cosarad_ros.core.anomaly.evaluation import auroc
+from cosarad_ros.core.anomaly.model import CosaradNet, default_model_path, save_model
+from cosarad_ros.core.geometry import random_rotation, transform_points
+from cosarad_ros.core.io import sample_mesh
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return make_toy()
+
+
+def make_toy():
+    """Four full templates of a toy part and a full test scan with a 1.5 mm bulge, random poses."""
+    from cosarad_ros.core.anomaly.dataset import _toy_mesh
+
+    mesh = _toy_mesh(7)
+    rng = np.random.default_rng(3)
+    templates = []
+    for g in range(4):
+        p, _ = sample_mesh(mesh, 12000, seed=10 + g)
+        templates.append(p @ random_rotation(rng).T + rng.uniform(-0.05, 0.05, 3))
+    p, n = sample_mesh(mesh, 12000, seed=99)
+    # put the bulge in the middle of a flat top face: the top point farthest from any other face
+    from scipy.spatial import cKDTree
+
+    top = np.nonzero(n[:, 2] > 0.99)[0]
+    far, _ = cKDTree(p[n[:, 2] < 0.99]).query(p[top])
+    centre = int(top[np.argmax(far)])
+    bulged, mask = add_bump(p, n, rng, radius=0.005, height=0.0015, centre_index=centre)
+    T = np.eye(4)
+    T[:3, :3] = random_rotation(rng)
+    T[:3, 3] = [0.02, -0.01, 0.03]
+    good, _ = sample_mesh(mesh, 12000, seed=98)
+    return templates, transform_points(T, bulged), mask, transform_points(T, good)
+
+
+def _check_localised(s: AnomalyScore, mask):
+    assert s.point_scores.shape == mask.shape
+    assert auroc(s.point_scores, mask) > 0.9
+    top = np.argsort(-s.point_scores)[: int(mask.sum())]
+    assert mask[top].mean() > 0.5  # the highest-scoring points are the bulge
+
+
+def test_fpfh_localises_bulge_and_contract(toy, tmp_path):
+    templates, bulged, mask, good = toy
+    det = AnomalyDetector.from_config({"method": "fpfh", "num_patches": 96, "partial_scans": False,
+                                       "registration_attempts": 1})
+    assert not det.has_part("toy")
+    det.fit("toy", templates)
+    assert det.has_part("toy")
+    s = det.score(bulged, "toy")
+    _check_localised(s, mask)
+    assert s.transform.shape == (4, 4) and s.registration_ok and s.chamfer < 1e-3
+    assert s.patch_centres.shape == (96, 3) and s.patch_scores.shape == (96,)
+    g = det.score(good, "toy")
+    assert s.object_score > g.object_score
+    assert s.is_anomalous and s.object_score > s.threshold
+    # the defect region is where the bulge is (template frame)
+    assert s.defects and isinstance(s.defects[0], DefectRegion)
+    d = s.defects[0]
+    bulge_centre = transform_points(s.transform, bulged[mask]).mean(0)
+    assert np.linalg.norm(d.centroid - bulge_centre) < 0.01
+    assert d.point_count == len(d.indices) and mask[d.indices].sum() >= 0.8 * mask.sum()
+
+
+def test_shipped_model_localises_bulge_on_held_out_part(toy):
+    assert os.path.isfile(default_model_path()), "the default model must ship with the package"
+    templates, bulged, mask, good = toy
+    det = AnomalyDetector.from_config({"method": "cosarad", "model": None, "num_patches": 96,
+                                       "partial_scans": False, "registration_attempts": 1})
+    assert not any(c.startswith("toy") for c in det.classes_seen)  # a held-out part
+    det.fit("toy", templates)
+    s = det.score(bulged, "toy")
+    _check_localised(s, mask)
+    assert s.object_score > det.score(good, "toy").object_score
+
+
+def test_global_bank_and_cache_round_trip(toy, tmp_path):
+    templates, bulged, mask, _ = toy
+    model = str(tmp_path / "rand.safetensors")
+    save_model(model, CosaradNet("tiny"))
+    cfg = {"method": "global-bank", "model": model, "num_patches": 48, "partial_scans": False,
+           "registration_attempts": 1}
+    det = AnomalyDetector.from_config(cfg)
+    pb = det.fit("toy", templates, cache_dir=str(tmp_path / "banks"))
+    files = os.listdir(tmp_path / "banks")
+    assert len(files) == 1 and files[0].startswith("toy-")
+    det2 = AnomalyDetector.from_config(cfg)
+    pb2 = det2.fit("toy", templates, cache_dir=str(tmp_path / "banks"))  # loaded, not rebuilt
+    assert np.array_equal(pb.bank.features, pb2.bank.features) and pb2.threshold == pb.threshold
+    s1 = det.score(bulged, "toy")
+    s2 = det2.score(bulged, "toy", transform=s1.transform)  # a known pose skips registration
+    assert np.allclose(s1.point_scores, s2.point_scores)
+    assert s2.timings["register"] < s1.timings["register"]
+    # other templates -> another cache entry
+    det2.fit("toy", templates[:3], cache_dir=str(tmp_path / "banks"))
+    assert len(os.listdir(tmp_path / "banks")) == 2
+
+
+def test_bad_input_gets_clear_errors(toy, tmp_path):
+    templates, bulged, _, _ = toy
+    with pytest.raises(FileNotFoundError, match="model file not found"):
+        AnomalyDetector.from_config({"method": "cosarad", "model": str(tmp_path / "none.safetensors")})
+    with pytest.raises(ValueError, match="unknown method"):
+        AnomalyDetector.from_config({"method": "patchcore"})
+    with pytest.raises(ValueError, match="unknown detector config keys"):
+        AnomalyDetector.from_config({"method": "fpfh", "radius": 3})
+    det = AnomalyDetector.from_config({"method": "fpfh", "num_patches": 32, "partial_scans": False})
+    with pytest.raises(ValueError, match="no templates"):
+        det.fit("toy", [])
+    with pytest.raises(ValueError, match="at least 3"):
+        det.fit("toy", templates[:2])
+    with pytest.raises(ValueError, match="empty"):
+        det.fit("toy", [templates[0], templates[1], np.zeros((0, 3))])
+    det.fit("toy", templates[:3])
+    with pytest.raises(ValueError, match="unknown part type 'other'"):
+        det.score(bulged, "other")
+    with pytest.raises(ValueError, match="empty"):
+        det.score(np.zeros((0, 3)), "toy")
+    nan = bulged.copy()
+    nan[5] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        det.score(nan, "toy")
+    with pytest.raises(ValueError, match="need at least"):
+        det.score(bulged[:10], "toy")
+    with pytest.raises(ValueError, match=r"shape \(N, 3\)"):
+        det.score(bulged[:, :2], "toy")
+    far = bulged + 10.0  # nowhere near the part: no patch to score
+    with pytest.raises(ValueError, match="overlaps none"):
+        det.score(far, "toy", transform=np.eye(4))
+
+
+def test_partial_scan_view_matching_keeps_good_scans_quiet():
+    """A partial good scan scores lower with view-matched templates than with full ones."""
+    cls = toy_class(11, n_good=2, n_bad=0, points=4000)
+    base = {"method": "fpfh", "num_patches": 96, "registration_attempts": 2}
+    on = AnomalyDetector.from_config({**base, "view_matching": True})
+    off = AnomalyDetector.from_config({**base, "view_matching": False})
+    for d in (on, off):
+        d.fit("t", list(cls.templates))
+    for s in cls.tests:
+        a, b = on.score(s.points, "t"), off.score(s.points, "t")
+        assert a.coverage < 0.85
+        assert np.nanmean(a.patch_scores) < np.nanmean(b.patch_scores)

@@ -1,0 +1,129 @@
+"""COSARAD training: miner, margin control, augmentations, a short run lowers the loss, resume."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from cosarad_ros.core.anomaly.augment import AugmentConfig, augment_triplets, edge_crop
+from cosarad_ros.core.anomaly.miner import MarginController, select_triplets, triplet_loss
+from cosarad_ros.core.anomaly.patches import fps_order
+from cosarad_ros.core.anomaly.training import TrainConfig, TripletSet, train
+
+torch.set_num_threads(2)
+
+
+def test_select_triplets_semi_hard_then_hard_then_easy():
+    d_ap = np.full(8, 1.0)
+    #            hard  hard  semi  easy  easy  easy  easy  easy   (margin 0.5)
+    d_an = np.array([0.5, 0.9, 1.2, 1.6, 1.7, 2.0, 3.0, 1.55])
+    r = select_triplets(d_ap, d_an, 0.5, min_yield=0.5)
+    assert (r.n_hard, r.n_semi, r.n_easy) == (2, 1, 5)
+    assert r.yield_ == pytest.approx(1 / 8)
+    # semi-hard kept, then both hard ones, then the easy one closest to the margin
+    assert sorted(r.selected.tolist()) == [0, 1, 2, 7]
+    r2 = select_triplets(d_ap, d_an, 0.5, min_yield=0.9)
+    assert len(r2.selected) == 8
+    # enough semi-hard triplets: nothing else is added
+    r3 = select_triplets(np.zeros(4), np.array([0.1, 0.2, 0.3, 5.0]), 1.0, min_yield=0.5)
+    assert r3.selected.tolist() == [0, 1, 2] and r3.yield_ == 0.75
+
+
+def test_margin_controller_keeps_yield_band():
+    mc = MarginController(margin=0.6)
+    assert mc.update(0.3) == pytest.approx(0.6 * 1.15)  # too few semi-hard: raise the margin
+    m = mc.margin
+    assert mc.update(0.6) == m  # inside [0.5, 0.75]: unchanged
+    assert mc.update(0.9) == pytest.approx(m / 1.15)
+
+
+def test_triplet_loss_hand_value():
+    z = torch.tensor([[[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]],    # d_ap 1, d_an 2 -> relu(1 - 2 + 0.5) = 0
+                      [[0.0, 0.0], [2.0, 0.0], [0.0, 1.0]]])   # d_ap 2, d_an 1 -> 1.5
+    assert float(triplet_loss(z, 0.5)) == pytest.approx(0.75)
+
+
+def _patch_triplets(n=24, pts=128, seed=0):
+    """Triplets of disc patches (radius 2); negatives carry a bump in the middle."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros((n, 3, pts, 3), dtype=np.float32)
+    for i in range(n):
+        for k in range(3):
+            r = 2.0 * np.sqrt(rng.random(pts))
+            a = rng.random(pts) * 2 * np.pi
+            x, y = r * np.cos(a), r * np.sin(a)
+            z = 0.05 * rng.normal(size=pts)
+            if k == 2:
+                z = z + 0.8 * np.exp(-(x ** 2 + y ** 2) / 0.5)
+            out[i, k] = np.stack([x, y, z], 1)
+    return fps_order(out.reshape(-1, pts, 3), 16).reshape(n, 3, pts, 3)
+
+
+def test_augmentation_magnitudes():
+    rng = np.random.default_rng(0)
+    t = _patch_triplets(4, 128).astype(np.float64)
+    still = dict(own_rotation_deg=0.0, translation=0.0, noise_std=0.0, crop_probability=0.0, fps_prefix=0)
+    same = augment_triplets(t, rng, AugmentConfig(shared_rotation_deg=0.0, **still))
+    assert np.allclose(same, t, atol=1e-5)
+    # the shared rotation turns the three patches of a triplet alike, within 90 degrees
+    rot = augment_triplets(t, rng, AugmentConfig(**still)).astype(np.float64)
+    for i in range(4):
+        Rs = [np.linalg.lstsq(t[i, k], rot[i, k], rcond=None)[0] for k in range(3)]
+        assert np.allclose(Rs[0], Rs[1], atol=1e-3) and np.allclose(Rs[0], Rs[2], atol=1e-3)
+        angle = np.degrees(np.arccos(np.clip((np.trace(Rs[0]) - 1) / 2, -1, 1)))
+        assert angle <= 90.0 + 0.5
+    # independent +-3 degree rotations: patches of a triplet now differ slightly
+    own = augment_triplets(t, rng, AugmentConfig(**{**still, "own_rotation_deg": 3.0}, shared_rotation_deg=0.0))
+    for i in range(4):
+        for k in range(3):
+            R = np.linalg.lstsq(t[i, k], own[i, k].astype(np.float64), rcond=None)[0]
+            assert np.degrees(np.arccos(np.clip((np.trace(R) - 1) / 2, -1, 1))) <= 3.0 + 0.2
+    # translation and noise stay within their bounds
+    nz = augment_triplets(t, rng, AugmentConfig(shared_rotation_deg=0.0, own_rotation_deg=0.0,
+                                                crop_probability=0.0, fps_prefix=0))
+    d = nz - t
+    assert np.abs(d.mean(axis=2)).max() < 0.03 + 0.002
+    assert 0.004 < (d - d.mean(axis=2, keepdims=True)).std() < 0.006
+    # edge crop: removed points lie in spheres (radius <= 0.15 R) centred beyond 0.8 R
+    p = t[0, 0]
+    kept = edge_crop(p, rng, n_spheres=2)
+    gone = np.array([q for q in p if not (np.abs(kept - q).sum(1) < 1e-12).any()])
+    assert 0 < len(gone) and np.linalg.norm(gone, axis=1).min() > 1.6 - 0.3 - 1e-9
+
+
+def test_short_training_lowers_loss_and_resumes(tmp_path):
+    ts = TripletSet(_patch_triplets(40, 128).astype(np.float16), np.array(["a"] * 20 + ["b"] * 20))
+    cfg = TrainConfig(backbone="tiny", epochs=4, batch_size=10, lr=2e-3, val_fraction=0.0, num_threads=2,
+                      augment=AugmentConfig(crop_probability=0.0))
+    out = str(tmp_path / "run")
+    res = train(ts, out, cfg, progress=False)
+    losses = [h["loss"] for h in res.history]
+    assert losses[-1] < losses[0]
+    assert res.classes_seen == ("a", "b")
+    for f in ("model.safetensors", "checkpoint.pt", "curves.png", "history.json"):
+        assert os.path.isfile(os.path.join(out, f))
+    # the model separates bumped patches from flat ones better than chance after training
+    from cosarad_ros.core.anomaly.model import load_model
+
+    m, info = load_model(res.model_path)
+    assert info.classes_seen == ("a", "b") and info.extra["epochs_run"] == 4
+    x = torch.from_numpy(ts.patches.astype(np.float32))
+    with torch.no_grad():
+        z = m(x.reshape(-1, 128, 3), presorted=True).reshape(40, 3, -1)
+    gap = ((z[:, 0] - z[:, 2]).norm(dim=-1) - (z[:, 0] - z[:, 1]).norm(dim=-1)).numpy()
+    assert (gap > 0).mean() > 0.8
+    # an interrupted run (after 2 of 4 epochs) resumes where it stopped
+    out2 = str(tmp_path / "interrupted")
+    part = train(ts, out2, cfg, progress=False, max_steps=8)
+    assert len(part.history) == 2
+    cfg6 = TrainConfig(**{**cfg.__dict__, "epochs": 6})
+    with pytest.raises(ValueError, match="different training config"):
+        train(ts, out2, cfg6, resume=True, progress=False)
+    done = train(ts, out2, cfg, resume=True, progress=False)
+    assert [h["epoch"] for h in done.history] == [1, 2, 3, 4]
+    assert done.history[:2] == part.history
+    ck = torch.load(os.path.join(out2, "checkpoint.pt"), weights_only=True)
+    assert ck["epoch"] == 3
+    with open(os.path.join(out2, "history.json")) as f:
+        assert len(json.load(f)) == 4
