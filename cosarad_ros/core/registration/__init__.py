@@ -6,8 +6,10 @@ Public API::
 
 See ``docs/registration.md`` for the method, parameters and measured figures.
 """
+from .fusion import FusionResult, fuse_views, view_poses
 from .global_registration import (GLOBAL_ALIGNERS, FastGlobal, FpfhRansac, GlobalAligner, IdentityAligner,
-                                  compute_features, make_global_aligner, symmetry_hypotheses)
+                                  Open3dRansac, compute_features, feature_correspondences, make_global_aligner,
+                                  symmetry_hypotheses)
 from .metrics import AlignmentScore, chamfer_one_sided, score_alignment
 from .pipeline import RegistrationResult, register
 from .preprocess import (PreprocessResult, crop_roi, default_voxel_size, estimate_normals, part_size, preprocess,
@@ -15,15 +17,17 @@ from .preprocess import (PreprocessResult, crop_roi, default_voxel_size, estimat
 from .refine import (REFINERS, GeneralizedICP, PointToPlaneICP, PointToPointICP, Refiner, SimilarityICP,
                      SymmetricICP, make_refiner)
 from .similarity import SimilarityTransform, decompose_similarity, similarity_icp, umeyama
+from .visibility import outer_shell, partial_view
 
 __all__ = [
-    "register", "RegistrationResult", "umeyama", "preprocess", "PreprocessResult",
+    "register", "RegistrationResult", "umeyama", "preprocess", "PreprocessResult", "fuse_views", "FusionResult",
+    "view_poses",
     "SimilarityTransform", "similarity_icp", "decompose_similarity",
     "crop_roi", "remove_plane", "remove_statistical_outliers", "voxel_down_sample", "estimate_normals",
     "part_size", "default_voxel_size",
     "AlignmentScore", "score_alignment", "chamfer_one_sided",
-    "GlobalAligner", "FpfhRansac", "FastGlobal", "IdentityAligner", "GLOBAL_ALIGNERS", "make_global_aligner",
+    "GlobalAligner", "FpfhRansac", "Open3dRansac", "FastGlobal", "feature_correspondences", "IdentityAligner", "GLOBAL_ALIGNERS", "make_global_aligner",
     "compute_features", "symmetry_hypotheses",
     "Refiner", "PointToPointICP", "PointToPlaneICP", "GeneralizedICP", "SymmetricICP", "SimilarityICP",
-    "REFINERS", "make_refiner",
+    "REFINERS", "make_refiner", "outer_shell", "partial_view",
 ]

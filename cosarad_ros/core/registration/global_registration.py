@@ -2,17 +2,19 @@
 
 Methods (config string -> class):
 
-* ``"fpfh_ransac"``: Fast Point Feature Histograms (Rusu, Blodow & Beetz, "Fast Point Feature
-  Histograms (FPFH) for 3D registration", ICRA 2009) matched in feature space, then RANSAC
-  (Fischler & Bolles, CACM 1981) over 3-point samples with a mutual (reciprocal) nearest-neighbour
-  filter and pruning by edge-length similarity and inlier distance before the model is scored.
+* ``"fpfh_ransac"`` (default): Fast Point Feature Histograms (Rusu, Blodow & Beetz, "Fast Point
+  Feature Histograms (FPFH) for 3D registration", ICRA 2009) matched in feature space with a mutual
+  (reciprocal) nearest-neighbour filter, then a vectorised multi-hypothesis RANSAC (Fischler &
+  Bolles, CACM 1981) over 3-point samples pruned by edge-length similarity; it returns several
+  *distinct* good poses rather than one.
+* ``"o3d_ransac"``: Open3D's single-hypothesis FPFH RANSAC, run once per seed.
 * ``"fgr"``: Fast Global Registration (Zhou, Park & Koltun, ECCV 2016) on the same features.
 * ``"identity"``: no global search; the hypothesis is the identity (or the caller's ``init``).
 
-Every method proposes one hypothesis per attempt, with a different random seed, so that the
-pipeline can refine several and keep the best. :func:`symmetry_hypotheses` adds the poses a
-(near-)symmetric part could be confused with: the current pose followed by a half turn about each
-principal axis of the target.
+The pipeline refines every hypothesis and keeps the best, so a method should propose several
+plausible poses for (near-)symmetric parts. :func:`symmetry_hypotheses` adds the poses such a part
+is easily confused with: the current pose followed by a half turn about each principal axis of the
+target.
 """
 from __future__ import annotations
 
@@ -30,6 +32,8 @@ __all__ = [
     "compute_features",
     "GlobalAligner",
     "FpfhRansac",
+    "Open3dRansac",
+    "feature_correspondences",
     "FastGlobal",
     "IdentityAligner",
     "GLOBAL_ALIGNERS",
@@ -91,36 +95,188 @@ def compute_features(points, normals, *, voxel_size: float, radius_factor: float
 
 
 class GlobalAligner(ABC):
-    """Interface: propose one coarse ``(4, 4)`` transform (source -> target) per call."""
+    """Interface: propose up to ``count`` coarse ``(4, 4)`` transforms (source -> target), best first."""
 
     name = "base"
 
     @abstractmethod
-    def propose(self, source: Features, target: Features, *, seed: int) -> np.ndarray:
-        """A hypothesis mapping ``source`` onto ``target`` (different seeds give different ones)."""
+    def propose(self, source: Features, target: Features, *, count: int, seed: int) -> list[np.ndarray]:
+        """Up to ``count`` distinct hypotheses mapping ``source`` onto ``target``."""
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
         return f"{type(self).__name__}({args})"
 
 
+def _kabsch_batch(P: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rigid fits for a batch of point triplets: ``P``, ``Q`` ``(B, n, 3)`` -> ``R (B, 3, 3)``, ``t (B, 3)``."""
+    mp = P.mean(axis=1)
+    mq = Q.mean(axis=1)
+    H = np.einsum("bni,bnj->bij", P - mp[:, None], Q - mq[:, None])
+    U, _, Vt = np.linalg.svd(H)
+    V = np.swapaxes(Vt, 1, 2)
+    Ut = np.swapaxes(U, 1, 2)
+    d = np.sign(np.linalg.det(V @ Ut))
+    d[d == 0] = 1.0
+    D = np.zeros((len(P), 3, 3))
+    D[:, 0, 0] = 1.0
+    D[:, 1, 1] = 1.0
+    D[:, 2, 2] = d
+    R = V @ D @ Ut
+    t = mq - np.einsum("bij,bj->bi", R, mp)
+    return R, t
+
+
+def _to_matrix(R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    T = np.eye(4)
+    T[:3, :3] = R
+    T[:3, 3] = t
+    return T
+
+
+def feature_correspondences(source: Features, target: Features, *, k: int = 2, mutual_filter: bool = True,
+                            min_mutual: int = 30) -> tuple[np.ndarray, np.ndarray]:
+    """Putative matches in FPFH space.
+
+    Each source point is matched to its ``k`` nearest target descriptors. With ``mutual_filter``
+    only reciprocal nearest neighbours are kept, unless fewer than ``min_mutual`` survive (a small
+    partial view), in which case all ``k`` matches per point are used.
+
+    Returns:
+        ``(src_idx (C,), tgt_idx (C,))`` index pairs.
+    """
+    from scipy.spatial import cKDTree
+
+    k = max(1, min(int(k), len(target.fpfh)))
+    _, nn = cKDTree(target.fpfh).query(source.fpfh, k=k)
+    nn = nn.reshape(len(source.fpfh), k)
+    if mutual_filter:
+        _, back = cKDTree(source.fpfh).query(target.fpfh, k=1)
+        src_idx = np.arange(len(source.fpfh))
+        mutual = back[nn[:, 0]] == src_idx
+        if mutual.sum() >= min_mutual:
+            return src_idx[mutual], nn[mutual, 0]
+    src_idx = np.repeat(np.arange(len(source.fpfh)), k)
+    return src_idx, nn.reshape(-1)
+
+
 class FpfhRansac(GlobalAligner):
-    """FPFH correspondences + RANSAC with mutual filter and edge-length / distance checks.
+    """FPFH correspondences + RANSAC with mutual filter and edge-length checks, multi-hypothesis.
+
+    The RANSAC is vectorised: ``iterations`` random triplets of putative matches are drawn at once;
+    triplets whose three edge lengths disagree between source and target by more than the
+    ``edge_length`` ratio (or whose edges are shorter than ``min_edge_factor`` voxels) are pruned
+    before fitting, as in the edge-length checker of Open3D / the pruning of Zhou et al. 2016; the
+    survivors are fitted (Kabsch) and scored by how many putative matches they explain within
+    ``distance_factor`` voxels. The best ``candidates`` are then scored geometrically (inlier
+    fraction of the whole down-sampled source against the target) and reduced to distinct poses
+    (non-maximum suppression), so that symmetric parts yield several hypotheses instead of one.
 
     Args:
-        distance_factor: inlier distance in voxels for scoring and for the distance check.
-        edge_length: similarity threshold of the edge-length checker (``0.9`` = edges of the
-            sampled triangle must agree within 10 %).
-        mutual_filter: keep only reciprocal feature matches.
-        max_iterations: RANSAC iteration cap.
-        confidence: RANSAC stop confidence.
-        normal_angle_deg: optional normal-consistency check (``None`` disables it).
+        distance_factor: inlier distance in voxels.
+        edge_length: least ratio of corresponding edge lengths (``0.9``).
+        min_edge_factor: shortest triangle edge, in voxels (degenerate triplets are skipped).
+        mutual_filter: keep only reciprocal feature matches (with fallback, see
+            :func:`feature_correspondences`).
+        k_matches: target descriptors matched per source point when not mutual.
+        iterations: triplets drawn.
+        candidates: hypotheses re-scored geometrically.
+        seed: default seed (``propose`` overrides it).
     """
 
     name = "fpfh_ransac"
 
+    def __init__(self, *, distance_factor: float = 1.5, edge_length: float = 0.9, min_edge_factor: float = 2.0,
+                 mutual_filter: bool = True, k_matches: int = 2, iterations: int = 20_000, candidates: int = 200):
+        if not distance_factor > 0:
+            raise ValueError(f"distance_factor must be > 0, got {distance_factor}")
+        if not 0 < edge_length < 1:
+            raise ValueError(f"edge_length must be in (0, 1), got {edge_length}")
+        if iterations < 1 or candidates < 1 or k_matches < 1:
+            raise ValueError("iterations, candidates and k_matches must be >= 1")
+        self.distance_factor = float(distance_factor)
+        self.edge_length = float(edge_length)
+        self.min_edge_factor = float(min_edge_factor)
+        self.mutual_filter = bool(mutual_filter)
+        self.k_matches = int(k_matches)
+        self.iterations = int(iterations)
+        self.candidates = int(candidates)
+
+    def propose(self, source: Features, target: Features, *, count: int, seed: int) -> list[np.ndarray]:
+        from scipy.spatial import cKDTree
+
+        rng = np.random.default_rng(seed)
+        v = target.voxel_size
+        thr = self.distance_factor * v
+        si, ti = feature_correspondences(source, target, k=self.k_matches, mutual_filter=self.mutual_filter)
+        if len(si) < 3:
+            return [np.eye(4)]
+        ps, pt = source.points[si], target.points[ti]
+        # sample triplets of distinct matches; keep those passing the edge-length checks
+        tri = rng.integers(0, len(si), size=(self.iterations, 3))
+        tri = tri[(tri[:, 0] != tri[:, 1]) & (tri[:, 1] != tri[:, 2]) & (tri[:, 0] != tri[:, 2])]
+        A, B = ps[tri], pt[tri]
+        ok = np.ones(len(tri), dtype=bool)
+        for a, b in ((0, 1), (1, 2), (0, 2)):
+            la = np.linalg.norm(A[:, a] - A[:, b], axis=1)
+            lb = np.linalg.norm(B[:, a] - B[:, b], axis=1)
+            ok &= (np.minimum(la, lb) >= self.edge_length * np.maximum(la, lb)) & (la >= self.min_edge_factor * v)
+        A, B = A[ok], B[ok]
+        if len(A) == 0:
+            return [np.eye(4)]
+        R, t = _kabsch_batch(A, B)
+        # consensus over the putative matches, in chunks to bound memory
+        counts = np.empty(len(R), dtype=np.int64)
+        chunk = max(1, 4_000_000 // max(len(ps), 1))
+        for c0 in range(0, len(R), chunk):
+            moved = np.einsum("bij,nj->bni", R[c0:c0 + chunk], ps) + t[c0:c0 + chunk, None]
+            counts[c0:c0 + chunk] = (np.linalg.norm(moved - pt[None], axis=2) < thr).sum(axis=1)
+        top = np.argsort(-counts, kind="stable")[: self.candidates]
+        # geometric score of the best ones: inlier fraction of the whole source
+        tree = cKDTree(target.points)
+        scored = []
+        for b in top:
+            moved = source.points @ R[b].T + t[b]
+            d, _ = tree.query(moved, k=1, distance_upper_bound=thr)
+            inl = np.isfinite(d)
+            T = _to_matrix(R[b], t[b])
+            if inl.sum() >= 3:  # re-fit on the geometric inliers' nearest points
+                _, idx = tree.query(moved[inl], k=1)
+                Rr, tr = _kabsch_batch(source.points[inl][None], target.points[idx][None])
+                T = _to_matrix(Rr[0], tr[0])
+            scored.append((float(inl.mean()), T))
+        scored.sort(key=lambda x: -x[0])
+        extent = float(np.linalg.norm(source.points.max(0) - source.points.min(0)))
+        out: list[np.ndarray] = []
+        for _, T in scored:
+            if all(_pose_gap(T, U, extent) > 2.0 * v for U in out):
+                out.append(T)
+            if len(out) >= count:
+                break
+        return out
+
+
+def _pose_gap(A: np.ndarray, B: np.ndarray, extent: float) -> float:
+    """Approximate largest displacement between poses ``A`` and ``B`` over an object of size ``extent``."""
+    c = np.clip((np.trace(A[:3, :3].T @ B[:3, :3]) - 1.0) / 2.0, -1.0, 1.0)
+    return float(np.linalg.norm(A[:3, 3] - B[:3, 3]) + np.arccos(c) * extent)
+
+
+class Open3dRansac(GlobalAligner):
+    """Open3D's FPFH + RANSAC (one hypothesis per seed; mutual filter, edge-length and distance checks).
+
+    Args:
+        distance_factor: inlier distance in voxels.
+        edge_length: edge-length checker similarity.
+        mutual_filter: reciprocal feature matches only.
+        max_iterations: RANSAC iteration cap.
+        confidence: RANSAC stop confidence.
+    """
+
+    name = "o3d_ransac"
+
     def __init__(self, *, distance_factor: float = 1.5, edge_length: float = 0.9, mutual_filter: bool = True,
-                 max_iterations: int = 100_000, confidence: float = 0.999, normal_angle_deg: float | None = None):
+                 max_iterations: int = 100_000, confidence: float = 0.999):
         if not distance_factor > 0:
             raise ValueError(f"distance_factor must be > 0, got {distance_factor}")
         if not 0 < edge_length < 1:
@@ -132,20 +288,22 @@ class FpfhRansac(GlobalAligner):
         self.mutual_filter = bool(mutual_filter)
         self.max_iterations = int(max_iterations)
         self.confidence = float(confidence)
-        self.normal_angle_deg = normal_angle_deg
 
-    def propose(self, source: Features, target: Features, *, seed: int) -> np.ndarray:
+    def propose(self, source: Features, target: Features, *, count: int, seed: int) -> list[np.ndarray]:
         dist = self.distance_factor * target.voxel_size
         checkers = [_reg.CorrespondenceCheckerBasedOnEdgeLength(self.edge_length),
                     _reg.CorrespondenceCheckerBasedOnDistance(dist)]
-        if self.normal_angle_deg is not None:
-            checkers.append(_reg.CorrespondenceCheckerBasedOnNormal(np.deg2rad(self.normal_angle_deg)))
-        o3d.utility.random.seed(int(seed))
-        res = _reg.registration_ransac_based_on_feature_matching(
-            source.pcd(), target.pcd(), source.feature(), target.feature(), self.mutual_filter, dist,
-            _reg.TransformationEstimationPointToPoint(False), 3, checkers,
-            _reg.RANSACConvergenceCriteria(self.max_iterations, self.confidence))
-        return np.asarray(res.transformation).copy()
+        out = []
+        src_pcd, tgt_pcd = source.pcd(), target.pcd()
+        src_f, tgt_f = source.feature(), target.feature()
+        for k in range(count):
+            o3d.utility.random.seed(int(seed) + k)
+            res = _reg.registration_ransac_based_on_feature_matching(
+                src_pcd, tgt_pcd, src_f, tgt_f, self.mutual_filter, dist,
+                _reg.TransformationEstimationPointToPoint(False), 3, checkers,
+                _reg.RANSACConvergenceCriteria(self.max_iterations, self.confidence))
+            out.append(np.asarray(res.transformation).copy())
+        return out
 
 
 class FastGlobal(GlobalAligner):
@@ -166,14 +324,14 @@ class FastGlobal(GlobalAligner):
         self.tuple_scale = float(tuple_scale)
         self.iterations = int(iterations)
 
-    def propose(self, source: Features, target: Features, *, seed: int) -> np.ndarray:
+    def propose(self, source: Features, target: Features, *, count: int, seed: int) -> list[np.ndarray]:
         o3d.utility.random.seed(int(seed))
         opt = _reg.FastGlobalRegistrationOption(
-            maximum_correspondence_distance=self.distance_factor * target.voxel_size,
-            tuple_scale=self.tuple_scale, iteration_number=self.iterations, seed=int(seed))
+            maximum_correspondence_distance=self.distance_factor * target.voxel_size, use_absolute_scale=True,
+            tuple_scale=self.tuple_scale, iteration_number=self.iterations)
         res = _reg.registration_fgr_based_on_feature_matching(source.pcd(), target.pcd(), source.feature(),
                                                               target.feature(), opt)
-        return np.asarray(res.transformation).copy()
+        return [np.asarray(res.transformation).copy()]  # FGR is deterministic: one hypothesis
 
 
 class IdentityAligner(GlobalAligner):
@@ -181,12 +339,12 @@ class IdentityAligner(GlobalAligner):
 
     name = "identity"
 
-    def propose(self, source: Features, target: Features, *, seed: int) -> np.ndarray:
-        return np.eye(4)
+    def propose(self, source: Features, target: Features, *, count: int, seed: int) -> list[np.ndarray]:
+        return [np.eye(4)]
 
 
 GLOBAL_ALIGNERS: dict[str, type[GlobalAligner]] = {
-    cls.name: cls for cls in (FpfhRansac, FastGlobal, IdentityAligner)
+    cls.name: cls for cls in (FpfhRansac, Open3dRansac, FastGlobal, IdentityAligner)
 }
 
 

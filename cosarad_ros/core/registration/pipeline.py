@@ -31,8 +31,8 @@ from ..geometry import as_transform, rotation_angle_deg
 from .cloud import Cloud, as_cloud_array
 from .global_registration import compute_features, make_global_aligner, symmetry_hypotheses
 from .metrics import score_alignment
-from .preprocess import (estimate_normals, part_size, point_spacing, remove_statistical_outliers,
-                         voxel_down_sample)
+from .preprocess import (estimate_noise, estimate_normals, part_size, point_spacing,
+                         remove_statistical_outliers, voxel_down_sample)
 from .refine import PointToPlaneICP, SimilarityICP, make_refiner
 
 __all__ = ["RegistrationResult", "register", "MIN_POINTS"]
@@ -104,33 +104,121 @@ def _pose_distance(A: np.ndarray, B: np.ndarray, extent: float) -> float:
     return float(np.linalg.norm(A[:3, 3] - B[:3, 3]) + ang * extent)
 
 
+def _turns(T: np.ndarray, source_points: np.ndarray, angles_deg, shifts=()) -> list[np.ndarray]:
+    """``F @ T`` for turns ``F`` of +-angle about each principal axis of the moved source, through
+    its centroid, and for shifts of +-``shifts`` along those axes."""
+    moved = source_points @ T[:3, :3].T + T[:3, 3]
+    c = moved.mean(axis=0)
+    _, vecs = np.linalg.eigh(np.cov((moved - c).T))
+    out = []
+    for k in range(3):
+        a = vecs[:, k]
+        K = np.array([[0, -a[2], a[1]], [a[2], 0, -a[0]], [-a[1], a[0], 0]])
+        for deg in angles_deg:
+            for ang in (np.deg2rad(deg), -np.deg2rad(deg)):
+                R = np.eye(3) + np.sin(ang) * K + (1 - np.cos(ang)) * K @ K
+                F = np.eye(4)
+                F[:3, :3] = R
+                F[:3, 3] = c - R @ c
+                out.append(F @ T)
+        for d in shifts:
+            for sign in (1.0, -1.0):
+                F = np.eye(4)
+                F[:3, 3] = sign * d * a
+                out.append(F @ T)
+    return out
+
+
 def _scale_of(T: np.ndarray) -> float:
     return float(np.cbrt(np.linalg.det(T[:3, :3])))
 
 
+class _Problem:
+    """The clouds of one registration at the working resolution, with the ICP stages."""
+
+    def __init__(self, src_pts, src_n, tgt_pts, tgt_n, *, v: float, inlier_distance: float, coarse_refiner,
+                 refiner):
+        self.v = v
+        # a scale degree of freedom needs a wider first step: the scale error moves points far away
+        self.fine_schedule = (2.0 * v, v, 0.5 * v) if refiner.estimates_scale else (v, 0.5 * v)
+        self.inlier_distance = inlier_distance
+        self.coarse_refiner = coarse_refiner
+        self.refiner = refiner
+        r = 2.0 * v
+        src_down, _ = voxel_down_sample(src_pts, v)
+        tgt_down, _ = voxel_down_sample(tgt_pts, v)
+        for name, pts in (("source", src_down), ("target", tgt_down)):
+            if len(pts) < MIN_POINTS:
+                raise ValueError(f"{name} has only {len(pts)} points after {v:.4g} voxel down-sampling; "
+                                 f"give a smaller voxel_size or a denser cloud")
+        self.src_c = Cloud(src_down, estimate_normals(src_down, radius=r), normal_radius=r)
+        self.tgt_c = Cloud(tgt_down, estimate_normals(tgt_down, radius=r), normal_radius=r)
+        self.src_full = Cloud(src_pts, src_n, normal_radius=r)
+        self.tgt_full = Cloud(tgt_pts, tgt_n, normal_radius=r)
+        self.extent = part_size(src_pts)
+
+    def features(self, scale: float):
+        """FPFH features of both clouds at voxel ``scale * v``."""
+        fv = scale * self.v
+        if scale == 1.0:
+            src, tgt = self.src_c, self.tgt_c
+            return (compute_features(src.points, src.normals, voxel_size=fv),
+                    compute_features(tgt.points, tgt.normals, voxel_size=fv))
+        out = []
+        for cloud in (self.src_full, self.tgt_full):
+            pts, _ = voxel_down_sample(cloud.points, fv)
+            if len(pts) < MIN_POINTS:
+                raise ValueError(f"too few points at feature voxel {fv:.4g}")
+            out.append(compute_features(pts, estimate_normals(pts, radius=2.0 * fv), voxel_size=fv))
+        return tuple(out)
+
+    def coarse(self, T0: np.ndarray) -> tuple[np.ndarray, float]:
+        """Coarse-to-fine ICP on the down-sampled clouds; returns ``(T, chamfer of the down-sampled source)``."""
+        T = T0
+        try:
+            for dist in (2.0 * self.v, self.v):
+                T = self.coarse_refiner.refine(self.src_c, self.tgt_c, T, max_distance=dist)
+        except ValueError:
+            T = T0  # too few correspondences for the similarity step: keep the hypothesis as is
+        return T, self.score(self.src_c.points, T).chamfer
+
+    def fine(self, T: np.ndarray):
+        """Full-resolution refinement; ``None`` when the refiner finds too few correspondences."""
+        try:
+            for dist in self.fine_schedule:
+                T = self.refiner.refine(self.src_full, self.tgt_full, T, max_distance=dist)
+        except ValueError:
+            return None
+        return T, self.score(self.src_full.points, T)
+
+    def score(self, points, T):
+        return score_alignment(points, self.tgt_full.tree, T, inlier_distance=self.inlier_distance)
+
+
 def register(source, target, *, voxel_size: float | None = None, attempts: int = 5, allow_scale: bool = False,
              init=None, global_method: str | dict = "fpfh_ransac", refine_method: str | dict = "point_to_plane",
-             inlier_distance: float | None = None, min_fitness: float = 0.8, max_chamfer: float | None = None,
-             scale_range: tuple[float, float] = (0.8, 1.25), symmetry_probes: bool = True,
-             refine_top: int = 2, outlier_std: float | None = 2.0, max_refine_points: int = 40_000,
-             seed: int = 0, progress: bool = False) -> RegistrationResult:
+             inlier_distance: float | None = None, min_fitness: float = 0.9, max_chamfer: float | None = None,
+             scale_range: tuple[float, float] = (0.8, 1.25), feature_scales: tuple[float, ...] = (1.0, 0.7, 1.4),
+             symmetry_probes: bool = True, local_search_deg: tuple[float, ...] = (10.0, 25.0),
+             local_search_rounds: int = 2, refine_top: int = 2, outlier_std: float | None = 2.0,
+             max_refine_points: int = 40_000, seed: int = 0, progress: bool = False) -> RegistrationResult:
     """Register ``source`` onto ``target`` without an initial guess (or from ``init``).
 
     ``source`` is normally the test scan (possibly a partial view) and ``target`` the reference
-    (a full scan or points sampled from the CAD model): ``fitness`` and ``chamfer`` measure how
-    well the *source* lies on the target, so a partial source on a complete target scores well,
-    while a source that is bigger than the target does not.
+    (a full scan, or points sampled from the *visible* surface of the CAD model): ``fitness`` and
+    ``chamfer`` measure how well the *source* lies on the target, so a partial source on a complete
+    target scores well, while a source that is bigger than the target does not.
 
     Args:
         source: ``(N, 3)`` array or ``open3d.geometry.PointCloud`` (normals used when present).
         target: ``(M, 3)`` array or ``open3d.geometry.PointCloud``.
-        voxel_size: down-sampling voxel for features and coarse ICP; default: target bounding-box
+        voxel_size: working voxel for features and coarse ICP; default: target bounding-box
             diagonal / 50. All other default distances are multiples of it.
-        attempts: global hypotheses to try (ignored when ``init`` is given).
+        attempts: distinct global hypotheses refined per feature scale (ignored with ``init``).
         allow_scale: estimate a scale factor too (7-dof similarity refinement).
         init: optional ``(4, 4)`` initial guess; skips the global search.
-        global_method: ``"fpfh_ransac"`` (default), ``"fgr"``, ``"identity"``, or a dict
-            ``{"method": ..., **kwargs}`` (see :mod:`.global_registration`).
+        global_method: ``"fpfh_ransac"`` (default), ``"o3d_ransac"``, ``"fgr"``, ``"identity"``, or
+            a dict ``{"method": ..., **kwargs}`` (see :mod:`.global_registration`).
         refine_method: ``"point_to_plane"`` (default), ``"generalized"``, ``"point_to_point"``,
             ``"symmetric"`` or a dict; replaced by ``"similarity"`` when ``allow_scale`` unless a
             similarity refiner is given.
@@ -138,15 +226,21 @@ def register(source, target, *, voxel_size: float | None = None, attempts: int =
         min_fitness: least inlier fraction for ``ok``.
         max_chamfer: largest one-sided Chamfer distance for ``ok``; default: the target's point
             spacing (median nearest-neighbour distance, the Chamfer floor of a perfect fit) plus
-            ``0.15 * voxel_size``.
+            ``0.05 * voxel_size`` plus the clouds' combined surface noise (:func:`estimate_noise`).
         scale_range: accepted ``(min, max)`` scale when ``allow_scale``.
+        feature_scales: feature voxel sizes (multiples of ``voxel_size``) tried in turn until a
+            registration passes the checks; FPFH matching that fails at one scale often works at
+            another.
         symmetry_probes: also try half turns of the best pose about the target's principal axes.
+        local_search_deg: turn angles (degrees) of the local search around the best coarse pose
+            (``()`` disables it); shifts of 3 voxels along the source's axes are tried too.
+        local_search_rounds: rounds of local search (stops early when nothing improves by 2 %).
         refine_top: how many distinct coarse poses get the full-resolution refinement.
         outlier_std: statistical outlier removal on the source (``None`` disables it).
         max_refine_points: the full-resolution source is randomly thinned to this many points
             for the final ICP and the metrics (keeps time bounded on 1M-point scans).
         seed: seed of RANSAC and of the thinning.
-        progress: show a tqdm bar over the attempts.
+        progress: show a tqdm bar over the feature scales.
 
     Returns:
         :class:`RegistrationResult`; ``ok=False`` with a ``reason`` when a check fails.
@@ -165,9 +259,12 @@ def register(source, target, *, voxel_size: float | None = None, attempts: int =
         raise ValueError(f"attempts must be >= 1, got {attempts}")
     if not 0.0 <= min_fitness <= 1.0:
         raise ValueError(f"min_fitness must be in [0, 1], got {min_fitness}")
-    lo_s, hi_s = (float(v) for v in scale_range)
+    lo_s, hi_s = (float(x) for x in scale_range)
     if not 0 < lo_s <= 1.0 <= hi_s:
         raise ValueError(f"scale_range must satisfy 0 < min <= 1 <= max, got {scale_range}")
+    feature_scales = tuple(float(x) for x in feature_scales)
+    if not feature_scales or any(not x > 0 for x in feature_scales):
+        raise ValueError(f"feature_scales must be positive numbers, got {feature_scales}")
     size = part_size(tgt_pts)
     if voxel_size is None:
         voxel_size = size / 50.0
@@ -176,13 +273,14 @@ def register(source, target, *, voxel_size: float | None = None, attempts: int =
     v = float(voxel_size)
     inlier_distance = v if inlier_distance is None else float(inlier_distance)
     spacing = point_spacing(tgt_pts)
-    max_chamfer = spacing + 0.15 * v if max_chamfer is None else float(max_chamfer)
+    noise = float(np.hypot(estimate_noise(src_pts), estimate_noise(tgt_pts)))
+    max_chamfer = spacing + 0.05 * v + noise if max_chamfer is None else float(max_chamfer)
     if not inlier_distance > 0 or not max_chamfer > 0:
         raise ValueError("inlier_distance and max_chamfer must be > 0")
     refiner = make_refiner(refine_method)
     if allow_scale and not refiner.estimates_scale:
         refiner = SimilarityICP(max_iterations=max(refiner.max_iterations, 60))
-    coarse_refiner = PointToPlaneICP(max_iterations=30)
+    coarse_refiner = PointToPlaneICP(max_iterations=30)  # rigid: a free scale can collapse on coarse poses
     aligner = make_global_aligner("identity" if init is not None else global_method)
 
     # -- source clean-up and resolution pyramid
@@ -190,86 +288,94 @@ def register(source, target, *, voxel_size: float | None = None, attempts: int =
         keep = remove_statistical_outliers(src_pts, std_ratio=outlier_std)
         src_pts = src_pts[keep]
         src_n = None if src_n is None else src_n[keep]
-    rng = np.random.default_rng(seed)
     if len(src_pts) > max_refine_points:
-        sel = rng.choice(len(src_pts), size=max_refine_points, replace=False)
+        sel = np.random.default_rng(seed).choice(len(src_pts), size=max_refine_points, replace=False)
         src_pts = src_pts[sel]
         src_n = None if src_n is None else src_n[sel]
-    normal_radius = 2.0 * v
-    src_down, _ = voxel_down_sample(src_pts, v)
-    tgt_down, _ = voxel_down_sample(tgt_pts, v)
-    for name, pts in (("source", src_down), ("target", tgt_down)):
-        if len(pts) < MIN_POINTS:
-            raise ValueError(f"{name} has only {len(pts)} points after {v:.4g} voxel down-sampling; "
-                             f"give a smaller voxel_size or a denser cloud")
-    src_c = Cloud(src_down, estimate_normals(src_down, radius=normal_radius), normal_radius=normal_radius)
-    tgt_c = Cloud(tgt_down, estimate_normals(tgt_down, radius=normal_radius), normal_radius=normal_radius)
-    src_full = Cloud(src_pts, src_n, normal_radius=normal_radius)
-    tgt_full = Cloud(tgt_pts, tgt_n, normal_radius=normal_radius)
-    extent = part_size(src_pts) if len(src_pts) > 1 else size
+    prob = _Problem(src_pts, src_n, tgt_pts, tgt_n, v=v, inlier_distance=inlier_distance,
+                    coarse_refiner=coarse_refiner, refiner=refiner)
 
-    # -- global hypotheses, each refined coarsely
-    if init is not None:
-        hypotheses = [as_transform(init, name="init")]
-    else:
-        src_f = compute_features(src_c.points, src_c.normals, voxel_size=v)
-        tgt_f = compute_features(tgt_c.points, tgt_c.normals, voxel_size=v)
-        hypotheses = [aligner.propose(src_f, tgt_f, seed=seed + k)
-                      for k in tqdm(range(attempts), desc="register: global", disable=not progress, leave=False)]
+    def failures(T, sc) -> list[str]:
+        out = []
+        if sc.fitness < min_fitness:
+            out.append(f"fitness {sc.fitness:.3f} < {min_fitness:.3f} (inliers within {inlier_distance:.4g})")
+        if sc.chamfer > max_chamfer:
+            out.append(f"chamfer {sc.chamfer:.4g} > {max_chamfer:.4g}")
+        if allow_scale and not lo_s <= _scale_of(T) <= hi_s:
+            out.append(f"scale {_scale_of(T):.4f} outside [{lo_s:g}, {hi_s:g}]")
+        return out
 
-    def coarse(T0):
-        T = T0
-        for dist in (2.0 * v, v):
-            T = coarse_refiner.refine(src_c, tgt_c, T, max_distance=dist)
-        return T, score_alignment(src_c.points, tgt_full.tree, T, inlier_distance=inlier_distance).chamfer
+    n_tried = 0
+    finals: list = []
+    refined_from: list[np.ndarray] = []
 
-    candidates = [coarse(T) for T in hypotheses]
-    n_tried = len(candidates)
-    if symmetry_probes:
-        best_T = min(candidates, key=lambda c: c[1])[0]
-        probes = [coarse(T) for T in symmetry_hypotheses(best_T, tgt_down)]
-        candidates += probes
-        n_tried += len(probes)
+    def finish(candidates):
+        """Refine the best distinct coarse poses at full resolution; keep ``finals`` sorted."""
+        ranked = sorted(candidates, key=lambda c: c[1])
+        distinct: list[np.ndarray] = []
+        for T, _ in ranked:
+            if all(_pose_distance(T, D, prob.extent) > v for D in distinct + refined_from):
+                distinct.append(T)
+            if len(distinct) >= max(1, refine_top):
+                break
+        refined_from.extend(distinct)
+        for T in distinct:
+            res = prob.fine(T)
+            if res is not None:
+                finals.append(res)
+        if not finals and distinct:
+            finals.append((distinct[0], prob.score(prob.src_full.points, distinct[0])))
+        finals.sort(key=lambda f: f[1].chamfer)
 
-    # -- pick distinct coarse poses and refine them at full resolution
-    candidates.sort(key=lambda c: c[1])
-    distinct: list[np.ndarray] = []
-    for T, _ in candidates:
-        if all(_pose_distance(T, D, extent) > v for D in distinct):
-            distinct.append(T)
-        if len(distinct) >= max(1, refine_top):
+    scales = feature_scales if init is None else (1.0,)
+    for k, fscale in enumerate(tqdm(scales, desc="register", disable=not progress, leave=False)):
+        # -- global hypotheses, each refined coarsely
+        if init is not None:
+            hypotheses = [as_transform(init, name="init")]
+        else:
+            try:
+                src_f, tgt_f = prob.features(fscale)
+            except ValueError:
+                continue  # this feature scale is too coarse for the cloud
+            hypotheses = aligner.propose(src_f, tgt_f, count=attempts, seed=seed + 1000 * k)
+        candidates = [prob.coarse(T) for T in hypotheses]
+        n_tried += len(candidates)
+        if symmetry_probes and init is None:
+            best_T = min(candidates, key=lambda c: c[1])[0]
+            probes = [prob.coarse(T) for T in symmetry_hypotheses(best_T, prob.tgt_c.points)]
+            candidates += probes
+            n_tried += len(probes)
+        finish(candidates)
+        if not failures(*finals[0]):
             break
-    finals = []
-    for T in distinct:
-        try:
-            for dist in (v, 0.5 * v):
-                T = refiner.refine(src_full, tgt_full, T, max_distance=dist)
-        except ValueError:
-            continue  # too few correspondences: this hypothesis is hopeless
-        finals.append((T, score_alignment(src_full.points, tgt_full.tree, T, inlier_distance=inlier_distance)))
-    if not finals:
-        T = distinct[0]
-        finals.append((T, score_alignment(src_full.points, tgt_full.tree, T, inlier_distance=inlier_distance)))
-    finals.sort(key=lambda f: f[1].chamfer)
+        # -- local search, only when the best pose fails the checks: turn / shift it a little
+        #    (escapes the sliding minima of partial views of surfaces of revolution and extrusions)
+        searched = False
+        for _ in range(local_search_rounds if local_search_deg else 0):
+            best_T, best_c = min(candidates, key=lambda c: c[1])
+            probes = [prob.coarse(T) for T in _turns(best_T, prob.src_c.points, local_search_deg, (3.0 * v,))]
+            candidates += probes
+            n_tried += len(probes)
+            if min(c for _, c in probes) > 0.98 * best_c:
+                break
+            searched = True
+        if searched:
+            finish(candidates)
+            if not failures(*finals[0]):
+                break
+
     T_best, sc = finals[0]
     runner_up = float("inf")
-    for T, s in finals[1:]:
-        if _pose_distance(T, T_best, extent) > v:
-            runner_up = min(runner_up, s.chamfer)
-    scale = _scale_of(T_best) if allow_scale else 1.0
-
-    reasons = []
-    if sc.fitness < min_fitness:
-        reasons.append(f"fitness {sc.fitness:.3f} < {min_fitness:.3f} (inliers within {inlier_distance:.4g})")
-    if sc.chamfer > max_chamfer:
-        reasons.append(f"chamfer {sc.chamfer:.4g} > {max_chamfer:.4g}")
-    if allow_scale and not lo_s <= scale <= hi_s:
-        reasons.append(f"scale {scale:.4f} outside [{lo_s:g}, {hi_s:g}]")
-    ok = not reasons
+    for T, s_ in finals[1:]:
+        if _pose_distance(T, T_best, prob.extent) > v:
+            runner_up = min(runner_up, s_.chamfer)
+    reasons = failures(T_best, sc)
     return RegistrationResult(
-        transform=T_best, scale=scale, fitness=sc.fitness, rmse=sc.rmse, chamfer=sc.chamfer, attempts=n_tried,
-        ok=ok, reason="; ".join(reasons), voxel_size=v, inlier_distance=inlier_distance, max_chamfer=max_chamfer,
-        runner_up_chamfer=runner_up, time_s=time.perf_counter() - t_start,
-        extra={"median_distance": sc.median, "target_spacing": spacing, "global_method": aligner.name,
+        transform=T_best, scale=_scale_of(T_best) if allow_scale else 1.0, fitness=sc.fitness, rmse=sc.rmse,
+        chamfer=sc.chamfer, attempts=n_tried, ok=not reasons, reason="; ".join(reasons), voxel_size=v,
+        inlier_distance=inlier_distance, max_chamfer=max_chamfer, runner_up_chamfer=runner_up,
+        time_s=time.perf_counter() - t_start,
+        extra={"median_distance": sc.median, "target_spacing": spacing, "noise": noise,
+               "global_method": aligner.name,
                "refine_method": refiner.name},
     )

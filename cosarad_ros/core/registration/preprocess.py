@@ -25,6 +25,7 @@ __all__ = [
     "part_size",
     "default_voxel_size",
     "point_spacing",
+    "estimate_noise",
     "crop_roi",
     "remove_plane",
     "remove_statistical_outliers",
@@ -76,6 +77,24 @@ def point_spacing(points, *, sample: int = 2000, seed: int = 0) -> float:
 
     d, _ = cKDTree(pts).query(pts[idx], k=2)
     return float(np.median(d[:, 1]))
+
+
+def estimate_noise(points, *, k: int = 16, sample: int = 2000, seed: int = 0) -> float:
+    """Surface noise of a scan: square root of the median smallest eigenvalue of the covariance of
+    each point's ``k`` nearest neighbours (the spread across the local tangent plane; Pauly, Gross
+    & Kobbelt, "Efficient simplification of point-sampled surfaces", IEEE Vis 2002), evaluated on a
+    random subset of ``sample`` points. Curvature adds to it on sparse clouds, so it errs high."""
+    pts = as_points(points, min_points=4)
+    k = int(min(max(k, 4), len(pts)))
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(pts), size=min(sample, len(pts)), replace=False)
+    from scipy.spatial import cKDTree
+
+    _, nn = cKDTree(pts).query(pts[idx], k=k)
+    nb = pts[nn]
+    nb = nb - nb.mean(axis=1, keepdims=True)
+    ev = np.linalg.eigvalsh(np.einsum("nki,nkj->nij", nb, nb) / k)
+    return float(np.sqrt(max(np.median(ev[:, 0]), 0.0)))
 
 
 def crop_roi(points, min_bound, max_bound, *, transform=None) -> np.ndarray:

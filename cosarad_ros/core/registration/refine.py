@@ -155,15 +155,31 @@ class SymmetricICP(Refiner):
 
 
 class SimilarityICP(Refiner):
-    """Point-to-plane ICP with a scale degree of freedom (7 parameters)."""
+    """Point-to-plane ICP with a scale degree of freedom (7 parameters).
+
+    Args:
+        symmetric: also pair target points with their nearest source point (see
+            :func:`.similarity.similarity_icp`), which removes the scale bias of a sparsely
+            sampled target.
+        max_scale_step: largest relative scale change per iteration.
+    """
 
     name = "similarity"
     estimates_scale = True
 
+    def __init__(self, *, max_iterations: int = 40, relative_tolerance: float = 1e-7, symmetric: bool = False,
+                 max_scale_step: float = 0.01):
+        super().__init__(max_iterations=max_iterations, relative_tolerance=relative_tolerance)
+        if not max_scale_step > 0:
+            raise ValueError(f"max_scale_step must be > 0, got {max_scale_step}")
+        self.symmetric = bool(symmetric)
+        self.max_scale_step = float(max_scale_step)
+
     def _refine(self, source, target, init, max_distance):
         T, _ = similarity_icp(source.points, target.points, target.normals, init=init, max_distance=max_distance,
                               max_iterations=self.max_iterations, tolerance=self.relative_tolerance,
-                              with_scale=True, target_tree=target.tree)
+                              with_scale=True, max_scale_step=self.max_scale_step, target_tree=target.tree,
+                              source_normals=source.normals if self.symmetric else None)
         return T
 
 

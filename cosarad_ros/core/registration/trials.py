@@ -2,8 +2,8 @@
 
 Used by the tests and ``benchmarks/bench_registration.py`` to measure how often registration
 recovers a known transform. A *partial view* keeps the points of a dense surface sample that are
-visible from a random direction (hidden-point removal, Katz, Tal & Basri, "Direct visibility of
-point sets", SIGGRAPH 2007), then adds isotropic Gaussian noise.
+visible from a random direction (hidden-point removal, see :mod:`.visibility`), then adds isotropic
+Gaussian noise.
 """
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..geometry import as_points, random_rotation, rotation_angle_deg
-from .preprocess import part_size, to_o3d
+from .preprocess import part_size
+from .visibility import outer_shell, partial_view
 
-__all__ = ["Trial", "partial_view", "make_trial", "pose_error"]
+__all__ = ["Trial", "partial_view", "outer_shell", "make_trial", "pose_error"]
 
 
 @dataclass(frozen=True)
@@ -32,17 +33,6 @@ class Trial:
     target: np.ndarray
     transform: np.ndarray
     scale: float = 1.0
-
-
-def partial_view(points, direction, *, radius_factor: float = 100.0) -> np.ndarray:
-    """Indices of ``points`` visible from far away along ``direction`` (unit ``(3,)``)."""
-    pts = as_points(points, min_points=4)
-    d = np.asarray(direction, dtype=np.float64).reshape(3)
-    d = d / np.linalg.norm(d)
-    diag = part_size(pts)
-    centre = pts.mean(axis=0)
-    _, idx = to_o3d(pts).hidden_point_removal(centre + d * 3.0 * diag, diag * radius_factor)
-    return np.asarray(idx, dtype=np.int64)
 
 
 def make_trial(dense_surface, target, rng: np.random.Generator, *, noise: float = 0.0, partial: bool = True,

@@ -1,0 +1,245 @@
+"""``registration_node``: registers clouds onto references (scan to scan or scan to CAD).
+
+Service ``~/register`` (``cosarad_ros/srv/RegisterCloud``):
+
+* ``source``: the cloud to move (metres).
+* ``target``: the reference cloud; when empty, the reference named ``reference`` (or the
+  ``default_reference`` parameter) is used, loaded from
+
+  1. the ``references`` parameter, entries ``"name=/path/to/file"`` (clouds or meshes),
+  2. ``reference_dir``: ``<reference_dir>/<name>.<ext>`` for any cloud or mesh extension,
+  3. ``cad_library``: the CAD library folder (``cosarad_ros.core.cad``), its mesh sampled.
+
+  Mesh references are sampled with ``reference_points`` points, keeping only the outer surface a
+  sensor can see (internal faces would spoil the features). Loaded references are cached until
+  the file changes.
+* ``allow_scale``: estimate a scale factor too (second sensor with scale drift).
+
+The response carries ``success`` (the registration passed every check), ``message`` (the reason
+otherwise, or the error for a malformed request), the row-major 4x4 ``transform`` mapping source
+onto target, ``scale``, ``fitness``, ``rmse`` [m], one-sided ``chamfer`` [m], ``attempts`` and
+the ``aligned`` source in the target's frame. A malformed request never takes the node down.
+
+Topic ``~/aligned`` (``sensor_msgs/PointCloud2``) republishes every aligned cloud for RViz.
+
+Every threshold is a parameter in metres; ``0`` means "scale with the part" (see
+``config/registration_node.yaml`` and ``docs/registration.md``).
+"""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+from rclpy.node import Node
+from sensor_msgs.msg import PointCloud2
+
+from cosarad_ros.core.registration import register
+from cosarad_ros.core.registration.global_registration import GLOBAL_ALIGNERS
+from cosarad_ros.core.registration.refine import REFINERS
+from cosarad_ros.ros import conversions as cv
+from cosarad_ros.ros.node_utils import (RELIABLE_QOS, Param, declare_parameters, non_negative, positive, run_node,
+                                        unit_interval)
+from cosarad_ros.srv import RegisterCloud
+
+_STRINGS = 9  # rcl_interfaces.msg.ParameterType.PARAMETER_STRING_ARRAY
+
+
+def _name_path_list(v) -> bool:
+    return all(isinstance(e, str) and "=" in e and e.split("=", 1)[0].strip() and e.split("=", 1)[1].strip()
+               for e in v)
+
+
+_name_path_list.text = "must be entries 'name=/path/to/cloud_or_mesh'"  # type: ignore[attr-defined]
+
+PARAMS = (
+    Param("voxel_size", 0.0, "Working voxel edge [m]; 0: target bounding-box diagonal / 50", check=non_negative),
+    Param("attempts", 5, "Global hypotheses refined per feature scale", check=positive),
+    Param("global_method", "fpfh_ransac", "Global registration method", choices=tuple(sorted(GLOBAL_ALIGNERS))),
+    Param("refine_method", "point_to_plane", "ICP variant of the final refinement",
+          choices=tuple(sorted(REFINERS))),
+    Param("inlier_distance", 0.0, "Distance for fitness and rmse [m]; 0: the voxel size", check=non_negative),
+    Param("min_fitness", 0.9, "Least inlier fraction of the source for success", check=unit_interval),
+    Param("max_chamfer", 0.0, "Largest one-sided Chamfer distance for success [m]; 0: target spacing + "
+          "0.05 voxel + the source's noise", check=non_negative),
+    Param("scale_min", 0.8, "Smallest accepted scale with allow_scale", check=lambda v: 0 < v <= 1,
+          check_text="must be in (0, 1]"),
+    Param("scale_max", 1.25, "Largest accepted scale with allow_scale", check=lambda v: v >= 1,
+          check_text="must be >= 1"),
+    Param("outlier_std", 2.0, "Statistical outlier removal band on the source (mu + k sigma); 0: off",
+          check=non_negative),
+    Param("max_refine_points", 40000, "Source points used by the final ICP (random subset above)", check=positive),
+    Param("seed", 0, "Random seed", check=non_negative),
+    Param("references", [], "Named references 'name=/path' (clouds or meshes, metres unless mesh_scale)",
+          check=_name_path_list, type_=_STRINGS),
+    Param("reference_dir", "", "Folder of references <name>.<pcd|ply|xyz|stl|obj|...>"),
+    Param("cad_library", "", "CAD library folder used for names not found above"),
+    Param("default_reference", "", "Reference used when a request names none and has no target"),
+    Param("reference_points", 30000, "Points sampled from mesh references", check=positive),
+    Param("mesh_scale", 1.0, "Scale applied to mesh / cloud reference files (0.001 for millimetre files)",
+          check=positive),
+    Param("outer_surface_only", True, "Keep only the outer (scannable) surface of mesh references"),
+    Param("publish_aligned", True, "Republish aligned clouds on ~/aligned"),
+)
+
+
+class RegistrationNode(Node):
+    """Service node around :func:`cosarad_ros.core.registration.register`."""
+
+    def __init__(self, **node_kwargs):
+        super().__init__("registration_node", **node_kwargs)
+        self.p = declare_parameters(self, PARAMS)
+        self._cache: dict[str, tuple[float, str, np.ndarray]] = {}
+        self._lock = threading.Lock()
+        self.request_count = 0
+        self.error_count = 0
+        self.aligned_pub = self.create_publisher(PointCloud2, "~/aligned", RELIABLE_QOS)
+        self.srv = self.create_service(RegisterCloud, "~/register", self._on_register)
+        self.get_logger().info("registration_node ready: service ~/register")
+
+    # ------------------------------------------------------------------ references
+    def _reference_file(self, name: str) -> Path | None:
+        for entry in self.p.references:
+            key, path = (s.strip() for s in entry.split("=", 1))
+            if key == name:
+                p = Path(os.path.expanduser(path))
+                if not p.is_file():
+                    raise FileNotFoundError(f"reference '{name}': file {p} does not exist")
+                return p
+        if self.p.reference_dir:
+            folder = Path(os.path.expanduser(self.p.reference_dir))
+            if not folder.is_dir():
+                raise FileNotFoundError(f"reference_dir {folder} is not a folder")
+            from cosarad_ros.core.io import MESH_EXTENSIONS, POINT_EXTENSIONS
+
+            for ext in dict.fromkeys(POINT_EXTENSIONS + MESH_EXTENSIONS):
+                p = folder / f"{name}{ext}"
+                if p.is_file():
+                    return p
+        return None
+
+    def _sample_outer(self, mesh_points: np.ndarray) -> np.ndarray:
+        if not self.p.outer_surface_only:
+            return mesh_points
+        from cosarad_ros.core.registration.visibility import outer_shell
+
+        return mesh_points[outer_shell(mesh_points, views=40, seed=self.p.seed)]
+
+    def _thin(self, pts: np.ndarray) -> np.ndarray:
+        if len(pts) <= self.p.reference_points:
+            return pts
+        sel = np.random.default_rng(self.p.seed).choice(len(pts), self.p.reference_points, replace=False)
+        return pts[np.sort(sel)]
+
+    def reference(self, name: str) -> np.ndarray:
+        """The ``(M, 3)`` reference cloud called ``name`` (cached).
+
+        Raises:
+            ValueError / FileNotFoundError: unknown name, missing or unreadable file.
+        """
+        path = self._reference_file(name)
+        if path is not None:
+            key = f"file:{path}"
+            mtime = path.stat().st_mtime
+            with self._lock:
+                hit = self._cache.get(name)
+            if hit is not None and hit[0] == mtime and hit[1] == key:
+                return hit[2]
+            from cosarad_ros.core.io import read_point_cloud
+
+            f = read_point_cloud(path, mesh_samples=2 * self.p.reference_points, seed=self.p.seed)
+            pts = f.points * self.p.mesh_scale
+            if f.sampled_from_mesh:
+                pts = self._thin(self._sample_outer(pts))
+        elif self.p.cad_library:
+            from cosarad_ros.core.cad.library import CadLibrary
+
+            lib = CadLibrary(os.path.expanduser(self.p.cad_library))
+            if name not in lib:
+                raise ValueError(f"unknown reference '{name}': not in references, reference_dir or the CAD "
+                                 f"library ({', '.join(lib.labels) or 'empty'})")
+            model = lib.get(name)
+            key, mtime = f"cad:{self.p.cad_library}", 0.0
+            with self._lock:
+                hit = self._cache.get(name)
+            if hit is not None and hit[1] == key:
+                return hit[2]
+            pts, _ = model.sample(2 * self.p.reference_points, seed=self.p.seed)
+            pts = self._thin(self._sample_outer(np.asarray(pts, dtype=np.float64)))
+        else:
+            raise ValueError(f"unknown reference '{name}': not in the references parameter"
+                             + (f" nor in reference_dir {self.p.reference_dir}" if self.p.reference_dir else "")
+                             + " (and no cad_library is set)")
+        with self._lock:
+            self._cache[name] = (mtime, key, pts)
+        self.get_logger().info(f"loaded reference '{name}' ({len(pts)} points) from {key}")
+        return pts
+
+    # ------------------------------------------------------------------ service
+    def _on_register(self, request, response):
+        self.request_count += 1
+        response.transform = np.eye(4).reshape(-1).tolist()
+        response.scale = 1.0
+        try:
+            src = cv.pointcloud2_to_xyz(request.source).astype(np.float64)
+            if len(src) == 0:
+                raise ValueError("source cloud is empty (no finite points)")
+            target_frame = request.source.header.frame_id
+            if request.target.width * request.target.height > 0:
+                tgt = cv.pointcloud2_to_xyz(request.target).astype(np.float64)
+                if len(tgt) == 0:
+                    raise ValueError("target cloud has no finite points")
+                target_frame = request.target.header.frame_id or target_frame
+            else:
+                name = request.reference or self.p.default_reference
+                if not name:
+                    raise ValueError("no target cloud and no reference name (and default_reference is empty)")
+                tgt = self.reference(name)
+            p = self.p
+            res = register(src, tgt, voxel_size=p.voxel_size or None, attempts=p.attempts,
+                           allow_scale=bool(request.allow_scale), global_method=p.global_method,
+                           refine_method=p.refine_method, inlier_distance=p.inlier_distance or None,
+                           min_fitness=p.min_fitness, max_chamfer=p.max_chamfer or None,
+                           scale_range=(p.scale_min, p.scale_max), outlier_std=p.outlier_std or None,
+                           max_refine_points=p.max_refine_points, seed=p.seed)
+        except (ValueError, FileNotFoundError, OSError) as exc:
+            self.error_count += 1
+            response.success = False
+            response.message = f"bad request: {exc}"
+            self.get_logger().error(response.message)
+            return response
+        except Exception as exc:  # noqa: BLE001 - a service must answer; the node keeps running
+            self.error_count += 1
+            response.success = False
+            response.message = f"registration error: {type(exc).__name__}: {exc}"
+            self.get_logger().error(response.message)
+            return response
+        T = np.asarray(res.transform, dtype=np.float64)
+        response.success = bool(res.ok)
+        response.message = res.reason
+        response.transform = T.reshape(-1).tolist()
+        response.scale = float(res.scale)
+        response.fitness = float(res.fitness)
+        response.rmse = float(res.rmse) if np.isfinite(res.rmse) else 0.0
+        response.chamfer = float(res.chamfer)
+        response.attempts = int(res.attempts)
+        aligned = src @ T[:3, :3].T + T[:3, 3]
+        response.aligned = cv.xyz_to_pointcloud2(aligned.astype(np.float32), frame_id=target_frame,
+                                                 stamp=request.source.header.stamp)
+        if self.p.publish_aligned:
+            self.aligned_pub.publish(response.aligned)
+        level = self.get_logger().info if res.ok else self.get_logger().warning
+        level(f"register: {'ok' if res.ok else 'FAILED ' + res.reason} fitness {res.fitness:.3f} "
+              f"chamfer {res.chamfer * 1000:.3f} mm in {res.time_s:.2f} s")
+        return response
+
+
+def main(args=None) -> int:
+    return run_node(RegistrationNode, args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import sys
+
+    sys.exit(main())
