@@ -41,6 +41,7 @@ __all__ = [
     "DefectScores",
     "classification_benchmark",
     "defect_benchmark",
+    "compare_rule_sets",
     "DEFECT_CLASSES",
     "FINDING_CLASS",
     "TUNED_RULES",
@@ -233,76 +234,100 @@ def defect_benchmark(library: CadLibrary, parts: Sequence, *, samples_per_kind: 
                      rules: Mapping | None = None, seed: int = 0, views: int = 4, points_per_view: int = 6000,
                      noise: float = 3e-5, min_visible: int = 30, location_tolerance: float = 0.004,
                      progress: bool = True) -> DefectScores:
-    """Inject defects into catalogue parts, scan, register onto the part's CAD, run the rules.
+    """Inject defects into catalogue parts, scan, register onto the part's CAD, run the rules
+    (default :data:`TUNED_RULES`). See :func:`compare_rule_sets`."""
+    return compare_rule_sets(library, parts, {"rules": TUNED_RULES if rules is None else rules},
+                             samples_per_kind=samples_per_kind, kinds=kinds, seed=seed, views=views,
+                             points_per_view=points_per_view, noise=noise, min_visible=min_visible,
+                             location_tolerance=location_tolerance, progress=progress)["rules"]
 
-    Parts with holes are used (hole deviations need them). The defect must be seen by at least
-    ``min_visible`` scan points (else it is placed again): the benchmark measures detection of
-    observed defects, not scan planning. A finding matches when its centroid lies within
-    ``location_tolerance`` plus half the defect's footprint of the injected centre.
+
+def compare_rule_sets(library: CadLibrary, parts: Sequence, rule_sets: Mapping[str, Mapping | None], *,
+                      samples_per_kind: int = 10,
+                      kinds: Sequence[str] = ("none", "scratch", "sink", "hole_position", "hole_diameter"),
+                      seed: int = 0, views: int = 4, points_per_view: int = 6000, noise: float = 3e-5,
+                      min_visible: int = 30, location_tolerance: float = 0.004,
+                      progress: bool = True) -> dict[str, DefectScores]:
+    """Score several rule configurations on the same defective scans.
+
+    Procedural catalogue parts with holes get one defect of each kind in ``kinds`` (``"none"``:
+    intact), ``samples_per_kind`` times; every scan is registered onto the part's CAD (the part
+    type is known, as in an inspection) and inspected with each entry of ``rule_sets``
+    (``None`` = the rules' defaults, i.e. the paper's thresholds). The defect must be seen by at
+    least ``min_visible`` scan points (else it is placed again): the benchmark measures detection
+    of observed defects, not scan planning. A finding matches when its centroid lies within
+    ``location_tolerance`` plus half the defect's footprint of the injected centre, measured on
+    the physical part (a symmetric part may register onto its CAD in a symmetric pose).
+
+    Returns:
+        ``{name: DefectScores}``.
     """
     from tqdm import tqdm
 
-    rules = TUNED_RULES if rules is None else rules
     rng = np.random.default_rng(seed)
     pool = [p for p in parts if getattr(p, "holes", ()) and p.is_procedural]
     if not pool:
-        raise ValueError("defect_benchmark needs procedural parts with holes")
+        raise ValueError("defect benchmark needs procedural parts with holes")
     aligner = BoxIcpAligner()
     classes = list(DEFECT_CLASSES)
-    counts = {c: {"tp": 0, "fp": 0, "fn": 0} for c in classes}
-    recs, secs, false_alarms, n_good = [], [], 0, 0
+    state = {name: {"counts": {c: {"tp": 0, "fp": 0, "fn": 0} for c in classes}, "recs": [], "secs": [],
+                    "false": 0} for name in rule_sets}
+    n_good = 0
     jobs = [(k, i) for k in kinds for i in range(samples_per_kind)]
-    for kind, i in tqdm(jobs, desc="defects", disable=not progress, leave=False):
+    for kind, _ in tqdm(jobs, desc="defects", disable=not progress, leave=False):
         for attempt in range(10):  # a part where the defect lands on a seen face
             part = pool[int(rng.integers(len(pool)))]
             try:
                 pts, clean, T, rec = defective_sample(part, kind, rng, views=views, points_per_view=points_per_view,
-                                                       noise=noise, min_visible=min_visible)
+                                                      noise=noise, min_visible=min_visible)
                 break
             except ValueError:
                 if attempt == 9:
                     raise
         model = library.get(part.name)
         t0 = time.perf_counter()
-        box = box_features(pts)
-        al = aligner.align(pts, box, model)
-        report = detect_defects(pts, model, transform=al.transform, rules=rules)
-        secs.append(time.perf_counter() - t0)
+        al = aligner.align(pts, box_features(pts), model)
+        t_align = time.perf_counter() - t0
+        n_good += int(kind == "none")
         true_cls = next((c for c, ks in DEFECT_CLASSES.items() if kind in ks), None)
-        found_cls: dict[str, list[float]] = {}
-        # compare positions on the physical part (scan frame): a symmetric part may register onto
-        # its CAD in a symmetric pose, which moves the defect's CAD-frame position but not this one
         to_scan = np.linalg.inv(al.transform)
         centre_scan = None if rec is None else T[:3, :3] @ np.asarray(rec.centre) + T[:3, 3]
-        for f in report.defects:
-            c = FINDING_CLASS.get(f.type, f.type)
-            pos = to_scan[:3, :3] @ f.centroid + to_scan[:3, 3]
-            d = float("inf") if rec is None else float(np.linalg.norm(pos - centre_scan))
-            found_cls.setdefault(c, []).append(d)
-        matched = False
-        dist = float("nan")
-        if true_cls is not None:
-            tol = location_tolerance + 0.5 * float(rec.footprint)
-            ds = found_cls.get(true_cls, [])
-            dist = min(ds) if ds else float("nan")
-            matched = bool(ds) and dist <= tol
-            counts[true_cls]["tp" if matched else "fn"] += 1
-        for c in classes:
-            if c in found_cls and not (c == true_cls and matched):
-                counts[c]["fp"] += 1
-        if kind == "none":
-            n_good += 1
-            false_alarms += int(bool(report.defects))
-        recs.append({"kind": kind, "part": part.name, "class": true_cls, "found": sorted(found_cls),
-                     "matched": matched, "distance": dist, "registration_rmse": al.rmse,
-                     "size": None if rec is None else dict(rec.size),
-                     "centre": None if rec is None else [float(v) for v in rec.centre],
-                     "normal": None if rec is None else [float(v) for v in rec.normal],
-                     "visible_points": 0 if rec is None else int(rec.label_points(clean, tol=3e-4).sum()),
-                     "findings": [(f.type, [round(float(v), 5) for v in f.centroid], round(f.score, 6))
-                                  for f in report.defects]})
-    f1 = {c: (2 * v["tp"] / (2 * v["tp"] + v["fp"] + v["fn"]) if (2 * v["tp"] + v["fp"] + v["fn"]) else 1.0)
-          for c, v in counts.items()}
-    return DefectScores(f1=f1, macro_f1=float(np.mean(list(f1.values()))), counts=counts,
-                        false_alarm_rate=false_alarms / n_good if n_good else 0.0, samples=tuple(recs),
-                        seconds=tuple(secs))
+        visible = 0 if rec is None else int(rec.label_points(clean, tol=3e-4).sum())
+        for name, rules in rule_sets.items():
+            st = state[name]
+            t1 = time.perf_counter()
+            report = detect_defects(pts, model, transform=al.transform, rules=rules)
+            st["secs"].append(t_align + time.perf_counter() - t1)
+            found_cls: dict[str, list[float]] = {}
+            for f in report.defects:
+                pos = to_scan[:3, :3] @ f.centroid + to_scan[:3, 3]
+                d = float("inf") if rec is None else float(np.linalg.norm(pos - centre_scan))
+                found_cls.setdefault(FINDING_CLASS.get(f.type, f.type), []).append(d)
+            matched, dist = False, float("nan")
+            if true_cls is not None:
+                ds = found_cls.get(true_cls, [])
+                dist = min(ds) if ds else float("nan")
+                matched = bool(ds) and dist <= location_tolerance + 0.5 * float(rec.footprint)
+                st["counts"][true_cls]["tp" if matched else "fn"] += 1
+            for c in classes:
+                if c in found_cls and not (c == true_cls and matched):
+                    st["counts"][c]["fp"] += 1
+            st["false"] += int(kind == "none" and bool(report.defects))
+            st["recs"].append({
+                "kind": kind, "part": part.name, "class": true_cls, "found": sorted(found_cls),
+                "matched": matched, "distance": dist, "registration_rmse": al.rmse,
+                "size": None if rec is None else dict(rec.size),
+                "centre": None if rec is None else [float(v) for v in rec.centre],
+                "normal": None if rec is None else [float(v) for v in rec.normal],
+                "visible_points": visible,
+                "findings": [(f.type, [round(float(v), 5) for v in f.centroid], round(f.score, 6))
+                             for f in report.defects]})
+    out = {}
+    for name, st in state.items():
+        counts = st["counts"]
+        f1 = {c: (2 * v["tp"] / (2 * v["tp"] + v["fp"] + v["fn"]) if (2 * v["tp"] + v["fp"] + v["fn"]) else 1.0)
+              for c, v in counts.items()}
+        out[name] = DefectScores(f1=f1, macro_f1=float(np.mean(list(f1.values()))), counts=counts,
+                                 false_alarm_rate=st["false"] / n_good if n_good else 0.0,
+                                 samples=tuple(st["recs"]), seconds=tuple(st["secs"]))
+    return out

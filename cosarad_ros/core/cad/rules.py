@@ -445,13 +445,16 @@ class DentRule(Rule):
             (wide or shallow grooves have too little curvature for :class:`ScratchRule`);
             ``None`` disables it.
         scratch_max_width: widest such scratch [m].
+        scratch_link: inward clusters closer than this [m] are joined when together they form
+            such a groove.
     """
 
     name = "dent"
 
     def __init__(self, *, z_threshold: float = 4.0, min_depth: float = 0.0002, eps: float | None = None,
                  min_points: int = 10, min_size: float = 0.0, report_bulges: bool = True,
-                 scratch_elongation: float | None = 4.0, scratch_max_width: float = 0.003):
+                 scratch_elongation: float | None = 4.0, scratch_max_width: float = 0.003,
+                 scratch_link: float = 0.005):
         if z_threshold <= 0 or min_depth < 0 or min_points < 1 or min_size < 0:
             raise ValueError("dent rule: z_threshold > 0, min_depth >= 0, min_points >= 1, min_size >= 0")
         if eps is not None and eps <= 0:
@@ -464,6 +467,7 @@ class DentRule(Rule):
         self.report_bulges = bool(report_bulges)
         self.scratch_elongation = None if scratch_elongation is None else float(scratch_elongation)
         self.scratch_max_width = float(scratch_max_width)
+        self.scratch_link = float(scratch_link)
 
     def find(self, ctx: InspectionContext) -> list[DefectFinding]:
         z = np.abs(ctx.deviation) / max(ctx.noise_sigma, 1e-9)
@@ -471,28 +475,60 @@ class DentRule(Rule):
         out = []
         if len(cand) < self.min_points:
             return out
-        lab = dbscan(ctx.points[cand], eps=ctx.eps(self.eps, 3.0, cand), min_points=self.min_points)
-        for c in range(lab.max() + 1 if len(lab) else 0):
-            idx = cand[lab == c]
-            if len(idx) < self.min_points:
-                continue
+        eps = ctx.eps(self.eps, 3.0, cand)
+        lab = dbscan(ctx.points[cand], eps=eps, min_points=self.min_points)
+        clusters = [cand[lab == c] for c in range(lab.max() + 1 if len(lab) else 0)]
+        clusters = [c for c in clusters if len(c) >= self.min_points]
+        if self.scratch_elongation is not None:
+            clusters = self._link_grooves(ctx, clusters)
+        for idx in clusters:
             size = float(np.ptp(ctx.points[idx], axis=0).max())
             if size < self.min_size:
                 continue
             dev = ctx.deviation[idx]
             kind = "dent" if np.median(dev) < 0 else "bulge"
             details = {"depth": float(np.abs(dev).max()), "size": size, "max_z": float(z[idx].max())}
-            if self.scratch_elongation is not None and kind == "dent":
+            if self.scratch_elongation is not None and kind == "dent" and self._groove(ctx, idx):
+                # long and narrow: a scratch too wide or shallow for the curvature filter
                 length, width, elong = _elongation(ctx.points[idx])
-                if elong >= self.scratch_elongation and width <= self.scratch_max_width:
-                    # long and narrow: a scratch too wide or shallow for the curvature filter
-                    kind = "scratch"
-                    details.update(length=length, width=width, elongation=elong)
+                kind = "scratch"
+                details.update(length=length, width=width, elongation=elong)
             if kind == "bulge" and not self.report_bulges:
                 continue
             out.append(_finding(kind, ctx.points, idx, np.abs(dev).max(), details))
             ctx.claimed[idx] = True
         return out
+
+    def _groove(self, ctx: InspectionContext, idx: np.ndarray) -> bool:
+        _, width, elong = _elongation(ctx.points[idx])
+        return elong >= self.scratch_elongation and width <= self.scratch_max_width
+
+    def _link_grooves(self, ctx: InspectionContext, clusters: list[np.ndarray]) -> list[np.ndarray]:
+        """Join inward clusters within ``scratch_link`` of each other when their union is a groove
+        (a narrow scratch is seen in pieces, and a short piece alone looks like a small dent)."""
+        clusters = [c for c in clusters]
+        inward = [bool(np.median(ctx.deviation[c]) < 0) for c in clusters]
+        merged = True
+        while merged:
+            merged = False
+            for i in range(len(clusters)):
+                for j in range(i + 1, len(clusters)):
+                    if not (inward[i] and inward[j]):
+                        continue
+                    if not (self._groove(ctx, clusters[i]) or self._groove(ctx, clusters[j])):
+                        continue
+                    gap, _ = cKDTree(ctx.points[clusters[i]]).query(ctx.points[clusters[j]], k=1)
+                    if gap.min() > self.scratch_link:
+                        continue
+                    union = np.concatenate([clusters[i], clusters[j]])
+                    if self._groove(ctx, union):
+                        clusters[i] = union
+                        del clusters[j], inward[j]
+                        merged = True
+                        break
+                if merged:
+                    break
+        return clusters
 
 
 class HoleRule(Rule):
@@ -694,12 +730,14 @@ class RuleBasedInspector:
             so that the curved rim of a wide dent is not taken for a scratch), a mapping
             ``name -> options`` or :class:`Rule` instances.
         k: neighbours of the surface variation (paper: 50).
+        merge_distance: scratch findings closer than this [m] that form one long, narrow groove
+            together are reported as one (0 = never).
         max_points: random subset size (the labels of left-out points are -1).
         seed: seed of that subset.
     """
 
-    def __init__(self, rules: Sequence | Mapping | None = None, *, k: int = 50, max_points: int = 200000,
-                 seed: int = 0):
+    def __init__(self, rules: Sequence | Mapping | None = None, *, k: int = 50, merge_distance: float = 0.005,
+                 max_points: int = 200000, seed: int = 0):
         if rules is None:
             rules = ("hole", "dent", "scratch")
         items = list(rules.items()) if isinstance(rules, Mapping) else [(r, {}) for r in rules]
@@ -717,6 +755,7 @@ class RuleBasedInspector:
         if k < 3:
             raise ValueError(f"k must be >= 3, got {k}")
         self.k = int(k)
+        self.merge_distance = float(merge_distance)
         self.max_points = int(max_points)
         self.seed = int(seed)
 
@@ -733,6 +772,37 @@ class RuleBasedInspector:
         return InspectionContext(points, model, dev, curv, sigma, spacing, tree, np.zeros(len(points), bool),
                                  local)
 
+    def _merge_scratches(self, ctx: InspectionContext, findings: list[DefectFinding]) -> list[DefectFinding]:
+        """Join scratch findings (from any rule) that continue each other: closer than
+        ``merge_distance`` and still long and narrow together (a groove seen in pieces)."""
+        if self.merge_distance <= 0:
+            return findings
+        scratches = [f for f in findings if f.type == "scratch"]
+        others = [f for f in findings if f.type != "scratch"]
+        merged = True
+        while merged and len(scratches) > 1:
+            merged = False
+            for i in range(len(scratches)):
+                for j in range(i + 1, len(scratches)):
+                    a, b = scratches[i], scratches[j]
+                    gap, _ = cKDTree(ctx.points[a.indices]).query(ctx.points[b.indices], k=1)
+                    if gap.min() > self.merge_distance:
+                        continue
+                    idx = np.concatenate([a.indices, b.indices])
+                    length, width, elong = _elongation(ctx.points[idx])
+                    if elong < 3.0:
+                        continue
+                    dev = ctx.deviation[idx]
+                    scratches[i] = _finding("scratch", ctx.points, idx, np.abs(dev).max(),
+                                            {"depth": float(np.abs(dev).max()), "length": length, "width": width,
+                                             "elongation": elong})
+                    del scratches[j]
+                    merged = True
+                    break
+                if merged:
+                    break
+        return others + scratches
+
     def inspect(self, scan, model: CadModel, *, transform=None) -> DefectReport:
         """Apply the rules. ``transform`` ``(4, 4)`` maps the scan into the model frame."""
         pts = as_points(scan, name="scan", min_points=10)
@@ -747,6 +817,7 @@ class RuleBasedInspector:
         for rule in self.rules:
             findings.extend(rule.find(ctx))
         holes = tuple(ctx.hole_measurements)
+        findings = self._merge_scratches(ctx, findings)
         findings.sort(key=lambda f: -f.score)
         # map back to the full scan's indices
         findings = [DefectFinding(f.type, f.centroid, f.extent, f.score, f.point_count, sel[f.indices], f.details)
