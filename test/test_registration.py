@@ -240,7 +240,10 @@ def test_register_scale_out_of_range_is_not_ok(bunny):
     rng = np.random.default_rng(15)
     trial = make_trial(dense, ref, rng, noise=5e-5, scale=1.1, max_angle_deg=5.0)
     res = register(trial.source, trial.target, allow_scale=True, scale_range=(0.95, 1.05))
-    assert not res.ok and "scale" in res.reason
+    # the refinement is clamped to the accepted range, so the true 10 % cannot be reached and the
+    # best clamped fit fails a check (the scale bound or the residual it leaves)
+    assert not res.ok and ("scale" in res.reason or "chamfer" in res.reason)
+    assert 0.95 <= res.scale <= 1.05
 
 
 @pytest.mark.parametrize("method", ["point_to_plane", "generalized", "symmetric", "point_to_point"])

@@ -35,9 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="global method: fpfh_ransac, o3d_ransac, fgr or identity (default fpfh_ransac)")
     parser.add_argument("--refine", default="point_to_plane",
                         help="refinement: point_to_plane, generalized, point_to_point, symmetric, similarity")
-    parser.add_argument("--min-fitness", type=float, default=0.8, help="least inlier fraction for ok (default 0.8)")
+    parser.add_argument("--min-fitness", type=float, default=0.9, help="least inlier fraction for ok (default 0.9)")
     parser.add_argument("--max-chamfer", type=float, default=None,
-                        help="largest one-sided Chamfer distance for ok, file units (default: target spacing + 0.15 voxel)")
+                        help="largest one-sided Chamfer distance for ok, file units "
+                             "(default: target spacing + 0.05 voxel + surface noise)")
     parser.add_argument("--mesh-samples", type=int, default=100_000, help="points sampled from mesh inputs")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--out", default=None, help="write the transformed SOURCE to this cloud file")

@@ -6,7 +6,7 @@ import open3d as o3d
 from scipy.spatial import cKDTree
 
 from ..geometry import as_points
-from .preprocess import estimate_normals, to_o3d
+from .preprocess import estimate_normals, point_spacing, to_o3d
 
 __all__ = ["Cloud", "as_cloud_array"]
 
@@ -42,6 +42,7 @@ class Cloud:
         self.normal_radius = float(normal_radius)
         self._pcd = None
         self._tree = None
+        self._spacing = None
 
     def __len__(self) -> int:
         return len(self.points)
@@ -57,6 +58,13 @@ class Cloud:
         if self._pcd is None:
             self._pcd = to_o3d(self.points, self.normals)
         return self._pcd
+
+    @property
+    def spacing(self) -> float:
+        """Median nearest-neighbour distance (sampling density)."""
+        if self._spacing is None:
+            self._spacing = point_spacing(self.points) if len(self.points) > 1 else 0.0
+        return self._spacing
 
     @property
     def tree(self) -> cKDTree:

@@ -100,20 +100,24 @@ class GlobalAligner(ABC):
     name = "base"
 
     @abstractmethod
-    def propose(self, source: Features, target: Features, *, count: int, seed: int) -> list[np.ndarray]:
-        """Up to ``count`` distinct hypotheses mapping ``source`` onto ``target``."""
+    def propose(self, source: Features, target: Features, *, count: int, seed: int,
+                with_scale: bool = False) -> list[np.ndarray]:
+        """Up to ``count`` distinct hypotheses mapping ``source`` onto ``target`` (similarities
+        when ``with_scale`` and the method supports it)."""
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
         return f"{type(self).__name__}({args})"
 
 
-def _kabsch_batch(P: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rigid fits for a batch of point triplets: ``P``, ``Q`` ``(B, n, 3)`` -> ``R (B, 3, 3)``, ``t (B, 3)``."""
+def _kabsch_batch(P: np.ndarray, Q: np.ndarray, with_scale: bool = False):
+    """Rigid (or similarity) fits for a batch of point sets: ``P``, ``Q`` ``(B, n, 3)`` ->
+    ``R (B, 3, 3)`` including the scale, ``t (B, 3)`` (Arun et al. 1987 / Umeyama 1991)."""
     mp = P.mean(axis=1)
     mq = Q.mean(axis=1)
-    H = np.einsum("bni,bnj->bij", P - mp[:, None], Q - mq[:, None])
-    U, _, Vt = np.linalg.svd(H)
+    Pc = P - mp[:, None]
+    H = np.einsum("bni,bnj->bij", Pc, Q - mq[:, None])
+    U, S, Vt = np.linalg.svd(H)
     V = np.swapaxes(Vt, 1, 2)
     Ut = np.swapaxes(U, 1, 2)
     d = np.sign(np.linalg.det(V @ Ut))
@@ -123,6 +127,10 @@ def _kabsch_batch(P: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     D[:, 1, 1] = 1.0
     D[:, 2, 2] = d
     R = V @ D @ Ut
+    if with_scale:
+        var = np.einsum("bni,bni->b", Pc, Pc)
+        sc = (S[:, 0] + S[:, 1] + d * S[:, 2]) / np.maximum(var, 1e-300)
+        R = R * sc[:, None, None]
     t = mq - np.einsum("bij,bj->bi", R, mp)
     return R, t
 
@@ -202,7 +210,8 @@ class FpfhRansac(GlobalAligner):
         self.iterations = int(iterations)
         self.candidates = int(candidates)
 
-    def propose(self, source: Features, target: Features, *, count: int, seed: int) -> list[np.ndarray]:
+    def propose(self, source: Features, target: Features, *, count: int, seed: int,
+                with_scale: bool = False) -> list[np.ndarray]:
         from scipy.spatial import cKDTree
 
         rng = np.random.default_rng(seed)
@@ -224,7 +233,13 @@ class FpfhRansac(GlobalAligner):
         A, B = A[ok], B[ok]
         if len(A) == 0:
             return [np.eye(4)]
-        R, t = _kabsch_batch(A, B)
+        R, t = _kabsch_batch(A, B, with_scale)
+        if with_scale:  # triplets implying an absurd scale are wrong matches
+            sc = np.cbrt(np.linalg.det(R))
+            ok = (sc > 0.5) & (sc < 2.0)
+            R, t = R[ok], t[ok]
+            if len(R) == 0:
+                return [np.eye(4)]
         # consensus over the putative matches, in chunks to bound memory
         counts = np.empty(len(R), dtype=np.int64)
         chunk = max(1, 4_000_000 // max(len(ps), 1))
@@ -242,7 +257,7 @@ class FpfhRansac(GlobalAligner):
             T = _to_matrix(R[b], t[b])
             if inl.sum() >= 3:  # re-fit on the geometric inliers' nearest points
                 _, idx = tree.query(moved[inl], k=1)
-                Rr, tr = _kabsch_batch(source.points[inl][None], target.points[idx][None])
+                Rr, tr = _kabsch_batch(source.points[inl][None], target.points[idx][None], with_scale)
                 T = _to_matrix(Rr[0], tr[0])
             scored.append((float(inl.mean()), T))
         scored.sort(key=lambda x: -x[0])
@@ -258,7 +273,9 @@ class FpfhRansac(GlobalAligner):
 
 def _pose_gap(A: np.ndarray, B: np.ndarray, extent: float) -> float:
     """Approximate largest displacement between poses ``A`` and ``B`` over an object of size ``extent``."""
-    c = np.clip((np.trace(A[:3, :3].T @ B[:3, :3]) - 1.0) / 2.0, -1.0, 1.0)
+    Ra = A[:3, :3] / np.cbrt(np.linalg.det(A[:3, :3]))
+    Rb = B[:3, :3] / np.cbrt(np.linalg.det(B[:3, :3]))
+    c = np.clip((np.trace(Ra.T @ Rb) - 1.0) / 2.0, -1.0, 1.0)
     return float(np.linalg.norm(A[:3, 3] - B[:3, 3]) + np.arccos(c) * extent)
 
 
@@ -289,7 +306,8 @@ class Open3dRansac(GlobalAligner):
         self.max_iterations = int(max_iterations)
         self.confidence = float(confidence)
 
-    def propose(self, source: Features, target: Features, *, count: int, seed: int) -> list[np.ndarray]:
+    def propose(self, source: Features, target: Features, *, count: int, seed: int,
+                with_scale: bool = False) -> list[np.ndarray]:
         dist = self.distance_factor * target.voxel_size
         checkers = [_reg.CorrespondenceCheckerBasedOnEdgeLength(self.edge_length),
                     _reg.CorrespondenceCheckerBasedOnDistance(dist)]
@@ -300,7 +318,7 @@ class Open3dRansac(GlobalAligner):
             o3d.utility.random.seed(int(seed) + k)
             res = _reg.registration_ransac_based_on_feature_matching(
                 src_pcd, tgt_pcd, src_f, tgt_f, self.mutual_filter, dist,
-                _reg.TransformationEstimationPointToPoint(False), 3, checkers,
+                _reg.TransformationEstimationPointToPoint(with_scale), 3, checkers,
                 _reg.RANSACConvergenceCriteria(self.max_iterations, self.confidence))
             out.append(np.asarray(res.transformation).copy())
         return out
@@ -324,7 +342,8 @@ class FastGlobal(GlobalAligner):
         self.tuple_scale = float(tuple_scale)
         self.iterations = int(iterations)
 
-    def propose(self, source: Features, target: Features, *, count: int, seed: int) -> list[np.ndarray]:
+    def propose(self, source: Features, target: Features, *, count: int, seed: int,
+                with_scale: bool = False) -> list[np.ndarray]:
         o3d.utility.random.seed(int(seed))
         opt = _reg.FastGlobalRegistrationOption(
             maximum_correspondence_distance=self.distance_factor * target.voxel_size, use_absolute_scale=True,
@@ -339,7 +358,8 @@ class IdentityAligner(GlobalAligner):
 
     name = "identity"
 
-    def propose(self, source: Features, target: Features, *, count: int, seed: int) -> list[np.ndarray]:
+    def propose(self, source: Features, target: Features, *, count: int, seed: int,
+                with_scale: bool = False) -> list[np.ndarray]:
         return [np.eye(4)]
 
 

@@ -16,7 +16,7 @@ from scipy.spatial import cKDTree
 
 from ..geometry import as_points, as_transform
 
-__all__ = ["AlignmentScore", "score_alignment", "chamfer_one_sided"]
+__all__ = ["AlignmentScore", "score_alignment", "chamfer_one_sided", "constraint_strength"]
 
 
 @dataclass(frozen=True)
@@ -55,3 +55,39 @@ def chamfer_one_sided(source, target) -> float:
     tgt = as_points(target, name="target")
     d, _ = cKDTree(tgt).query(src, k=1)
     return float(d.mean())
+
+
+def constraint_strength(source, target_tree: cKDTree, target_normals, transform, *, max_distance: float,
+                        with_scale: bool = False) -> np.ndarray:
+    """How well the overlap pins down each degree of freedom of the registration.
+
+    Builds the point-to-plane Jacobian at ``transform`` (rows ``[(p - c) x n / L, n, n . (p - c) / L]``
+    for every source point with a target point within ``max_distance``; ``c`` the centroid and ``L``
+    the RMS radius of the matched points, so rotations and scale are measured as displacements at
+    the part's size) and returns the eigenvalues of ``J^T J / N``, ascending. An eigenvalue near
+    zero is a motion that changes no point-to-plane distance: sliding along a plane or a cylinder,
+    turning about a surface of revolution, or scaling a view that only shows parallel planes
+    (Gelfand, Ikemoto, Rusinkiewicz & Levoy, "Geometrically stable sampling for the ICP
+    algorithm", 3DIM 2003). A registration along such a direction is a guess.
+
+    Returns:
+        ``(6,)`` or ``(7,)`` (with ``with_scale``) eigenvalues; zeros when nothing overlaps.
+    """
+    src = as_points(source, name="source")
+    T = as_transform(transform)
+    N = np.asarray(target_normals, dtype=np.float64)
+    P = src @ T[:3, :3].T + T[:3, 3]
+    d, idx = target_tree.query(P, k=1, distance_upper_bound=max_distance)
+    m = np.isfinite(d)
+    k = 7 if with_scale else 6
+    if m.sum() < k:
+        return np.zeros(k)
+    p, n = P[m], N[idx[m]]
+    c = p.mean(axis=0)
+    pc = p - c
+    L = float(np.sqrt(np.mean(np.einsum("ij,ij->i", pc, pc)))) or 1.0
+    cols = [np.cross(pc, n) / L, n]
+    if with_scale:
+        cols.append(np.einsum("ij,ij->i", n, pc)[:, None] / L)
+    J = np.hstack(cols)
+    return np.linalg.eigvalsh(J.T @ J / len(J))

@@ -198,10 +198,10 @@ class _Problem:
 def register(source, target, *, voxel_size: float | None = None, attempts: int = 5, allow_scale: bool = False,
              init=None, global_method: str | dict = "fpfh_ransac", refine_method: str | dict = "point_to_plane",
              inlier_distance: float | None = None, min_fitness: float = 0.9, max_chamfer: float | None = None,
-             scale_range: tuple[float, float] = (0.8, 1.25), feature_scales: tuple[float, ...] = (1.0, 0.7, 1.4),
+             scale_range: tuple[float, float] = (0.8, 1.25), feature_scales: tuple[float, ...] = (1.0, 1.4, 0.7),
              symmetry_probes: bool = True, local_search_deg: tuple[float, ...] = (10.0, 25.0),
-             local_search_rounds: int = 2, refine_top: int = 2, outlier_std: float | None = 2.0,
-             max_refine_points: int = 40_000, seed: int = 0, progress: bool = False) -> RegistrationResult:
+             local_search_rounds: int = 2, local_search_fitness: float = 0.85, refine_top: int = 2,
+             outlier_std: float | None = 2.0, max_refine_points: int = 40_000, seed: int = 0, progress: bool = False) -> RegistrationResult:
     """Register ``source`` onto ``target`` without an initial guess (or from ``init``).
 
     ``source`` is normally the test scan (possibly a partial view) and ``target`` the reference
@@ -227,7 +227,8 @@ def register(source, target, *, voxel_size: float | None = None, attempts: int =
         max_chamfer: largest one-sided Chamfer distance for ``ok``; default: the target's point
             spacing (median nearest-neighbour distance, the Chamfer floor of a perfect fit) plus
             ``0.05 * voxel_size`` plus the clouds' combined surface noise (:func:`estimate_noise`).
-        scale_range: accepted ``(min, max)`` scale when ``allow_scale``.
+        scale_range: accepted ``(min, max)`` scale when ``allow_scale`` (exclusive; the similarity
+            refinement is clamped to it, so a scale at a bound means the search ran into it).
         feature_scales: feature voxel sizes (multiples of ``voxel_size``) tried in turn until a
             registration passes the checks; FPFH matching that fails at one scale often works at
             another.
@@ -235,6 +236,8 @@ def register(source, target, *, voxel_size: float | None = None, attempts: int =
         local_search_deg: turn angles (degrees) of the local search around the best coarse pose
             (``()`` disables it); shifts of 3 voxels along the source's axes are tried too.
         local_search_rounds: rounds of local search (stops early when nothing improves by 2 %).
+        local_search_fitness: the local search runs only when the best pose already has this
+            fitness (a near miss).
         refine_top: how many distinct coarse poses get the full-resolution refinement.
         outlier_std: statistical outlier removal on the source (``None`` disables it).
         max_refine_points: the full-resolution source is randomly thinned to this many points
@@ -279,8 +282,10 @@ def register(source, target, *, voxel_size: float | None = None, attempts: int =
         raise ValueError("inlier_distance and max_chamfer must be > 0")
     refiner = make_refiner(refine_method)
     if allow_scale and not refiner.estimates_scale:
-        refiner = SimilarityICP(max_iterations=max(refiner.max_iterations, 60))
-    coarse_refiner = PointToPlaneICP(max_iterations=30)  # rigid: a free scale can collapse on coarse poses
+        refiner = SimilarityICP(max_iterations=max(refiner.max_iterations, 60), scale_bounds=(lo_s, hi_s))
+    # rigid coarse steps keep the scale of the (similarity) hypothesis; a free scale on a coarse pose
+    # tends to shrink the source towards a point
+    coarse_refiner = PointToPlaneICP(max_iterations=30)
     aligner = make_global_aligner("identity" if init is not None else global_method)
 
     # -- source clean-up and resolution pyramid
@@ -301,8 +306,8 @@ def register(source, target, *, voxel_size: float | None = None, attempts: int =
             out.append(f"fitness {sc.fitness:.3f} < {min_fitness:.3f} (inliers within {inlier_distance:.4g})")
         if sc.chamfer > max_chamfer:
             out.append(f"chamfer {sc.chamfer:.4g} > {max_chamfer:.4g}")
-        if allow_scale and not lo_s <= _scale_of(T) <= hi_s:
-            out.append(f"scale {_scale_of(T):.4f} outside [{lo_s:g}, {hi_s:g}]")
+        if allow_scale and not lo_s < _scale_of(T) < hi_s:
+            out.append(f"scale {_scale_of(T):.4f} not inside ({lo_s:g}, {hi_s:g})")
         return out
 
     n_tried = 0
@@ -310,21 +315,22 @@ def register(source, target, *, voxel_size: float | None = None, attempts: int =
     refined_from: list[np.ndarray] = []
 
     def finish(candidates):
-        """Refine the best distinct coarse poses at full resolution; keep ``finals`` sorted."""
+        """Refine the best distinct coarse poses at full resolution; keep ``finals`` sorted.
+
+        A pose whose coarse Chamfer distance exceeds ``max_chamfer`` by more than a voxel is beyond
+        what a fine ICP (correspondences within one voxel) can repair: it is scored, not refined.
+        """
         ranked = sorted(candidates, key=lambda c: c[1])
-        distinct: list[np.ndarray] = []
-        for T, _ in ranked:
-            if all(_pose_distance(T, D, prob.extent) > v for D in distinct + refined_from):
-                distinct.append(T)
+        distinct: list[tuple[np.ndarray, float]] = []
+        for T, c in ranked:
+            if all(_pose_distance(T, D, prob.extent) > v for D in [d for d, _ in distinct] + refined_from):
+                distinct.append((T, c))
             if len(distinct) >= max(1, refine_top):
                 break
-        refined_from.extend(distinct)
-        for T in distinct:
-            res = prob.fine(T)
-            if res is not None:
-                finals.append(res)
-        if not finals and distinct:
-            finals.append((distinct[0], prob.score(prob.src_full.points, distinct[0])))
+        refined_from.extend(T for T, _ in distinct)
+        for T, c in distinct:
+            res = prob.fine(T) if c <= max_chamfer + v else None
+            finals.append(res if res is not None else (T, prob.score(prob.src_full.points, T)))
         finals.sort(key=lambda f: f[1].chamfer)
 
     scales = feature_scales if init is None else (1.0,)
@@ -337,7 +343,7 @@ def register(source, target, *, voxel_size: float | None = None, attempts: int =
                 src_f, tgt_f = prob.features(fscale)
             except ValueError:
                 continue  # this feature scale is too coarse for the cloud
-            hypotheses = aligner.propose(src_f, tgt_f, count=attempts, seed=seed + 1000 * k)
+            hypotheses = aligner.propose(src_f, tgt_f, count=attempts, seed=seed + 1000 * k, with_scale=allow_scale)
         candidates = [prob.coarse(T) for T in hypotheses]
         n_tried += len(candidates)
         if symmetry_probes and init is None:
@@ -348,10 +354,12 @@ def register(source, target, *, voxel_size: float | None = None, attempts: int =
         finish(candidates)
         if not failures(*finals[0]):
             break
-        # -- local search, only when the best pose fails the checks: turn / shift it a little
-        #    (escapes the sliding minima of partial views of surfaces of revolution and extrusions)
+        # -- local search, only for a near miss (most of the source already on the target): turn /
+        #    shift the best pose a little; escapes the sliding minima of partial views of surfaces
+        #    of revolution and extrusions. Gross misses go to the next feature scale instead.
         searched = False
-        for _ in range(local_search_rounds if local_search_deg else 0):
+        rounds = local_search_rounds if local_search_deg and finals[0][1].fitness >= local_search_fitness else 0
+        for _ in range(rounds):
             best_T, best_c = min(candidates, key=lambda c: c[1])
             probes = [prob.coarse(T) for T in _turns(best_T, prob.src_c.points, local_search_deg, (3.0 * v,))]
             candidates += probes

@@ -158,28 +158,35 @@ class SimilarityICP(Refiner):
     """Point-to-plane ICP with a scale degree of freedom (7 parameters).
 
     Args:
-        symmetric: also pair target points with their nearest source point (see
-            :func:`.similarity.similarity_icp`), which removes the scale bias of a sparsely
-            sampled target.
         max_scale_step: largest relative scale change per iteration.
+        scale_bounds: the accumulated scale is clamped to this range (``None``: unbounded).
+        lateral_factor: keep pairs whose tangential offset is at most this many target point
+            spacings (removes the curvature bias of the scale; ``None``: keep all).
     """
 
     name = "similarity"
     estimates_scale = True
 
-    def __init__(self, *, max_iterations: int = 40, relative_tolerance: float = 1e-7, symmetric: bool = False,
-                 max_scale_step: float = 0.01):
+    def __init__(self, *, max_iterations: int = 40, relative_tolerance: float = 1e-7, max_scale_step: float = 0.01,
+                 scale_bounds: tuple[float, float] | None = (0.5, 2.0), lateral_factor: float | None = 1.0):
         super().__init__(max_iterations=max_iterations, relative_tolerance=relative_tolerance)
         if not max_scale_step > 0:
             raise ValueError(f"max_scale_step must be > 0, got {max_scale_step}")
-        self.symmetric = bool(symmetric)
         self.max_scale_step = float(max_scale_step)
+        if scale_bounds is not None and not 0 < scale_bounds[0] <= 1.0 <= scale_bounds[1]:
+            raise ValueError(f"scale_bounds must satisfy 0 < min <= 1 <= max, got {scale_bounds}")
+        self.scale_bounds = None if scale_bounds is None else (float(scale_bounds[0]), float(scale_bounds[1]))
+        if lateral_factor is not None and not lateral_factor > 0:
+            raise ValueError(f"lateral_factor must be > 0 or None, got {lateral_factor}")
+        self.lateral_factor = lateral_factor
 
     def _refine(self, source, target, init, max_distance):
         T, _ = similarity_icp(source.points, target.points, target.normals, init=init, max_distance=max_distance,
                               max_iterations=self.max_iterations, tolerance=self.relative_tolerance,
                               with_scale=True, max_scale_step=self.max_scale_step, target_tree=target.tree,
-                              source_normals=source.normals if self.symmetric else None)
+                              scale_bounds=self.scale_bounds,
+                              lateral_limit=None if self.lateral_factor is None
+                              else self.lateral_factor * target.spacing)
         return T
 
 
