@@ -18,6 +18,7 @@ class SphereCell:
         self.fail, self.label, self.fitness = fail, label, fitness
         self.object_score, self.threshold, self.n_views = object_score, threshold, n_views
         self.calls = []
+        self.planned = []
         rng = np.random.default_rng(0)
         v = rng.normal(size=(3000, 3))
         self.sphere = 0.05 * v / np.linalg.norm(v, axis=1, keepdims=True)
@@ -29,6 +30,7 @@ class SphereCell:
 
     def plan(self, part_type):
         self._maybe_fail("plan")
+        self.planned.append(part_type)
         return self.n_views
 
     def move(self, index):
@@ -63,12 +65,20 @@ class SphereCell:
                         points, np.zeros(len(points)))
 
 
+def cell_plans(run):
+    return [r.stage for r in run.clock.records if r.stage == "plan"]
+
+
 def test_good_part_passes_with_every_stage_timed():
-    run = run_inspection(SphereCell(), part_id="p1", min_points=100)
+    cell = SphereCell()
+    run = run_inspection(cell, part_id="p1", min_points=100)
+    assert cell.planned == ["", "sphere"]
     assert run.outcome.verdict == PASS and run.outcome.reason == ""
     assert run.outcome.part_type == "sphere"  # classified, since no type was given
     assert set(run.outcome.stage_seconds) == {"plan", "move", "scan", "fuse", "classify", "register", "detect"}
-    assert [r.stage for r in run.clock.records].count("scan") == 3
+    # survey (3 generic views) to classify, then the part type's own 3 views
+    assert [r.stage for r in run.clock.records].count("scan") == 6
+    assert cell_plans(run) == ["plan", "plan"]
     assert run.outcome.quality["grade"] == "A"
 
 

@@ -86,13 +86,14 @@ class _Cell:
         self.scene = SimulatedScene.inspection_cell()
         pose_list = [float(x) for x in part_pose]
         self.scanner = ScannerNode(scene=self.scene, **kw(sensor_type="motioncam", seed=int(args.seed),
+                                                          **{"sim.rest_on_support": False},
                                                           sensor_options=yaml.safe_dump(sensor_opts)))
         self.nodes = [
             self.scanner,
             ViewpointPlannerNode(**kw(cad_library=cad, playback_speed=0.0, coverage_dir=str(out / "coverage"),
                                       seed=int(args.seed))),
-            RegistrationNode(**kw(reference_dir=cad)),
-            CadClassifierNode(**kw(library=cad)),
+            RegistrationNode(**kw(cad_library=cad)),
+            CadClassifierNode(**kw(library_dir=cad, dim_tolerance=0.002, max_shortfall=0.3)),
             AnomalyNode(**kw(cad_library=cad, cache_dir=str(out / "banks"), method=args.method,
                              n_templates=int(args.templates))),
             InspectionManager(**kw(part_pose=pose_list)),

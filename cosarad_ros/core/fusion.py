@@ -14,7 +14,7 @@ import numpy as np
 
 from cosarad_ros.core.geometry import as_transform
 
-__all__ = ["fuse_scans", "DEFAULT_ROI"]
+__all__ = ["fuse_scans", "envelope_mesh", "DEFAULT_ROI"]
 
 #: part-frame box kept around the part [m]: 30 cm square, from 0.5 mm above the support up to 30 cm
 DEFAULT_ROI = ((-0.15, -0.15, 0.0005), (0.15, 0.15, 0.30))
@@ -60,3 +60,16 @@ def fuse_scans(scans: Sequence, *, part_pose=None, voxel_size: float | None = No
     if outlier_std is not None and len(pts) > 50:
         pts = preprocess(pts, outlier_std=outlier_std, voxel_size=0, min_points=10).points
     return pts
+
+
+def envelope_mesh(size):
+    """A box ``size`` = ``(x, y, z)`` [m] standing on the part frame's ``z = 0``, centred in x, y:
+    the volume a part of unknown type may occupy on the fixture (planned for survey views)."""
+    import trimesh
+
+    size = np.asarray(size, dtype=np.float64).reshape(-1)
+    if size.shape != (3,) or not (size > 0).all():
+        raise ValueError(f"envelope size must be 3 positive lengths, got {size.tolist()}")
+    box = trimesh.creation.box(extents=size)
+    box.apply_translation([0.0, 0.0, size[2] / 2.0])
+    return box

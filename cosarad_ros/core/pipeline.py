@@ -58,7 +58,8 @@ class Cell(Protocol):
     """What an inspection cell must offer (arm, sensor, and the analysis services)."""
 
     def plan(self, part_type: str) -> int:
-        """Plan views for the part; return their number."""
+        """Plan views for the part type (empty: survey views of the fixture's envelope);
+        return their number."""
 
     def move(self, index: int) -> np.ndarray:
         """Move to view ``index``; return the sensor pose reached ``(4, 4)``."""
@@ -93,7 +94,8 @@ def run_inspection(cell: Cell, *, part_id: str, part_type: str = "", min_fitness
     Args:
         cell: the stages.
         part_id: caller's id for this part.
-        part_type: CAD label; empty: classify first (``unknown`` -> INCONCLUSIVE).
+        part_type: CAD label; empty: survey the fixture (``cell.plan("")`` gives generic views),
+            classify the survey scan (``unknown`` -> INCONCLUSIVE), then inspect as that type.
         min_fitness: registrations with lower fitness give INCONCLUSIVE.
         min_points: a fused cloud with fewer points gives INCONCLUSIVE.
         progress: optional ``callback(stage: str, fraction: float)``.
@@ -105,34 +107,41 @@ def run_inspection(cell: Cell, *, part_id: str, part_type: str = "", min_fitness
     clock = StageClock()
     report = progress or (lambda stage, frac: None)
     classified = registered = None
-    try:
-        report("plan", 0.0)
+
+    def acquire(plan_for: str, lo: float, hi: float) -> np.ndarray:
+        """plan -> (move, scan) per view -> fuse; returns the fused cloud (part frame)."""
+        report("plan", lo)
         with clock.stage("plan"):
-            n_views = int(cell.plan(part_type))
+            n_views = int(cell.plan(plan_for))
             if n_views <= 0:
                 raise StageFailed("plan", "the planner returned no views")
         scans: list[ViewScan] = []
         for k in range(n_views):
-            report("move", 0.1 + 0.5 * k / n_views)
+            report("move", lo + (hi - lo) * 0.9 * k / n_views)
             with clock.stage("move"):
                 pose = cell.move(k)
-            report("scan", 0.1 + 0.5 * (k + 0.5) / n_views)
+            report("scan", lo + (hi - lo) * 0.9 * (k + 0.5) / n_views)
             with clock.stage("scan"):
                 scans.append(cell.scan(pose))
-        report("fuse", 0.6)
+        report("fuse", lo + (hi - lo) * 0.95)
         with clock.stage("fuse"):
             fused = cell.fuse(scans)
             if len(fused) < min_points:
                 raise StageFailed("fuse", f"fused cloud has {len(fused)} points (< {min_points}): "
                                           "the part is not where the sensor looked")
-            fused = as_points(fused, name="fused cloud")
+            return as_points(fused, name="fused cloud")
+
+    try:
         if not part_type:
-            report("classify", 0.7)
+            # survey: generic views of the fixture's envelope, enough to tell the part type
+            fused = acquire("", 0.0, 0.3)
+            report("classify", 0.3)
             with clock.stage("classify"):
                 classified = cell.classify(fused)
                 if classified.label in ("", "unknown"):
                     raise StageFailed("classify", "part type unknown: no CAD model matches the scan")
                 part_type = classified.label
+        fused = acquire(part_type, 0.35 if classified else 0.0, 0.75)
         report("register", 0.8)
         with clock.stage("register"):
             registered = cell.register(fused, part_type)
@@ -148,7 +157,7 @@ def run_inspection(cell: Cell, *, part_id: str, part_type: str = "", min_fitness
                           registration_fitness=registered.fitness, registration_rmse=registered.rmse,
                           quality=dict(classified.quality) if classified else {})
         return InspectionRun(outcome, clock, det.points, det.point_scores, classified, registered)
-    except StageFailed as failure:
+    except StageFailed:
         failed = next(r for r in reversed(clock.records) if not r.ok)  # the clock recorded the failure
         verdict, reason = decide_verdict(failed_stage=failed)
         outcome = InspectionOutcome(part_id=part_id, part_type=part_type, verdict=verdict, reason=reason,

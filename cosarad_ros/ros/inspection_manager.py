@@ -9,6 +9,8 @@ and the part / sensor frames on TF where ``tf2_ros`` is installed.
 """
 from __future__ import annotations
 
+import os
+import tempfile
 import threading
 import time
 
@@ -49,6 +51,9 @@ PARAMS = (
           check=lambda v: len(v) == 3, check_text="must have 3 numbers"),
     Param("min_registration_fitness", 0.5, "Registrations below this fitness give INCONCLUSIVE", check=unit_interval),
     Param("min_points", 500, "Fused clouds with fewer points give INCONCLUSIVE", check=positive),
+    Param("survey_box", [0.12, 0.12, 0.10], "Envelope [x y z] (m) on the fixture covered by the survey views "
+          "taken to classify a part of unknown type", check=lambda v: len(v) == 3 and min(v) > 0,
+          check_text="must be 3 positive numbers"),
     Param("service_timeout", 120.0, "Seconds to wait for any one service answer [s]", check=positive),
     Param("wait_for_services", 30.0, "Seconds to wait for a service to appear [s]", check=non_negative),
 )
@@ -93,7 +98,9 @@ class ServiceCell:
 
     # --- Cell protocol ---
     def plan(self, part_type: str) -> int:
-        resp = self._call(self.plan_cli, PlanViews.Request(part_type=part_type), "plan_views")
+        req = PlanViews.Request(part_type=part_type) if part_type else PlanViews.Request(
+            mesh_path=self.node.survey_mesh_path)
+        resp = self._call(self.plan_cli, req, "plan_views")
         self.node.last_plan = resp
         return len(resp.views.poses)
 
@@ -152,6 +159,7 @@ class InspectionManager(Node):
         self.last_plan = None
         self.last_sensor_pose = None
         self.last_result: InspectionResult | None = None
+        self.survey_mesh_path = self._write_survey_mesh()
         self.cell = ServiceCell(self)
         self.result_pub = self.create_publisher(InspectionResult, "/inspection/result", LATCHED_QOS)
         self.marker_pub = self.create_publisher(MarkerArray, "/inspection/defect_markers", RELIABLE_QOS)
@@ -161,6 +169,15 @@ class InspectionManager(Node):
                                    goal_callback=self._on_goal, cancel_callback=lambda _g: CancelResponse.REJECT,
                                    callback_group=MutuallyExclusiveCallbackGroup())
         self.get_logger().info("inspection_manager ready: action ~/inspect")
+
+    def _write_survey_mesh(self) -> str:
+        """The envelope the survey views must cover, as a mesh file for the planner."""
+        from cosarad_ros.core.fusion import envelope_mesh
+
+        self._tmp = tempfile.TemporaryDirectory(prefix="cosarad_manager_")
+        path = os.path.join(self._tmp.name, "survey_envelope.stl")
+        envelope_mesh(self.p.survey_box).export(path)
+        return path
 
     def _make_tf_broadcaster(self):
         try:
