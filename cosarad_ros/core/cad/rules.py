@@ -453,7 +453,7 @@ class DentRule(Rule):
 
     def __init__(self, *, z_threshold: float = 4.0, min_depth: float = 0.0002, eps: float | None = None,
                  min_points: int = 10, min_size: float = 0.0, report_bulges: bool = True,
-                 scratch_elongation: float | None = 4.0, scratch_max_width: float = 0.003,
+                 scratch_elongation: float | None = 2.5, scratch_max_width: float = 0.0025,
                  scratch_link: float = 0.005):
         if z_threshold <= 0 or min_depth < 0 or min_points < 1 or min_size < 0:
             raise ValueError("dent rule: z_threshold > 0, min_depth >= 0, min_points >= 1, min_size >= 0")
@@ -627,6 +627,16 @@ class HoleRule(Rule):
             cost = abs(r - r0) + float(np.linalg.norm(c))
             if best is None or cost < best[3]:
                 best = (comp, c, r, cost)
+        if hole.depth is not None:  # stay clear of the exit rim of a through hole
+            wall = min(wall, hole.depth - 2.0 * slab)
+        # the hole column below the entry face is void in the CAD, so points there are wall points
+        column = np.flatnonzero((h < -0.5 * slab) & (h > -wall) & (rho < r0 + margin))
+        if best is None:
+            # no usable entry boundary (entry face seen too obliquely): fit the wall alone
+            wall_only = self._wall_only(ctx, xy, column, r0, margin)
+            if wall_only is not None:
+                cw, rw, wl = wall_only
+                return self._result(hole, cw, rw, u, v, "wall", len(wl)), wl
         if best is None:
             # no opening: the hole is missing when material covers the nominal hole area
             inner = np.sum(np.linalg.norm(q, axis=1) < 0.5 * r0)
@@ -641,8 +651,6 @@ class HoleRule(Rule):
         method, n_fit, used = "boundary", len(comp), roi[comp]
         roi_spacing = float(np.median(ctx.local_spacing[roi]))
         # refine on the wall: points below the entry face at about the fitted radius
-        if hole.depth is not None:  # stay clear of the exit rim of a through hole
-            wall = min(wall, hole.depth - 2.0 * slab)
         wl = np.flatnonzero((h < -0.5 * slab) & (h > -wall))
         if len(wl):
             dr = np.abs(np.linalg.norm(xy[wl] - c, axis=1) - r)
@@ -658,17 +666,37 @@ class HoleRule(Rule):
             if np.linalg.norm(cw - c) < 0.5 * r0 and 0.5 * r < rw < 1.5 * r and \
                     self._arc_deg(xy[wl], cw) >= self.min_arc_deg / 2:
                 c, r, method, n_fit, used = cw, rw, "wall", len(wl), np.concatenate([used, wl])
+        if method == "boundary":
+            wall_only = self._wall_only(ctx, xy, column, r0, margin)
+            if wall_only is not None:
+                c, r, wl = wall_only
+                method, n_fit, used = "wall", len(wl), np.concatenate([used, wl])
         max_sp = self.diameter_tolerance if self.max_spacing is None else self.max_spacing
         if method == "boundary" and roi_spacing > max_sp:
             # a boundary between points this sparse is off by about a point spacing: too coarse
             # to judge the tolerances (typically a face seen at a grazing angle)
             return HoleMeasurement(hole, False, True, nan3, float("nan"), float("nan"), float("nan"), True,
                                    "boundary", int(n_fit)), used
+        return self._result(hole, c, r, u, v, method, n_fit), used
+
+    def _wall_only(self, ctx: InspectionContext, xy: np.ndarray, column: np.ndarray, r0: float, margin: float):
+        """Robust circle through the points in the hole column: ``(centre, radius, indices)`` or None."""
+        if len(column) < 12:
+            return None
+        c, r, _, kept = fit_circle_robust(xy[column], min_points=12, floor=max(3.0 * ctx.noise_sigma, 1e-5))
+        wl = column[kept]
+        if (len(wl) >= 12 and np.linalg.norm(c) < r0 + margin / 2 and 0.3 * r0 < r < r0 + margin
+                and self._arc_deg(xy[wl], c) >= self.min_arc_deg / 2):
+            return c, r, wl
+        return None
+
+    def _result(self, hole: HoleSpec, c: np.ndarray, r: float, u: np.ndarray, v: np.ndarray, method: str,
+                n_fit: int) -> HoleMeasurement:
         centre = hole.centre + c[0] * u + c[1] * v
         c_err = float(np.linalg.norm(c))
         d_err = float(2.0 * r - hole.diameter)
         ok = c_err <= self.position_tolerance and abs(d_err) <= self.diameter_tolerance
-        return HoleMeasurement(hole, True, True, centre, 2.0 * r, c_err, d_err, ok, method, int(n_fit)), used
+        return HoleMeasurement(hole, True, True, centre, 2.0 * r, c_err, d_err, ok, method, int(n_fit))
 
     def _column(self, ctx: InspectionContext, hole: HoleSpec, centre: np.ndarray, radius: float) -> np.ndarray:
         """Indices of the points in a hole's column (entry face down to its depth) of ``radius``."""
