@@ -10,7 +10,9 @@ Kinematic and hand-eye errors leave the views misaligned by a fraction of a mill
 millimetres, which shows up as doubled surfaces. :func:`fuse_views` therefore
 
 1. brings every view into the part frame with its kinematic pose,
-2. registers every overlapping pair with point-to-plane ICP starting from those poses,
+2. registers every overlapping pair with point-to-plane ICP starting from those poses, rejecting
+   pairs with incompatible normals (normals point to the sensor that saw them, so the two faces
+   of a thin wall never match),
 3. solves a pose graph over all pair constraints (multiway registration, Choi, Zhou & Koltun,
    "Robust reconstruction of indoor scenes", CVPR 2015), then moves the whole set rigidly to where
    it agrees best with all kinematic poses together (least squares, Umeyama), so the result stays
@@ -31,7 +33,7 @@ from tqdm.auto import tqdm
 
 from ..geometry import as_points, as_transform, rotation_angle_deg
 from .preprocess import estimate_normals, part_size, point_spacing, to_o3d
-from .similarity import umeyama
+from .similarity import similarity_icp, umeyama
 
 __all__ = ["FusionResult", "fuse_views", "view_poses"]
 
@@ -109,7 +111,7 @@ def _voxel_merge(points: np.ndarray, normals: np.ndarray, voxel: float) -> tuple
 
 def fuse_views(clouds, poses, *, hand_eye=None, part_pose=None, voxel_size: float | None = None,
                refine: bool = True, max_correspondence: float | None = None, max_correction: float | None = None,
-               min_overlap: float = 0.1, icp_iterations: int = 40, progress: bool = False) -> FusionResult:
+               min_overlap: float = 0.1, icp_iterations: int = 30, progress: bool = False) -> FusionResult:
     """Fuse scans taken from known sensor poses into one de-duplicated cloud in the part frame.
 
     Args:
@@ -122,7 +124,7 @@ def fuse_views(clouds, poses, *, hand_eye=None, part_pose=None, voxel_size: floa
             (keeps the scan resolution).
         refine: run the pairwise ICP + pose-graph refinement (``False``: kinematic poses only).
         max_correspondence: ICP correspondence distance, i.e. the largest kinematic error
-            expected; default: fused-cloud bounding-box diagonal / 100.
+            expected; default: fused-cloud bounding-box diagonal / 40.
         max_correction: largest accepted displacement of a view by the refinement; default
             ``3 * max_correspondence``.
         min_overlap: least fraction of a view's points near another view for the pair to count.
@@ -157,7 +159,7 @@ def fuse_views(clouds, poses, *, hand_eye=None, part_pose=None, voxel_size: floa
         voxel_size = max(point_spacing(w) for w in world)
     if not voxel_size > 0:
         raise ValueError(f"voxel_size must be > 0, got {voxel_size}")
-    max_corr = diag / 100.0 if max_correspondence is None else float(max_correspondence)
+    max_corr = diag / 40.0 if max_correspondence is None else float(max_correspondence)
     max_correction = 3.0 * max_corr if max_correction is None else float(max_correction)
     if not max_corr > 0 or not max_correction > 0:
         raise ValueError("max_correspondence and max_correction must be > 0")
@@ -172,25 +174,24 @@ def fuse_views(clouds, poses, *, hand_eye=None, part_pose=None, voxel_size: floa
         n = np.asarray(pcd.normals)
         pcd.normals = o3d.utility.Vector3dVector(n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12))
         down.append(pcd)
-    down_world = [_apply(K[i], np.asarray(down[i].points)) for i in range(n_views)]
-    trees = [cKDTree(w) for w in down_world]
+    loc_pts = [np.asarray(d.points) for d in down]
+    loc_nrm = [np.asarray(d.normals) for d in down]
+    loc_tree = [cKDTree(p) for p in loc_pts]
 
-    def pair_distances(i, j, Ti=None, Tj=None):
-        """Point-to-point and point-to-plane distances of view i's points to view j."""
-        a = down_world[i] if Ti is None else _apply(Ti, np.asarray(down[i].points))
-        if Tj is None:
-            tree, Tj = trees[j], K[j]
-        else:
-            tree = cKDTree(_apply(Tj, np.asarray(down[j].points)))
-        d, idx = tree.query(a, k=1)
-        q = _apply(Tj, np.asarray(down[j].points)[idx])
-        n = np.asarray(down[j].normals)[idx] @ Tj[:3, :3].T
-        return d, np.abs(np.einsum("ij,ij->i", a - q, n))
+    def pair_distances(i, j, Pi, Pj):
+        """Point-to-point and point-to-plane distances of view i's points to view j (poses Pi,
+        Pj); pairs with incompatible normals (over 60 degrees apart) count as infinitely far."""
+        M = np.linalg.inv(Pj) @ Pi
+        a = _apply(M, loc_pts[i])  # view i's points in view j's frame
+        d, idx = loc_tree[j].query(a, k=1)
+        nj = loc_nrm[j][idx]
+        d = np.where(np.einsum("ij,ij->i", loc_nrm[i] @ M[:3, :3].T, nj) >= 0.5, d, np.inf)
+        return d, np.abs(np.einsum("ij,ij->i", a - loc_pts[j][idx], nj))
 
     pairs = []
     for i in range(n_views):
         for j in range(i + 1, n_views):
-            if (pair_distances(i, j)[0] < max_corr).mean() >= min_overlap:
+            if (pair_distances(i, j, K[i], K[j])[0] < max_corr).mean() >= min_overlap:
                 pairs.append((i, j))
 
     def residual(Ps):
@@ -209,16 +210,18 @@ def fuse_views(clouds, poses, *, hand_eye=None, part_pose=None, voxel_size: floa
         graph = _reg.PoseGraph()
         for i in range(n_views):
             graph.nodes.append(_reg.PoseGraphNode(K[i]))
-        crit = _reg.ICPConvergenceCriteria(max_iteration=int(icp_iterations))
         for i, j in tqdm(pairs, desc="fuse: pairs", disable=not progress, leave=False):
-            init = np.linalg.inv(K[j]) @ K[i]  # view i's frame -> view j's frame, kinematic
-            T = init
-            for dist in (max_corr, max_corr / 2.0):
-                T = np.asarray(_reg.registration_icp(down[i], down[j], dist, T,
-                                                     _reg.TransformationEstimationPointToPlane(), crit).transformation)
-            info = _reg.get_information_matrix_from_point_clouds(down[i], down[j], max_corr / 2.0, T)
+            T = np.linalg.inv(K[j]) @ K[i]  # view i's frame -> view j's frame, kinematic
+            try:
+                for dist in (max_corr, max_corr / 2.0, max_corr / 4.0):
+                    T, _ = similarity_icp(loc_pts[i], loc_pts[j], loc_nrm[j], init=T, max_distance=dist,
+                                          max_iterations=int(icp_iterations), with_scale=False,
+                                          target_tree=loc_tree[j], source_normals=loc_nrm[i])
+            except ValueError:
+                continue  # the pair drifted apart: no constraint
+            info = _reg.get_information_matrix_from_point_clouds(down[i], down[j], max_corr / 4.0, T)
             graph.edges.append(_reg.PoseGraphEdge(i, j, T, info, uncertain=True))
-        option = _reg.GlobalOptimizationOption(max_correspondence_distance=max_corr / 2.0,
+        option = _reg.GlobalOptimizationOption(max_correspondence_distance=max_corr / 4.0,
                                                edge_prune_threshold=0.25, reference_node=0)
         with o3d.utility.VerbosityContextManager(o3d.utility.VerbosityLevel.Error):
             _reg.global_optimization(graph, _reg.GlobalOptimizationLevenbergMarquardt(),
@@ -226,8 +229,9 @@ def fuse_views(clouds, poses, *, hand_eye=None, part_pose=None, voxel_size: floa
         opt = np.stack([np.asarray(graph.nodes[i].pose) for i in range(n_views)])
         # gauge: the rigid motion of the whole set that best agrees with all kinematic poses at
         # once (their independent errors average out) rather than trusting one anchor view
-        A = np.concatenate([_apply(opt[i], np.asarray(down[i].points)) for i in range(n_views)])
-        G = umeyama(A, np.concatenate(down_world), with_scale=False).transform
+        A = np.concatenate([_apply(opt[i], loc_pts[i]) for i in range(n_views)])
+        B = np.concatenate([_apply(K[i], loc_pts[i]) for i in range(n_views)])
+        G = umeyama(A, B, with_scale=False).transform
         opt = np.stack([G @ opt[i] for i in range(n_views)])
         for i in range(n_views):
             disp = np.linalg.norm(_apply(opt[i], views[i]) - world[i], axis=1).max()

@@ -138,7 +138,8 @@ def similarity_icp(source, target, target_normals, *, init=None, max_distance: f
                    max_iterations: int = 50, tolerance: float = 1e-7, with_scale: bool = True,
                    max_scale_step: float = 0.01, target_tree: cKDTree | None = None,
                    scale_bounds: tuple[float, float] | None = None,
-                   lateral_limit: float | None = None) -> tuple[np.ndarray, int]:
+                   lateral_limit: float | None = None, source_normals=None,
+                   max_normal_angle_deg: float = 60.0) -> tuple[np.ndarray, int]:
     """Point-to-plane ICP with an optional scale degree of freedom.
 
     Each iteration pairs every transformed source point with its nearest target point within
@@ -167,6 +168,10 @@ def similarity_icp(source, target, target_normals, *, init=None, max_distance: f
             curved surface by about ``curvature * lateral**2 / 2``, always on the same side of a
             convex part, which biases the scale (by 0.3 % on an 80 mm part sampled every 0.5 mm);
             pairs within one spacing keep that bias below 0.05 %.
+        source_normals: optional ``(N, 3)`` unit normals of ``source``; pairs whose normals
+            differ by more than ``max_normal_angle_deg`` are rejected (the two faces of a thin
+            wall, scanned from opposite sides, must not be pulled together).
+        max_normal_angle_deg: normal compatibility limit.
 
     Returns:
         ``(transform (4, 4), iterations)``.
@@ -181,6 +186,12 @@ def similarity_icp(source, target, target_normals, *, init=None, max_distance: f
         raise ValueError("target_normals must match target in shape")
     if not max_distance > 0:
         raise ValueError(f"max_distance must be > 0, got {max_distance}")
+    N0 = None
+    if source_normals is not None:
+        N0 = as_points(source_normals, name="source_normals")
+        if N0.shape != P0.shape:
+            raise ValueError("source_normals must match source in shape")
+    cos_max = float(np.cos(np.deg2rad(max_normal_angle_deg)))
     T = np.eye(4) if init is None else as_transform(init, name="init").copy()
     tree = target_tree if target_tree is not None else cKDTree(Q)
     extent = float(np.linalg.norm(P0.max(0) - P0.min(0))) or 1.0
@@ -189,6 +200,11 @@ def similarity_icp(source, target, target_normals, *, init=None, max_distance: f
         P = P0 @ T[:3, :3].T + T[:3, 3]
         d, idx = tree.query(P, k=1, distance_upper_bound=max_distance)
         m = np.isfinite(d)
+        if N0 is not None:
+            Rn = T[:3, :3] / np.cbrt(np.linalg.det(T[:3, :3]))
+            ok = np.zeros(len(P), dtype=bool)
+            ok[m] = np.einsum("ij,ij->i", N0[m] @ Rn.T, N[idx[m]]) >= cos_max
+            m = ok
         if m.sum() < 7:
             raise ValueError(f"similarity ICP: only {int(m.sum())} correspondences within {max_distance:g}")
         p, q, n = P[m], Q[idx[m]], N[idx[m]]
@@ -205,7 +221,9 @@ def similarity_icp(source, target, target_normals, *, init=None, max_distance: f
         if with_scale:
             cols.append(np.einsum("ij,ij->i", n, pc)[:, None])
         J = np.hstack(cols)
-        x, *_ = np.linalg.lstsq(J, -r, rcond=None)
+        # normal equations (6 or 7 unknowns): much faster than an SVD of the N x 7 Jacobian
+        H = J.T @ J
+        x = np.linalg.solve(H + 1e-12 * np.trace(H) * np.eye(len(H)), -(J.T @ r))
         w, dt = x[:3], x[3:6]
         s = 1.0 + (float(np.clip(x[6], -max_scale_step, max_scale_step)) if with_scale else 0.0)
         if with_scale and scale_bounds is not None:
