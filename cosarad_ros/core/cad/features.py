@@ -6,8 +6,10 @@ cosine similarity and a Euclidean similarity ``1 - |v1 - v2| / (|v1| + |v2|)``.
 
 Here the pose normalisation is a minimum-volume oriented bounding box (O'Rourke, "Finding minimal
 enclosing boxes", Int. J. Comput. Inf. Sci. 14(3), 1985, through ``trimesh.bounds.oriented_bounds``)
-refined by a local search on a *robust* box volume, so that sensor noise and stray points neither
-tilt the box nor inflate it. PCA (the paper's choice) is available as ``method="pca"``.
+and by the frame of the scan's largest plane (its normal plus the minimum-area rectangle of the
+points projected onto it, for machined parts whose flat faces fix the box), each refined by a
+local search on a *robust* box volume, so that sensor noise and stray points neither tilt the box
+nor inflate it. PCA (the paper's choice) is available as ``method="pca"``.
 
 Extents are sorted ascending, so ``dimensions = (width, height, length)`` with
 ``width <= height <= length`` and two boxes are compared axis by axis whatever the part's pose.
@@ -114,6 +116,41 @@ def _robust_extent(local: np.ndarray, quantile: float) -> tuple[np.ndarray, np.n
     return lo, hi
 
 
+def _plane_frame(pts: np.ndarray) -> np.ndarray | None:
+    """Box axes from the largest plane of the scan: its normal, and the minimum-area rectangle
+    of the points projected onto it (machined parts rest on / show a large flat face)."""
+    import open3d as o3d
+    import trimesh
+
+    diag = float(np.linalg.norm(np.ptp(pts, axis=0)))
+    pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts))
+    try:
+        model, inliers = pcd.segment_plane(distance_threshold=max(0.002 * diag, 1e-5), ransac_n=3,
+                                           num_iterations=200, seed=0)
+    except (RuntimeError, TypeError):
+        return None
+    if len(inliers) < 0.05 * len(pts):
+        return None
+    n = np.asarray(model[:3], dtype=np.float64)
+    n /= np.linalg.norm(n)
+    ref = np.array([1.0, 0.0, 0.0]) if abs(n[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
+    e1 = np.cross(n, ref)
+    e1 /= np.linalg.norm(e1)
+    e2 = np.cross(n, e1)
+    xy = pts @ np.column_stack([e1, e2])
+    try:
+        T2, _ = trimesh.bounds.oriented_bounds_2D(xy)
+    except Exception:  # degenerate projection
+        return None
+    R2 = np.asarray(T2)[:2, :2]
+    a1 = R2[0, 0] * e1 + R2[0, 1] * e2
+    a2 = R2[1, 0] * e1 + R2[1, 1] * e2
+    R = np.vstack([a1, a2, n])
+    if np.linalg.det(R) < 0:
+        R[2] *= -1
+    return R
+
+
 def _initial_rotations(pts: np.ndarray, method: str) -> list[np.ndarray]:
     """Candidate rotations ``R`` (rows = box axes in the input frame)."""
     centred = pts - pts.mean(axis=0)
@@ -127,13 +164,16 @@ def _initial_rotations(pts: np.ndarray, method: str) -> list[np.ndarray]:
 
     rots = [pca]
     hull_pts = pts
-    if len(pts) > 5000:  # the box only depends on the hull; a random subset keeps qhull fast
-        hull_pts = pts[np.random.default_rng(0).choice(len(pts), 5000, replace=False)]
+    if len(pts) > 10000:  # the box only depends on the hull; a random subset keeps qhull fast
+        hull_pts = pts[np.random.default_rng(0).choice(len(pts), 10000, replace=False)]
     try:
         to_origin, _ = trimesh.bounds.oriented_bounds(hull_pts, angle_digits=3)
         rots.insert(0, np.asarray(to_origin)[:3, :3])
     except Exception:  # qhull fails on degenerate (flat, collinear) inputs; PCA still works
         pass
+    plane = _plane_frame(hull_pts)
+    if plane is not None:
+        rots.append(plane)
     return rots
 
 
@@ -191,9 +231,12 @@ def _box(pts: np.ndarray, *, method: str, quantile: float, refine: bool, smooth_
 
     best_R, best_v = None, np.inf
     for R0 in _initial_rotations(pts, method):
+        v0 = volume_of(R0)
+        if v0 < best_v:
+            best_R, best_v = R0, v0
         R = R0
         if refine and method == "obb":
-            sub = c if len(c) <= 2000 else c[np.random.default_rng(seed).choice(len(c), 2000, replace=False)]
+            sub = c if len(c) <= 4000 else c[np.random.default_rng(seed).choice(len(c), 4000, replace=False)]
 
             def f(rv, R0=R0, sub=sub):
                 Rr = Rotation.from_rotvec(rv).as_matrix() @ R0
