@@ -150,6 +150,7 @@ def test_malformed_scans_are_refused(catalogue):
         CadClassifier(lib, aligner="magic")
 
 
+@pytest.mark.slow
 def test_structured_light_scans_are_classified(catalogue):
     """Scans of the project's structured-light simulator (0.25 mm noise at 0.75 m, occlusion by
     the projector, grazing-angle dropout) from four views above the part."""
@@ -159,7 +160,7 @@ def test_structured_light_scans_are_classified(catalogue):
     part = next(p for p in parts if p.family == "bracket")
     scene = SimulatedScene()
     scene.set_part(part.mesh, pose=np.eye(4))
-    sensor = make_sensor({"type": "motioncam", "scene": scene, "seed": 0, "resolution": [700, 500]})
+    sensor = make_sensor({"type": "motioncam", "scene": scene, "seed": 0, "resolution": [560, 400]})
     sensor.connect()
     pts = np.vstack([sensor.grab(default_viewpoint(scene, 0.75, elevation_deg=50, azimuth_deg=az)).points_world()
                      for az in (0, 90, 180, 270)])

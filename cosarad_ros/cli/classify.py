@@ -83,11 +83,19 @@ def run(args: argparse.Namespace) -> int:
     if args.defects:
         from cosarad_ros.core.cad import detect_defects
 
-        if res.transform is None or not res.candidates:
-            raise ValueError("no model to check defects against (empty library?)")
-        rules = yaml.safe_load(args.rules) if args.rules else None
+        if not res.candidates:
+            raise ValueError("no model to check defects against (the CAD library is empty)")
+        try:
+            rules = yaml.safe_load(args.rules) if args.rules else None
+        except yaml.YAMLError as exc:
+            raise ValueError(f"--rules is not valid YAML: {exc}") from None
         model = lib.get(res.reference_label)
-        report = detect_defects(scan, model, transform=res.transform, rules=rules)
+        transform = res.transform
+        if transform is None:  # no registration asked for (aligner none, no quality): align now
+            from cosarad_ros.core.cad import BoxIcpAligner
+
+            transform = BoxIcpAligner().align(scan, clf.scan_box(scan), model).transform
+        report = detect_defects(scan, model, transform=transform, rules=rules)
         out["defects"] = report.as_dict()["defects"]
         out["holes"] = report.as_dict()["holes"]
     if args.json:
