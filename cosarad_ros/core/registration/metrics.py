@@ -16,7 +16,7 @@ from scipy.spatial import cKDTree
 
 from ..geometry import as_points, as_transform
 
-__all__ = ["AlignmentScore", "score_alignment", "chamfer_one_sided", "constraint_strength"]
+__all__ = ["AlignmentScore", "score_alignment", "chamfer_one_sided", "constraint_strength", "scale_information"]
 
 
 @dataclass(frozen=True)
@@ -91,3 +91,31 @@ def constraint_strength(source, target_tree: cKDTree, target_normals, transform,
         cols.append(np.einsum("ij,ij->i", n, pc)[:, None] / L)
     J = np.hstack(cols)
     return np.linalg.eigvalsh(J.T @ J / len(J))
+
+
+def scale_information(source, target_tree: cKDTree, target_normals, transform, *, max_distance: float) -> float:
+    """Marginal information on the scale of a 7-dof point-to-plane registration, normalised.
+
+    ``1 / (H^-1)_ss`` of the normalised Hessian ``H = J^T J / N`` of :func:`constraint_strength`
+    (with scale): the information on the scale left after the best compensation by rotation and
+    translation. Views that show mostly planes (a plane is invariant under scaling about any of its
+    points) have little; then a residual bias of a few micrometres moves the scale estimate by
+    tenths of a percent. About 0.15 for a curved part, under 0.07 for a view of a bracket's faces.
+    """
+    src = as_points(source, name="source")
+    T = as_transform(transform)
+    N = np.asarray(target_normals, dtype=np.float64)
+    P = src @ T[:3, :3].T + T[:3, 3]
+    d, idx = target_tree.query(P, k=1, distance_upper_bound=max_distance)
+    m = np.isfinite(d)
+    if m.sum() < 7:
+        return 0.0
+    p, n = P[m], N[idx[m]]
+    pc = p - p.mean(axis=0)
+    L = float(np.sqrt(np.mean(np.einsum("ij,ij->i", pc, pc)))) or 1.0
+    J = np.hstack([np.cross(pc, n) / L, n, np.einsum("ij,ij->i", n, pc)[:, None] / L])
+    H = J.T @ J / len(J)
+    try:
+        return float(1.0 / np.linalg.inv(H)[6, 6])
+    except np.linalg.LinAlgError:
+        return 0.0
