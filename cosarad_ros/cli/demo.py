@@ -92,7 +92,7 @@ class _Cell:
             self.scanner,
             ViewpointPlannerNode(**kw(cad_library=cad, playback_speed=0.0, coverage_dir=str(out / "coverage"),
                                       seed=int(args.seed))),
-            RegistrationNode(**kw(cad_library=cad)),
+            RegistrationNode(**kw(cad_library=cad, outer_surface_only=False)),
             CadClassifierNode(**kw(library_dir=cad, dim_tolerance=0.002, max_shortfall=0.3)),
             AnomalyNode(**kw(cad_library=cad, cache_dir=str(out / "banks"), method=args.method,
                              n_templates=int(args.templates))),
