@@ -51,7 +51,7 @@ __all__ = [
 DEFECT_CLASSES = {"scratch": ("scratch",), "dent": ("sink",), "hole": ("hole_position", "hole_diameter")}
 # finding type -> evaluated class
 FINDING_CLASS = {"scratch": "scratch", "dent": "dent", "hole_position": "hole", "hole_diameter": "hole",
-                 "missing": "hole", "bulge": "bulge"}
+                 "missing": "hole", "hole": "hole", "bulge": "bulge"}
 # thresholds for the synthetic benchmark's subtle defects (0.1 mm deep scratches, 0.2 mm dents)
 TUNED_RULES: dict = {
     "hole": {},

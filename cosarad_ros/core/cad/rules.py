@@ -56,7 +56,7 @@ __all__ = [
     "HOLE_DEFECT_TYPES",
 ]
 
-HOLE_DEFECT_TYPES = ("hole_position", "hole_diameter", "missing")
+HOLE_DEFECT_TYPES = ("hole_position", "hole_diameter", "missing", "hole")
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,8 @@ class DefectFinding:
     """One defect (maps onto ``msg/Defect``).
 
     Attributes:
-        type: ``scratch``, ``dent``, ``bulge``, ``hole_position``, ``hole_diameter`` or ``missing``.
+        type: ``scratch``, ``dent``, ``bulge``, ``hole_position``, ``hole_diameter``, ``missing``
+            or ``hole`` (a dent / bulge in the column of a hole too obliquely seen to be measured).
         centroid: ``(3,)`` centre of its points [m] (model frame).
         extent: ``(3,)`` axis-aligned size of its points [m].
         score: largest absolute deviation [m] (surface defects) or the out-of-tolerance error [m]
@@ -101,7 +102,9 @@ class HoleMeasurement:
         centre_error: distance of the measured centre from the nominal one [m].
         diameter_error: measured minus nominal diameter [m].
         ok: within both tolerances (``False`` when missing; ``True`` when not observed).
-        method: ``"wall"`` or ``"boundary"`` (which points the final circle was fitted to).
+        method: ``"wall"`` or ``"boundary"`` (which points the final circle was fitted to), or
+            ``"coverage"`` (missing hole, or a hole narrower than the alpha shape can open,
+            measured where the material starts).
         fit_points: points of the final circle fit.
     """
 
@@ -549,6 +552,8 @@ class HoleRule(Rule):
         max_spacing: when no wall is seen, the hole is judged from its 2D boundary only if the
             points around it are at most this far apart [m]; ``None``: ``diameter_tolerance``.
             Otherwise it is reported as not observed.
+        min_wall_points: fewest wall points of a wall fit (which must also fit a circle to within
+            4 x the noise sigma, at least 0.05 mm).
     """
 
     name = "hole"
@@ -556,7 +561,7 @@ class HoleRule(Rule):
     def __init__(self, *, position_tolerance: float = 0.0006, diameter_tolerance: float = 0.0005,
                  alpha: float | None = None, slab: float | None = None, roi_margin: float | None = None,
                  wall_depth: float | None = None, min_points: int = 30, min_arc_deg: float = 120.0,
-                 max_spacing: float | None = None):
+                 max_spacing: float | None = None, min_wall_points: int = 20):
         if position_tolerance <= 0 or diameter_tolerance <= 0:
             raise ValueError("hole rule: position_tolerance and diameter_tolerance must be > 0")
         for n, v in (("alpha", alpha), ("slab", slab), ("roi_margin", roi_margin), ("wall_depth", wall_depth)):
@@ -573,6 +578,9 @@ class HoleRule(Rule):
         if max_spacing is not None and max_spacing <= 0:
             raise ValueError(f"hole rule: max_spacing must be > 0, got {max_spacing}")
         self.max_spacing = max_spacing
+        if min_wall_points < 3:
+            raise ValueError(f"hole rule: min_wall_points must be >= 3, got {min_wall_points}")
+        self.min_wall_points = int(min_wall_points)
 
     @staticmethod
     def _basis(axis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -629,8 +637,12 @@ class HoleRule(Rule):
                 best = (comp, c, r, cost)
         if hole.depth is not None:  # stay clear of the exit rim of a through hole
             wall = min(wall, hole.depth - 2.0 * slab)
-        # the hole column below the entry face is void in the CAD, so points there are wall points
-        column = np.flatnonzero((h < -0.5 * slab) & (h > -wall) & (rho < r0 + margin))
+        # the hole column below the entry face is void in the CAD, so points there are wall points,
+        # except points of other CAD surfaces that reach into the (wider) column: those lie on the
+        # nominal surface away from the nominal wall, and are left out
+        dthr = max(4.0 * ctx.noise_sigma, 0.0001)
+        column = np.flatnonzero((h < -0.5 * slab) & (h > -wall) & (rho < r0 + margin)
+                                & ((np.abs(ctx.deviation) > dthr) | (np.abs(rho - r0) < dthr)))
         if best is None:
             # no usable entry boundary (entry face seen too obliquely): fit the wall alone
             wall_only = self._wall_only(ctx, xy, column, r0, margin)
@@ -646,12 +658,24 @@ class HoleRule(Rule):
                 used = np.flatnonzero((rho < r0 + ctx.spacing) & (h > -(hole.depth or hole.diameter)) & (h <= slab))
                 return HoleMeasurement(hole, True, False, nan3, float("nan"), float("nan"), float("nan"),
                                        False, "coverage", int(len(used))), used
+            # material all around inside the nominal opening: the hole is narrower than nominal
+            # (too narrow for the alpha shape to open it); its radius is where material starts
+            r_in = r0 - max(0.5 * self.diameter_tolerance, 3.0 * ctx.noise_sigma)
+            rq = np.linalg.norm(q, axis=1)
+            ring = np.flatnonzero(rq < r_in)
+            if r_in > 0 and len(ring) >= 12 and self._arc_deg(q[ring], np.zeros(2)) >= 270.0:
+                ang = np.arctan2(q[ring, 1], q[ring, 0])
+                sectors = np.floor((ang + np.pi) / (2 * np.pi) * 12).astype(int) % 12
+                mins = [rq[ring][sectors == k].min() for k in range(12) if np.any(sectors == k)]
+                r_open = float(np.median(mins))
+                m = self._result(hole, np.zeros(2), r_open, u, v, "coverage", len(ring))
+                return m, roi[ring]
             return HoleMeasurement(hole, False, False, nan3, float("nan"), float("nan"), float("nan"), True), roi
         comp, c, r, _ = best
         method, n_fit, used = "boundary", len(comp), roi[comp]
         roi_spacing = float(np.median(ctx.local_spacing[roi]))
-        # refine on the wall: points below the entry face at about the fitted radius
-        wl = np.flatnonzero((h < -0.5 * slab) & (h > -wall))
+        # refine on the wall: points of the column at about the fitted radius
+        wl = column
         if len(wl):
             dr = np.abs(np.linalg.norm(xy[wl] - c, axis=1) - r)
             wl = wl[dr < max(3.0 * spacing, 0.25 * r0)]
@@ -664,7 +688,8 @@ class HoleRule(Rule):
                 wl = wl[keep]
                 cw, rw, rms = fit_circle(xy[wl], iterations=30)
             if np.linalg.norm(cw - c) < 0.5 * r0 and 0.5 * r < rw < 1.5 * r and \
-                    self._arc_deg(xy[wl], cw) >= self.min_arc_deg / 2:
+                    self._arc_deg(xy[wl], cw) >= self.min_arc_deg / 2 and len(wl) >= self.min_wall_points \
+                    and rms <= self._max_wall_rms(ctx):
                 c, r, method, n_fit, used = cw, rw, "wall", len(wl), np.concatenate([used, wl])
         if method == "boundary":
             wall_only = self._wall_only(ctx, xy, column, r0, margin)
@@ -681,14 +706,19 @@ class HoleRule(Rule):
 
     def _wall_only(self, ctx: InspectionContext, xy: np.ndarray, column: np.ndarray, r0: float, margin: float):
         """Robust circle through the points in the hole column: ``(centre, radius, indices)`` or None."""
-        if len(column) < 12:
+        if len(column) < self.min_wall_points:
             return None
-        c, r, _, kept = fit_circle_robust(xy[column], min_points=12, floor=max(3.0 * ctx.noise_sigma, 1e-5))
+        c, r, rms, kept = fit_circle_robust(xy[column], min_points=12, floor=max(3.0 * ctx.noise_sigma, 1e-5))
         wl = column[kept]
-        if (len(wl) >= 12 and np.linalg.norm(c) < r0 + margin / 2 and 0.3 * r0 < r < r0 + margin
-                and self._arc_deg(xy[wl], c) >= self.min_arc_deg / 2):
+        if (len(wl) >= self.min_wall_points and np.linalg.norm(c) < r0 + margin / 2 and 0.3 * r0 < r < r0 + margin
+                and self._arc_deg(xy[wl], c) >= self.min_arc_deg / 2 and rms <= self._max_wall_rms(ctx)):
             return c, r, wl
         return None
+
+    @staticmethod
+    def _max_wall_rms(ctx: InspectionContext) -> float:
+        """A wall fit worse than this is no wall (stray points of edges or other surfaces)."""
+        return max(4.0 * ctx.noise_sigma, 5e-5)
 
     def _result(self, hole: HoleSpec, c: np.ndarray, r: float, u: np.ndarray, v: np.ndarray, method: str,
                 n_fit: int) -> HoleMeasurement:
@@ -800,6 +830,41 @@ class RuleBasedInspector:
         return InspectionContext(points, model, dev, curv, sigma, spacing, tree, np.zeros(len(points), bool),
                                  local)
 
+    @staticmethod
+    def _attribute_to_holes(ctx: InspectionContext, findings: list[DefectFinding]) -> list[DefectFinding]:
+        """A dent or bulge centred in the column of a hole the hole rule could not measure (seen
+        too obliquely) is that hole deviating from the CAD: report one ``hole`` finding at the
+        hole's nominal centre instead."""
+        unmeasured = [m.hole for m in ctx.hole_measurements if not m.observed]
+        if not unmeasured:
+            return findings
+        out, per_hole = [], {}
+        for f in findings:
+            hole = None
+            if f.type in ("dent", "bulge"):
+                for hs in unmeasured:
+                    a = -hs.axis / np.linalg.norm(hs.axis)
+                    rel = f.centroid - hs.centre
+                    h = float(rel @ a)
+                    rho = float(np.linalg.norm(rel - h * a))
+                    depth = hs.depth or hs.diameter
+                    if rho < 0.5 * hs.diameter + 0.002 and -depth - 0.002 < h < 0.002:
+                        hole = hs
+                        break
+            if hole is None:
+                out.append(f)
+            else:
+                per_hole.setdefault(hole.name, (hole, []))[1].append(f)
+        for hole, fs in per_hole.values():
+            # one finding per hole, at the hole (like the measured holes), with all its points
+            idx = np.concatenate([f.indices for f in fs])
+            details = {"hole": hole.name, "surface_types": sorted({f.type for f in fs}),
+                       "nominal_centre": hole.centre.tolist(), "nominal_diameter": hole.diameter,
+                       "depth": max(float(f.details.get("depth", f.score)) for f in fs)}
+            out.append(DefectFinding("hole", hole.centre.copy(), np.ptp(ctx.points[idx], axis=0),
+                                     max(f.score for f in fs), int(len(idx)), idx, details))
+        return out
+
     def _merge_scratches(self, ctx: InspectionContext, findings: list[DefectFinding]) -> list[DefectFinding]:
         """Join scratch findings (from any rule) that continue each other: closer than
         ``merge_distance`` and still long and narrow together (a groove seen in pieces)."""
@@ -846,6 +911,7 @@ class RuleBasedInspector:
             findings.extend(rule.find(ctx))
         holes = tuple(ctx.hole_measurements)
         findings = self._merge_scratches(ctx, findings)
+        findings = self._attribute_to_holes(ctx, findings)
         findings.sort(key=lambda f: -f.score)
         # map back to the full scan's indices
         findings = [DefectFinding(f.type, f.centroid, f.extent, f.score, f.point_count, sel[f.indices], f.details)
