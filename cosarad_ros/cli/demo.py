@@ -19,7 +19,6 @@ import json
 import shutil
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -56,83 +55,6 @@ def _prepare_out(out: Path) -> None:
     (out / MARKER).write_text("written by cosarad demo; the next run replaces this folder\n")
 
 
-class _Cell:
-    """The nodes of the cell in one process, spinning in a background thread."""
-
-    def __init__(self, out: Path, scenario, args, *, part_pose):
-        import rclpy
-        import yaml
-        from rclpy.executors import MultiThreadedExecutor
-        from rclpy.parameter import Parameter
-
-        from cosarad_ros.core.sensors import SimulatedScene
-        from cosarad_ros.core.templates import cell_sensor_options
-        from cosarad_ros.ros.anomaly_node import AnomalyNode
-        from cosarad_ros.ros.cad_classifier_node import CadClassifierNode
-        from cosarad_ros.ros.inspection_manager import InspectionManager
-        from cosarad_ros.ros.registration_node import RegistrationNode
-        from cosarad_ros.ros.scanner_node import ScannerNode
-        from cosarad_ros.ros.viewpoint_planner_node import ViewpointPlannerNode
-
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-
-        def kw(**params):
-            return {"context": self.context,
-                    "parameter_overrides": [Parameter(k, value=v) for k, v in params.items()]}
-
-        cad = str(scenario.cad_dir)
-        sensor_opts = {k: list(v) if isinstance(v, tuple) else v for k, v in cell_sensor_options().items()}
-        self.scene = SimulatedScene.inspection_cell()
-        pose_list = [float(x) for x in part_pose]
-        self.scanner = ScannerNode(scene=self.scene, **kw(sensor_type="motioncam", seed=int(args.seed),
-                                                          **{"sim.rest_on_support": False},
-                                                          sensor_options=yaml.safe_dump(sensor_opts)))
-        self.nodes = [
-            self.scanner,
-            ViewpointPlannerNode(**kw(cad_library=cad, playback_speed=0.0, coverage_dir=str(out / "coverage"),
-                                      seed=int(args.seed))),
-            RegistrationNode(**kw(cad_library=cad, outer_surface_only=False)),
-            CadClassifierNode(**kw(library_dir=cad, dim_tolerance=0.002, max_shortfall=0.3)),
-            AnomalyNode(**kw(cad_library=cad, cache_dir=str(out / "banks"), method=args.method,
-                             n_templates=int(args.templates))),
-            InspectionManager(**kw(part_pose=pose_list)),
-        ]
-        self.executor = MultiThreadedExecutor(num_threads=8, context=self.context)
-        for n in self.nodes:
-            self.executor.add_node(n)
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _spin(self):
-        while self.context.ok():
-            try:
-                self.executor.spin_once(timeout_sec=0.05)
-            except Exception:  # shutting down
-                if not self.context.ok():
-                    return
-                raise
-
-    def add(self, node):
-        self.nodes.append(node)
-        self.executor.add_node(node)
-        return node
-
-    def close(self):
-        import rclpy
-
-        for n in self.nodes:
-            try:
-                self.executor.remove_node(n)
-                n.destroy_node()
-            except Exception:  # noqa: BLE001 - best effort on the way out
-                pass
-        self.executor.shutdown(timeout_sec=2.0)
-        if self.context.ok():
-            rclpy.shutdown(context=self.context)
-        self._thread.join(timeout=3.0)
-
-
 def _wait(future, timeout: float, what: str):
     end = time.monotonic() + timeout
     while not future.done():
@@ -164,6 +86,7 @@ def run(args) -> int:
     from cosarad_ros.ros.bag import BagWriter
     from cosarad_ros.ros.node_utils import LATCHED_QOS
     from cosarad_ros.ros.result_msgs import outcome_from_msg
+    from cosarad_ros.ros.sim_cell import SimulatedCell
     from cosarad_ros.srv import LoadPart
 
     out = Path(args.out)
@@ -174,7 +97,8 @@ def run(args) -> int:
                                   good_per_type=args.good_per_type, seed=args.seed,
                                   progress=lambda m: print(f"[demo]   {m}", flush=True))
     p, q = matrix_to_pose(CellModel.default().part_pose())
-    cell = _Cell(out, scenario, args, part_pose=[*p, *q])
+    cell = SimulatedCell(scenario.cad_dir, part_pose=[*p, *q], seed=args.seed, method=args.method,
+                         n_templates=args.templates, work_dir=out)
     bag = BagWriter(out / "inspection_results")
     outcomes, rows = [], []
     try:

@@ -1,0 +1,101 @@
+"""End to end: the simulated cell's six nodes over real DDS inspect real parts.
+
+A good part comes back PASS, a part with an injected bulge FAIL with a defect near the bulge, a
+sensor that stops answering INCONCLUSIVE (never PASS), and the nodes keep running after
+malformed clouds on their inputs. One cell start-up serves every check (it is the slow test).
+"""
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy")
+from rclpy.action import ActionClient  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from sensor_msgs.msg import PointCloud2, PointField  # noqa: E402
+
+from cosarad_ros.action import InspectPart  # noqa: E402
+from cosarad_ros.core.cellsim import make_cell_scenario  # noqa: E402
+from cosarad_ros.core.geometry import matrix_to_pose  # noqa: E402
+from cosarad_ros.core.planning import CellModel  # noqa: E402
+from cosarad_ros.msg import InspectionResult  # noqa: E402
+from cosarad_ros.ros.node_utils import LATCHED_QOS, SENSOR_QOS  # noqa: E402
+from cosarad_ros.ros.sim_cell import SimulatedCell  # noqa: E402
+from cosarad_ros.srv import LoadPart, RegisterCloud  # noqa: E402
+
+METHOD = "cosarad"
+
+
+def _wait(fut, timeout, what):
+    end = time.monotonic() + timeout
+    while not fut.done():
+        assert time.monotonic() < end, f"{what} did not finish within {timeout} s"
+        time.sleep(0.02)
+    return fut.result()
+
+
+def _malformed_cloud():
+    msg = PointCloud2(height=1, width=100, point_step=12, row_step=1200)
+    msg.header.frame_id = "part"
+    msg.fields = [PointField(name=c, offset=4 * i, datatype=PointField.FLOAT32, count=1) for i, c in enumerate("xyz")]
+    msg.data = bytes(600)  # half of what the header promises
+    return msg
+
+
+@pytest.mark.slow
+def test_cell_passes_good_fails_defective_and_survives_faults(tmp_path):
+    scenario = make_cell_scenario(tmp_path / "cell", families=["pocket_block"], defects=["bulge"], seed=1)
+    good = next(p for p in scenario.parts if p.expected == "PASS")
+    bad = next(p for p in scenario.parts if p.expected == "FAIL")
+    p, q = matrix_to_pose(CellModel.default().part_pose())
+    with SimulatedCell(scenario.cad_dir, part_pose=[*p, *q], method=METHOD, n_templates=4,
+                       work_dir=tmp_path) as cell:
+        driver = cell.add(Node("e2e_driver", context=cell.context))
+        results = []
+        driver.create_subscription(InspectionResult, "/inspection/result", results.append, LATCHED_QOS)
+        action = ActionClient(driver, InspectPart, "/inspection_manager/inspect")
+        load = driver.create_client(LoadPart, "/scanner_node/load_part")
+        assert action.wait_for_server(timeout_sec=60) and load.wait_for_service(timeout_sec=60)
+
+        def inspect(part, part_id=None):
+            r = _wait(load.call_async(LoadPart.Request(mesh_path=part.mesh_path, part_id=part.part_id)), 60, "load")
+            assert r.success, r.message
+            handle = _wait(action.send_goal_async(InspectPart.Goal(part_id=part_id or part.part_id)), 30, "goal")
+            assert handle.accepted
+            return _wait(handle.get_result_async(), 900, "inspection").result.result
+
+        ok = inspect(good)
+        assert ok.verdict_text == "PASS", ok.reason
+        assert ok.part_type == good.part_type  # classified from the scan
+        assert {t.stage for t in ok.timings} >= {"plan", "move", "scan", "fuse", "classify", "register", "detect"}
+        assert ok.scored_cloud.width > 1000 and "anomaly_score" in [f.name for f in ok.scored_cloud.fields]
+
+        ko = inspect(bad)
+        assert ko.verdict_text == "FAIL", f"bulge missed: {ko.reason} score {ko.object_score} thr {ko.threshold}"
+        centre = np.asarray(bad.defect["centre"])
+        dists = [np.linalg.norm(np.array([d.centroid.x, d.centroid.y, d.centroid.z]) - centre) for d in ko.defects]
+        assert dists and min(dists) < 0.015, f"no defect near the injected bulge at {centre}: {dists}"
+
+        # malformed input: a topic callback and a service both refuse it; the nodes keep running
+        pub = driver.create_publisher(PointCloud2, "/anomaly_node/cloud_in", SENSOR_QOS)
+        anomaly = cell.node("anomaly_node")
+        before = anomaly.error_count
+        for _ in range(20):
+            pub.publish(_malformed_cloud())
+            time.sleep(0.05)
+            if anomaly.error_count > before:
+                break
+        assert anomaly.error_count > before
+        cli = driver.create_client(RegisterCloud, "/registration_node/register")
+        resp = _wait(cli.call_async(RegisterCloud.Request(source=_malformed_cloud(), reference=good.part_type)),
+                     30, "register")
+        assert not resp.success and "bytes" in resp.message
+
+        # the sensor stops answering: INCONCLUSIVE with the reason, never PASS
+        cell.scanner.sensor.unplug()
+        lost = inspect(good, "lost-sensor")
+        assert lost.verdict_text == "INCONCLUSIVE" and "scan" in lost.reason, lost.reason
+        cell.scanner.sensor.plug_in()
+
+    # every verdict was published on /inspection/result
+    assert [m.verdict_text for m in results][-3:] == ["PASS", "FAIL", "INCONCLUSIVE"]
