@@ -32,6 +32,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+from rcl_interfaces.msg import ParameterType
 from rclpy.node import Node
 from sensor_msgs.msg import PointCloud2
 
@@ -43,15 +44,16 @@ from cosarad_ros.ros.node_utils import (RELIABLE_QOS, Param, declare_parameters,
                                         unit_interval)
 from cosarad_ros.srv import RegisterCloud
 
-_STRINGS = 9  # rcl_interfaces.msg.ParameterType.PARAMETER_STRING_ARRAY
+_STRINGS = ParameterType.PARAMETER_STRING_ARRAY
 
 
 def _name_path_list(v) -> bool:
-    return all(isinstance(e, str) and "=" in e and e.split("=", 1)[0].strip() and e.split("=", 1)[1].strip()
-               for e in v)
+    return all(isinstance(e, str) and (e == "" or ("=" in e and e.split("=", 1)[0].strip()
+                                                    and e.split("=", 1)[1].strip())) for e in v)
 
 
-_name_path_list.text = "must be entries 'name=/path/to/cloud_or_mesh'"  # type: ignore[attr-defined]
+_name_path_list.text = (  # type: ignore[attr-defined]
+    "must be entries 'name=/path/to/cloud_or_mesh' (empty strings are ignored)")
 
 PARAMS = (
     Param("voxel_size", 0.0, "Working voxel edge [m]; 0: target bounding-box diagonal / 50", check=non_negative),
@@ -71,7 +73,8 @@ PARAMS = (
           check=non_negative),
     Param("max_refine_points", 40000, "Source points used by the final ICP (random subset above)", check=positive),
     Param("seed", 0, "Random seed", check=non_negative),
-    Param("references", [], "Named references 'name=/path' (clouds or meshes, metres unless mesh_scale)",
+    # default [""] rather than []: an empty list default makes rclpy type the parameter as a byte array
+    Param("references", [""], "Named references 'name=/path' (clouds or meshes, metres unless mesh_scale)",
           check=_name_path_list, type_=_STRINGS),
     Param("reference_dir", "", "Folder of references <name>.<pcd|ply|xyz|stl|obj|...>"),
     Param("cad_library", "", "CAD library folder used for names not found above"),
@@ -80,6 +83,7 @@ PARAMS = (
     Param("mesh_scale", 1.0, "Scale applied to mesh / cloud reference files (0.001 for millimetre files)",
           check=positive),
     Param("outer_surface_only", True, "Keep only the outer (scannable) surface of mesh references"),
+    Param("reference_frame", "part", "Frame of the named references: frame_id of the aligned cloud for them"),
     Param("publish_aligned", True, "Republish aligned clouds on ~/aligned"),
 )
 
@@ -101,6 +105,8 @@ class RegistrationNode(Node):
     # ------------------------------------------------------------------ references
     def _reference_file(self, name: str) -> Path | None:
         for entry in self.p.references:
+            if not entry:
+                continue
             key, path = (s.strip() for s in entry.split("=", 1))
             if key == name:
                 p = Path(os.path.expanduser(path))
@@ -196,6 +202,7 @@ class RegistrationNode(Node):
                 if not name:
                     raise ValueError("no target cloud and no reference name (and default_reference is empty)")
                 tgt = self.reference(name)
+                target_frame = self.p.reference_frame
             p = self.p
             res = register(src, tgt, voxel_size=p.voxel_size or None, attempts=p.attempts,
                            allow_scale=bool(request.allow_scale), global_method=p.global_method,
@@ -229,9 +236,12 @@ class RegistrationNode(Node):
                                                  stamp=request.source.header.stamp)
         if self.p.publish_aligned:
             self.aligned_pub.publish(response.aligned)
-        level = self.get_logger().info if res.ok else self.get_logger().warning
-        level(f"register: {'ok' if res.ok else 'FAILED ' + res.reason} fitness {res.fitness:.3f} "
-              f"chamfer {res.chamfer * 1000:.3f} mm in {res.time_s:.2f} s")
+        summary = f"fitness {res.fitness:.3f} chamfer {res.chamfer * 1000:.3f} mm in {res.time_s:.2f} s"
+        # separate call sites: rclpy refuses one logging call site used with two severities
+        if res.ok:
+            self.get_logger().info(f"register: ok, {summary}")
+        else:
+            self.get_logger().warning(f"register: FAILED ({res.reason}), {summary}")
         return response
 
 
