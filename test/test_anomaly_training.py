@@ -127,3 +127,23 @@ def test_short_training_lowers_loss_and_resumes(tmp_path):
     assert ck["epoch"] == 3
     with open(os.path.join(out2, "history.json")) as f:
         assert len(json.load(f)) == 4
+
+
+def test_synthetic_defects_change_the_patch_locally():
+    from cosarad_ros.core.anomaly.augment import SYNTHETIC_DEFECTS, synthetic_defect
+
+    rng = np.random.default_rng(4)
+    flat = _patch_triplets(1, 512)[0, 1].astype(np.float64)
+    for kind in SYNTHETIC_DEFECTS:
+        d = synthetic_defect(flat, rng, kind=kind, height=(0.3, 0.3), radius=(0.6, 0.6))
+        assert d.shape == flat.shape
+        if kind == "hole":
+            # points inside the hole are gone (the patch is resampled from the rest)
+            gone = np.array([not (np.abs(d - q).sum(1) < 1e-9).any() for q in flat])
+            assert gone.sum() > 10
+        else:
+            moved = np.linalg.norm(d - flat, axis=1)
+            assert 0.25 < moved.max() <= 0.3 + 1e-9
+            assert (moved > 1e-6).mean() < 0.6  # local: most of the patch is untouched
+    with pytest.raises(ValueError):
+        synthetic_defect(flat, rng, kind="dent2")

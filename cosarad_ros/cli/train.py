@@ -60,10 +60,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tr.add_argument("--feature-dim", type=int, default=64)
     tr.add_argument("--centres-per-defect", type=int, default=6)
     tr.add_argument("--combos", type=int, default=2, help="(anchor, positive) pairs per centre")
+    tr.add_argument("--weak", type=int, default=200,
+                    help="synthetic-defect (weak objective) triplets per class (0: only labelled defects)")
     tr.add_argument("--patch-radius-rel", type=float, default=0.06,
                     help="patch radius / reference bounding-box diagonal (the detector's default)")
     tr.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke runs)")
     tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    tr.add_argument("--export", action="store_true",
+                    help="only write OUT/model.safetensors from the best epoch of an interrupted run")
     tr.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     tr.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     tr.add_argument("--seed", type=int, default=0)
@@ -79,11 +83,17 @@ def run(args: argparse.Namespace) -> int:
     from cosarad_ros.core.anomaly.evaluation import fold_classes
     from cosarad_ros.core.anomaly.training import TrainConfig, TripletConfig, TripletSet, build_triplets, train
 
+    if args.export:
+        from cosarad_ros.core.anomaly.training import export_model
+
+        path = export_model(args.out, info_extra={"command": "cosarad train --export --out " + args.out})
+        print(f"model written to {path}")
+        return 0
     if args.epochs < 1 or args.batch_size < 2:
         raise ValueError("--epochs must be >= 1 and --batch-size >= 2")
     os.makedirs(args.out, exist_ok=True)
     tcfg = TripletConfig(patch_radius_rel=args.patch_radius_rel, centres_per_defect=args.centres_per_defect,
-                         combos_per_centre=args.combos, seed=args.seed)
+                         combos_per_centre=args.combos, weak_per_class=args.weak, seed=args.seed)
     cfg = TrainConfig(backbone=args.backbone, feature_dim=args.feature_dim, epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, margin=args.margin, num_threads=args.threads,
                       device=args.device, seed=args.seed)

@@ -16,7 +16,7 @@ import numpy as np
 from ..geometry import random_rotation
 from .patches import PATCH_UNITS_RADIUS, fps_order, resample_patch
 
-__all__ = ["AugmentConfig", "augment_triplets", "edge_crop"]
+__all__ = ["AugmentConfig", "augment_triplets", "edge_crop", "synthetic_defect", "SYNTHETIC_DEFECTS"]
 
 
 @dataclass(frozen=True)
@@ -100,3 +100,50 @@ def augment_triplets(triplets: np.ndarray, rng: np.random.Generator, cfg: Augmen
     if cfg.fps_prefix > 0:
         out = fps_order(out.reshape(B * 3, n, 3), cfg.fps_prefix).reshape(B, 3, n, 3)
     return out
+
+
+SYNTHETIC_DEFECTS = ("bump", "dent", "scratch", "hole")
+
+
+def synthetic_defect(patch: np.ndarray, rng: np.random.Generator, *, kind: str | None = None,
+                     height: tuple[float, float] = (0.04, 0.5), radius: tuple[float, float] = (0.3, 1.0),
+                     R: float = PATCH_UNITS_RADIUS) -> np.ndarray:
+    """A geometric defect made in a good patch (patch units), for the weak training objective.
+
+    ``bump`` / ``dent``: points within ``r`` of a spot near the centre move along the local surface
+    normal by ``+-h (1 - (d / r)^2)^2``; ``scratch``: a groove of width ``r / 3`` and depth ``h``
+    along a random tangent line; ``hole``: points within ``r`` of the spot are removed (the patch is
+    resampled back to its size). ``h`` is log-uniform in ``height``, ``r`` uniform in ``radius``;
+    the spot lies within ``0.5 R`` of the centre so the defect is inside the patch.
+
+    Returns ``(n, 3)``.
+    """
+    p = np.asarray(patch, dtype=np.float64)
+    n = len(p)
+    kind = kind or SYNTHETIC_DEFECTS[int(rng.integers(len(SYNTHETIC_DEFECTS)))]
+    if kind not in SYNTHETIC_DEFECTS:
+        raise ValueError(f"unknown synthetic defect {kind!r}; choose from {SYNTHETIC_DEFECTS}")
+    near = np.nonzero(np.linalg.norm(p, axis=1) < 0.5 * R)[0]
+    c = p[rng.choice(near)] if near.size else p[int(np.argmin(np.linalg.norm(p, axis=1)))]
+    r = rng.uniform(*radius)
+    h = float(np.exp(rng.uniform(np.log(height[0]), np.log(height[1]))))
+    local = p[np.linalg.norm(p - c, axis=1) < max(r, 0.4)]
+    q = local - local.mean(0) if len(local) >= 3 else p - p.mean(0)
+    normal = np.linalg.svd(q, full_matrices=False)[2][-1]
+    if kind == "hole":
+        keep = np.linalg.norm(p - c, axis=1) > r
+        kept = p[keep] if keep.sum() >= 0.3 * n else p
+        return resample_patch(kept, n, rng)
+    if kind == "scratch":
+        t = np.cross(normal, rng.normal(size=3))
+        t /= max(np.linalg.norm(t), 1e-12)
+        rel = p - c
+        along = rel @ t
+        across = np.linalg.norm(rel - np.outer(along, t) - np.outer(rel @ normal, normal), axis=1)
+        w = max(r / 3.0, 0.08)
+        prof = np.clip(1.0 - (across / w) ** 2, 0.0, None) * (np.abs(along) < 2.0 * r)
+        return p - (h * prof)[:, None] * normal
+    d = np.linalg.norm(p - c, axis=1)
+    prof = np.clip(1.0 - (d / r) ** 2, 0.0, None) ** 2
+    sign = 1.0 if kind == "bump" else -1.0
+    return p + (sign * h * prof)[:, None] * normal

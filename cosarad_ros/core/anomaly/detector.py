@@ -16,7 +16,10 @@ the project's issue 4, which lists the paper's facts):
 6. defects: connected groups of points whose score exceeds the patch threshold.
 
 Threshold calibration (no defective example needed): every template is scored against a bank of
-the other templates (leave-one-out); the good-patch scores are summarised robustly (median and
+the other templates (leave-one-out). For partial scans the left-out template is first cut to
+simulated partial views (hidden point removal from ``calibration_views`` random directions) and
+scored exactly like a test scan, view matching included, because full-template scores are
+tighter than those of real partial scans. The good-patch scores are summarised robustly (median and
 1.4826 x MAD), a Gaussian tail is assumed, and the object threshold is the ``1 - false_alarm_rate``
 quantile of the object score of a good part with ``n_eff`` scored patches (Monte Carlo for the
 top-k aggregators; for ``max`` that is ``median + z sigma`` with ``z = Phi^-1((1 - a)^(1 / n_eff))``).
@@ -24,6 +27,7 @@ The same ``median + z sigma`` is the per-patch / per-point threshold that delimi
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -50,7 +54,7 @@ METHODS = {"cosarad": ("cosarad", "local"), "fpfh": ("fpfh", "local"), "global-b
 #: the fewest points a scan (or template) may have
 MIN_SCAN_POINTS = 50
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -122,10 +126,12 @@ class PartBank:
         patch_threshold: per-patch / per-point threshold.
         loo_scores: ``(G, P)`` leave-one-out patch scores of the templates.
         key: cache key (method, extractor, parameters, template data).
-        templates: the ``G`` registered (thinned) templates behind the bank columns.
-        counts: ``(P, G)`` raw points of each template patch.
+        templates: the ``G`` registered (thinned) templates behind the first ``G`` bank columns.
+        counts: ``(P, G')`` raw points of each bank member's patch.
         view_reference: ``(K, 3)`` thinned reference used to estimate a scan's views.
         template_nn: per template, the index of each point's nearest ``view_reference`` point.
+        groups: ``(G',)`` the template each bank column comes from: the ``G`` full templates
+            first, then ``bank_views`` simulated partial views of each.
     """
 
     part_type: str
@@ -141,6 +147,7 @@ class PartBank:
     counts: np.ndarray | None = None
     view_reference: np.ndarray | None = None
     template_nn: tuple = ()
+    groups: np.ndarray | None = None
 
 
 def calibrate_threshold(loo_scores, *, aggregator: str = "max", top_k: int = 3, n_eff: int = 128,
@@ -250,6 +257,10 @@ class AnomalyDetector:
             ``full_coverage`` of the reference are compared with the full templates.
         full_coverage: see ``view_matching``.
         view_points: points of the thinned reference used for view estimation.
+        calibration_views: simulated partial views per template for threshold calibration
+            (``partial_scans`` only; 0: calibrate on full templates' leave-one-out scores).
+        bank_views: simulated partial views (hidden point removal) of each template added to the
+            banks (``partial_scans`` only; an addition to the paper, see ``docs/anomaly.md``).
     """
 
     def __init__(self, method: str = "cosarad", model: str | None = None, *, patch_radius: float | None = None,
@@ -260,7 +271,7 @@ class AnomalyDetector:
                  max_template_points: int = 60_000, min_region_points: int = 10, device: str = "cpu",
                  batch_size: int = 128, num_threads: int | None = None, seed: int = 0,
                  fpfh: dict | None = None, view_matching: bool = True, full_coverage: float = 0.85,
-                 view_points: int = 3000):
+                 view_points: int = 3000, calibration_views: int = 2, bank_views: int = 3):
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose from {sorted(METHODS)}")
         if aggregator not in AGGREGATORS:
@@ -292,6 +303,8 @@ class AnomalyDetector:
         self.view_matching = bool(view_matching)
         self.full_coverage = float(full_coverage)
         self.view_points = int(view_points)
+        self.calibration_views = int(calibration_views)
+        self.bank_views = int(bank_views)
         feat_name, self.bank_kind = METHODS[method]
         if feat_name == "cosarad":
             self.extractor: PatchFeatureExtractor = make_extractor(
@@ -359,14 +372,16 @@ class AnomalyDetector:
                   "aggregator": self.aggregator, "top_k": self.top_k, "far": self.false_alarm_rate,
                   "partial": self.partial_scans, "reg": self.registration_attempts, "register": self.register,
                   "max_pts": self.max_template_points, "seed": self.seed,
-                  "view_points": self.view_points}
+                  "view_points": self.view_points, "calibration_views": self.calibration_views,
+                  "bank_views": self.bank_views}
         h.update(json.dumps(params, sort_keys=True).encode())
         for t in templates:
             h.update(np.ascontiguousarray(t, dtype=np.float32).tobytes())
         return h.hexdigest()
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, part_type: str, templates, *, cache_dir: str | None = None, progress: bool = False) -> PartBank:
+    def fit(self, part_type: str, templates, *, cache_dir: str | None = None, progress: bool = False,
+            aligned: bool = False) -> PartBank:
         """Build (or load from ``cache_dir``) the memory banks of ``part_type``.
 
         Args:
@@ -376,6 +391,7 @@ class AnomalyDetector:
             cache_dir: folder for the banks (``<part_type>-<key>.npz``); reused when the method,
                 model, parameters and template data match.
             progress: tqdm bar over the templates.
+            aligned: the templates are already in the first template's frame (skip registering them).
 
         Raises:
             ValueError: empty part type, fewer than 2 (3 for Cohen's-d calibration) valid templates,
@@ -391,7 +407,7 @@ class AnomalyDetector:
         if len(tmpl) < need:
             raise ValueError(f"part type '{part_type}' has {len(tmpl)} template(s); the {self.method} "
                              f"method needs at least {need}")
-        key = self._cache_key(tmpl)
+        key = self._cache_key(tmpl) + ("-aligned" if aligned else "")
         path = None
         if cache_dir:
             path = os.path.join(cache_dir, f"{_safe_name(part_type)}-{key[:20]}.npz")
@@ -402,13 +418,14 @@ class AnomalyDetector:
                     return pb
                 except ValueError as exc:
                     warnings.warn(f"ignoring unreadable bank cache {path}: {exc}")
-        pb = self._build(part_type, tmpl, key, progress=progress)
+        pb = self._build(part_type, tmpl, key, progress=progress, aligned=aligned)
         self._parts[part_type] = pb
         if path:
             self._save_bank(path, pb)
         return pb
 
-    def _build(self, part_type: str, tmpl: list[np.ndarray], key: str, *, progress: bool) -> PartBank:
+    def _build(self, part_type: str, tmpl: list[np.ndarray], key: str, *, progress: bool,
+               aligned: bool = False) -> PartBank:
         from tqdm.auto import tqdm
 
         ref = tmpl[0]
@@ -417,7 +434,7 @@ class AnomalyDetector:
         centres = sub[farthest_point_sampling(sub, self.num_patches)]
         feats, valid, counts, regs = [], [], [], []
         for g, t in enumerate(tqdm(tmpl, desc=f"banks {part_type}", disable=not progress, leave=False)):
-            if g > 0 and self.register:
+            if g > 0 and self.register and not aligned:
                 res = self._register(t, ref)
                 if not res.ok:
                     warnings.warn(f"template {g} of '{part_type}' did not register onto the reference "
@@ -433,19 +450,79 @@ class AnomalyDetector:
         need = 3 if self.bank_kind == "local" else 2
         if len(regs) < need:
             raise ValueError(f"only {len(regs)} template(s) of '{part_type}' registered onto the reference; need {need}")
-        F = np.stack(feats, axis=1)  # (P, G, d)
+        groups = list(range(len(regs)))
+        if self.partial_scans and self.bank_views > 0:
+            # simulated partial views of every template join the bank, so the bank's own spread
+            # covers what a partial view does to a patch (an addition to the paper)
+            from .visibility import fibonacci_directions, hpr_visible
+
+            dirs = fibonacci_directions(4 * self.bank_views + 6)
+            for g, t in enumerate(regs):
+                c = 0.5 * (t.max(0) + t.min(0))
+                diag = float(np.linalg.norm(t.max(0) - t.min(0)))
+                pick = self._rng(300 + g).choice(len(dirs), self.bank_views, replace=False)
+                for v, k in enumerate(pick):
+                    view = t[hpr_visible(t, c + 3.0 * diag * dirs[k])]
+                    ps = extract_patches(view, centres, radius=radius, num_points=self.patch_points,
+                                         min_points="partial", rng=self._rng(400 + 10 * g + v))
+                    feats.append(self._features(ps))
+                    valid.append(ps.valid)
+                    counts.append(ps.counts)
+                    groups.append(g)
+        F = np.stack(feats, axis=1)  # (P, G', d)
         V = np.stack(valid, axis=1)
         bank = make_bank(self.bank_kind, F, V, min_std=self.min_std)
         loo = bank.leave_one_out()
-        thr, pthr = self._calibrate(loo)
         vref = sub[farthest_point_sampling(sub, self.view_points)].astype(np.float32)
         tree = cKDTree(vref)
         nn = tuple(tree.query(t, k=1)[1].astype(np.int32) for t in regs)
-        return PartBank(part_type, ref.astype(np.float32), centres, float(radius), bank, thr, pthr, loo, key,
-                        tuple(regs), np.stack(counts, axis=1), vref, nn)
-
-    def _calibrate(self, loo: np.ndarray) -> tuple[float, float]:
+        pb = PartBank(part_type, ref.astype(np.float32), centres, float(radius), bank, np.nan, np.nan, loo, key,
+                      tuple(regs), np.stack(counts, axis=1), vref, nn, np.asarray(groups))
         n_eff = self.num_patches // 2 if self.partial_scans else self.num_patches
+        if self.partial_scans and self.calibration_views > 0 and len(regs) >= need + 1:
+            loo, n_eff = self._partial_loo(pb)
+        thr, pthr = self._calibrate(loo, n_eff)
+        return dataclasses.replace(pb, threshold=thr, patch_threshold=pthr, loo_scores=loo)
+
+    def _partial_loo(self, pb: PartBank) -> tuple[np.ndarray, int]:
+        """Good-patch scores of simulated partial views of each template (hidden point removal from
+        ``calibration_views`` random directions) against a bank of the other templates, scored
+        exactly like a test scan (view matching included). Returns ``(scores (G * V, P), n_eff)``."""
+        from .visibility import fibonacci_directions, hpr_visible
+
+        rng = self._rng(4242)
+        G = len(pb.templates)
+        groups = pb.groups if pb.groups is not None else np.arange(G)
+        rows, n_valid = [], []
+        for g in range(G):
+            keep = [i for i in range(G) if i != g]
+            rest = keep + [i for i in range(G, len(groups)) if groups[i] != g]  # full templates first
+            sub = dataclasses.replace(
+                pb, bank=make_bank(self.bank_kind, pb.bank.features[:, rest], pb.bank.valid[:, rest],
+                                   min_std=self.min_std),
+                templates=tuple(pb.templates[i] for i in keep), counts=pb.counts[:, rest],
+                template_nn=tuple(pb.template_nn[i] for i in keep), groups=groups[rest])
+            t = pb.templates[g]
+            centre = 0.5 * (t.max(0) + t.min(0))
+            diag = float(np.linalg.norm(t.max(0) - t.min(0)))
+            dirs = fibonacci_directions(64)[rng.choice(64, self.calibration_views, replace=False)]
+            for d in dirs:
+                view = t[hpr_visible(t, centre + 3.0 * diag * d)].astype(np.float64)
+                if len(view) < MIN_SCAN_POINTS:
+                    continue
+                ps = extract_patches(view, pb.centres, radius=pb.radius, num_points=self.patch_points,
+                                     min_points="partial", rng=rng)
+                if not ps.valid.any():
+                    continue
+                feats = self._features(ps)
+                bank = self._view_matched_bank(sub, view, ps.valid)[0] if self.view_matching else sub.bank
+                rows.append(bank.score(feats, ps.valid))
+                n_valid.append(int(ps.valid.sum()))
+        if not rows:
+            return pb.loo_scores, self.num_patches // 2
+        return np.stack(rows), int(np.median(n_valid))
+
+    def _calibrate(self, loo: np.ndarray, n_eff: int) -> tuple[float, float]:
         thr, pthr = calibrate_threshold(loo, aggregator=self.aggregator, top_k=self.top_k, n_eff=n_eff,
                                         false_alarm_rate=self.false_alarm_rate, seed=self.seed)
         if self.threshold is not None:
@@ -462,7 +539,7 @@ class AnomalyDetector:
                             features=pb.bank.features, valid=pb.bank.valid, loo=pb.loo_scores,
                             templates=np.concatenate(pb.templates), template_len=np.array([len(t) for t in pb.templates]),
                             template_nn=np.concatenate(pb.template_nn), counts=pb.counts,
-                            view_reference=pb.view_reference)
+                            view_reference=pb.view_reference, groups=pb.groups)
         os.replace(tmp, path)
 
     def _load_bank(self, path: str, part_type: str, key: str) -> PartBank:
@@ -470,7 +547,8 @@ class AnomalyDetector:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
                 arrays = {k: z[k] for k in ("reference", "centres", "features", "valid", "loo", "templates",
-                                            "template_len", "template_nn", "counts", "view_reference")}
+                                            "template_len", "template_nn", "counts", "view_reference",
+                                            "groups")}
         except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
             raise ValueError(str(exc)) from exc
         if meta.get("key") != key or meta.get("version") != CACHE_VERSION:
@@ -480,7 +558,7 @@ class AnomalyDetector:
         cut = np.cumsum(arrays["template_len"])[:-1]
         return PartBank(part_type, arrays["reference"], arrays["centres"], float(meta["radius"]), bank, thr, pthr,
                         arrays["loo"], key, tuple(np.split(arrays["templates"], cut)), arrays["counts"],
-                        arrays["view_reference"], tuple(np.split(arrays["template_nn"], cut)))
+                        arrays["view_reference"], tuple(np.split(arrays["template_nn"], cut)), arrays["groups"])
 
     # ------------------------------------------------------------------ scoring
     def score(self, scan, part_type: str, *, register: bool | None = None, transform=None) -> AnomalyScore:

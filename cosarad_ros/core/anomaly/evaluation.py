@@ -195,7 +195,11 @@ def evaluate_class(detector, cls: ClassData, *, registered: RegisteredClass | No
     """
     from tqdm.auto import tqdm
 
-    detector.fit(cls.name, list(cls.templates), cache_dir=bank_cache)
+    if registered is not None:
+        ok = [t for t, good in zip(registered.templates, registered.template_ok) if good]
+        detector.fit(cls.name, ok, cache_dir=bank_cache, aligned=True)
+    else:
+        detector.fit(cls.name, list(cls.templates), cache_dir=bank_cache)
     obj, lab, names, times = [], [], [], []
     pscores, plabels = [], []
     kept = {}

@@ -29,7 +29,7 @@ from .dataset import ClassData, register_class
 from .patches import extract_patches, farthest_point_sampling, resolve_patch_radius
 
 __all__ = ["TripletConfig", "TripletSet", "build_triplets", "TrainConfig", "TrainResult", "train",
-           "plot_curves"]
+           "plot_curves", "export_model"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,12 @@ class TripletConfig:
         registration_attempts: attempts of each scan's registration.
         use_poses: align clouds with the benchmark's ground-truth poses when it records them
             (synthetic data) instead of registering them.
+        weak_per_class: triplets of the *weak* objective per class: at random locations (FPS on
+            the reference), anchor a template patch, positive a good-scan patch, negative the same
+            good-scan patch with a synthetic defect (:func:`.augment.synthetic_defect`). They teach
+            sampling / coverage invariance over every geometry of the part, not only where the
+            labelled defects are (the semi-supervised "weak" objective of the COSARAD authors).
+        weak_locations: FPS locations the weak triplets are drawn from.
         seed: randomness of centre jitter, pair choice and resampling.
     """
 
@@ -56,6 +62,8 @@ class TripletConfig:
     min_defect_points: int = 5
     registration_attempts: int = 3
     use_poses: bool = True
+    weak_per_class: int = 0
+    weak_locations: int = 96
     seed: int = 0
 
 
@@ -111,12 +119,16 @@ def build_triplets(classes: list[ClassData], cfg: TripletConfig = TripletConfig(
                 d = pts[s.labels]
                 c = d[farthest_point_sampling(d, cfg.centres_per_defect, start=int(rng.integers(len(d))))]
                 bad.append((pts, c))
+        templates = [t for t, ok in zip(rc.templates, rc.template_ok) if ok]
+        good_scans = [rc.test_points(i) for i, s in enumerate(cls.tests) if not s.is_anomalous and rc.test_ok[i]]
+        if cfg.weak_per_class > 0 and len(templates) >= 1:
+            for trip in _weak_triplets(ref, R, templates, good_scans, cfg, rng):
+                all_p.append(trip)
+                all_c.append(cls.name)
         if not bad:
             continue
         centres = np.concatenate([c for _, c in bad])
         owner = np.concatenate([np.full(len(c), k) for k, (_, c) in enumerate(bad)])
-        templates = [t for t, ok in zip(rc.templates, rc.template_ok) if ok]
-        good_scans = [rc.test_points(i) for i, s in enumerate(cls.tests) if not s.is_anomalous and rc.test_ok[i]]
 
         def cut(points):
             return extract_patches(points, centres, radius=R, num_points=cfg.patch_points, min_points=0, rng=rng)
@@ -150,6 +162,40 @@ def build_triplets(classes: list[ClassData], cfg: TripletConfig = TripletConfig(
     if not all_p:
         raise ValueError("no training triplets: the classes have no registered defective scans with visible defects")
     return TripletSet(np.stack(all_p).astype(np.float16), np.asarray(all_c))
+
+
+def _weak_triplets(ref, R, templates, good_scans, cfg: TripletConfig, rng):
+    """Synthetic-defect triplets at FPS locations of the reference (see ``weak_per_class``)."""
+    from .augment import synthetic_defect
+    from .patches import fps_order
+
+    sub = ref if len(ref) <= 20_000 else ref[rng.choice(len(ref), 20_000, replace=False)]
+    centres = sub[farthest_point_sampling(sub, cfg.weak_locations, start=int(rng.integers(len(sub))))]
+
+    def cut(points):
+        return extract_patches(points, centres, radius=R, num_points=cfg.patch_points, min_points=0, rng=rng)
+
+    tp = [cut(t) for t in templates]
+    gp = [cut(g) for g in good_scans]
+    out = []
+    for _ in range(cfg.weak_per_class):
+        j = int(rng.integers(len(centres)))
+        full = [t for t in tp if t.counts[j] >= 16]
+        if not full:
+            continue
+        typical = np.median([t.counts[j] for t in full])
+        scans = [g for g in gp if g.counts[j] >= 0.5 * typical]
+        ai = int(rng.integers(len(full)))
+        if scans:
+            p = scans[int(rng.integers(len(scans)))].patches[j]
+        elif len(full) > 1:
+            p = full[(ai + 1 + int(rng.integers(len(full) - 1))) % len(full)].patches[j]
+        else:
+            continue
+        n = synthetic_defect(p, rng).astype(np.float32)
+        n = fps_order(n[None], 64)[0]
+        out.append(np.stack([full[ai].patches[j], p, n]))
+    return out
 
 
 @dataclass(frozen=True)
@@ -395,3 +441,36 @@ def train(triplets: TripletSet, out_dir: str, cfg: TrainConfig = TrainConfig(), 
     model_path = os.path.join(out_dir, model_name)
     save_model(model_path, model.cpu(), info, half=cfg.half)
     return TrainResult(model_path, history, wall, triplets.class_names, best[1])
+
+
+def export_model(out_dir: str, *, triplets: TripletSet | None = None, info_extra: dict | None = None,
+                 model_name: str = "model.safetensors") -> str:
+    """Write the best-validation weights of a (possibly interrupted) run in ``out_dir`` as a model file.
+
+    Reads ``checkpoint.pt`` (architecture, history) and ``best_state.pt`` (weights), both with
+    ``torch.load(weights_only=True)``, and ``triplets.npz`` for the classes seen.
+    """
+    import torch
+
+    from .model import CosaradNet, ModelInfo, save_model
+
+    ck_path = os.path.join(out_dir, "checkpoint.pt")
+    if not os.path.isfile(ck_path):
+        raise FileNotFoundError(f"no checkpoint in {out_dir}")
+    ck = torch.load(ck_path, map_location="cpu", weights_only=True)
+    cfg = json.loads(ck["config"])
+    model = CosaradNet(cfg["backbone"], feature_dim=cfg["feature_dim"], hidden_dim=cfg["hidden_dim"],
+                       dropout=cfg["dropout"])
+    best = os.path.join(out_dir, "best_state.pt")
+    state = torch.load(best, map_location="cpu", weights_only=True) if os.path.isfile(best) else ck["model"]
+    model.load_state_dict(state)
+    if triplets is None:
+        triplets = TripletSet.load(os.path.join(out_dir, "triplets.npz"))
+    history = list(ck["history"])
+    info = ModelInfo(classes_seen=triplets.class_names, patch_points=int(triplets.patches.shape[2]),
+                     extra={"train_config": cfg, "triplets": len(triplets), "best_epoch": int(ck["best_epoch"]),
+                            "epochs_run": len(history), "wall_s": round(history[-1]["wall_s"], 1) if history else 0,
+                            "final": history[-1] if history else {}, **(info_extra or {})})
+    path = os.path.join(out_dir, model_name)
+    save_model(path, model.eval(), info, half=bool(cfg.get("half", True)))
+    return path
