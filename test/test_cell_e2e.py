@@ -4,6 +4,7 @@ A good part comes back PASS, a part with an injected bulge FAIL with a defect ne
 sensor that stops answering INCONCLUSIVE (never PASS), and the nodes keep running after
 malformed clouds on their inputs. One cell start-up serves every check (it is the slow test).
 """
+import os
 import time
 
 import numpy as np
@@ -23,7 +24,7 @@ from cosarad_ros.ros.node_utils import LATCHED_QOS, SENSOR_QOS  # noqa: E402
 from cosarad_ros.ros.sim_cell import SimulatedCell  # noqa: E402
 from cosarad_ros.srv import LoadPart, RegisterCloud  # noqa: E402
 
-METHOD = "cosarad"
+METHOD = os.environ.get("COSARAD_E2E_METHOD", "cosarad")
 
 
 def _wait(fut, timeout, what):

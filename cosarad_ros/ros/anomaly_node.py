@@ -79,11 +79,10 @@ class AnomalyNode(Node):
         self.create_subscription(PointCloud2, "~/cloud_in", self._on_cloud, SENSOR_QOS, callback_group=group)
         self.get_logger().info(f"anomaly_node ready (method={self.p.method})")
 
-    def detect(self, cloud: PointCloud2, part_type: str, part_id: str) -> InspectionResult:
-        """Convert, score, publish the scored cloud and markers; return the result message."""
+    def detect(self, points, part_type: str, part_id: str) -> InspectionResult:
+        """Score ``(N, 3)`` points, publish the scored cloud and markers; return the result."""
         t0 = time.perf_counter()
-        pts = pointcloud2_to_xyz(cloud)
-        rep = self.inspector.inspect(pts, part_type, part_id=part_id)
+        rep = self.inspector.inspect(points, part_type, part_id=part_id)
         records = [StageRecord("detect", time.perf_counter() - t0)]
         vmax = self.p.score_vmax or 2.0 * rep.outcome.threshold or None
         msg = result_msg(rep.outcome, frame_id=self.p.frame_id, stamp=self.get_clock().now().to_msg(),
@@ -95,7 +94,7 @@ class AnomalyNode(Node):
 
     def _on_detect(self, req, resp):
         try:
-            resp.result = self.detect(req.cloud, req.part_type, req.part_id)
+            resp.result = self.detect(pointcloud2_to_xyz(req.cloud), req.part_type, req.part_id)
             resp.success, resp.message = True, ""
         except (ValueError, FileNotFoundError) as exc:
             self.error_count += 1
@@ -105,9 +104,10 @@ class AnomalyNode(Node):
 
     @guarded("cloud_in")
     def _on_cloud(self, msg: PointCloud2):
+        points = pointcloud2_to_xyz(msg)  # a malformed cloud is refused here, with the reason logged
         if not self.p.default_part_type:
             raise ValueError("cloud received on ~/cloud_in but parameter 'default_part_type' is empty")
-        self.result_pub.publish(self.detect(msg, self.p.default_part_type, part_id=""))
+        self.result_pub.publish(self.detect(points, self.p.default_part_type, part_id=""))
 
 
 def main(args=None) -> int:
