@@ -354,7 +354,8 @@ def register(source, target, *, voxel_size: float | None = None, attempts: int =
                 src_f, tgt_f = prob.features(fscale)
             except ValueError:
                 continue  # this feature scale is too coarse for the cloud
-            hypotheses = aligner.propose(src_f, tgt_f, count=attempts, seed=seed + 1000 * k, with_scale=allow_scale)
+            hypotheses = aligner.propose(src_f, tgt_f, count=attempts, seed=seed + 1000 * k,
+                                         with_scale=allow_scale)
         candidates = [prob.coarse(T) for T in hypotheses]
         n_tried += len(candidates)
         probed: list[np.ndarray] = []
@@ -389,6 +390,9 @@ def register(source, target, *, voxel_size: float | None = None, attempts: int =
             if not failures(*finals[0]):
                 break
 
+    if not finals:  # no feature scale had enough points: nothing was tried
+        raise ValueError(f"source or target too sparse for features at voxel {v:.4g} "
+                         f"(scales {feature_scales}); give a smaller voxel_size or denser clouds")
     T_best, sc = finals[0]
     runner_up = float("inf")
     for T, s_ in finals[1:]:
@@ -403,7 +407,6 @@ def register(source, target, *, voxel_size: float | None = None, attempts: int =
         inlier_distance=inlier_distance, max_chamfer=max_chamfer, runner_up_chamfer=runner_up,
         time_s=time.perf_counter() - t_start,
         extra={"median_distance": sc.median, "target_spacing": spacing, "noise": noise,
-               "min_constraint": float(strength[0]),
-               "global_method": aligner.name,
+               "min_constraint": float(strength[0]), "global_method": aligner.name,
                "refine_method": refiner.name},
     )
