@@ -16,6 +16,7 @@ are refused with the same message.
 """
 from __future__ import annotations
 
+import array
 import functools
 import sys
 import traceback
@@ -149,12 +150,20 @@ def declare_parameters(node, params: Sequence[Param]) -> SimpleNamespace:
         desc = ParameterDescriptor(name=p.name, type=ptype, description=p.description,
                                    read_only=p.read_only, additional_constraints=constraint)
         default = list(p.default) if isinstance(p.default, tuple) else p.default
+        if isinstance(default, list) and not default:
+            # an empty list says nothing of its element type (rclpy would guess a byte array):
+            # declare the type itself, so overrides of that type are accepted
+            from rclpy.parameter import Parameter as _RclParameter
+
+            default = _RclParameter.Type(ptype)
         try:
             param = node.declare_parameter(p.name, default, desc)
         except Exception as exc:  # rclpy raises InvalidParameterTypeException etc.
             raise ParameterError(f"parameter '{p.name}': {exc}") from exc
         value = param.value
-        if isinstance(value, tuple):
+        if value is None and isinstance(p.default, (list, tuple)):
+            value = []
+        if isinstance(value, (tuple, array.array)) or type(value).__name__ == "ndarray":
             value = list(value)
         p.validate(value)
         setattr(values, p.name.replace(".", "_"), value)
