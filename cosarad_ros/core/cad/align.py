@@ -105,6 +105,7 @@ class BoxIcpAligner(Aligner):
             [m] on an axis (a partial scan), seeds also put the scan at either end of that axis.
         spin_step_deg: when two model extents are within ``swap_tolerance`` (a round part),
             seeds also turn about the third axis in these steps (0 = off).
+        robust_kernel: Tukey width [m] of a last robust ICP step (``None`` = off).
         swap_tolerance: extents closer than this [m] also try the axis swap between them;
             ``None``: 2 % of the longest extent.
         coarse_distance: ICP correspondence distance of the first stage [m]; ``None``: 5 % of the
@@ -121,7 +122,7 @@ class BoxIcpAligner(Aligner):
 
     def __init__(self, *, model_points: int = 6000, icp_points: int = 3000, residual_points: int = 20000,
                  screen_points: int = 1000, keep_seeds: int = 4, shift_threshold: float = 0.001,
-                 spin_step_deg: float = 5.0,
+                 spin_step_deg: float = 5.0, robust_kernel: float | None = 0.0003,
                  swap_tolerance: float | None = None, coarse_distance: float | None = None,
                  fine_distance: float | None = None, iterations: int = 30, inlier_distance: float = 0.001,
                  trim: float = 0.0, seed: int = 0):
@@ -138,6 +139,9 @@ class BoxIcpAligner(Aligner):
         self.keep_seeds = int(keep_seeds)
         self.shift_threshold = float(shift_threshold)
         self.spin_step_deg = float(spin_step_deg)
+        if robust_kernel is not None and robust_kernel <= 0:
+            raise ValueError(f"box_icp: robust_kernel must be > 0 or None, got {robust_kernel}")
+        self.robust_kernel = robust_kernel
         self.swap_tolerance = swap_tolerance
         self.coarse_distance = coarse_distance
         self.fine_distance = fine_distance
@@ -241,6 +245,15 @@ class BoxIcpAligner(Aligner):
             cost = residuals(model, icp_pts, T, self.inlier_distance, self.trim)[0]
             if cost < best_cost:
                 best_T, best_cost = T, cost
+        if self.robust_kernel is not None:
+            # a final Tukey-weighted ICP (Zhang, IVC 1997) so that a deviating region (a moved bore,
+            # a large dent) does not pull the whole part off; kept when the median fits better
+            loss = o3d.pipelines.registration.TukeyLoss(k=self.robust_kernel)
+            est_r = o3d.pipelines.registration.TransformationEstimationPointToPlane(loss)
+            T = np.asarray(o3d.pipelines.registration.registration_icp(src, tgt, fine, best_T, est_r, crit).transformation)
+            if residuals(model, icp_pts, T, self.inlier_distance)[2] < residuals(model, icp_pts, best_T,
+                                                                                 self.inlier_distance)[2]:
+                best_T = T
         rmse, fit, med = residuals(model, res_pts, best_T, self.inlier_distance, self.trim)
         return Alignment(transform=best_T, rmse=rmse, fitness=fit, median=med)
 

@@ -320,7 +320,9 @@ def compare_rule_sets(library: CadLibrary, parts: Sequence, rule_sets: Mapping[s
                 "centre": None if rec is None else [float(v) for v in rec.centre],
                 "normal": None if rec is None else [float(v) for v in rec.normal],
                 "visible_points": visible,
-                "findings": [(f.type, [round(float(v), 5) for v in f.centroid], round(f.score, 6))
+                "findings": [(f.type, [round(float(v), 5) for v in f.centroid], round(f.score, 6),
+                              {k: round(float(v), 6) for k, v in f.details.items()
+                               if k in ("length", "width", "elongation", "size", "depth")})
                              for f in report.defects]})
     out = {}
     for name, st in state.items():

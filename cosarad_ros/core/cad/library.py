@@ -320,16 +320,21 @@ class CadModel:
         d = self._raycast_scene.compute_distance(o3d.core.Tensor(pts)).numpy()
         return d.astype(np.float64)
 
-    def signed_distance(self, points) -> np.ndarray:
-        """Signed distance ``(N,)`` [m] of ``(N, 3)`` points (model frame) to the mesh surface:
-        positive outside the material (along the closest face's normal), negative inside."""
+    def closest_points(self, points) -> tuple[np.ndarray, np.ndarray]:
+        """Closest points on the mesh ``(N, 3)`` and the normals of their faces ``(N, 3)`` for
+        ``(N, 3)`` points in the model frame."""
         import open3d as o3d
 
         pts = np.ascontiguousarray(np.asarray(points, dtype=np.float32).reshape(-1, 3))
         res = self._raycast_scene.compute_closest_points(o3d.core.Tensor(pts))
-        closest = res["points"].numpy().astype(np.float64)
-        normals = res["primitive_normals"].numpy().astype(np.float64)
-        diff = pts.astype(np.float64) - closest
+        return (res["points"].numpy().astype(np.float64), res["primitive_normals"].numpy().astype(np.float64))
+
+    def signed_distance(self, points) -> np.ndarray:
+        """Signed distance ``(N,)`` [m] of ``(N, 3)`` points (model frame) to the mesh surface:
+        positive outside the material (along the closest face's normal), negative inside."""
+        pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+        closest, normals = self.closest_points(pts)
+        diff = pts - closest
         dist = np.linalg.norm(diff, axis=1)
         sign = np.where(np.einsum("ij,ij->i", diff, normals) < 0.0, -1.0, 1.0)
         return sign * dist

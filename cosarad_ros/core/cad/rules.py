@@ -65,7 +65,7 @@ class DefectFinding:
 
     Attributes:
         type: ``scratch``, ``dent``, ``bulge``, ``hole_position``, ``hole_diameter``, ``missing``
-            or ``hole`` (a dent / bulge in the column of a hole too obliquely seen to be measured).
+            or ``hole`` (a surface finding in the column of a hole too obliquely seen to be measured).
         centroid: ``(3,)`` centre of its points [m] (model frame).
         extent: ``(3,)`` axis-aligned size of its points [m].
         score: largest absolute deviation [m] (surface defects) or the out-of-tolerance error [m]
@@ -328,6 +328,7 @@ class InspectionContext:
     tree: cKDTree
     claimed: np.ndarray         # (N,) bool, points already given to a finding
     local_spacing: np.ndarray   # (N,) mean distance to the 4 nearest neighbours
+    surface: np.ndarray         # (N, 3) closest points on the CAD surface (shapes of defects on it)
     hole_measurements: list = field(default_factory=list)  # filled by HoleRule
 
     def eps(self, eps: float | None, factor: float = 3.0, idx: np.ndarray | None = None) -> float:
@@ -414,7 +415,7 @@ class ScratchRule(Rule):
         deviating = np.abs(ctx.deviation) > self.depth_threshold
         for c in range(lab.max() + 1 if len(lab) else 0):
             idx = cand[lab == c]
-            length, width, elong = _elongation(ctx.points[idx])
+            length, width, elong = _elongation(ctx.surface[idx])
             if len(idx) < self.min_points or elong < self.min_elongation or length < self.min_length:
                 continue
             if self.max_surround is not None:
@@ -493,7 +494,7 @@ class DentRule(Rule):
             details = {"depth": float(np.abs(dev).max()), "size": size, "max_z": float(z[idx].max())}
             if self.scratch_elongation is not None and kind == "dent" and self._groove(ctx, idx):
                 # long and narrow: a scratch too wide or shallow for the curvature filter
-                length, width, elong = _elongation(ctx.points[idx])
+                length, width, elong = _elongation(ctx.surface[idx])
                 kind = "scratch"
                 details.update(length=length, width=width, elongation=elong)
             if kind == "bulge" and not self.report_bulges:
@@ -503,7 +504,8 @@ class DentRule(Rule):
         return out
 
     def _groove(self, ctx: InspectionContext, idx: np.ndarray) -> bool:
-        _, width, elong = _elongation(ctx.points[idx])
+        # shape on the CAD surface: the depth of a deep narrow groove must not count as width
+        _, width, elong = _elongation(ctx.surface[idx])
         return elong >= self.scratch_elongation and width <= self.scratch_max_width
 
     def _link_grooves(self, ctx: InspectionContext, clusters: list[np.ndarray]) -> list[np.ndarray]:
@@ -819,7 +821,9 @@ class RuleBasedInspector:
 
     def context(self, points: np.ndarray, model: CadModel) -> InspectionContext:
         tree = cKDTree(points)
-        dev = model.signed_distance(points)
+        surface, normals = model.closest_points(points)
+        diff = points - surface
+        dev = np.linalg.norm(diff, axis=1) * np.where(np.einsum("ij,ij->i", diff, normals) < 0.0, -1.0, 1.0)
         curv = surface_variation(points, k=self.k, tree=tree)
         mad = float(np.median(np.abs(dev - np.median(dev))))
         sigma = max(1.4826 * mad, 1e-6)
@@ -828,27 +832,30 @@ class RuleBasedInspector:
         local = d[:, 1:].mean(axis=1) if k > 1 else np.zeros(len(points))
         spacing = float(np.median(d[:, 1])) if k > 1 else 0.0
         return InspectionContext(points, model, dev, curv, sigma, spacing, tree, np.zeros(len(points), bool),
-                                 local)
+                                 local, surface)
 
     @staticmethod
     def _attribute_to_holes(ctx: InspectionContext, findings: list[DefectFinding]) -> list[DefectFinding]:
-        """A dent or bulge centred in the column of a hole the hole rule could not measure (seen
-        too obliquely) is that hole deviating from the CAD: report one ``hole`` finding at the
-        hole's nominal centre instead."""
+        """A dent, bulge or scratch lying mostly in the column of a hole the hole rule could not measure
+        (seen too obliquely) is that hole deviating from the CAD: report one ``hole`` finding at
+        the hole's nominal centre instead."""
         unmeasured = [m.hole for m in ctx.hole_measurements if not m.observed]
         if not unmeasured:
             return findings
         out, per_hole = [], {}
         for f in findings:
             hole = None
-            if f.type in ("dent", "bulge"):
+            if f.type in ("dent", "bulge", "scratch"):
                 for hs in unmeasured:
+                    # most of the finding's points lie in the hole's column (a wide dent that
+                    # merely reaches a hole stays a dent)
                     a = -hs.axis / np.linalg.norm(hs.axis)
-                    rel = f.centroid - hs.centre
-                    h = float(rel @ a)
-                    rho = float(np.linalg.norm(rel - h * a))
+                    rel = ctx.points[f.indices] - hs.centre
+                    h = rel @ a
+                    rho = np.linalg.norm(rel - h[:, None] * a, axis=1)
                     depth = hs.depth or hs.diameter
-                    if rho < 0.5 * hs.diameter + 0.002 and -depth - 0.002 < h < 0.002:
+                    inside = (rho < 0.5 * hs.diameter + 0.002) & (h > -depth - 0.002) & (h < 0.002)
+                    if inside.mean() >= 0.5:
                         hole = hs
                         break
             if hole is None:
@@ -882,7 +889,7 @@ class RuleBasedInspector:
                     if gap.min() > self.merge_distance:
                         continue
                     idx = np.concatenate([a.indices, b.indices])
-                    length, width, elong = _elongation(ctx.points[idx])
+                    length, width, elong = _elongation(ctx.surface[idx])
                     if elong < 3.0:
                         continue
                     dev = ctx.deviation[idx]
