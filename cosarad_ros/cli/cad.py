@@ -52,8 +52,6 @@ def _model_row(m) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    import yaml
-
     from cosarad_ros.core.cad import CadLibrary
 
     if args.cad_command == "add":

@@ -27,7 +27,7 @@ from typing import Mapping
 
 import numpy as np
 
-from cosarad_ros.core.cad.align import Aligner, Alignment, make_aligner
+from cosarad_ros.core.cad.align import Aligner, make_aligner
 from cosarad_ros.core.cad.features import POSE_METHODS, VOLUME_MODES, BoxFeatures, box_features, feature_similarity
 from cosarad_ros.core.cad.library import CadLibrary, CadModel
 from cosarad_ros.core.cad.quality import QualityReport, default_fpfh_voxel, mean_fpfh, quality_report

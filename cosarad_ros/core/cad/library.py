@@ -61,7 +61,6 @@ UNIT_SCALE = {"m": 1.0, "cm": 0.01, "mm": 0.001, "um": 1e-6, "in": 0.0254}
 MESH_SUFFIXES = (".stl", ".ply", ".obj", ".off", ".glb")
 CAD_SUFFIXES = (".step", ".stp", ".iges", ".igs")
 _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
-_KNOWN_KEYS = {"label", "code", "units", "nominal_dimensions", "tolerances", "holes", "description", "mesh"}
 
 
 def step_supported() -> bool:
