@@ -854,8 +854,8 @@ class RuleBasedInspector:
                     h = rel @ a
                     rho = np.linalg.norm(rel - h[:, None] * a, axis=1)
                     depth = hs.depth or hs.diameter
-                    inside = (rho < 0.5 * hs.diameter + 0.002) & (h > -depth - 0.002) & (h < 0.002)
-                    if inside.mean() >= 0.5:
+                    inside = (rho < 0.5 * hs.diameter + 0.0015) & (h > -depth - 0.0015) & (h < 0.0015)
+                    if inside.mean() >= 0.7:
                         hole = hs
                         break
             if hole is None:
