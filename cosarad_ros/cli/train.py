@@ -66,8 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     help="patch radius / reference bounding-box diagonal (the detector's default)")
     tr.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke runs)")
     tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    tr.add_argument("--export", action="store_true",
-                    help="only write OUT/model.safetensors from the best epoch of an interrupted run")
+    tr.add_argument("--export", choices=("best", "last"), default=None,
+                    help="only write OUT/model.safetensors from the best (validation) or last epoch of a run")
     tr.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     tr.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     tr.add_argument("--seed", type=int, default=0)
@@ -86,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
     if args.export:
         from cosarad_ros.core.anomaly.training import export_model
 
-        path = export_model(args.out, info_extra={"command": "cosarad train --export --out " + args.out})
+        path = export_model(args.out, which=args.export,
+                            info_extra={"command": f"cosarad train --export {args.export} --out {args.out}"})
         print(f"model written to {path}")
         return 0
     if args.epochs < 1 or args.batch_size < 2:

@@ -92,13 +92,14 @@ def align_to_reference(source, target, *, attempts: int = 3, retries: int = 3, s
     probe = tgt[np.random.default_rng(seed).choice(len(tgt), min(len(tgt), 2000), replace=False)]
     spacing = float(np.median(tree.query(probe, k=2)[0][:, 1]))
     max_chamfer = max(0.3 * voxel, 1.5 * spacing)
+    # 20k random source points are plenty for a rigid pose and keep 50k-1M point scans fast
     sub = src if len(src) <= 20_000 else src[np.random.default_rng(seed).choice(len(src), 20_000, replace=False)]
     best = None
     tries = 0
     for k in range(1 + max(0, retries)):
         cands = []
         try:
-            r = register(src, tgt, attempts=attempts, seed=seed + k)
+            r = register(sub, tgt, attempts=attempts, seed=seed + k)
             cands.append(np.asarray(r.transform))
         except ValueError:
             pass

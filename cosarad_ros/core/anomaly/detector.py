@@ -54,7 +54,7 @@ METHODS = {"cosarad": ("cosarad", "local"), "fpfh": ("fpfh", "local"), "global-b
 #: the fewest points a scan (or template) may have
 MIN_SCAN_POINTS = 50
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,7 @@ class PartBank:
         template_nn: per template, the index of each point's nearest ``view_reference`` point.
         groups: ``(G',)`` the template each bank column comes from: the ``G`` full templates
             first, then ``bank_views`` simulated partial views of each.
+        template_normals: unoriented normals of ``templates``; view_normals: of ``view_reference``.
     """
 
     part_type: str
@@ -148,6 +149,8 @@ class PartBank:
     view_reference: np.ndarray | None = None
     template_nn: tuple = ()
     groups: np.ndarray | None = None
+    template_normals: tuple = ()
+    view_normals: np.ndarray | None = None
 
 
 def calibrate_threshold(loo_scores, *, aggregator: str = "max", top_k: int = 3, n_eff: int = 128,
@@ -271,7 +274,7 @@ class AnomalyDetector:
                  max_template_points: int = 60_000, min_region_points: int = 10, device: str = "cpu",
                  batch_size: int = 128, num_threads: int | None = None, seed: int = 0,
                  fpfh: dict | None = None, view_matching: bool = True, full_coverage: float = 0.85,
-                 view_points: int = 3000, calibration_views: int = 2, bank_views: int = 3):
+                 view_points: int = 2000, calibration_views: int = 2, bank_views: int = 3):
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose from {sorted(METHODS)}")
         if aggregator not in AGGREGATORS:
@@ -451,10 +454,13 @@ class AnomalyDetector:
         if len(regs) < need:
             raise ValueError(f"only {len(regs)} template(s) of '{part_type}' registered onto the reference; need {need}")
         groups = list(range(len(regs)))
+        from .visibility import estimate_normals
+
+        normals = [estimate_normals(t) for t in regs] if self.partial_scans else [None] * len(regs)
         if self.partial_scans and self.bank_views > 0:
             # simulated partial views of every template join the bank, so the bank's own spread
             # covers what a partial view does to a patch (an addition to the paper)
-            from .visibility import fibonacci_directions, hpr_visible
+            from .visibility import fibonacci_directions, visible_from
 
             dirs = fibonacci_directions(4 * self.bank_views + 6)
             for g, t in enumerate(regs):
@@ -462,7 +468,7 @@ class AnomalyDetector:
                 diag = float(np.linalg.norm(t.max(0) - t.min(0)))
                 pick = self._rng(300 + g).choice(len(dirs), self.bank_views, replace=False)
                 for v, k in enumerate(pick):
-                    view = t[hpr_visible(t, c + 3.0 * diag * dirs[k])]
+                    view = t[visible_from(t, normals[g], c + 1.5 * diag * dirs[k])]
                     ps = extract_patches(view, centres, radius=radius, num_points=self.patch_points,
                                          min_points="partial", rng=self._rng(400 + 10 * g + v))
                     feats.append(self._features(ps))
@@ -476,8 +482,13 @@ class AnomalyDetector:
         vref = sub[farthest_point_sampling(sub, self.view_points)].astype(np.float32)
         tree = cKDTree(vref)
         nn = tuple(tree.query(t, k=1)[1].astype(np.int32) for t in regs)
+        if self.partial_scans:
+            vnorm = normals[0][cKDTree(regs[0]).query(vref, k=1)[1]]
+            tnorm = tuple(normals)
+        else:
+            vnorm, tnorm = None, ()
         pb = PartBank(part_type, ref.astype(np.float32), centres, float(radius), bank, np.nan, np.nan, loo, key,
-                      tuple(regs), np.stack(counts, axis=1), vref, nn, np.asarray(groups))
+                      tuple(regs), np.stack(counts, axis=1), vref, nn, np.asarray(groups), tnorm, vnorm)
         n_eff = self.num_patches // 2 if self.partial_scans else self.num_patches
         if self.partial_scans and self.calibration_views > 0 and len(regs) >= need + 1:
             loo, n_eff = self._partial_loo(pb)
@@ -488,7 +499,7 @@ class AnomalyDetector:
         """Good-patch scores of simulated partial views of each template (hidden point removal from
         ``calibration_views`` random directions) against a bank of the other templates, scored
         exactly like a test scan (view matching included). Returns ``(scores (G * V, P), n_eff)``."""
-        from .visibility import fibonacci_directions, hpr_visible
+        from .visibility import fibonacci_directions, visible_from
 
         rng = self._rng(4242)
         G = len(pb.templates)
@@ -501,13 +512,15 @@ class AnomalyDetector:
                 pb, bank=make_bank(self.bank_kind, pb.bank.features[:, rest], pb.bank.valid[:, rest],
                                    min_std=self.min_std),
                 templates=tuple(pb.templates[i] for i in keep), counts=pb.counts[:, rest],
-                template_nn=tuple(pb.template_nn[i] for i in keep), groups=groups[rest])
+                template_nn=tuple(pb.template_nn[i] for i in keep), groups=groups[rest],
+                template_normals=tuple(pb.template_normals[i] for i in keep) if pb.template_normals else ())
             t = pb.templates[g]
             centre = 0.5 * (t.max(0) + t.min(0))
             diag = float(np.linalg.norm(t.max(0) - t.min(0)))
             dirs = fibonacci_directions(64)[rng.choice(64, self.calibration_views, replace=False)]
             for d in dirs:
-                view = t[hpr_visible(t, centre + 3.0 * diag * d)].astype(np.float64)
+                nrm = pb.template_normals[g] if pb.template_normals else None
+                view = t[visible_from(t, nrm, centre + 1.5 * diag * d)].astype(np.float64)
                 if len(view) < MIN_SCAN_POINTS:
                     continue
                 ps = extract_patches(view, pb.centres, radius=pb.radius, num_points=self.patch_points,
@@ -539,7 +552,11 @@ class AnomalyDetector:
                             features=pb.bank.features, valid=pb.bank.valid, loo=pb.loo_scores,
                             templates=np.concatenate(pb.templates), template_len=np.array([len(t) for t in pb.templates]),
                             template_nn=np.concatenate(pb.template_nn), counts=pb.counts,
-                            view_reference=pb.view_reference, groups=pb.groups)
+                            view_reference=pb.view_reference, groups=pb.groups,
+                            template_normals=(np.concatenate(pb.template_normals) if pb.template_normals
+                                              else np.zeros((0, 3), np.float32)),
+                            view_normals=(pb.view_normals if pb.view_normals is not None
+                                          else np.zeros((0, 3), np.float32)))
         os.replace(tmp, path)
 
     def _load_bank(self, path: str, part_type: str, key: str) -> PartBank:
@@ -548,7 +565,7 @@ class AnomalyDetector:
                 meta = json.loads(str(z["meta"]))
                 arrays = {k: z[k] for k in ("reference", "centres", "features", "valid", "loo", "templates",
                                             "template_len", "template_nn", "counts", "view_reference",
-                                            "groups")}
+                                            "groups", "template_normals", "view_normals")}
         except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
             raise ValueError(str(exc)) from exc
         if meta.get("key") != key or meta.get("version") != CACHE_VERSION:
@@ -558,7 +575,9 @@ class AnomalyDetector:
         cut = np.cumsum(arrays["template_len"])[:-1]
         return PartBank(part_type, arrays["reference"], arrays["centres"], float(meta["radius"]), bank, thr, pthr,
                         arrays["loo"], key, tuple(np.split(arrays["templates"], cut)), arrays["counts"],
-                        arrays["view_reference"], tuple(np.split(arrays["template_nn"], cut)), arrays["groups"])
+                        arrays["view_reference"], tuple(np.split(arrays["template_nn"], cut)), arrays["groups"],
+                        tuple(np.split(arrays["template_normals"], cut)) if len(arrays["template_normals"]) else (),
+                        arrays["view_normals"] if len(arrays["view_normals"]) else None)
 
     # ------------------------------------------------------------------ scoring
     def score(self, scan, part_type: str, *, register: bool | None = None, transform=None) -> AnomalyScore:
@@ -640,12 +659,20 @@ class AnomalyDetector:
         cov = coverage_mask(pb.view_reference, reg, 0.25 * pb.radius)
         if cov.mean() >= self.full_coverage:
             return pb.bank, float(cov.mean())
-        ve = estimate_views(pb.view_reference, cov)
+        from .visibility import incidence_ok
+
+        ve = estimate_views(pb.view_reference, cov, normals=pb.view_normals)
         F = pb.bank.features.copy()
         cols = np.nonzero(test_valid)[0]
         todo, where = [], []
         for g, (t, nn) in enumerate(zip(pb.templates, pb.template_nn)):
-            vis_pts = t[ve.visible[nn]]
+            vis = ve.visible[nn]
+            if pb.template_normals:
+                facing = np.zeros(len(t), dtype=bool)
+                for cam in ve.cameras:
+                    facing |= incidence_ok(t, pb.template_normals[g], cam)
+                vis &= facing
+            vis_pts = t[vis]
             if len(vis_pts) == 0:
                 continue
             ps = extract_patches(vis_pts, pb.centres[cols], radius=pb.radius, num_points=self.patch_points,

@@ -414,7 +414,7 @@ def train(triplets: TripletSet, out_dir: str, cfg: TrainConfig = TrainConfig(), 
                "wall_s": time.perf_counter() - t_start}
         history.append(rec)
         margin.update(ey)
-        score = acc_m if np.isfinite(acc_m) else -rec["loss"]
+        score = acc if np.isfinite(acc) else -rec["loss"]
         if score >= best[0]:
             best = (score, epoch + 1)
             torch.save(model.state_dict(), os.path.join(out_dir, "best_state.pt"))
@@ -444,8 +444,9 @@ def train(triplets: TripletSet, out_dir: str, cfg: TrainConfig = TrainConfig(), 
 
 
 def export_model(out_dir: str, *, triplets: TripletSet | None = None, info_extra: dict | None = None,
-                 model_name: str = "model.safetensors") -> str:
-    """Write the best-validation weights of a (possibly interrupted) run in ``out_dir`` as a model file.
+                 model_name: str = "model.safetensors", which: str = "best") -> str:
+    """Write the best-validation (``which="best"``) or last-epoch (``"last"``) weights of a
+    (possibly interrupted) run in ``out_dir`` as a model file.
 
     Reads ``checkpoint.pt`` (architecture, history) and ``best_state.pt`` (weights), both with
     ``torch.load(weights_only=True)``, and ``triplets.npz`` for the classes seen.
@@ -462,13 +463,17 @@ def export_model(out_dir: str, *, triplets: TripletSet | None = None, info_extra
     model = CosaradNet(cfg["backbone"], feature_dim=cfg["feature_dim"], hidden_dim=cfg["hidden_dim"],
                        dropout=cfg["dropout"])
     best = os.path.join(out_dir, "best_state.pt")
-    state = torch.load(best, map_location="cpu", weights_only=True) if os.path.isfile(best) else ck["model"]
+    if which not in ("best", "last"):
+        raise ValueError(f"which must be 'best' or 'last', got {which!r}")
+    use_best = which == "best" and os.path.isfile(best)
+    state = torch.load(best, map_location="cpu", weights_only=True) if use_best else ck["model"]
     model.load_state_dict(state)
     if triplets is None:
         triplets = TripletSet.load(os.path.join(out_dir, "triplets.npz"))
     history = list(ck["history"])
     info = ModelInfo(classes_seen=triplets.class_names, patch_points=int(triplets.patches.shape[2]),
-                     extra={"train_config": cfg, "triplets": len(triplets), "best_epoch": int(ck["best_epoch"]),
+                     extra={"train_config": cfg, "triplets": len(triplets),
+                            "exported_epoch": int(ck["best_epoch"]) if use_best else len(history),
                             "epochs_run": len(history), "wall_s": round(history[-1]["wall_s"], 1) if history else 0,
                             "final": history[-1] if history else {}, **(info_extra or {})})
     path = os.path.join(out_dir, model_name)

@@ -8,9 +8,11 @@ registered test scan was seen, and marks the template points visible from there:
 1. *coverage*: reference points with a scan point within ``tol`` (what the scan covers);
 2. *views*: camera positions on a sphere around the part (Fibonacci lattice); the visible set
    of each is found by hidden point removal (Katz, Tal, Basri, "Direct visibility of point
-   sets", SIGGRAPH 2007); cameras are chosen greedily (up to ``max_views``, so fused multi-view
-   scans work too) to maximise ``|visible & covered| - |visible & ~covered|``;
-3. *template visibility*: a template point is visible when its nearest reference point is.
+   sets", SIGGRAPH 2007) minus surfaces seen at grazing incidence (> 77.5 degrees, which
+   structured-light sensors lose); cameras are chosen greedily (up to ``max_views``, so fused
+   multi-view scans work too) to maximise ``|visible & covered| - |visible & ~covered|``;
+3. *template visibility*: a template point is visible when its nearest reference point is and
+   it faces one of the chosen cameras within the incidence limit.
 
 Visibility is geometric, so material missing from the scan because of a defect (hole, crack,
 broken piece) stays *visible* in the cropped templates and is still detected.
@@ -22,7 +24,39 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-__all__ = ["fibonacci_directions", "hpr_visible", "ViewEstimate", "estimate_views", "coverage_mask"]
+__all__ = ["fibonacci_directions", "hpr_visible", "ViewEstimate", "estimate_views", "coverage_mask",
+           "estimate_normals", "incidence_ok", "visible_from", "MAX_INCIDENCE_DEG"]
+
+#: surfaces seen at a larger incidence angle are dropped (structured-light / laser sensors lose
+#: grazing surfaces; the synthetic scanner drops them with a ramp from 70 to 85 degrees)
+MAX_INCIDENCE_DEG = 77.5
+
+
+def estimate_normals(points: np.ndarray, *, k: int = 16) -> np.ndarray:
+    """Unoriented unit normals ``(N, 3)`` from the ``k`` nearest neighbours (PCA, Open3D)."""
+    import open3d as o3d
+
+    pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.asarray(points, dtype=np.float64)))
+    pcd.estimate_normals(o3d.geometry.KDTreeSearchParamKNN(knn=k))
+    return np.asarray(pcd.normals, dtype=np.float32)
+
+
+def incidence_ok(points: np.ndarray, normals: np.ndarray, camera: np.ndarray,
+                 max_incidence_deg: float = MAX_INCIDENCE_DEG) -> np.ndarray:
+    """Points whose surface faces ``camera`` within ``max_incidence_deg`` (normal sign ignored)."""
+    v = np.asarray(camera, dtype=np.float64) - np.asarray(points, dtype=np.float64)
+    v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    cos = np.abs((v * normals).sum(1))
+    return cos >= np.cos(np.radians(max_incidence_deg))
+
+
+def visible_from(points: np.ndarray, normals: np.ndarray | None, camera: np.ndarray, *,
+                 max_incidence_deg: float = MAX_INCIDENCE_DEG, radius_factor: float = 100.0) -> np.ndarray:
+    """Hidden point removal plus the grazing-incidence cut (when ``normals`` are given)."""
+    m = hpr_visible(points, camera, radius_factor=radius_factor)
+    if normals is not None:
+        m &= incidence_ok(points, normals, camera, max_incidence_deg)
+    return m
 
 
 def fibonacci_directions(n: int) -> np.ndarray:
@@ -70,8 +104,9 @@ class ViewEstimate:
     agreement: float
 
 
-def estimate_views(reference: np.ndarray, covered: np.ndarray, *, n_candidates: int = 48, max_views: int = 3,
-                   distance_factor: float = 3.0, radius_factor: float = 100.0, min_gain: float = 0.02) -> ViewEstimate:
+def estimate_views(reference: np.ndarray, covered: np.ndarray, *, normals: np.ndarray | None = None,
+                   n_candidates: int = 32, max_views: int = 3, distance_factor: float = 1.5,
+                   radius_factor: float = 100.0, min_gain: float = 0.02) -> ViewEstimate:
     """Greedy choice of up to ``max_views`` cameras whose visible sets match ``covered``.
 
     Args:
@@ -79,7 +114,10 @@ def estimate_views(reference: np.ndarray, covered: np.ndarray, *, n_candidates: 
         covered: ``(M,)`` bool coverage of the reference by the scan.
         n_candidates: camera directions tried (Fibonacci lattice).
         max_views: most cameras combined.
-        distance_factor: cameras sit at ``distance_factor x`` the box diagonal from the centre.
+        normals: ``(M, 3)`` reference normals: grazing surfaces count as unseen (see
+            :func:`visible_from`).
+        distance_factor: cameras sit at ``distance_factor x`` the box diagonal from the centre
+            (1.5: three bounding-sphere radii, like the simulated scanner).
         min_gain: a further camera must improve the objective by this fraction of ``|covered|``.
     """
     ref = np.asarray(reference, dtype=np.float64)
@@ -87,7 +125,7 @@ def estimate_views(reference: np.ndarray, covered: np.ndarray, *, n_candidates: 
     centre = 0.5 * (ref.max(0) + ref.min(0))
     diag = float(np.linalg.norm(ref.max(0) - ref.min(0)))
     cams = centre + distance_factor * diag * fibonacci_directions(n_candidates)
-    vis = np.stack([hpr_visible(ref, c, radius_factor=radius_factor) for c in cams])  # (C, M)
+    vis = np.stack([visible_from(ref, normals, c, radius_factor=radius_factor) for c in cams])  # (C, M)
     w = np.where(cov, 1.0, -1.0)
     chosen: list[int] = []
     union = np.zeros(len(ref), dtype=bool)
