@@ -847,15 +847,18 @@ class RuleBasedInspector:
             hole = None
             if f.type in ("dent", "bulge", "scratch"):
                 for hs in unmeasured:
-                    # most of the finding's points lie in the hole's column (a wide dent that
-                    # merely reaches a hole stays a dent)
+                    # most of the finding's points deviate from this hole's CAD surface: their
+                    # closest CAD points lie on its wall or on the entry face around it (a dent
+                    # on another face that merely comes close stays a dent)
                     a = -hs.axis / np.linalg.norm(hs.axis)
-                    rel = ctx.points[f.indices] - hs.centre
+                    rel = ctx.surface[f.indices] - hs.centre
                     h = rel @ a
                     rho = np.linalg.norm(rel - h[:, None] * a, axis=1)
                     depth = hs.depth or hs.diameter
-                    inside = (rho < 0.5 * hs.diameter + 0.0015) & (h > -depth - 0.0015) & (h < 0.0015)
-                    if inside.mean() >= 0.7:
+                    r0 = 0.5 * hs.diameter
+                    on_wall = (np.abs(rho - r0) < 0.0003) & (h > -depth - 0.0003) & (h < 0.0003)
+                    on_entry = (np.abs(h) < 0.0003) & (rho < r0 + 0.0015)
+                    if (on_wall | on_entry).mean() >= 0.7:
                         hole = hs
                         break
             if hole is None:
