@@ -856,8 +856,8 @@ class RuleBasedInspector:
                     rho = np.linalg.norm(rel - h[:, None] * a, axis=1)
                     depth = hs.depth or hs.diameter
                     r0 = 0.5 * hs.diameter
-                    on_wall = (np.abs(rho - r0) < 0.0003) & (h > -depth - 0.0003) & (h < 0.0003)
-                    on_entry = (np.abs(h) < 0.0003) & (rho < r0 + 0.0015)
+                    on_wall = (np.abs(rho - r0) < 0.0005) & (h > -depth - 0.0005) & (h < 0.0005)
+                    on_entry = (np.abs(h) < 0.0005) & (rho < r0 + 0.003)
                     if (on_wall | on_entry).mean() >= 0.7:
                         hole = hs
                         break
