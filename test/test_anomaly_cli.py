@@ -45,6 +45,7 @@ def test_eval_writes_metrics_in_the_issue_schema(bench, tmp_path, capsys):
     assert any(f.endswith(".png") for f in os.listdir(os.path.join(out, "maps")))
 
 
+@pytest.mark.slow
 def test_train_then_honest_eval_then_inspect(bench, tmp_path, capsys):
     run = str(tmp_path / "run")
     assert main(["train", "--data", bench, "--classes", "toy5", "--out", run, "--backbone", "tiny", "--epochs", "1",

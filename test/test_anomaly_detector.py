@@ -147,7 +147,7 @@ def test_bad_input_gets_clear_errors(toy, tmp_path):
 
 def test_partial_scan_view_matching_keeps_good_scans_quiet():
     """A partial good scan scores lower with view-matched templates than with full ones."""
-    cls = toy_class(11, n_good=2, n_bad=0, points=4000)
+    cls = toy_class(11, n_good=2, n_bad=0, points=3000)
     base = {"method": "fpfh", "num_patches": 96, "registration_attempts": 2}
     on = AnomalyDetector.from_config({**base, "view_matching": True})
     off = AnomalyDetector.from_config({**base, "view_matching": False})

@@ -62,6 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tr.add_argument("--combos", type=int, default=2, help="(anchor, positive) pairs per centre")
     tr.add_argument("--weak", type=int, default=200,
                     help="synthetic-defect (weak objective) triplets per class (0: only labelled defects)")
+    tr.add_argument("--weak-scan-positive", type=float, default=0.3,
+                    help="share of weak triplets whose positive is a good partial scan (else a template)")
     tr.add_argument("--patch-radius-rel", type=float, default=0.06,
                     help="patch radius / reference bounding-box diagonal (the detector's default)")
     tr.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke runs)")
@@ -94,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--epochs must be >= 1 and --batch-size >= 2")
     os.makedirs(args.out, exist_ok=True)
     tcfg = TripletConfig(patch_radius_rel=args.patch_radius_rel, centres_per_defect=args.centres_per_defect,
-                         combos_per_centre=args.combos, weak_per_class=args.weak, seed=args.seed)
+                         combos_per_centre=args.combos, weak_per_class=args.weak,
+                         weak_scan_positive=args.weak_scan_positive, seed=args.seed)
     cfg = TrainConfig(backbone=args.backbone, feature_dim=args.feature_dim, epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, margin=args.margin, num_threads=args.threads,
                       device=args.device, seed=args.seed)

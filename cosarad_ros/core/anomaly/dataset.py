@@ -319,30 +319,37 @@ def register_class(cls: ClassData, *, attempts: int = 3, seed: int = 0, cache_di
         return RegisteredClass(cls, templates, np.ones(len(tT), dtype=bool), Ts, np.ones(len(Ts), dtype=bool),
                                np.zeros(len(Ts)))
 
-    key = _cloud_hash(list(cls.templates) + [t.points for t in cls.tests]) + f"-a{attempts}-s{seed}-v2"
-    path = os.path.join(cache_dir, f"reg-{re.sub(r'[^A-Za-z0-9_.-]+', '_', cls.name)}-{key}.npz") if cache_dir else None
-    if path and os.path.isfile(path):
-        with np.load(path, allow_pickle=False) as z:
-            tT, tok, Ts, ok, ch = z["template_T"], z["template_ok"], z["test_T"], z["test_ok"], z["test_chamfer"]
-    else:
-        ref = cls.templates[0]
-        tT = [np.eye(4)]
-        tok = [True]
-        for t in cls.templates[1:]:
-            r = register(t, ref, attempts=attempts, seed=seed)
-            tT.append(np.asarray(r.transform))
-            tok.append(bool(r.ok))
-        Ts, ok, ch = [], [], []
-        for s in tqdm(cls.tests, desc=f"register {cls.name}", disable=not progress, leave=False):
-            r = register(s.points, ref, attempts=attempts, seed=seed)
-            Ts.append(np.asarray(r.transform))
-            ok.append(bool(r.ok))
-            ch.append(float(r.chamfer))
-        tT, tok, Ts, ok, ch = (np.asarray(tT), np.asarray(tok), np.asarray(Ts).reshape(-1, 4, 4), np.asarray(ok),
-                               np.asarray(ch))
+    ref = cls.templates[0]
+    ref_key = _cloud_hash([ref])
+
+    def one(points):
+        """(transform, ok, chamfer) of one cloud, cached per (cloud, reference) pair."""
+        path = None
+        if cache_dir:
+            path = os.path.join(cache_dir, f"{ref_key}-{_cloud_hash([points])}-a{attempts}-s{seed}.npz")
+            if os.path.isfile(path):
+                with np.load(path, allow_pickle=False) as z:
+                    return z["T"], bool(z["ok"]), float(z["chamfer"])
+        r = register(points, ref, attempts=attempts, seed=seed)
+        out = (np.asarray(r.transform), bool(r.ok), float(r.chamfer))
         if path:
             os.makedirs(cache_dir, exist_ok=True)
-            np.savez(path + ".tmp.npz", template_T=tT, template_ok=tok, test_T=Ts, test_ok=ok, test_chamfer=ch)
+            np.savez(path + ".tmp.npz", T=out[0], ok=out[1], chamfer=out[2])
             os.replace(path + ".tmp.npz", path)
+        return out
+
+    tT, tok = [np.eye(4)], [True]
+    for t in cls.templates[1:]:
+        T, ok_, _ = one(t)
+        tT.append(T)
+        tok.append(ok_)
+    Ts, ok, ch = [], [], []
+    for s in tqdm(cls.tests, desc=f"register {cls.name}", disable=not progress, leave=False):
+        T, ok_, c = one(s.points)
+        Ts.append(T)
+        ok.append(ok_)
+        ch.append(c)
+    tT, tok, Ts, ok, ch = (np.asarray(tT), np.asarray(tok), np.asarray(Ts).reshape(-1, 4, 4), np.asarray(ok),
+                           np.asarray(ch))
     templates = tuple(transform_points(T, t) for T, t in zip(tT, cls.templates))
     return RegisteredClass(cls, templates, tok, Ts, ok, ch)

@@ -52,6 +52,8 @@ class TripletConfig:
             sampling / coverage invariance over every geometry of the part, not only where the
             labelled defects are (the semi-supervised "weak" objective of the COSARAD authors).
         weak_locations: FPS locations the weak triplets are drawn from.
+        weak_scan_positive: share of weak triplets whose positive is a good partial scan's patch
+            (the rest use another template's patch, which isolates sampling invariance).
         seed: randomness of centre jitter, pair choice and resampling.
     """
 
@@ -64,6 +66,7 @@ class TripletConfig:
     use_poses: bool = True
     weak_per_class: int = 0
     weak_locations: int = 96
+    weak_scan_positive: float = 0.3
     seed: int = 0
 
 
@@ -114,7 +117,8 @@ def build_triplets(classes: list[ClassData], cfg: TripletConfig = TripletConfig(
         # centres: FPS inside each visible defect region of the well-registered defective scans
         bad = []
         for i, s in enumerate(cls.tests):
-            if s.is_anomalous and rc.test_ok[i] and s.labels.sum() >= cfg.min_defect_points:
+            if (cfg.centres_per_defect > 0 and s.is_anomalous and rc.test_ok[i]
+                    and s.labels.sum() >= cfg.min_defect_points):
                 pts = rc.test_points(i)
                 d = pts[s.labels]
                 c = d[farthest_point_sampling(d, cfg.centres_per_defect, start=int(rng.integers(len(d))))]
@@ -186,10 +190,11 @@ def _weak_triplets(ref, R, templates, good_scans, cfg: TripletConfig, rng):
         typical = np.median([t.counts[j] for t in full])
         scans = [g for g in gp if g.counts[j] >= 0.5 * typical]
         ai = int(rng.integers(len(full)))
-        if scans:
+        other = full[(ai + 1 + int(rng.integers(len(full) - 1))) % len(full)].patches[j] if len(full) > 1 else None
+        if scans and (other is None or rng.random() < cfg.weak_scan_positive):
             p = scans[int(rng.integers(len(scans)))].patches[j]
-        elif len(full) > 1:
-            p = full[(ai + 1 + int(rng.integers(len(full) - 1))) % len(full)].patches[j]
+        elif other is not None:
+            p = other
         else:
             continue
         n = synthetic_defect(p, rng).astype(np.float32)
