@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     ap.add_argument("--layout", default="real3d")
     ap.add_argument("--models", nargs="*", default=None,
                     help="fold models (default: the shipped default + fold-1 models)")
-    ap.add_argument("--methods", default="cosarad,fpfh,global-bank")
+    ap.add_argument("--methods", default="cosarad,fpfh,global-bank,deviation")
     ap.add_argument("--classes", default="")
     ap.add_argument("--max-tests", type=int, default=16, help="test scans per class (half good, half defective)")
     ap.add_argument("--timing-scans", type=int, default=5, help="50k-point scans timed")
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from cosarad_ros.core.anomaly import AnomalyDetector
+    from cosarad_ros.core.anomaly import make_detector
     from cosarad_ros.core.anomaly.dataset import load_benchmark
     from cosarad_ros.core.anomaly.evaluation import evaluate_benchmark, format_table
     from cosarad_ros.core.anomaly.model import default_model_path
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     summary = {"data": os.path.abspath(args.data), "max_tests": args.max_tests, "models": models, "methods": {}}
     for method in [m for m in args.methods.split(",") if m]:
         t0 = time.perf_counter()
-        doc, res = evaluate_benchmark(data, method=method, models=models if method != "fpfh" else None,
+        doc, res = evaluate_benchmark(data, method=method, models=models if method in ("cosarad", "global-bank") else None,
                                       out_dir=os.path.join(args.out, method), detector_config=cfg, cache_dir=cache,
                                       progress=False, print_fn=None)
         summary["methods"][method] = {"mean": doc["mean"], "classes": doc["classes"],
@@ -110,13 +110,13 @@ def main(argv=None) -> int:
     timing = {}
     for method in [m for m in args.methods.split(",") if m]:
         model = None
-        if method != "fpfh":
+        if method in ("cosarad", "global-bank"):
             from cosarad_ros.core.anomaly.evaluation import assign_models
             from cosarad_ros.core.anomaly.model import load_model
 
             infos = {m: load_model(m)[1].classes_seen for m in models}
             model = assign_models([tcls.name], infos)[tcls.name] or models[0]
-        det = AnomalyDetector.from_config({**cfg, "method": method, "model": model, "num_threads": args.threads})
+        det = make_detector({**cfg, "method": method, "model": model, "num_threads": args.threads})
         ok = [t for t, g in zip(rc.templates, rc.template_ok) if g]
         det.fit(tcls.name, ok, cache_dir=os.path.join(cache, "banks"), aligned=True)
         det.score(scans[0], tcls.name)  # warm-up (first torch call)

@@ -9,7 +9,7 @@ Arguments (see each with `ros2 launch cosarad_ros inspection.launch.py --show-ar
   cad_library:=<folder>               CAD models (+ YAML metadata) of the part types
   use_moveit:=false|true              move the arm through MoveIt 2 (moveit_py) instead of the built-in executor
   rviz:=true|false                    start RViz with config/rviz/inspection.rviz
-  method:=cosarad|fpfh|global-bank    anomaly features
+  method:=deviation|cosarad|fpfh|global-bank    anomaly detector
 """
 import os
 
@@ -53,7 +53,7 @@ def generate_launch_description():
         DeclareLaunchArgument("use_moveit", default_value="false",
                               description="Execute arm moves through MoveIt 2 (moveit_py must be installed)"),
         DeclareLaunchArgument("rviz", default_value="true", description="Start RViz with the inspection display"),
-        DeclareLaunchArgument("method", default_value="cosarad", description="Anomaly features: cosarad | fpfh | global-bank"),
+        DeclareLaunchArgument("method", default_value="deviation", description="Anomaly detector: deviation | cosarad | fpfh | global-bank"),
         include("scanner.launch.py", {"scanner": "scanner", "part": "part"}),
         include("viewpoint_planner.launch.py", {"use_moveit": "use_moveit", "cad_library": "cad_library"}),
         OpaqueFunction(function=_analysis_nodes),

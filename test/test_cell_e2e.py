@@ -1,11 +1,10 @@
 """End to end: the simulated cell's six nodes over real DDS inspect real parts.
 
-Strict: both parts are classified, registered and scored (a PASS / FAIL verdict, every stage
-timed, a scored cloud), a sensor that stops answering gives INCONCLUSIVE (never PASS), and the
-nodes keep running after malformed clouds on their inputs. The detection quality itself (good
-part PASS, bulged part FAIL with a defect near the bulge) is checked last and reported as an
-expected failure while the shipped model's threshold calibration in the cell is not good enough
-(see docs/anomaly.md); the test then says what it measured. One cell start-up serves every check.
+Both parts are classified, registered and scored (every stage timed, a scored cloud); the good
+part passes and the bulged one fails with a defect within 15 mm of the bulge; a sensor that stops
+answering gives INCONCLUSIVE (never PASS); the nodes keep running after malformed clouds on their
+inputs. The detector is the anomaly node's default (``deviation``; ``COSARAD_E2E_METHOD`` picks
+another). One cell start-up serves every check.
 """
 import os
 import time
@@ -27,7 +26,7 @@ from cosarad_ros.ros.node_utils import LATCHED_QOS, SENSOR_QOS  # noqa: E402
 from cosarad_ros.ros.sim_cell import SimulatedCell  # noqa: E402
 from cosarad_ros.srv import LoadPart, RegisterCloud  # noqa: E402
 
-METHOD = os.environ.get("COSARAD_E2E_METHOD", "cosarad")
+METHOD = os.environ.get("COSARAD_E2E_METHOD", "deviation")
 
 
 def _wait(fut, timeout, what):
@@ -105,9 +104,7 @@ def test_cell_passes_good_fails_defective_and_survives_faults(tmp_path):
     # every verdict was published on /inspection/result
     assert [m.verdict_text for m in results][-3:] == [ok.verdict_text, ko.verdict_text, "INCONCLUSIVE"]
 
-    quality = (ok.verdict_text == "PASS" and ko.verdict_text == "FAIL" and bool(dists) and min(dists) < 0.015)
-    if not quality:
-        pytest.xfail(f"detection quality in the cell not reached yet: good part {ok.verdict_text} "
-                     f"(score {ok.object_score:.3g} / thr {ok.threshold:.3g}), bulged part {ko.verdict_text} "
-                     f"(score {ko.object_score:.3g}), nearest defect to the bulge "
-                     f"{min(dists) * 1000 if dists else float('nan'):.1f} mm")
+    # detection quality: the good part passes, the bulged one fails with a defect at the bulge
+    assert ok.verdict_text == "PASS", f"good part: {ok.reason} (score {ok.object_score:.3g}, thr {ok.threshold:.3g})"
+    assert ko.verdict_text == "FAIL", f"bulged part: {ko.reason} (score {ko.object_score:.3g})"
+    assert dists and min(dists) < 0.015, f"no defect within 15 mm of the bulge: {[round(d, 4) for d in dists]}"

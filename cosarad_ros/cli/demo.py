@@ -36,8 +36,8 @@ def add_arguments(p):
     p.add_argument("--families", nargs="+", default=list(DEFAULT_FAMILIES), help="one part type per family")
     p.add_argument("--defects", nargs="+", default=list(DEFAULT_DEFECTS), help="defects injected, one part each")
     p.add_argument("--good-per-type", type=int, default=1, help="good parts per type")
-    p.add_argument("--method", default="cosarad", choices=("cosarad", "fpfh", "global-bank"),
-                   help="anomaly detector features")
+    p.add_argument("--method", default="deviation", choices=("deviation", "cosarad", "fpfh", "global-bank"),
+                   help="anomaly detector (see docs/anomaly.md)")
     p.add_argument("--templates", type=int, default=3, help="simulated good templates per part type")
     p.add_argument("--tell-type", action="store_true",
                    help="give the part type to the manager instead of classifying each part")

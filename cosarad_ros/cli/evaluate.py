@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="benchmark folder")
     parser.add_argument("--layout", choices=("real3d", "anomaly-shapenet"), default=None,
                         help="folder layout (default: detected)")
-    parser.add_argument("--method", choices=("cosarad", "fpfh", "global-bank"), default="cosarad")
+    parser.add_argument("--method", choices=("cosarad", "fpfh", "global-bank", "deviation"), default="cosarad")
     parser.add_argument("--model", action="append", default=None,
                         help="COSARAD model (.safetensors); repeat for k-fold models (default: shipped model)")
     parser.add_argument("--out", required=True, help="output folder")

@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--templates", nargs="+", required=True,
                         help="template files or folders (a benchmark class folder uses its train/ templates)")
     parser.add_argument("--part-type", default=None, help="label of the part type (default: scan folder name)")
-    parser.add_argument("--method", choices=("cosarad", "fpfh", "global-bank"), default="cosarad")
+    parser.add_argument("--method", choices=("cosarad", "fpfh", "global-bank", "deviation"), default="cosarad")
     parser.add_argument("--model", default=None, help="COSARAD model (default: the shipped model)")
     parser.add_argument("--unit", choices=("mm", "cm", "m"), default="m", help="unit of the files (default m)")
     parser.add_argument("--config", default="{}", help="detector options as JSON")
@@ -52,7 +52,7 @@ def _template_files(items) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cosarad_ros.core.anomaly import AnomalyDetector
+    from cosarad_ros.core.anomaly import make_detector
     from cosarad_ros.core.anomaly.dataset import UNIT_SCALES
     from cosarad_ros.core.anomaly.evaluation import plot_anomaly_map
     from cosarad_ros.core.geometry import transform_points
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     scan = read_points(args.scan) * k
     templates = [read_points(p) * k for p in _template_files(args.templates)]
     part = args.part_type or Path(args.scan).resolve().parent.name or "part"
-    det = AnomalyDetector.from_config({**cfg, "method": args.method, "model": args.model})
+    det = make_detector({**cfg, "method": args.method, "model": args.model})
     det.fit(part, templates, cache_dir=args.cache)
     s = det.score(scan, part)
     png = args.png or f"{Path(args.scan).stem}_anomaly.png"

@@ -30,8 +30,9 @@ from cosarad_ros.ros.result_msgs import defect_markers, result_msg
 from cosarad_ros.srv import DetectAnomalies
 
 PARAMS = (
-    Param("method", "cosarad", "Feature extractor: learned COSARAD patches, FPFH, or one global bank",
-          choices=("cosarad", "fpfh", "global-bank")),
+    Param("method", "deviation", "Detector: location-specific deviation banks (deviation), learned COSARAD "
+          "patches (cosarad), FPFH patches (fpfh), or one global bank (global-bank)",
+          choices=("deviation", "cosarad", "fpfh", "global-bank")),
     Param("model_path", "", "COSARAD weights (.safetensors); empty: the model shipped with the package"),
     Param("template_dir", "", "Folder of good scans: <template_dir>/<part_type>/*.pcd|ply|xyz (metres)"),
     Param("cad_library", "", "CAD library folder; part types without template scans get simulated templates"),
@@ -40,20 +41,26 @@ PARAMS = (
     Param("frame_id", "part", "Frame of the published scored cloud and markers (the template frame)"),
     Param("default_part_type", "", "Part type assumed for clouds arriving on ~/cloud_in"),
     Param("min_points", 200, "Scans with fewer points are refused", check=positive),
+    Param("deviation_threshold", 6.0, "method deviation: Cohen's d above which a location is anomalous",
+          check=positive),
+    Param("deviation_tolerance", 0.00025, "method deviation: smallest excess deviation that can be a defect [m]",
+          check=non_negative),
     Param("score_vmax", 0.0, "Score mapped to the top colour; 0: twice the threshold", check=non_negative),
 )
 
 
 def build_inspector(p) -> PartInspector:
     """The core object from the node's parameters (also used by the demo)."""
-    from cosarad_ros.core.anomaly import AnomalyDetector
+    from cosarad_ros.core.anomaly import make_detector
 
     cfg = {"method": p.method}
+    if p.method == "deviation":
+        cfg.update(threshold=float(p.deviation_threshold), tolerance=float(p.deviation_tolerance))
     if p.model_path:
         if not os.path.isfile(p.model_path):
             raise FileNotFoundError(f"parameter 'model_path': no such file {p.model_path}")
         cfg["model"] = p.model_path
-    detector = AnomalyDetector.from_config(cfg)
+    detector = make_detector(cfg)
     sources = []
     if p.template_dir:
         sources.append(FolderTemplates(p.template_dir))

@@ -24,7 +24,7 @@ from visualization_msgs.msg import MarkerArray
 from cosarad_ros.action import InspectPart
 from cosarad_ros.core.geometry import pose_to_matrix as pose_list_to_matrix
 from cosarad_ros.core.fusion import DEFAULT_ROI, fuse_scans
-from cosarad_ros.core.inspection import StageRecord
+from cosarad_ros.core.inspection import InspectionOutcome, StageRecord
 from cosarad_ros.core.pipeline import Classified, Detected, Registered, ViewScan, run_inspection
 from cosarad_ros.msg import InspectionResult
 from cosarad_ros.ros import conversions as cv
@@ -214,8 +214,12 @@ class InspectionManager(Node):
             self.result_pub.publish(msg)
             self.marker_pub.publish(markers)
             self.last_result = msg
-            level = self.get_logger().info if o.verdict == "PASS" else self.get_logger().warning
-            level(f"part {part_id!r} ({o.part_type or '?'}): {o.verdict} {o.reason}")
+            text = f"part {part_id!r} ({o.part_type or '?'}): {o.verdict} {o.reason}"
+            # rclpy fixes one severity per call site: one call per level
+            if o.verdict == "PASS":
+                self.get_logger().info(text)
+            else:
+                self.get_logger().warning(text)
             return msg
 
     def _execute(self, goal_handle):
@@ -225,7 +229,15 @@ class InspectionManager(Node):
             fb = InspectPart.Feedback(stage=stage, progress=float(fraction))
             goal_handle.publish_feedback(fb)
 
-        msg = self.inspect(req.part_id, req.part_type, feedback)
+        try:
+            msg = self.inspect(req.part_id, req.part_type, feedback)
+        except Exception as exc:  # a bug must not leave the caller without a verdict
+            self.get_logger().error(f"inspection of {req.part_id!r} raised {type(exc).__name__}: {exc}")
+            o = InspectionOutcome(part_id=req.part_id, part_type=req.part_type, verdict="INCONCLUSIVE",
+                                  reason=f"internal error: {type(exc).__name__}: {exc}",
+                                  object_score=float("nan"), threshold=float("nan"))
+            msg = result_msg(o, frame_id=self.p.part_frame, stamp=self.get_clock().now().to_msg())
+            self.result_pub.publish(msg)
         goal_handle.succeed()
         return InspectPart.Result(result=msg)
 

@@ -24,13 +24,13 @@ class SimulatedCell:
         cad_dir: CAD library folder (part types, also the source of simulated templates).
         part_pose: ``[x y z qx qy qz qw]`` of the part frame in ``world`` (the cell's fixture).
         seed: sensor noise seed.
-        method: anomaly features (``cosarad``, ``fpfh``, ``global-bank``).
+        method: anomaly detector (``deviation``, ``cosarad``, ``fpfh``, ``global-bank``).
         n_templates: simulated good templates per part type.
         work_dir: folder for memory banks and coverage pictures.
         classifier_params / anomaly_params / manager_params: extra parameter overrides.
     """
 
-    def __init__(self, cad_dir, *, part_pose, seed: int = 0, method: str = "cosarad", n_templates: int = 3,
+    def __init__(self, cad_dir, *, part_pose, seed: int = 0, method: str = "deviation", n_templates: int = 3,
                  work_dir, classifier_params: dict | None = None, anomaly_params: dict | None = None,
                  manager_params: dict | None = None):
         from cosarad_ros.core.sensors import SimulatedScene

@@ -16,9 +16,41 @@ Heavy modules (torch) are imported lazily by the objects that need them.
 """
 from .detector import (METHODS, AnomalyDetector, AnomalyScore, DefectRegion, PartBank, calibrate_threshold,
                        find_defect_regions)
+from .deviation import DeviationBank, DeviationDetector
 from .scoring import aggregate, cohens_d, local_effect_sizes, point_scores_from_patches
+
+#: every detector method: the patch-feature ones of :class:`AnomalyDetector` and ``deviation``
+DETECTOR_METHODS = (*METHODS, "deviation")
+
+#: keys that only concern the learned network; dropped for ``deviation`` so one config dict
+#: (CLI, node, benchmark) serves every method
+_NETWORK_KEYS = ("model", "num_threads", "device", "batch_size")
+
+
+def make_detector(config: dict | None = None):
+    """The detector named by ``config["method"]`` (default ``cosarad``), built from the config's
+    other keys (constructor arguments; unknown keys are refused).
+
+    Returns:
+        :class:`AnomalyDetector` (``cosarad``, ``fpfh``, ``global-bank``) or
+        :class:`DeviationDetector` (``deviation``); both offer ``fit`` / ``has_part`` / ``score``.
+
+    Raises:
+        ValueError: unknown method or keys.
+    """
+    cfg = dict(config or {})
+    method = cfg.get("method", "cosarad")
+    if method not in DETECTOR_METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {list(DETECTOR_METHODS)}")
+    if method == "deviation":
+        for k in _NETWORK_KEYS:
+            cfg.pop(k, None)
+        return DeviationDetector.from_config(cfg)
+    return AnomalyDetector.from_config(cfg)
+
 
 __all__ = [
     "AnomalyDetector", "AnomalyScore", "DefectRegion", "PartBank", "METHODS", "calibrate_threshold",
     "find_defect_regions", "aggregate", "cohens_d", "local_effect_sizes", "point_scores_from_patches",
+    "DeviationBank", "DeviationDetector", "DETECTOR_METHODS", "make_detector",
 ]

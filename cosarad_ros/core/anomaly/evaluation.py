@@ -245,9 +245,9 @@ def evaluate_class(detector, cls: ClassData, *, registered: RegisteredClass | No
             plot_anomaly_map(pts, sc, s.labels, os.path.join(map_dir, f"{cls.name}_{s.name}.png"),
                              title=f"{cls.name}/{s.name}: object score {o:.2f} (threshold {pb.threshold:.2f})",
                              threshold=thr)
-    model = getattr(detector.extractor, "path", None)
+    model = getattr(getattr(detector, "extractor", None), "path", None)  # None: no learned model
     return ClassResult(cls.name, auroc(obj, lab), p_auc, int((~lab).sum()), int(lab.sum()), obj, lab, tuple(names),
-                       model, float(np.median(times)), (ps[sel], pl[sel]), (pb.threshold, pb.patch_threshold),
+                       model, float(np.median(times)), (ps[sel], pl[sel]), (pb.threshold, getattr(pb, "patch_threshold", pb.threshold)),
                        failed)
 
 
@@ -316,13 +316,13 @@ def evaluate_benchmark(classes: list[ClassData], *, method: str, models: list[st
     """
     from tqdm.auto import tqdm
 
-    from .detector import AnomalyDetector
+    from . import make_detector
     from .model import default_model_path, load_model
 
     cache_dir = cache_dir or os.path.join(out_dir, "_cache")
     cfg = dict(detector_config or {})
     cfg["registration_attempts"] = registration_attempts
-    learned = method != "fpfh"
+    learned = method in ("cosarad", "global-bank")
     names = [c.name for c in classes]
     if learned:
         paths = [default_model_path() if m is None else os.path.abspath(m) for m in (models or [None])]
@@ -346,7 +346,7 @@ def evaluate_benchmark(classes: list[ClassData], *, method: str, models: list[st
             continue
         key = assign[cls.name]
         if key not in dets:
-            dets[key] = AnomalyDetector.from_config({**cfg, "method": method, "model": key})
+            dets[key] = make_detector({**cfg, "method": method, "model": key})
         reg = register_class(cls, attempts=registration_attempts, cache_dir=os.path.join(cache_dir, "registration"),
                              progress=progress)
         r = evaluate_class(dets[key], cls, registered=reg, bank_cache=os.path.join(cache_dir, "banks"),

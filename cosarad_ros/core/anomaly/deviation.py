@@ -1,0 +1,311 @@
+"""Location-specific banks of geometric deviation: a 1-D companion of COSARAD's patch features.
+
+COSARAD (Tarvo, Wan, Chen) keeps one memory bank per patch location and scores a test patch by
+Cohen's effect size against it. :class:`DeviationDetector` applies the same idea to the plainest
+geometric feature there is, the distance from a scan point to the nearest point of the good
+templates, so that the bank of each location learns how much deviation is normal *there*
+(grazing edges, fixture contact, pockets the sensor sees badly) and a bump on a flat face stands
+out even when it is smaller than the noise at an edge.
+
+Fit (templates only, no defective example):
+
+1. register every template onto the first (the reference) and thin the reference to
+   locations on a grid of ``location_spacing``;
+2. leave-one-out deviation of each template's points against the other templates: the distance
+   along the nearest template point's normal, plus whatever of the straight-line distance exceeds
+   the templates' point spacing (so the offset between two samplings of the same surface does not
+   count, material beyond an edge does);
+3. per location ``l`` and template ``g``: ``m_g(l)`` = mean deviation of template ``g``'s points
+   within ``location_radius`` of ``l``; the bank of ``l`` is ``{m_g(l)}``, summarised by its mean
+   ``mu(l)`` and standard deviation ``s(l)`` (floored by ``min_std``).
+
+Score:
+
+1. register the scan onto the reference (retries, lowest Chamfer; :func:`.align.align_to_reference`);
+2. deviation of each scan point against all templates (as in fit, the smallest over templates);
+   ``m_t(l)`` as above;
+3. Cohen's d ``d(l) = (m_t(l) - mu(l)) / s(l)`` (Cohen, *Statistical Power Analysis for the
+   Behavioral Sciences*, 1988) and the excess ``e(l) = m_t(l) - mu(l)`` in metres;
+4. location score ``s(l) = min(d(l), threshold * e(l) / tolerance)``: above ``threshold`` only where
+   the deviation is both unusual for that location and larger than the tolerance (what a drawing
+   would allow), continuous otherwise so it ranks parts for ROC curves;
+5. object score = the largest location score; per-point score = the score of the nearest
+   location; defects = connected groups of points above ``threshold``.
+
+The result is the same :class:`~.detector.AnomalyScore` as the learned detector's, so both plug
+into :class:`~cosarad_ros.core.detection.PartInspector`, the CLI and the evaluation unchanged.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from ..geometry import as_points, transform_points
+from .detector import MIN_SCAN_POINTS, AnomalyScore, find_defect_regions
+
+__all__ = ["DeviationBank", "DeviationDetector"]
+
+
+@dataclass(frozen=True)
+class DeviationBank:
+    """What :class:`DeviationDetector` keeps per part type.
+
+    Attributes:
+        part_type: the label.
+        reference: ``(M, 3)`` reference template (registration target), template frame [m].
+        templates: the registered templates ``(N_g, 3)`` (deviations are measured against them).
+        normals: their unit normals ``(N_g, 3)`` (unoriented).
+        spacing: typical point spacing of the templates [m] (tangential allowance).
+        locations: ``(L, 3)`` bank locations.
+        mean: ``(L,)`` mean leave-one-out deviation of the templates per location [m] (NaN: unseen).
+        std: ``(L,)`` its standard deviation, floored by ``min_std`` [m].
+        radius: location radius [m].
+        threshold: object-score threshold (Cohen's d).
+        tolerance: smallest excess deviation that can count as a defect [m].
+    """
+
+    part_type: str
+    reference: np.ndarray
+    templates: tuple
+    normals: tuple
+    spacing: float
+    locations: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    radius: float
+    threshold: float
+    tolerance: float
+
+
+class DeviationDetector:
+    """Deviation-from-template detector with location-specific banks (see module docstring).
+
+    Args:
+        location_spacing: grid step of the bank locations [m]; ``None``: ``location_rel`` x the
+            reference's bounding-box diagonal.
+        location_rel: see ``location_spacing`` (0.013: 2 mm on a 150 mm part).
+        location_radius: points within this distance of a location form its sample [m];
+            ``None``: 1.5 x ``location_spacing``.
+        min_location_points: fewest points for a location to be scored (else NaN, unseen).
+        min_std: floor of each location's standard deviation [m].
+        threshold: Cohen's d above which a location is anomalous (also the object threshold).
+        tolerance: smallest excess deviation over the location's mean that can be a defect [m].
+        registration_attempts: global registration hypotheses per registration.
+        register: register scans and templates onto the reference (False: already aligned).
+        max_template_points: templates are randomly thinned to this many points.
+        min_region_points: smallest defect region reported.
+        seed: randomness of thinning and registration.
+    """
+
+    method = "deviation"
+
+    def __init__(self, *, location_spacing: float | None = None, location_rel: float = 0.013,
+                 location_radius: float | None = None, min_location_points: int = 3, min_std: float = 5e-5,
+                 threshold: float = 6.0, tolerance: float = 2.5e-4, registration_attempts: int = 3,
+                 register: bool = True, max_template_points: int = 60_000, min_region_points: int = 10,
+                 seed: int = 0):
+        for name, v in (("location_spacing", location_spacing), ("location_radius", location_radius)):
+            if v is not None and not (np.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be > 0 m, got {v}")
+        if not 0 < location_rel < 1:
+            raise ValueError(f"location_rel must be in (0, 1), got {location_rel}")
+        if not (np.isfinite(threshold) and threshold > 0):
+            raise ValueError(f"threshold must be a positive Cohen's d, got {threshold}")
+        if not (np.isfinite(tolerance) and tolerance >= 0):
+            raise ValueError(f"tolerance must be >= 0 m, got {tolerance}")
+        if min_std <= 0 or min_location_points < 1 or registration_attempts < 1:
+            raise ValueError("min_std > 0, min_location_points >= 1 and registration_attempts >= 1 required")
+        self.location_spacing = location_spacing
+        self.location_rel = float(location_rel)
+        self.location_radius = location_radius
+        self.min_location_points = int(min_location_points)
+        self.min_std = float(min_std)
+        self.threshold = float(threshold)
+        self.tolerance = float(tolerance)
+        self.registration_attempts = int(registration_attempts)
+        self.register = bool(register)
+        self.max_template_points = int(max_template_points)
+        self.min_region_points = int(min_region_points)
+        self.seed = int(seed)
+        self._parts: dict[str, DeviationBank] = {}
+
+    @classmethod
+    def from_config(cls, config: dict | None = None) -> "DeviationDetector":
+        """Build from a dict whose keys are the constructor's arguments (unknown keys are refused)."""
+        import inspect
+
+        cfg = dict(config or {})
+        cfg.pop("method", None)
+        allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        unknown = sorted(set(cfg) - allowed)
+        if unknown:
+            raise ValueError(f"unknown deviation detector config keys {unknown}; allowed: {sorted(allowed)}")
+        return cls(**cfg)
+
+    # ------------------------------------------------------------------ bookkeeping
+    @property
+    def classes_seen(self) -> tuple[str, ...]:
+        return ()
+
+    def has_part(self, part_type: str) -> bool:
+        return part_type in self._parts
+
+    def parts(self) -> list[str]:
+        return sorted(self._parts)
+
+    def part_bank(self, part_type: str) -> DeviationBank:
+        if part_type not in self._parts:
+            known = ", ".join(self.parts()) or "none"
+            raise ValueError(f"unknown part type '{part_type}': fit its templates first (known: {known})")
+        return self._parts[part_type]
+
+    def _thin(self, pts: np.ndarray, salt: int) -> np.ndarray:
+        if len(pts) <= self.max_template_points:
+            return pts
+        sel = np.random.default_rng([self.seed, salt]).choice(len(pts), self.max_template_points, replace=False)
+        return pts[np.sort(sel)]
+
+    def _align(self, source: np.ndarray, target: np.ndarray):
+        from .align import align_to_reference
+
+        return align_to_reference(source, target, attempts=self.registration_attempts, seed=self.seed)
+
+    def _location_means(self, points: np.ndarray, dev: np.ndarray, locations: np.ndarray, radius: float) -> np.ndarray:
+        """Mean of ``dev`` over the points within ``radius`` of each location; NaN where too few."""
+        nb = cKDTree(points).query_ball_point(locations, radius)
+        out = np.full(len(locations), np.nan)
+        for i, idx in enumerate(nb):
+            if len(idx) >= self.min_location_points:
+                out[i] = dev[idx].mean()
+        return out
+
+    @staticmethod
+    def _deviation(points: np.ndarray, templates, normals, trees, spacing: float) -> np.ndarray:
+        """``(N,)`` smallest deviation of ``points`` over the given templates (see module docstring)."""
+        best = np.full(len(points), np.inf)
+        for t, n, tree in zip(templates, normals, trees):
+            dist, idx = tree.query(points, k=1)
+            normal = np.abs(((points - t[idx]) * n[idx]).sum(1))
+            tangential = np.maximum(dist - spacing, 0.0)
+            np.minimum(best, np.sqrt(normal ** 2 + tangential ** 2), out=best)
+        return best
+
+    # ------------------------------------------------------------------ fit / score
+    def fit(self, part_type: str, templates, *, cache_dir: str | None = None, progress: bool = False,
+            aligned: bool = False) -> DeviationBank:
+        """Build the banks of ``part_type`` from good templates (``(N_g, 3)`` each, metres, any pose;
+        the first is the reference). ``cache_dir`` and ``progress`` are accepted for interface
+        compatibility with :class:`~.detector.AnomalyDetector` (fitting takes seconds).
+
+        Raises:
+            ValueError: empty part type, fewer than 3 templates (or registered templates), bad points.
+        """
+        del cache_dir, progress
+        if not isinstance(part_type, str) or not part_type:
+            raise ValueError("part_type must be a non-empty string")
+        if templates is None or len(templates) < 3:
+            n = 0 if templates is None else len(templates)
+            raise ValueError(f"part type '{part_type}' has {n} template(s); the deviation banks need at least 3")
+        tmpl = [self._thin(as_points(t, name=f"template {i} of '{part_type}'", min_points=MIN_SCAN_POINTS), i)
+                for i, t in enumerate(templates)]
+        ref = tmpl[0]
+        regs = [ref]
+        for g, t in enumerate(tmpl[1:], start=1):
+            if self.register and not aligned:
+                res = self._align(t, ref)
+                if not res.ok:
+                    warnings.warn(f"template {g} of '{part_type}' did not register onto the reference "
+                                  f"({res.reason}); it is left out of the banks")
+                    continue
+                t = transform_points(res.transform, t)
+            regs.append(t)
+        if len(regs) < 3:
+            raise ValueError(f"only {len(regs)} template(s) of '{part_type}' registered onto the reference; need 3")
+        diag = float(np.linalg.norm(ref.max(0) - ref.min(0)))
+        spacing = self.location_spacing or self.location_rel * diag
+        radius = self.location_radius or 1.5 * spacing
+        _, first = np.unique(np.floor(ref / spacing).astype(np.int64), axis=0, return_index=True)
+        locations = ref[np.sort(first)]
+        from .visibility import estimate_normals
+
+        trees = [cKDTree(t) for t in regs]
+        normals = [estimate_normals(t) for t in regs]
+        # tangential allowance: a little over the typical nearest-neighbour spacing of a template
+        step = float(np.median([np.median(tr.query(t, k=2)[0][:, 1]) for tr, t in zip(trees, regs)]))
+        allowance = 1.5 * step
+        M = np.full((len(regs), len(locations)), np.nan)
+        for g, t in enumerate(regs):
+            others = [h for h in range(len(regs)) if h != g]
+            dev = self._deviation(t, [regs[h] for h in others], [normals[h] for h in others],
+                                  [trees[h] for h in others], allowance)
+            M[g] = self._location_means(t, dev, locations, radius)
+        seen = np.isfinite(M).sum(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.where(seen >= 2, np.nanmean(M, 0), np.nan)
+            std = np.where(seen >= 2, np.nanstd(M, 0, ddof=1), np.nan)
+        std = np.sqrt(np.nan_to_num(std, nan=0.0) ** 2 + self.min_std ** 2)
+        bank = DeviationBank(part_type, ref.astype(np.float32), tuple(r.astype(np.float32) for r in regs),
+                             tuple(normals), allowance, locations.astype(np.float32), mean, std, float(radius), self.threshold, self.tolerance)
+        self._parts[part_type] = bank
+        return bank
+
+    def score(self, scan, part_type: str, *, register: bool | None = None, transform=None) -> AnomalyScore:
+        """Score a scan of ``part_type`` (``(N, 3)`` metres, any pose).
+
+        Returns:
+            :class:`~.detector.AnomalyScore`; ``patch_centres`` / ``patch_scores`` hold the bank
+            locations and their scores (NaN: not seen by the scan).
+
+        Raises:
+            ValueError: empty / non-finite / too small scan, unknown part type, or a scan that
+                overlaps none of the bank locations.
+        """
+        t0 = time.perf_counter()
+        timings = {}
+        pts = as_points(scan, name="scan", min_points=MIN_SCAN_POINTS)
+        b = self.part_bank(part_type)
+        do_reg = self.register if register is None else bool(register)
+        ref_tree = cKDTree(b.reference)
+        if transform is not None:
+            from ..geometry import as_transform
+
+            T, reg_ok = as_transform(transform), True
+        elif do_reg:
+            res = self._align(pts, b.reference)
+            T, reg_ok = np.asarray(res.transform), bool(res.ok)
+            if not reg_ok:
+                warnings.warn(f"scan of '{part_type}' did not register well ({res.reason}); scores are unreliable")
+        else:
+            T, reg_ok = np.eye(4), True
+        reg = transform_points(T, pts)
+        chamfer = float(ref_tree.query(reg, k=1)[0].mean())
+        timings["register"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        dev = self._deviation(reg, b.templates, b.normals, [cKDTree(t) for t in b.templates], b.spacing)
+        m = self._location_means(reg, dev, b.locations, b.radius)
+        scored = np.isfinite(m) & np.isfinite(b.mean)
+        if not scored.any():
+            raise ValueError(f"the scan overlaps none of the {len(b.locations)} deviation locations of "
+                             f"'{part_type}' (registration chamfer {chamfer:.4g} m); is it the right part type?")
+        excess = m - b.mean
+        d = excess / b.std
+        tol_term = (b.threshold * excess / b.tolerance) if b.tolerance > 0 else np.full_like(d, np.inf)
+        loc_scores = np.where(scored, np.minimum(d, tol_term), np.nan)
+        obj = float(np.nanmax(loc_scores))
+        near_d, near = cKDTree(b.locations).query(reg, k=1)
+        point_scores = np.nan_to_num(loc_scores[near], nan=0.0)
+        point_scores[near_d > 2 * b.radius] = 0.0
+        defects = find_defect_regions(reg, point_scores, b.threshold, link_distance=b.radius,
+                                      min_points=self.min_region_points)
+        timings["scoring"] = time.perf_counter() - t1
+        timings["total"] = time.perf_counter() - t0
+        return AnomalyScore(point_scores=point_scores, object_score=obj, threshold=float(b.threshold),
+                            is_anomalous=bool(obj > b.threshold), transform=T, chamfer=chamfer,
+                            patch_centres=b.locations.copy(), patch_scores=loc_scores, defects=defects,
+                            point_threshold=float(b.threshold), registration_ok=reg_ok, timings=timings,
+                            coverage=float(scored.mean()))

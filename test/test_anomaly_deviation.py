@@ -1,0 +1,71 @@
+"""The deviation detector: location-specific banks of point-to-template deviation scored by Cohen's d."""
+import numpy as np
+import pytest
+
+from cosarad_ros.core.anomaly import DeviationDetector, make_detector
+from cosarad_ros.core.anomaly.dataset import toy_class
+from cosarad_ros.core.anomaly.evaluation import auroc
+
+
+def _plane(z: float) -> np.ndarray:
+    g = np.stack(np.meshgrid(np.arange(0, 0.06, 0.001), np.arange(0, 0.04, 0.001)), -1).reshape(-1, 2)
+    return np.column_stack([g, np.full(len(g), z)])
+
+
+def test_cohens_d_against_hand_computed_value():
+    """Templates at z = 0, +a, -a: every template's leave-one-out deviation is a (std 0, floored by
+    min_std); a test plane at z = h deviates by h - a from the nearest template, so
+    d = (h - a - a) / min_std everywhere."""
+    a, h, min_std = 1e-4, 6e-4, 5e-5
+    det = DeviationDetector(min_std=min_std, register=False, tolerance=2.5e-4, threshold=6.0)
+    bank = det.fit("plate", [_plane(0.0), _plane(a), _plane(-a)], aligned=True)
+    assert np.nanmax(np.abs(bank.mean - a)) < 1e-9
+    s = det.score(_plane(h), "plate")
+    assert s.object_score == pytest.approx((h - 2 * a) / min_std, rel=1e-6)  # 8.0
+    assert s.is_anomalous and len(s.defects) == 1
+    # the same excess below the tolerance is not a defect, however unusual it is
+    det_tol = DeviationDetector(min_std=min_std, register=False, tolerance=1e-3, threshold=6.0)
+    det_tol.fit("plate", [_plane(0.0), _plane(a), _plane(-a)], aligned=True)
+    s2 = det_tol.score(_plane(h), "plate")
+    assert s2.object_score == pytest.approx(6.0 * (h - 2 * a) / 1e-3, rel=1e-6) and not s2.is_anomalous
+
+
+@pytest.fixture(scope="module")
+def toy():
+    cls = toy_class(3, n_good=3, n_bad=3, points=6000)
+    det = make_detector({"method": "deviation"})
+    det.fit("toy", list(cls.templates))
+    return cls, det
+
+
+def test_bulged_parts_fail_good_parts_pass_and_the_bulge_scores_highest(toy):
+    cls, det = toy
+    for s in cls.tests:
+        r = det.score(s.points, "toy")  # random pose: registered onto the templates here
+        assert r.registration_ok
+        assert r.is_anomalous == s.is_anomalous, (s.name, r.object_score, r.threshold)
+        if s.is_anomalous:
+            assert auroc(r.point_scores, s.labels) > 0.8
+            assert s.labels[int(np.argmax(r.point_scores))]  # the top-scoring point is on the bulge
+
+
+def test_bad_input_gets_clear_errors(toy):
+    cls, det = toy
+    with pytest.raises(ValueError, match="at least 3"):
+        DeviationDetector().fit("two", list(cls.templates[:2]))
+    with pytest.raises(ValueError, match="unknown part type 'nope'"):
+        det.score(cls.tests[0].points, "nope")
+    with pytest.raises(ValueError):
+        det.score(np.zeros((0, 3)), "toy")
+    bad = cls.tests[0].points.copy()
+    bad[3] = np.nan
+    with pytest.raises(ValueError):
+        det.score(bad, "toy")
+    with pytest.raises(ValueError, match="tolerance"):
+        DeviationDetector(tolerance=-1.0)
+    with pytest.raises(ValueError, match="unknown method"):
+        make_detector({"method": "magic"})
+    with pytest.raises(ValueError, match="unknown deviation detector config keys"):
+        make_detector({"method": "deviation", "num_patches": 12})
+    # keys of the learned network are ignored for this method, so one config serves all methods
+    assert isinstance(make_detector({"method": "deviation", "model": None, "num_threads": 2}), DeviationDetector)
