@@ -390,6 +390,11 @@ def register(source, target, *, voxel_size: float | None = None, attempts: int =
             if not failures(*finals[0]):
                 break
 
+    if init is not None:
+        # the guess itself competes: refinement must not leave a guess that was already better
+        T0 = as_transform(init, name="init")
+        finals.append((T0, prob.score(prob.src_full.points, T0)))
+        finals.sort(key=lambda f: f[1].chamfer)
     if not finals:  # no feature scale had enough points: nothing was tried
         raise ValueError(f"source or target too sparse for features at voxel {v:.4g} "
                          f"(scales {feature_scales}); give a smaller voxel_size or denser clouds")
