@@ -15,42 +15,18 @@ import threading
 import time
 from typing import Any, Callable
 
-import rclpy
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
-from rclpy.parameter import Parameter
+
+from cosarad_ros.ros.node_utils import BackgroundExecutor
 
 
-class RosHarness:
-    """An rclpy context with a multi-threaded executor spinning in a background thread."""
+class RosHarness(BackgroundExecutor):
+    """An rclpy context with a multi-threaded executor spinning in a background thread, plus a
+    client node and helpers to call services and wait for messages."""
 
     def __init__(self, threads: int = 4):
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.executor = MultiThreadedExecutor(num_threads=threads, context=self.context)
-        self._nodes: list[Node] = []
+        super().__init__(threads=threads)
         self.client = self.add(Node("test_client", context=self.context))
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _spin(self):
-        while self.context.ok():
-            try:
-                self.executor.spin_once(timeout_sec=0.05)
-            except Exception:  # executor shut down under us
-                if not self.context.ok():
-                    return
-                raise
-
-    def node_kwargs(self, **params) -> dict:
-        """Keyword arguments for a node constructor: this context plus parameter overrides."""
-        return {"context": self.context,
-                "parameter_overrides": [Parameter(k, value=v) for k, v in params.items()]}
-
-    def add(self, node: Node) -> Node:
-        self._nodes.append(node)
-        self.executor.add_node(node)
-        return node
 
     def call(self, srv_type, name: str, request, timeout: float = 30.0):
         """Call a service and return its response (raises TimeoutError)."""
@@ -103,21 +79,3 @@ class RosHarness:
                 return
             time.sleep(0.02)
         raise TimeoutError(f"{what} not met within {timeout} s")
-
-    def close(self):
-        for n in self._nodes:
-            try:
-                self.executor.remove_node(n)
-                n.destroy_node()
-            except Exception:
-                pass
-        self.executor.shutdown(timeout_sec=1.0)
-        if self.context.ok():
-            rclpy.shutdown(context=self.context)
-        self._thread.join(timeout=2.0)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

@@ -20,7 +20,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import PointCloud2
 from visualization_msgs.msg import MarkerArray
 
-from cosarad_ros.core.detection import CadTemplates, FolderTemplates, PartInspector
+from cosarad_ros.core.detection import FolderTemplates, PartInspector
 from cosarad_ros.core.inspection import StageRecord
 from cosarad_ros.msg import InspectionResult
 from cosarad_ros.ros.conversions import pointcloud2_to_xyz

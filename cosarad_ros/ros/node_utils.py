@@ -32,7 +32,7 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityP
 
 __all__ = [
     "Param", "ParameterError", "declare_parameters", "positive", "non_negative", "in_range",
-    "unit_interval", "SENSOR_QOS", "LATCHED_QOS", "RELIABLE_QOS", "guarded", "run_node",
+    "unit_interval", "SENSOR_QOS", "LATCHED_QOS", "RELIABLE_QOS", "guarded", "run_node", "BackgroundExecutor",
 ]
 
 
@@ -246,3 +246,62 @@ def run_node(factory: Callable[[], Any], args: Sequence[str] | None = None, *,
             node.destroy_node()
         if rclpy.ok():
             rclpy.try_shutdown()
+
+
+class BackgroundExecutor:
+    """Nodes on a multi-threaded executor of their own rclpy context, spinning in a background
+    thread (the simulated cell, notebooks, tests). ``close()`` destroys the nodes and the context.
+
+    Args:
+        threads: executor threads.
+    """
+
+    def __init__(self, threads: int = 4):
+        import threading
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.executor = MultiThreadedExecutor(num_threads=threads, context=self.context)
+        self.nodes: list = []
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self):
+        while self.context.ok():
+            try:
+                self.executor.spin_once(timeout_sec=0.05)
+            except Exception:  # the executor is being shut down under us
+                if not self.context.ok():
+                    return
+                raise
+
+    def node_kwargs(self, **params) -> dict:
+        """Keyword arguments for a node constructor: this context plus parameter overrides."""
+        from rclpy.parameter import Parameter
+
+        return {"context": self.context,
+                "parameter_overrides": [Parameter(k, value=v) for k, v in params.items()]}
+
+    def add(self, node):
+        """Spin ``node`` (built with this context); returns it."""
+        self.nodes.append(node)
+        self.executor.add_node(node)
+        return node
+
+    def close(self, timeout: float = 2.0):
+        for n in self.nodes:
+            try:
+                self.executor.remove_node(n)
+                n.destroy_node()
+            except Exception:  # noqa: BLE001 - best effort on the way out
+                pass
+        self.executor.shutdown(timeout_sec=timeout)
+        if self.context.ok():
+            rclpy.shutdown(context=self.context)
+        self._thread.join(timeout=timeout + 1.0)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

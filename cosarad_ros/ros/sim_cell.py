@@ -6,18 +6,16 @@ separate processes started by ``inspection.launch.py`` do.
 """
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
-import rclpy
 import yaml
-from rclpy.executors import MultiThreadedExecutor
-from rclpy.parameter import Parameter
+
+from cosarad_ros.ros.node_utils import BackgroundExecutor
 
 __all__ = ["SimulatedCell"]
 
 
-class SimulatedCell:
+class SimulatedCell(BackgroundExecutor):
     """Start the cell's nodes.
 
     Args:
@@ -42,71 +40,34 @@ class SimulatedCell:
         from cosarad_ros.ros.scanner_node import ScannerNode
         from cosarad_ros.ros.viewpoint_planner_node import ViewpointPlannerNode
 
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-
-        def kw(**params):
-            return {"context": self.context,
-                    "parameter_overrides": [Parameter(k, value=v) for k, v in params.items()]}
-
-        cad, work = str(cad_dir), Path(work_dir)
-        sensor_opts = {k: list(v) if isinstance(v, tuple) else v for k, v in cell_sensor_options().items()}
-        self.scene = SimulatedScene.inspection_cell()
-        self.scanner = ScannerNode(scene=self.scene, **kw(sensor_type="motioncam", seed=int(seed),
-                                                          sensor_options=yaml.safe_dump(sensor_opts),
-                                                          **{"sim.rest_on_support": False}))
-        # fused scans are partial (fixture side unseen) and noisy: 2 mm box tolerance and a 30 %
-        # allowed shortfall, the registration residual still separates near-duplicates
-        cls_params = {"library_dir": cad, "dim_tolerance": 0.002, "max_shortfall": 0.3, **(classifier_params or {})}
-        det_params = {"cad_library": cad, "cache_dir": str(work / "banks"), "method": method,
-                      "n_templates": int(n_templates), **(anomaly_params or {})}
-        self.nodes = [
-            self.scanner,
-            ViewpointPlannerNode(**kw(cad_library=cad, playback_speed=0.0, coverage_dir=str(work / "coverage"),
-                                      seed=int(seed))),
-            RegistrationNode(**kw(cad_library=cad, outer_surface_only=False)),
-            CadClassifierNode(**kw(**cls_params)),
-            AnomalyNode(**kw(**det_params)),
-            InspectionManager(**kw(part_pose=[float(x) for x in part_pose], **(manager_params or {}))),
-        ]
-        self.executor = MultiThreadedExecutor(num_threads=8, context=self.context)
-        for n in self.nodes:
-            self.executor.add_node(n)
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _spin(self):
-        while self.context.ok():
-            try:
-                self.executor.spin_once(timeout_sec=0.05)
-            except Exception:  # the executor is being shut down
-                if not self.context.ok():
-                    return
-                raise
+        super().__init__(threads=8)
+        try:
+            kw = self.node_kwargs
+            cad, work = str(cad_dir), Path(work_dir)
+            sensor_opts = {k: list(v) if isinstance(v, tuple) else v for k, v in cell_sensor_options().items()}
+            self.scene = SimulatedScene.inspection_cell()
+            self.scanner = ScannerNode(scene=self.scene, **kw(sensor_type="motioncam", seed=int(seed),
+                                                              sensor_options=yaml.safe_dump(sensor_opts),
+                                                              **{"sim.rest_on_support": False}))
+            # fused scans are partial (fixture side unseen) and noisy: 2 mm box tolerance and a 30 %
+            # allowed shortfall, the registration residual still separates near-duplicates
+            cls_params = {"library_dir": cad, "dim_tolerance": 0.002, "max_shortfall": 0.3, **(classifier_params or {})}
+            det_params = {"cad_library": cad, "cache_dir": str(work / "banks"), "method": method,
+                          "n_templates": int(n_templates), **(anomaly_params or {})}
+            for node in [
+                self.scanner,
+                ViewpointPlannerNode(**kw(cad_library=cad, playback_speed=0.0, coverage_dir=str(work / "coverage"),
+                                          seed=int(seed))),
+                RegistrationNode(**kw(cad_library=cad, outer_surface_only=False)),
+                CadClassifierNode(**kw(**cls_params)),
+                AnomalyNode(**kw(**det_params)),
+                InspectionManager(**kw(part_pose=[float(x) for x in part_pose], **(manager_params or {}))),
+            ]:
+                self.add(node)
+        except BaseException:
+            self.close()  # a node refused its parameters: leave no context or thread behind
+            raise
 
     def node(self, name: str):
         """The running node called ``name``."""
         return next(n for n in self.nodes if n.get_name() == name)
-
-    def add(self, node):
-        self.nodes.append(node)
-        self.executor.add_node(node)
-        return node
-
-    def close(self):
-        for n in self.nodes:
-            try:
-                self.executor.remove_node(n)
-                n.destroy_node()
-            except Exception:  # noqa: BLE001 - best effort on the way out
-                pass
-        self.executor.shutdown(timeout_sec=2.0)
-        if self.context.ok():
-            rclpy.shutdown(context=self.context)
-        self._thread.join(timeout=3.0)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
