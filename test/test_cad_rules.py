@@ -147,3 +147,37 @@ def test_rule_configuration_errors(plate):
         RuleBasedInspector({"hole": {"position_tolerance": 0}})
     with pytest.raises(ValueError, match="non-finite"):
         detect_defects(np.full((20, 3), np.nan), model)
+
+
+def test_finding_at_the_far_opening_of_an_unmeasured_through_hole_is_that_hole():
+    """A moved through hole deviates at both openings: when the hole rule could not measure it,
+    a dent whose CAD projections lie around the exit (not only the entry) is that hole."""
+    from types import SimpleNamespace
+
+    from cosarad_ros.core.cad.library import HoleSpec
+    from cosarad_ros.core.cad.rules import DefectFinding, HoleMeasurement
+
+    hole = HoleSpec(centre=np.array([0.0137, -0.0363, 0.0042]), axis=np.array([0.0, 1.0, 0.0]),
+                    diameter=0.0049, depth=0.0726, name="hole1")
+    unmeasured = HoleMeasurement(hole, False, False, np.full(3, np.nan), np.nan, np.nan, np.nan, True)
+    rng = np.random.default_rng(0)
+    ang = rng.uniform(0, 2 * np.pi, 40)
+    rad = rng.uniform(0.0027, 0.0045, 40)   # on the exit face, around the opening
+    exit_face = np.column_stack([0.0137 + rad * np.cos(ang), np.full(40, 0.0363), 0.0042 + rad * np.sin(ang)])
+    far_face = exit_face + [0.02, 0.0, 0.0]  # the same ring 20 mm away: not this hole
+    surface = np.vstack([exit_face, far_face])
+    ctx = SimpleNamespace(hole_measurements=[unmeasured], surface=surface, points=surface)
+
+    def dent(idx):
+        return DefectFinding("dent", surface[idx].mean(axis=0), np.ptp(surface[idx], axis=0), 0.0016, len(idx), idx,
+                             {"depth": 0.0016})
+
+    out = RuleBasedInspector._attribute_to_holes(ctx, [dent(np.arange(40)), dent(np.arange(40, 80))])
+    assert sorted(f.type for f in out) == ["dent", "hole"]
+    assert next(f for f in out if f.type == "hole").details["hole"] == "hole1"
+    # a blind hole of unknown depth has no known far end: the entry side alone counts
+    hole_nodepth = HoleSpec(centre=hole.centre, axis=hole.axis, diameter=hole.diameter, depth=None, name="h")
+    ctx.hole_measurements = [HoleMeasurement(hole_nodepth, False, False, np.full(3, np.nan), np.nan, np.nan,
+                                             np.nan, True)]
+    out = RuleBasedInspector._attribute_to_holes(ctx, [dent(np.arange(40))])
+    assert [f.type for f in out] == ["dent"]

@@ -848,8 +848,10 @@ class RuleBasedInspector:
             if f.type in ("dent", "bulge", "scratch"):
                 for hs in unmeasured:
                     # most of the finding's points deviate from this hole's CAD surface: their
-                    # closest CAD points lie on its wall or on the entry face around it (a dent
-                    # on another face that merely comes close stays a dent)
+                    # closest CAD points lie on its wall, on the entry face around it or, when
+                    # the depth is known, around its far end (the exit of a through hole, the
+                    # floor of a blind one: a moved or resized hole deviates at both openings).
+                    # A dent on another face that merely comes close stays a dent.
                     a = -hs.axis / np.linalg.norm(hs.axis)
                     rel = ctx.surface[f.indices] - hs.centre
                     h = rel @ a
@@ -858,6 +860,8 @@ class RuleBasedInspector:
                     r0 = 0.5 * hs.diameter
                     on_wall = (np.abs(rho - r0) < 0.0005) & (h > -depth - 0.0005) & (h < 0.0005)
                     on_entry = (np.abs(h) < 0.0005) & (rho < r0 + 0.003)
+                    if hs.depth is not None:
+                        on_entry |= (np.abs(h + hs.depth) < 0.0005) & (rho < r0 + 0.003)
                     if (on_wall | on_entry).mean() >= 0.7:
                         hole = hs
                         break
