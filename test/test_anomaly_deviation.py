@@ -69,3 +69,18 @@ def test_bad_input_gets_clear_errors(toy):
         make_detector({"method": "deviation", "num_patches": 12})
     # keys of the learned network are ignored for this method, so one config serves all methods
     assert isinstance(make_detector({"method": "deviation", "model": None, "num_threads": 2}), DeviationDetector)
+
+
+def test_locations_a_scan_only_grazes_are_not_scored():
+    """COSARAD's |P|min rule: a location holding less than min_location_fraction of the templates'
+    points there (the rim of a partial view) is skipped."""
+    a = 1e-4
+    templates = [_plane(0.0), _plane(a), _plane(-a)]
+    sparse = _plane(6e-4)[::4]  # a quarter of the templates' density everywhere
+    strict = DeviationDetector(register=False, location_spacing=0.003, min_location_fraction=0.5)
+    strict.fit("plate", templates, aligned=True)
+    with pytest.raises(ValueError, match="overlaps none"):
+        strict.score(sparse, "plate")
+    lax = DeviationDetector(register=False, location_spacing=0.003, min_location_fraction=0.0)
+    lax.fit("plate", templates, aligned=True)
+    assert lax.score(sparse, "plate").is_anomalous

@@ -30,7 +30,7 @@ Score:
    the deviation is both unusual for that location and larger than the tolerance (what a drawing
    would allow), continuous otherwise so it ranks parts for ROC curves;
 5. object score = the largest location score; per-point score = the score of the nearest
-   location; defects = connected groups of points above ``threshold``.
+   scored location; defects = connected groups of points above ``threshold``.
 
 The result is the same :class:`~.detector.AnomalyScore` as the learned detector's, so both plug
 into :class:`~cosarad_ros.core.detection.PartInspector`, the CLI and the evaluation unchanged.
@@ -63,6 +63,7 @@ class DeviationBank:
         locations: ``(L, 3)`` bank locations.
         mean: ``(L,)`` mean leave-one-out deviation of the templates per location [m] (NaN: unseen).
         std: ``(L,)`` its standard deviation, floored by ``min_std`` [m].
+        counts: ``(L,)`` mean number of template points per location.
         radius: location radius [m].
         threshold: object-score threshold (Cohen's d).
         tolerance: smallest excess deviation that can count as a defect [m].
@@ -76,6 +77,7 @@ class DeviationBank:
     locations: np.ndarray
     mean: np.ndarray
     std: np.ndarray
+    counts: np.ndarray
     radius: float
     threshold: float
     tolerance: float
@@ -91,6 +93,9 @@ class DeviationDetector:
         location_radius: points within this distance of a location form its sample [m];
             ``None``: 1.5 x ``location_spacing``.
         min_location_points: fewest points for a location to be scored (else NaN, unseen).
+        min_location_fraction: a scan's location is scored only when it holds at least this share
+            of the templates' mean point count there (COSARAD's ``|P|min`` rule for partial
+            scans: the rim of a partial view, half seen, is skipped); 0: off.
         min_std: floor of each location's standard deviation [m].
         threshold: Cohen's d above which a location is anomalous (also the object threshold).
         tolerance: smallest excess deviation over the location's mean that can be a defect [m].
@@ -104,7 +109,8 @@ class DeviationDetector:
     method = "deviation"
 
     def __init__(self, *, location_spacing: float | None = None, location_rel: float = 0.013,
-                 location_radius: float | None = None, min_location_points: int = 3, min_std: float = 5e-5,
+                 location_radius: float | None = None, min_location_points: int = 3,
+                 min_location_fraction: float = 0.25, min_std: float = 5e-5,
                  threshold: float = 6.0, tolerance: float = 2.5e-4, registration_attempts: int = 3,
                  register: bool = True, max_template_points: int = 60_000, min_region_points: int = 10,
                  seed: int = 0):
@@ -123,6 +129,9 @@ class DeviationDetector:
         self.location_rel = float(location_rel)
         self.location_radius = location_radius
         self.min_location_points = int(min_location_points)
+        if not 0 <= min_location_fraction < 1:
+            raise ValueError(f"min_location_fraction must be in [0, 1), got {min_location_fraction}")
+        self.min_location_fraction = float(min_location_fraction)
         self.min_std = float(min_std)
         self.threshold = float(threshold)
         self.tolerance = float(tolerance)
@@ -174,14 +183,17 @@ class DeviationDetector:
 
         return align_to_reference(source, target, attempts=self.registration_attempts, seed=self.seed)
 
-    def _location_means(self, points: np.ndarray, dev: np.ndarray, locations: np.ndarray, radius: float) -> np.ndarray:
-        """Mean of ``dev`` over the points within ``radius`` of each location; NaN where too few."""
+    def _location_means(self, points: np.ndarray, dev: np.ndarray, locations: np.ndarray,
+                        radius: float) -> tuple[np.ndarray, np.ndarray]:
+        """Mean of ``dev`` over the points within ``radius`` of each location (NaN where fewer than
+        ``min_location_points``) and the point counts."""
         nb = cKDTree(points).query_ball_point(locations, radius)
         out = np.full(len(locations), np.nan)
+        counts = np.fromiter((len(i) for i in nb), dtype=np.int64, count=len(nb))
         for i, idx in enumerate(nb):
-            if len(idx) >= self.min_location_points:
+            if counts[i] >= self.min_location_points:
                 out[i] = dev[idx].mean()
-        return out
+        return out, counts
 
     @staticmethod
     def _deviation(points: np.ndarray, templates, normals, trees, spacing: float) -> np.ndarray:
@@ -238,19 +250,22 @@ class DeviationDetector:
         step = float(np.median([np.median(tr.query(t, k=2)[0][:, 1]) for tr, t in zip(trees, regs)]))
         allowance = 1.5 * step
         M = np.full((len(regs), len(locations)), np.nan)
+        C = np.zeros((len(regs), len(locations)))
         for g, t in enumerate(regs):
             others = [h for h in range(len(regs)) if h != g]
             dev = self._deviation(t, [regs[h] for h in others], [normals[h] for h in others],
                                   [trees[h] for h in others], allowance)
-            M[g] = self._location_means(t, dev, locations, radius)
+            M[g], C[g] = self._location_means(t, dev, locations, radius)
         seen = np.isfinite(M).sum(0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             mean = np.where(seen >= 2, np.nanmean(M, 0), np.nan)
             std = np.where(seen >= 2, np.nanstd(M, 0, ddof=1), np.nan)
         std = np.sqrt(np.nan_to_num(std, nan=0.0) ** 2 + self.min_std ** 2)
+        counts = C.mean(0)
         bank = DeviationBank(part_type, ref.astype(np.float32), tuple(r.astype(np.float32) for r in regs),
-                             tuple(normals), allowance, locations.astype(np.float32), mean, std, float(radius), self.threshold, self.tolerance)
+                             tuple(normals), allowance, locations.astype(np.float32), mean, std, counts,
+                             float(radius), self.threshold, self.tolerance)
         self._parts[part_type] = bank
         return bank
 
@@ -287,8 +302,8 @@ class DeviationDetector:
         timings["register"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         dev = self._deviation(reg, b.templates, b.normals, [cKDTree(t) for t in b.templates], b.spacing)
-        m = self._location_means(reg, dev, b.locations, b.radius)
-        scored = np.isfinite(m) & np.isfinite(b.mean)
+        m, n = self._location_means(reg, dev, b.locations, b.radius)
+        scored = np.isfinite(m) & np.isfinite(b.mean) & (n >= self.min_location_fraction * b.counts)
         if not scored.any():
             raise ValueError(f"the scan overlaps none of the {len(b.locations)} deviation locations of "
                              f"'{part_type}' (registration chamfer {chamfer:.4g} m); is it the right part type?")
@@ -297,9 +312,12 @@ class DeviationDetector:
         tol_term = (b.threshold * excess / b.tolerance) if b.tolerance > 0 else np.full_like(d, np.inf)
         loc_scores = np.where(scored, np.minimum(d, tol_term), np.nan)
         obj = float(np.nanmax(loc_scores))
-        near_d, near = cKDTree(b.locations).query(reg, k=1)
-        point_scores = np.nan_to_num(loc_scores[near], nan=0.0)
-        point_scores[near_d > 2 * b.radius] = 0.0
+        # each point takes the score of the nearest scored location (rim points of a partial view
+        # take their neighbours'); points far from every scored location take the lowest score
+        idx = np.flatnonzero(scored)
+        near_d, near = cKDTree(b.locations[idx]).query(reg, k=1)
+        point_scores = loc_scores[idx][near]
+        point_scores[near_d > 2 * b.radius] = float(np.nanmin(loc_scores))
         defects = find_defect_regions(reg, point_scores, b.threshold, link_distance=b.radius,
                                       min_points=self.min_region_points)
         timings["scoring"] = time.perf_counter() - t1
