@@ -167,3 +167,67 @@ def test_structured_light_scans_are_classified(catalogue):
     res = classify(pts, lib, compute_quality=False)
     assert res.label == part.name
     assert res.candidates[0].registration_rmse < 0.0005
+
+
+# ------------------------------------------------------------------ sparse, noisy cell survey scans
+CELL_PARAMS = {"dim_tolerance": 0.002, "max_shortfall": 0.3}  # as cosarad_ros.ros.sim_cell configures the node
+
+
+@pytest.fixture(scope="module")
+def cell_types(tmp_path_factory):
+    """The three part types of the simulated cell (as make_cell_scenario builds them, seed 0)."""
+    from cosarad_ros.core.cad.evaluation import write_catalogue
+    from cosarad_ros.core.data.parts import make_part
+
+    parts = [make_part(fam, seed=i, name=f"{fam}_{i}") for i, fam in enumerate(["bracket", "pocket_block", "flange"])]
+    folder = tmp_path_factory.mktemp("cell_lib")
+    write_catalogue(folder, parts)
+    return CadLibrary(folder), {p.name: p for p in parts}
+
+
+def test_sparse_scan_with_a_few_floor_strays_is_still_classified(cell_types):
+    """A fused survey is sparse (~1 500 points) and keeps a few fixture points just above the
+    crop; the extent quantile alone allowed less than one point per side, so these few points
+    inflated the box by millimetres (the bracket came back 'unknown' in the cell)."""
+    lib, parts = cell_types
+    part = parts["bracket_0"]
+    rng = np.random.default_rng(0)
+    pts, _, _ = multi_view_scan(part.mesh, rng, points_per_view=450, noise=2.5e-4, pose=False)
+    pts = pts[pts[:, 2] > 0.0005]                        # the cell crops the fixture plane
+    lo, hi = part.mesh.bounds
+    # isolated floor points a few mm around the footprint, and a clump of two by the base
+    strays = np.array([[lo[0] - 6e-3, 0.0, 6e-4], [hi[0] + 5e-3, lo[1] + 0.01, 6e-4],
+                       [0.02, hi[1] + 7e-3, 7e-4], [0.01, lo[1] - 8e-3, 6e-4], [0.03, hi[1] + 5e-3, 6e-4],
+                       [0.04, hi[1] + 3e-3, 6e-4], [0.0425, hi[1] + 3.2e-3, 6e-4]])
+    scan = np.vstack([pts, strays])
+    assert 1000 < len(scan) < 2500
+    res = classify(scan, lib, compute_quality=False, **CELL_PARAMS)
+    assert res.label == "bracket_0", res.reason
+    assert res.points_outside_box >= len(strays)           # left out of the residual as well
+    assert np.all(res.candidates[0].deviation < CELL_PARAMS["dim_tolerance"])
+    # the previous behaviour (quantile alone, every point in the residual) is still available,
+    # and fails here
+    old = classify(scan, lib, compute_quality=False, min_trim_points=0, residual_in_box=False, **CELL_PARAMS)
+    assert old.label == "unknown" and "no CAD model within" in old.reason
+    # dense scans (>= 20 000 points) keep the box of the quantile alone
+    dense, _, _ = multi_view_scan(part.mesh, rng)
+    assert np.allclose(box_features(dense).dimensions, box_features(dense, min_trim=0).dimensions)
+
+
+@pytest.mark.slow
+def test_cell_survey_scan_of_the_bracket_is_classified(tmp_path):
+    """Reproduction of the cell's survey: generic views of the fixture envelope, simulated
+    structured-light scans fused in the part frame (templates.simulate_templates)."""
+    from cosarad_ros.core.cellsim import make_cell_scenario
+    from cosarad_ros.core.fusion import envelope_mesh
+    from cosarad_ros.core.planning import CellModel, plan_views
+    from cosarad_ros.core.templates import simulate_templates
+
+    make_cell_scenario(tmp_path, families=["bracket", "pocket_block", "flange"], seed=0)
+    lib = CadLibrary(tmp_path / "cad")
+    cell = CellModel.default()
+    survey = plan_views(envelope_mesh([0.12, 0.12, 0.10]), cell=cell, seed=0)
+    scans = simulate_templates(lib.get("bracket_0").mesh, 2, seed=0, cell=cell, plan=survey)
+    for scan in scans:
+        res = classify(scan, lib, compute_quality=False, **CELL_PARAMS)
+        assert res.label == "bracket_0", res.reason

@@ -4,7 +4,9 @@ registration residual that separates parts whose bounding boxes are equal.
 Steps:
 
 1. pose-normalise the scan and measure its box ``(w, h, l)`` and volume
-   (:func:`~cosarad_ros.core.cad.features.box_features`);
+   (:func:`~cosarad_ros.core.cad.features.box_features`; robust extents that leave at least
+   ``min_trim_points`` points per side outside, so a few stray points do not inflate the box of
+   a sparse scan; those points are left out of the registration residual of step 4 too);
 2. candidates: models whose sorted box extents are all within ``dim_tolerance`` (paper: 1 mm) of
    the scan's; a model's own ``tolerances.dimension`` metadata overrides it;
 3. rank them by the paper's similarity ``0.5 cos + 0.5 (1 - |v1 - v2| / (|v1| + |v2|))`` of the
@@ -84,6 +86,8 @@ class ClassificationResult:
         reason: why the label is ``"unknown"`` ("" otherwise).
         reference_label: the model that ``quality`` and ``transform`` refer to ("" if none).
         timings: stage -> seconds.
+        points_outside_box: scan points outside the robust scan box, left out of the registration
+            residual (see ``CadClassifier(residual_in_box=...)``).
     """
 
     label: str
@@ -95,6 +99,7 @@ class ClassificationResult:
     reason: str = ""
     reference_label: str = ""
     timings: Mapping[str, float] = field(default_factory=dict, repr=False)
+    points_outside_box: int = 0
 
     @property
     def known(self) -> bool:
@@ -112,6 +117,7 @@ class ClassificationResult:
             "reference_label": self.reference_label,
             "transform": None if self.transform is None else np.asarray(self.transform).tolist(),
             "timings": {k: float(v) for k, v in self.timings.items()},
+            "points_outside_box": int(self.points_outside_box),
         }
 
 
@@ -124,6 +130,14 @@ class CadClassifier:
         cosine_weight: weight of the cosine term of the feature similarity (paper: 0.5).
         pose_method: ``"obb"`` (robust minimum-volume box) or ``"pca"`` (paper).
         extent_quantile: share of points allowed outside the scan box per side.
+        min_trim_points: at least this many points per side are allowed outside the scan box
+            (at most 2 % of the points): stray points (fixture / table points just above the
+            crop, mixed pixels) do not become fewer in sparse scans such as the cell's fused
+            survey (see :func:`~.features.box_features`). 0: the quantile alone (paper-like).
+        residual_in_box: the points outside the robust scan box (the strays the box ignores) are
+            also left out of the registration and its residual; a handful of stray points
+            millimetres off the part raise the RMS residual of a sparse scan by tenths of a
+            millimetre. ``False``: every point.
         smooth_k: neighbours of the denoising plane projection before boxing (0 = off).
         volume_mode: ``"box"`` (paper) or ``"hull"`` (convex-hull volume).
         aligner: ``"box_icp"`` (default), ``"registration"``, ``"none"``/``None`` (paper only), a
@@ -146,7 +160,8 @@ class CadClassifier:
     """
 
     def __init__(self, library, *, dim_tolerance: float = 0.001, cosine_weight: float = 0.5,
-                 pose_method: str = "obb", extent_quantile: float = 0.0005, smooth_k: int = 0,
+                 pose_method: str = "obb", extent_quantile: float = 0.0005, min_trim_points: int = 10,
+                 residual_in_box: bool = True, smooth_k: int = 0,
                  volume_mode: str = "box", aligner: str | Mapping | Aligner | None = "box_icp",
                  registration_weight: float = 0.5, rmse_scale: float = 0.0002, max_rmse: float = 0.0005,
                  min_score: float = 0.0, max_registrations: int = 6, n_nearest: int = 3,
@@ -178,7 +193,11 @@ class CadClassifier:
         self.cosine_weight = float(cosine_weight)
         self.pose_method = pose_method
         self.extent_quantile = float(extent_quantile)
+        if min_trim_points < 0:
+            raise ValueError(f"min_trim_points must be >= 0, got {min_trim_points}")
+        self.min_trim_points = int(min_trim_points)
         self.smooth_k = int(smooth_k)
+        self.residual_in_box = bool(residual_in_box)
         self.volume_mode = volume_mode
         self.aligner = make_aligner(aligner)
         self.registration_weight = float(registration_weight) if self.aligner is not None else 0.0
@@ -211,7 +230,13 @@ class CadClassifier:
         """Pose-normalised box of a scan with this classifier's settings."""
         return box_features(scan, method=self.pose_method, quantile=self.extent_quantile,
                             smooth_k=self.smooth_k, volume_mode=self.volume_mode,
-                            max_points=self.box_max_points, seed=self.seed)
+                            max_points=self.box_max_points, seed=self.seed, min_trim=self.min_trim_points)
+
+    @staticmethod
+    def inside_box(pts: np.ndarray, box: BoxFeatures, margin: float = 1e-9) -> np.ndarray:
+        """``(N,)`` bool: the points within ``box`` (its frame and extents) plus ``margin`` [m]."""
+        local = (pts - box.frame[:3, 3]) @ box.frame[:3, :3]
+        return np.all(np.abs(local) <= box.dimensions / 2.0 + margin, axis=1)
 
     def _residual_similarity(self, rmse: float) -> float:
         return 1.0 / (1.0 + (rmse / self.rmse_scale) ** 2)
@@ -235,8 +260,13 @@ class CadClassifier:
         """
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
-        pts = as_points(scan, name="scan", min_points=10)
-        box = self.scan_box(pts)
+        raw = as_points(scan, name="scan", min_points=10)
+        box = self.scan_box(raw)
+        pts = raw
+        if self.residual_in_box:
+            inside = self.inside_box(raw, box)
+            if inside.sum() >= max(10, 0.5 * len(raw)):
+                pts = raw[inside]
         vec = box.vector()
         timings["features"] = time.perf_counter() - t0
 
@@ -298,7 +328,8 @@ class CadClassifier:
             ref_label = ref.label
             if self.compute_quality:
                 t3 = time.perf_counter()
-                moved = pts @ transform[:3, :3].T + transform[:3, 3]
+                # the quality judges the scan as delivered, strays included (validity, accuracy)
+                moved = raw @ transform[:3, :3].T + transform[:3, 3]
                 ref_pts, _ = model.sample(self.quality_points, seed=self.seed)
                 quality = quality_report(moved, ref_pts, reference_descriptor=self._reference_fpfh(model, ref_pts),
                                          **self.quality_options)
@@ -306,7 +337,8 @@ class CadClassifier:
         timings["total"] = time.perf_counter() - t0
         return ClassificationResult(label=label, score=score, candidates=tuple(candidates), quality=quality,
                                     transform=transform, scan_dimensions=box.dimensions, reason=reason,
-                                    reference_label=ref_label, timings=timings)
+                                    reference_label=ref_label, timings=timings,
+                                    points_outside_box=int(len(raw) - len(pts)))
 
 
 def _pca_box(model: CadModel) -> BoxFeatures:

@@ -179,7 +179,7 @@ def _initial_rotations(pts: np.ndarray, method: str) -> list[np.ndarray]:
 
 def box_features(points, *, method: str = "obb", quantile: float = 0.0005, refine: bool = True,
                  smooth_k: int = 0, volume_mode: str = "box", max_points: int = 20000,
-                 seed: int = 0) -> BoxFeatures:
+                 seed: int = 0, min_trim: int = 10) -> BoxFeatures:
     """Pose-normalised bounding box of a scan.
 
     Args:
@@ -199,24 +199,40 @@ def box_features(points, *, method: str = "obb", quantile: float = 0.0005, refin
             points, which also tells a box from a cylinder with the same extents).
         max_points: random subset size for speed (the quantile keeps the estimate stable).
         seed: seed of that subset.
+        min_trim: at least this many points per side may lie outside the box (when
+            ``quantile > 0``), at most 2 % of the points: the number of stray points (sensor
+            points of the fixture or table just above the crop, mixed pixels) does not shrink
+            with the density of the scan, so a sparse scan (a fused survey of 1 500 points, where
+            ``quantile`` alone allows less than one point) is trimmed as much as a dense one
+            (10 of 20 000 points, as the default quantile; dense scans are not affected). The
+            price: where an extent ends on a sparsely sampled edge, a sparse scan's extent
+            shrinks (measured on the cell's fused scans of 1 300-6 500 points: up to 1.8 mm, a
+            shortfall that ``max_shortfall`` admits). 0: ``quantile`` alone.
 
     Returns:
         :class:`BoxFeatures`.
     """
     pts = as_points(points, name="scan", min_points=10)
     return _box(pts, method=method, quantile=quantile, refine=refine, smooth_k=smooth_k,
-                volume_mode=volume_mode, max_points=max_points, seed=seed)
+                volume_mode=volume_mode, max_points=max_points, seed=seed, min_trim=min_trim)
+
+
+MAX_TRIM_SHARE = 0.02  # min_trim never trims more than this share of the points per side
 
 
 def _box(pts: np.ndarray, *, method: str, quantile: float, refine: bool, smooth_k: int,
-         volume_mode: str, max_points: int, seed: int) -> BoxFeatures:
+         volume_mode: str, max_points: int, seed: int, min_trim: int = 0) -> BoxFeatures:
     _check_method(method)
     if volume_mode not in VOLUME_MODES:
         raise ValueError(f"unknown volume_mode {volume_mode!r}; choose one of {VOLUME_MODES}")
     if not 0.0 <= quantile < 0.25:
         raise ValueError(f"quantile must be in [0, 0.25), got {quantile}")
+    if min_trim < 0:
+        raise ValueError(f"min_trim must be >= 0, got {min_trim}")
     if len(pts) > max_points:
         pts = pts[np.random.default_rng(seed).choice(len(pts), max_points, replace=False)]
+    if quantile > 0.0 and min_trim > 0:
+        quantile = max(quantile, min(min_trim / len(pts), MAX_TRIM_SHARE))
     if smooth_k:
         pts = smooth_points(pts, k=smooth_k)
     if np.ptp(pts, axis=0).max() <= 0.0:
