@@ -226,7 +226,34 @@ def _safe_name(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", s)[:80] or "part"
 
 
-class AnomalyDetector:
+class PartRegistry:
+    """Per-part-type banks of a detector: ``self._parts`` maps a part type to its bank; needs
+    ``seed`` and ``max_template_points`` attributes (shared by every detector kind)."""
+
+    _parts: dict
+
+    def has_part(self, part_type: str) -> bool:
+        return part_type in self._parts
+
+    def parts(self) -> list[str]:
+        return sorted(self._parts)
+
+    def part_bank(self, part_type: str):
+        if part_type not in self._parts:
+            known = ", ".join(self.parts()) or "none"
+            raise ValueError(f"unknown part type '{part_type}': fit its templates first (known: {known})")
+        return self._parts[part_type]
+
+    def _thin(self, pts: np.ndarray, salt: int) -> np.ndarray:
+        """At most ``max_template_points`` of ``pts`` (random, reproducible per ``seed`` and ``salt``)."""
+        if len(pts) <= self.max_template_points:
+            return pts
+        sel = np.random.default_rng([self.seed, 1000 + salt]).choice(len(pts), self.max_template_points,
+                                                                     replace=False)
+        return pts[np.sort(sel)]
+
+
+class AnomalyDetector(PartRegistry):
     """COSARAD anomaly detector (and its FPFH / global-bank ablations through the same code).
 
     Args:
@@ -334,27 +361,9 @@ class AnomalyDetector:
         """Classes the feature extractor saw in training (empty for FPFH)."""
         return tuple(getattr(self.extractor, "classes_seen", ()))
 
-    def has_part(self, part_type: str) -> bool:
-        return part_type in self._parts
-
-    def parts(self) -> list[str]:
-        return sorted(self._parts)
-
-    def part_bank(self, part_type: str) -> PartBank:
-        if part_type not in self._parts:
-            known = ", ".join(self.parts()) or "none"
-            raise ValueError(f"unknown part type '{part_type}': fit its templates first (known: {known})")
-        return self._parts[part_type]
-
     # ------------------------------------------------------------------ helpers
     def _rng(self, salt: int = 0) -> np.random.Generator:
         return np.random.default_rng([self.seed, salt])
-
-    def _thin(self, pts: np.ndarray, salt: int) -> np.ndarray:
-        if len(pts) <= self.max_template_points:
-            return pts
-        sel = self._rng(1000 + salt).choice(len(pts), self.max_template_points, replace=False)
-        return pts[np.sort(sel)]
 
     def _register(self, source: np.ndarray, target: np.ndarray):
         from .align import align_to_reference

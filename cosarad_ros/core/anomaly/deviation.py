@@ -45,7 +45,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from ..geometry import as_points, transform_points
-from .detector import MIN_SCAN_POINTS, AnomalyScore, find_defect_regions
+from .detector import MIN_SCAN_POINTS, AnomalyScore, PartRegistry, find_defect_regions
 
 __all__ = ["DeviationBank", "DeviationDetector"]
 
@@ -83,7 +83,7 @@ class DeviationBank:
     tolerance: float
 
 
-class DeviationDetector:
+class DeviationDetector(PartRegistry):
     """Deviation-from-template detector with location-specific banks (see module docstring).
 
     Args:
@@ -159,24 +159,6 @@ class DeviationDetector:
     @property
     def classes_seen(self) -> tuple[str, ...]:
         return ()
-
-    def has_part(self, part_type: str) -> bool:
-        return part_type in self._parts
-
-    def parts(self) -> list[str]:
-        return sorted(self._parts)
-
-    def part_bank(self, part_type: str) -> DeviationBank:
-        if part_type not in self._parts:
-            known = ", ".join(self.parts()) or "none"
-            raise ValueError(f"unknown part type '{part_type}': fit its templates first (known: {known})")
-        return self._parts[part_type]
-
-    def _thin(self, pts: np.ndarray, salt: int) -> np.ndarray:
-        if len(pts) <= self.max_template_points:
-            return pts
-        sel = np.random.default_rng([self.seed, salt]).choice(len(pts), self.max_template_points, replace=False)
-        return pts[np.sort(sel)]
 
     def _align(self, source: np.ndarray, target: np.ndarray):
         from .align import align_to_reference
