@@ -118,7 +118,7 @@ def test_bad_input_gets_clear_errors(toy, tmp_path):
         AnomalyDetector.from_config({"method": "cosarad", "model": str(tmp_path / "none.safetensors")})
     with pytest.raises(ValueError, match="unknown method"):
         AnomalyDetector.from_config({"method": "patchcore"})
-    with pytest.raises(ValueError, match="unknown detector config keys"):
+    with pytest.raises(ValueError, match="unknown AnomalyDetector config keys"):
         AnomalyDetector.from_config({"method": "fpfh", "radius": 3})
     det = AnomalyDetector.from_config({"method": "fpfh", "num_patches": 32, "partial_scans": False})
     with pytest.raises(ValueError, match="no templates"):

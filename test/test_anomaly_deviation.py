@@ -65,7 +65,7 @@ def test_bad_input_gets_clear_errors(toy):
         DeviationDetector(tolerance=-1.0)
     with pytest.raises(ValueError, match="unknown method"):
         make_detector({"method": "magic"})
-    with pytest.raises(ValueError, match="unknown deviation detector config keys"):
+    with pytest.raises(ValueError, match="unknown DeviationDetector config keys"):
         make_detector({"method": "deviation", "num_patches": 12})
     # keys of the learned network are ignored for this method, so one config serves all methods
     assert isinstance(make_detector({"method": "deviation", "model": None, "num_threads": 2}), DeviationDetector)

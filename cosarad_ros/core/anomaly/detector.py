@@ -232,6 +232,21 @@ class PartRegistry:
 
     _parts: dict
 
+    @classmethod
+    def from_config(cls, config: dict | None = None):
+        """Build from a dict whose keys are the constructor's arguments (unknown keys are refused;
+        ``method`` is accepted by detectors whose constructor does not take it)."""
+        import inspect
+
+        cfg = dict(config or {})
+        allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        if "method" not in allowed:
+            cfg.pop("method", None)
+        unknown = sorted(set(cfg) - allowed)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} config keys {unknown}; allowed: {sorted(allowed)}")
+        return cls(**cfg)
+
     def has_part(self, part_type: str) -> bool:
         return part_type in self._parts
 
@@ -344,18 +359,6 @@ class AnomalyDetector(PartRegistry):
         self._parts: dict[str, PartBank] = {}
 
     # ------------------------------------------------------------------ construction
-    @classmethod
-    def from_config(cls, config: dict | None = None) -> "AnomalyDetector":
-        """Build from a dict whose keys are the constructor's arguments (unknown keys are refused)."""
-        import inspect
-
-        cfg = dict(config or {})
-        allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}
-        unknown = sorted(set(cfg) - allowed)
-        if unknown:
-            raise ValueError(f"unknown detector config keys {unknown}; allowed: {sorted(allowed)}")
-        return cls(**cfg)
-
     @property
     def classes_seen(self) -> tuple[str, ...]:
         """Classes the feature extractor saw in training (empty for FPFH)."""

@@ -142,19 +142,6 @@ class DeviationDetector(PartRegistry):
         self.seed = int(seed)
         self._parts: dict[str, DeviationBank] = {}
 
-    @classmethod
-    def from_config(cls, config: dict | None = None) -> "DeviationDetector":
-        """Build from a dict whose keys are the constructor's arguments (unknown keys are refused)."""
-        import inspect
-
-        cfg = dict(config or {})
-        cfg.pop("method", None)
-        allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}
-        unknown = sorted(set(cfg) - allowed)
-        if unknown:
-            raise ValueError(f"unknown deviation detector config keys {unknown}; allowed: {sorted(allowed)}")
-        return cls(**cfg)
-
     # ------------------------------------------------------------------ bookkeeping
     @property
     def classes_seen(self) -> tuple[str, ...]:
