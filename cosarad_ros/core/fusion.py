@@ -16,8 +16,9 @@ from cosarad_ros.core.geometry import as_transform
 
 __all__ = ["fuse_scans", "envelope_mesh", "DEFAULT_ROI"]
 
-#: part-frame box kept around the part [m]: 30 cm square, from 0.5 mm above the support up to 30 cm
-DEFAULT_ROI = ((-0.15, -0.15, 0.0005), (0.15, 0.15, 0.30))
+#: part-frame box kept around the part [m]: 30 cm square, from 1.5 mm above the support (3-5 sigma of
+#: the depth noise, so the fixture top stays out) up to 30 cm
+DEFAULT_ROI = ((-0.15, -0.15, 0.0015), (0.15, 0.15, 0.30))
 
 
 def fuse_scans(scans: Sequence, *, part_pose=None, voxel_size: float | None = None,
@@ -46,9 +47,25 @@ def fuse_scans(scans: Sequence, *, part_pose=None, voxel_size: float | None = No
     if not scans:
         raise ValueError("no scans to fuse")
     T_part = np.eye(4) if part_pose is None else as_transform(part_pose, name="part_pose")
-    fused = fuse_views([np.asarray(s.points, np.float64) for s in scans],
-                       [np.asarray(s.sensor_pose, np.float64) for s in scans],
-                       part_pose=T_part, voxel_size=voxel_size, refine=refine)
+    clouds = [np.asarray(s.points, np.float64) for s in scans]
+    poses = [np.asarray(s.sensor_pose, np.float64) for s in scans]
+    if roi is not None:
+        # crop every view to the region of interest before the views are refined against each
+        # other: the fixture top and the table are large planes that would otherwise drive the
+        # view-to-view ICP (it slid a view 2 mm along a fixture face, leaving a ghost wall)
+        lo, hi = np.asarray(roi[0], float), np.asarray(roi[1], float)
+        inv_part = np.linalg.inv(T_part)
+        kept = []
+        for c, P in zip(clouds, poses):
+            M = inv_part @ as_transform(P, name="sensor_pose")
+            q = c @ M[:3, :3].T + M[:3, 3]
+            kept.append(np.all((q >= lo) & (q <= hi), axis=1))
+        if sum(int(k.sum()) for k in kept) == 0:
+            raise ValueError(f"no scan point inside the part's region of interest {lo.tolist()} .. {hi.tolist()} "
+                             "(part frame): the part is not where the sensor looked")
+        views = [(c[k], P) for c, P, k in zip(clouds, poses, kept) if k.sum() >= 10]
+        clouds, poses = [v[0] for v in views], [v[1] for v in views]
+    fused = fuse_views(clouds, poses, part_pose=T_part, voxel_size=voxel_size, refine=refine)
     pts = fused.points
     if roi is not None:
         lo, hi = np.asarray(roi[0], float), np.asarray(roi[1], float)
