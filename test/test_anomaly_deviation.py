@@ -84,3 +84,21 @@ def test_locations_a_scan_only_grazes_are_not_scored():
     lax = DeviationDetector(register=False, location_spacing=0.003, min_location_fraction=0.0)
     lax.fit("plate", templates, aligned=True)
     assert lax.score(sparse, "plate").is_anomalous
+
+
+def test_the_floor_of_a_sink_deeper_than_the_location_radius_is_seen():
+    """Points on the floor of a 5 mm deep sink are farther from the template surface than the
+    location radius (3 mm here); they still count for the locations above them."""
+    a = 1e-4
+    templates = [_plane(0.0), _plane(a), _plane(-a)]
+    scan = _plane(0.0)
+    floor = (np.abs(scan[:, 0] - 0.03) < 0.008) & (np.abs(scan[:, 1] - 0.02) < 0.008)
+    scan[floor, 2] -= 0.005
+    near_only = DeviationDetector(register=False, location_spacing=0.002, assign_factor=1.0)
+    near_only.fit("plate", templates, aligned=True)
+    assert not near_only.score(scan, "plate").is_anomalous  # the floor is out of reach: unseen
+    det = DeviationDetector(register=False, location_spacing=0.002)
+    det.fit("plate", templates, aligned=True)
+    s = det.score(scan, "plate")
+    assert s.is_anomalous and s.defects
+    assert np.linalg.norm(s.defects[0].centroid[:2] - [0.03, 0.02]) < 0.004

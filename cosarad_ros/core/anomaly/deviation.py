@@ -16,8 +16,10 @@ Fit (templates only, no defective example):
    the templates' point spacing (so the offset between two samplings of the same surface does not
    count, material beyond an edge does);
 3. per location ``l`` and template ``g``: ``m_g(l)`` = mean deviation of template ``g``'s points
-   within ``location_radius`` of ``l``; the bank of ``l`` is ``{m_g(l)}``, summarised by its mean
-   ``mu(l)`` and standard deviation ``s(l)`` (floored by ``min_std``).
+   near ``l`` (each point goes to its nearest location, up to ``assign_factor x location_radius``
+   away so the floor of a sink still reaches the locations above it; ``l`` pools the points of
+   every location within ``location_radius``); the bank of ``l`` is ``{m_g(l)}``, summarised by
+   its mean ``mu(l)`` and standard deviation ``s(l)`` (floored by ``min_std``).
 
 Score:
 
@@ -93,6 +95,8 @@ class DeviationDetector(PartRegistry):
         location_radius: points within this distance of a location form its sample [m];
             ``None``: 1.5 x ``location_spacing``.
         min_location_points: fewest points for a location to be scored (else NaN, unseen).
+        assign_factor: a point counts for its nearest location up to ``assign_factor x`` the
+            location radius away (reaches the floor of sinks and holes).
         min_location_fraction: a scan's location is scored only when it holds at least this share
             of the templates' mean point count there (COSARAD's ``|P|min`` rule for partial
             scans: the rim of a partial view, half seen, is skipped); 0: off.
@@ -109,7 +113,7 @@ class DeviationDetector(PartRegistry):
     method = "deviation"
 
     def __init__(self, *, location_spacing: float | None = None, location_rel: float = 0.013,
-                 location_radius: float | None = None, min_location_points: int = 3,
+                 location_radius: float | None = None, min_location_points: int = 3, assign_factor: float = 4.0,
                  min_location_fraction: float = 0.25, min_std: float = 5e-5,
                  threshold: float = 6.0, tolerance: float = 2.5e-4, registration_attempts: int = 3,
                  register: bool = True, max_template_points: int = 60_000, min_region_points: int = 10,
@@ -129,6 +133,9 @@ class DeviationDetector(PartRegistry):
         self.location_rel = float(location_rel)
         self.location_radius = location_radius
         self.min_location_points = int(min_location_points)
+        if not assign_factor >= 1:
+            raise ValueError(f"assign_factor must be >= 1, got {assign_factor}")
+        self.assign_factor = float(assign_factor)
         if not 0 <= min_location_fraction < 1:
             raise ValueError(f"min_location_fraction must be in [0, 1), got {min_location_fraction}")
         self.min_location_fraction = float(min_location_fraction)
@@ -154,15 +161,26 @@ class DeviationDetector(PartRegistry):
 
     def _location_means(self, points: np.ndarray, dev: np.ndarray, locations: np.ndarray,
                         radius: float) -> tuple[np.ndarray, np.ndarray]:
-        """Mean of ``dev`` over the points within ``radius`` of each location (NaN where fewer than
-        ``min_location_points``) and the point counts."""
-        nb = cKDTree(points).query_ball_point(locations, radius)
-        out = np.full(len(locations), np.nan)
-        counts = np.fromiter((len(i) for i in nb), dtype=np.int64, count=len(nb))
-        for i, idx in enumerate(nb):
-            if counts[i] >= self.min_location_points:
-                out[i] = dev[idx].mean()
-        return out, counts
+        """Mean of ``dev`` per location and the point counts behind it (NaN where fewer than
+        ``min_location_points``).
+
+        Every point goes to its nearest location (up to ``assign_factor x radius`` away, so the
+        floor of a sink or a hole, below the template surface, still reaches the locations above
+        it); a location's sample is the points of all locations within ``radius`` of it."""
+        loc_tree = cKDTree(locations)
+        d, idx = loc_tree.query(points, k=1, distance_upper_bound=self.assign_factor * radius)
+        ok = np.isfinite(d)
+        L = len(locations)
+        sums = np.bincount(idx[ok], weights=dev[ok], minlength=L)
+        cnt = np.bincount(idx[ok], minlength=L).astype(np.float64)
+        A = loc_tree.sparse_distance_matrix(loc_tree, radius, output_type="coo_matrix").tocsr()
+        A.data[:] = 1.0
+        A.setdiag(1.0)
+        sums, cnt = A @ sums, A @ cnt
+        out = np.full(L, np.nan)
+        enough = cnt >= self.min_location_points
+        out[enough] = sums[enough] / cnt[enough]
+        return out, cnt
 
     @staticmethod
     def _deviation(points: np.ndarray, templates, normals, trees, spacing: float) -> np.ndarray:
