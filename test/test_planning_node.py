@@ -79,6 +79,12 @@ def test_plan_move_and_scan_cover_the_part(part_stl, tmp_path):
             scans.append(transform_points(np.linalg.inv(part_pose) @ T, pts))
         r = ros.call(MoveToView, MOVE, MoveToView.Request(index=n + 3))
         assert not r.success and "out of range" in r.message
+        # the same part again (the next inspection): the plan is reused, not recomputed
+        again = ros.call(PlanViews, PLAN, PlanViews.Request(mesh_path=str(part_stl)), timeout=120)
+        assert again.success and "cached plan" in again.message
+        assert [cv.pose_to_matrix(p_).tolist() for p_ in again.views.poses] == \
+            [cv.pose_to_matrix(p_).tolist() for p_ in plan.views.poses]
+        assert again.planning_time == plan.planning_time
 
         js = ros.wait_for_message(JointState, "/joint_states")
         assert list(js.name) == list(CellModel.UR_JOINTS)

@@ -79,6 +79,8 @@ PARAMS = (
     Param("playback_speed", 1.0, "Built-in executor playback speed (1: real time, 0: jump to the goal)",
           check=non_negative),
     Param("joint_state_rate", 20.0, "Joint state publishing rate [Hz]", check=positive),
+    Param("cache_plans", True, "Reuse the plan of a part already planned (same mesh and target coverage); "
+          "its view order was optimised from the arm configuration of the first request"),
     Param("coverage_dir", "", "Folder for coverage PNGs (empty: <tmp>/cosarad_planner; '-' disables)"),
     Param("world_frame", "world", "Frame of the published poses", read_only=True),
 )
@@ -90,6 +92,15 @@ def _pose_stamped(T, frame_id: str, stamp) -> PoseStamped:
     msg.header.stamp = stamp
     msg.pose = cv.matrix_to_pose(T)
     return msg
+
+
+def _mesh_hash(mesh) -> str:
+    """Identity of a mesh's geometry (vertices and faces)."""
+    import hashlib
+
+    h = hashlib.sha1(np.ascontiguousarray(mesh.vertices, dtype=np.float64).tobytes())
+    h.update(np.ascontiguousarray(mesh.faces, dtype=np.int64).tobytes())
+    return h.hexdigest()
 
 
 def _duration(seconds: float) -> Duration:
@@ -120,6 +131,7 @@ class ViewpointPlannerNode(Node):
         self.last_view = None                    # index of the view the arm is at
         self.last_png: Path | None = None
         self._moveit = None
+        self._plans: dict = {}                   # (mesh hash, target) -> (plan, collision checker)
 
         self.js_pub = self.create_publisher(JointState, "joint_states", 10)
         self.traj_pub = self.create_publisher(JointTrajectory, "~/joint_trajectory", RELIABLE_QOS)
@@ -206,16 +218,23 @@ class ViewpointPlannerNode(Node):
                 raise ValueError(f"target_coverage must be in (0, 1], got {target}")
             with self._lock:
                 start = self.q.copy()
-            plan = plan_views(mesh, cell=self.cell, sensor=self.sensor, target_coverage=target,
-                              n_samples=self.p.n_samples, n_candidates=self.p.n_candidates, solver=self.p.solver,
-                              max_views=self.p.max_views, start=start, seed=self.p.seed)
+            key = (_mesh_hash(mesh), round(target, 6))
+            cached = self._plans.get(key) if self.p.cache_plans else None
+            if cached is None:
+                plan = plan_views(mesh, cell=self.cell, sensor=self.sensor, target_coverage=target,
+                                  n_samples=self.p.n_samples, n_candidates=self.p.n_candidates,
+                                  solver=self.p.solver, max_views=self.p.max_views, start=start, seed=self.p.seed)
+                checker = self.cell.collision_checker(mesh)
+                if self.p.cache_plans:
+                    self._plans[key] = (plan, checker)
+            else:
+                plan, checker = cached
         except Exception as exc:  # noqa: BLE001 - every failure goes back to the caller
             response.success = False
             response.message = str(exc) if isinstance(exc, (ValueError, FileNotFoundError)) else \
                 f"{type(exc).__name__}: {exc}"
             self.get_logger().error(f"plan_views failed: {response.message}")
             return response
-        checker = self.cell.collision_checker(mesh)
         with self._lock:
             self.plan, self.mesh, self.checker, self.last_view = plan, mesh, checker, None
             self._builtin = BuiltinExecutor(self.cell, checker, velocity_scale=self.p.velocity_scale,
@@ -242,12 +261,13 @@ class ViewpointPlannerNode(Node):
             response.joints.append(JointTrajectoryPoint(positions=[float(x) for x in v.joints],
                                                         time_from_start=_duration(t_acc)))
         response.planning_time = float(plan.planning_time)
-        png = self._write_png(mesh, plan, name)
+        png = self._write_png(mesh, plan, name) if cached is None else None
         response.message = (f"{len(plan.views)} views cover {100 * plan.coverage:.1f} % of the reachable visible "
                             f"surface ({100 * plan.surface_coverage:.1f} % of all)"
                             + (f"; {plan.blocked_transitions} move(s) without a collision-free path"
                                if plan.blocked_transitions else "")
-                            + (f"; coverage picture {png}" if png else ""))
+                            + (f"; coverage picture {png}" if png else "")
+                            + ("; cached plan" if cached is not None else ""))
         self.views_pub.publish(response.views)
         self.get_logger().info(f"plan_views '{name}': {response.message} ({time.perf_counter() - t0:.1f} s)")
         return response
