@@ -23,6 +23,14 @@ def test_cohens_d_against_hand_computed_value():
     s = det.score(_plane(h), "plate")
     assert s.object_score == pytest.approx((h - 2 * a) / min_std, rel=1e-6)  # 8.0
     assert s.is_anomalous and len(s.defects) == 1
+    # a FAIL names a place even when the anomalous region is smaller than min_region_points
+    small = _plane(0.0)
+    small[np.linalg.norm(small[:, :2] - [0.03, 0.02], axis=1) < 0.0015, 2] += 3e-3
+    det_small = DeviationDetector(min_std=min_std, register=False, location_spacing=0.002, min_region_points=500)
+    det_small.fit("plate", [_plane(0.0), _plane(a), _plane(-a)], aligned=True)
+    r = det_small.score(small, "plate")
+    assert r.is_anomalous and len(r.defects) == 1 and r.defects[0].point_count < 500
+    assert np.linalg.norm(r.defects[0].centroid[:2] - [0.03, 0.02]) < 0.003
     # the same excess below the tolerance is not a defect, however unusual it is
     det_tol = DeviationDetector(min_std=min_std, register=False, tolerance=1e-3, threshold=6.0)
     det_tol.fit("plate", [_plane(0.0), _plane(a), _plane(-a)], aligned=True)

@@ -307,6 +307,10 @@ class DeviationDetector(PartRegistry):
         point_scores[near_d > 2 * b.radius] = float(np.nanmin(loc_scores))
         defects = find_defect_regions(reg, point_scores, b.threshold, link_distance=b.radius,
                                       min_points=self.min_region_points)
+        if obj > b.threshold and not defects:
+            # a FAIL always names where: the strongest region, however few points it has (the
+            # floor of a small hole is often a handful of points)
+            defects = find_defect_regions(reg, point_scores, b.threshold, link_distance=b.radius, min_points=1)[:1]
         timings["scoring"] = time.perf_counter() - t1
         timings["total"] = time.perf_counter() - t0
         return AnomalyScore(point_scores=point_scores, object_score=obj, threshold=float(b.threshold),
