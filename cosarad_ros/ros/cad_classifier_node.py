@@ -54,6 +54,9 @@ PARAMS = (
     Param("pose_method", "obb", "Pose normalisation of the box", choices=("obb", "pca")),
     Param("extent_quantile", 0.0005, "Share of scan points allowed outside the box per side",
           check=in_range(0.0, 0.2)),
+    Param("min_trim_points", 10, "Points per side always allowed outside the scan box (stray fixture points "
+          "on sparse scans; 0: only extent_quantile)", check=non_negative),
+    Param("residual_in_box", True, "Leave the points outside the scan box out of the registration residual"),
     Param("volume_mode", "box", "Volume feature: box (w*h*l, paper) or hull (convex hull)", choices=("box", "hull")),
     Param("aligner", "box_icp", "Registration of the residual that ranks candidates ('none': paper only)",
           choices=tuple(sorted(ALIGNERS)) + ("none",)),
@@ -120,6 +123,7 @@ class CadClassifierNode(Node):
                    "grade_thresholds": tuple(zip("ABCDE", (float(x) for x in g)))}
         return CadClassifier(self.library, dim_tolerance=p.dim_tolerance, cosine_weight=p.cosine_weight,
                              pose_method=p.pose_method, extent_quantile=p.extent_quantile,
+                             min_trim_points=p.min_trim_points, residual_in_box=p.residual_in_box,
                              volume_mode=p.volume_mode, aligner=p.aligner,
                              registration_weight=p.registration_weight, rmse_scale=p.rmse_scale,
                              max_rmse=p.max_rmse, min_score=p.min_score, max_registrations=p.max_registrations,
