@@ -228,7 +228,8 @@ def _safe_name(s: str) -> str:
 
 class PartRegistry:
     """Per-part-type banks of a detector: ``self._parts`` maps a part type to its bank; needs
-    ``seed`` and ``max_template_points`` attributes (shared by every detector kind)."""
+    ``seed``, ``max_template_points``, ``register`` and ``registration_attempts`` attributes
+    (shared by every detector kind)."""
 
     _parts: dict
 
@@ -258,6 +259,27 @@ class PartRegistry:
             known = ", ".join(self.parts()) or "none"
             raise ValueError(f"unknown part type '{part_type}': fit its templates first (known: {known})")
         return self._parts[part_type]
+
+    def _align(self, source: np.ndarray, target: np.ndarray):
+        """Register ``source`` onto ``target`` (retries, lowest Chamfer; :func:`.align.align_to_reference`)."""
+        from .align import align_to_reference
+
+        return align_to_reference(source, target, attempts=self.registration_attempts, seed=self.seed)
+
+    def _templates_on_reference(self, part_type: str, tmpl: list, *, aligned: bool):
+        """Yield ``(index, template)`` with every template in the first one's frame (registered
+        unless ``aligned`` or ``register`` is off); templates that do not register are skipped
+        with a warning."""
+        ref = tmpl[0]
+        for g, t in enumerate(tmpl):
+            if g > 0 and self.register and not aligned:
+                res = self._align(t, ref)
+                if not res.ok:
+                    warnings.warn(f"template {g} of '{part_type}' did not register onto the reference "
+                                  f"({res.reason}); it is left out of the banks")
+                    continue
+                t = transform_points(res.transform, t)
+            yield g, t
 
     def _thin(self, pts: np.ndarray, salt: int) -> np.ndarray:
         """At most ``max_template_points`` of ``pts`` (random, reproducible per ``seed`` and ``salt``)."""
@@ -368,11 +390,6 @@ class AnomalyDetector(PartRegistry):
     def _rng(self, salt: int = 0) -> np.random.Generator:
         return np.random.default_rng([self.seed, salt])
 
-    def _register(self, source: np.ndarray, target: np.ndarray):
-        from .align import align_to_reference
-
-        return align_to_reference(source, target, attempts=self.registration_attempts, seed=self.seed)
-
     def _features(self, ps) -> np.ndarray:
         feats = np.zeros((len(ps.patches), self.extractor.dim), dtype=np.float32)
         if ps.valid.any():
@@ -448,14 +465,8 @@ class AnomalyDetector(PartRegistry):
         sub = ref if len(ref) <= 20_000 else ref[self._rng(7).choice(len(ref), 20_000, replace=False)]
         centres = sub[farthest_point_sampling(sub, self.num_patches)]
         feats, valid, counts, regs = [], [], [], []
-        for g, t in enumerate(tqdm(tmpl, desc=f"banks {part_type}", disable=not progress, leave=False)):
-            if g > 0 and self.register and not aligned:
-                res = self._register(t, ref)
-                if not res.ok:
-                    warnings.warn(f"template {g} of '{part_type}' did not register onto the reference "
-                                  f"({res.reason}); it is left out of the banks")
-                    continue
-                t = transform_points(res.transform, t)
+        on_ref = self._templates_on_reference(part_type, tmpl, aligned=aligned)
+        for g, t in tqdm(on_ref, total=len(tmpl), desc=f"banks {part_type}", disable=not progress, leave=False):
             ps = extract_patches(t, centres, radius=radius, num_points=self.patch_points, min_points=8,
                                  rng=self._rng(100 + g))
             feats.append(self._features(ps))
@@ -617,7 +628,7 @@ class AnomalyDetector(PartRegistry):
             d, _ = cKDTree(pb.reference).query(transform_points(T, pts), k=1)
             chamfer, reg_ok = float(d.mean()), True
         elif do_reg:
-            res = self._register(pts, pb.reference)
+            res = self._align(pts, pb.reference)
             T, chamfer, reg_ok = np.asarray(res.transform), float(res.chamfer), bool(res.ok)
             if not reg_ok:
                 warnings.warn(f"scan of '{part_type}' did not register well ({res.reason}); scores are unreliable")

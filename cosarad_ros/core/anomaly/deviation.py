@@ -154,11 +154,6 @@ class DeviationDetector(PartRegistry):
     def classes_seen(self) -> tuple[str, ...]:
         return ()
 
-    def _align(self, source: np.ndarray, target: np.ndarray):
-        from .align import align_to_reference
-
-        return align_to_reference(source, target, attempts=self.registration_attempts, seed=self.seed)
-
     def _location_means(self, points: np.ndarray, dev: np.ndarray, locations: np.ndarray,
                         radius: float) -> tuple[np.ndarray, np.ndarray]:
         """Mean of ``dev`` per location and the point counts behind it (NaN where fewer than
@@ -212,16 +207,7 @@ class DeviationDetector(PartRegistry):
         tmpl = [self._thin(as_points(t, name=f"template {i} of '{part_type}'", min_points=MIN_SCAN_POINTS), i)
                 for i, t in enumerate(templates)]
         ref = tmpl[0]
-        regs = [ref]
-        for g, t in enumerate(tmpl[1:], start=1):
-            if self.register and not aligned:
-                res = self._align(t, ref)
-                if not res.ok:
-                    warnings.warn(f"template {g} of '{part_type}' did not register onto the reference "
-                                  f"({res.reason}); it is left out of the banks")
-                    continue
-                t = transform_points(res.transform, t)
-            regs.append(t)
+        regs = [t for _, t in self._templates_on_reference(part_type, tmpl, aligned=aligned)]
         if len(regs) < 3:
             raise ValueError(f"only {len(regs)} template(s) of '{part_type}' registered onto the reference; need 3")
         diag = float(np.linalg.norm(ref.max(0) - ref.min(0)))
