@@ -85,3 +85,23 @@ def test_cli_errors_are_one_line(bench, tmp_path, capsys):
     assert main(["inspect", os.path.join(bench, "toy5", "test", "0_good.pcd"), "--templates",
                  str(tmp_path / "none")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_deviation_method_through_eval_and_inspect(bench, tmp_path, capsys):
+    """The deviation detector goes through the same CLI: metrics in the issue's schema, a bulged
+    scan FAILs and a good one PASSes."""
+    out = str(tmp_path / "dev")
+    assert main(["eval", "--data", bench, "--layout", "real3d", "--method", "deviation", "--out", out,
+                 "--attempts", "1", "--quiet"]) == 0
+    with open(os.path.join(out, "metrics.json")) as f:
+        doc = json.load(f)
+    assert doc["method"] == "deviation" and doc["model"] is None and doc["classes_seen_in_training"] == []
+    assert set(doc["classes"]) == {"toy5", "toy106"}
+    capsys.readouterr()
+    verdicts = {}
+    for name in ("0_good", "2_bulge"):
+        scan = os.path.join(bench, "toy106", "test", f"{name}.pcd")
+        assert main(["inspect", scan, "--templates", os.path.join(bench, "toy106"), "--unit", "mm", "--json",
+                     "--method", "deviation", "--png", str(tmp_path / f"{name}.png")]) == 0
+        verdicts[name] = json.loads(capsys.readouterr().out)["verdict"]
+    assert verdicts == {"0_good": "PASS", "2_bulge": "FAIL"}
