@@ -69,6 +69,9 @@ class DeviationBank:
         radius: location radius [m].
         threshold: object-score threshold (Cohen's d).
         tolerance: smallest excess deviation that can count as a defect [m].
+        trees: k-d trees of ``templates``; location_tree: of ``locations``; neighbours: ``(L, L)``
+            sparse 0/1 matrix of the locations within ``radius`` of each other (kept so scoring
+            does not rebuild them).
     """
 
     part_type: str
@@ -83,6 +86,17 @@ class DeviationBank:
     radius: float
     threshold: float
     tolerance: float
+    trees: tuple = ()
+    location_tree: cKDTree | None = None
+    neighbours: object = None
+
+
+def _neighbour_matrix(loc_tree: cKDTree, radius: float):
+    """``(L, L)`` CSR matrix with 1 where two locations are within ``radius`` (diagonal included)."""
+    A = loc_tree.sparse_distance_matrix(loc_tree, radius, output_type="coo_matrix").tocsr()
+    A.data[:] = 1.0
+    A.setdiag(1.0)
+    return A
 
 
 class DeviationDetector(PartRegistry):
@@ -154,24 +168,21 @@ class DeviationDetector(PartRegistry):
     def classes_seen(self) -> tuple[str, ...]:
         return ()
 
-    def _location_means(self, points: np.ndarray, dev: np.ndarray, locations: np.ndarray,
+    def _location_means(self, points: np.ndarray, dev: np.ndarray, loc_tree: cKDTree, neighbours,
                         radius: float) -> tuple[np.ndarray, np.ndarray]:
         """Mean of ``dev`` per location and the point counts behind it (NaN where fewer than
         ``min_location_points``).
 
         Every point goes to its nearest location (up to ``assign_factor x radius`` away, so the
         floor of a sink or a hole, below the template surface, still reaches the locations above
-        it); a location's sample is the points of all locations within ``radius`` of it."""
-        loc_tree = cKDTree(locations)
+        it); a location's sample is the points of all locations within ``radius`` of it
+        (``neighbours``: the ``(L, L)`` 0/1 matrix of :func:`_neighbour_matrix`)."""
         d, idx = loc_tree.query(points, k=1, distance_upper_bound=self.assign_factor * radius)
         ok = np.isfinite(d)
-        L = len(locations)
+        L = loc_tree.n
         sums = np.bincount(idx[ok], weights=dev[ok], minlength=L)
         cnt = np.bincount(idx[ok], minlength=L).astype(np.float64)
-        A = loc_tree.sparse_distance_matrix(loc_tree, radius, output_type="coo_matrix").tocsr()
-        A.data[:] = 1.0
-        A.setdiag(1.0)
-        sums, cnt = A @ sums, A @ cnt
+        sums, cnt = neighbours @ sums, neighbours @ cnt
         out = np.full(L, np.nan)
         enough = cnt >= self.min_location_points
         out[enough] = sums[enough] / cnt[enough]
@@ -219,6 +230,8 @@ class DeviationDetector(PartRegistry):
 
         trees = [cKDTree(t) for t in regs]
         normals = [estimate_normals(t) for t in regs]
+        loc_tree = cKDTree(locations)
+        neighbours = _neighbour_matrix(loc_tree, radius)
         # tangential allowance: a little over the typical nearest-neighbour spacing of a template
         step = float(np.median([np.median(tr.query(t, k=2)[0][:, 1]) for tr, t in zip(trees, regs)]))
         allowance = 1.5 * step
@@ -228,7 +241,7 @@ class DeviationDetector(PartRegistry):
             others = [h for h in range(len(regs)) if h != g]
             dev = self._deviation(t, [regs[h] for h in others], [normals[h] for h in others],
                                   [trees[h] for h in others], allowance)
-            M[g], C[g] = self._location_means(t, dev, locations, radius)
+            M[g], C[g] = self._location_means(t, dev, loc_tree, neighbours, radius)
         seen = np.isfinite(M).sum(0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -236,9 +249,9 @@ class DeviationDetector(PartRegistry):
             std = np.where(seen >= 2, np.nanstd(M, 0, ddof=1), np.nan)
         std = np.sqrt(np.nan_to_num(std, nan=0.0) ** 2 + self.min_std ** 2)
         counts = C.mean(0)
-        bank = DeviationBank(part_type, ref.astype(np.float32), tuple(r.astype(np.float32) for r in regs),
-                             tuple(normals), allowance, locations.astype(np.float32), mean, std, counts,
-                             float(radius), self.threshold, self.tolerance)
+        bank = DeviationBank(part_type, regs[0], tuple(regs), tuple(normals), allowance,
+                             locations, mean, std, counts, float(radius), self.threshold,
+                             self.tolerance, tuple(trees), loc_tree, neighbours)
         self._parts[part_type] = bank
         return bank
 
@@ -258,7 +271,7 @@ class DeviationDetector(PartRegistry):
         pts = as_points(scan, name="scan", min_points=MIN_SCAN_POINTS)
         b = self.part_bank(part_type)
         do_reg = self.register if register is None else bool(register)
-        ref_tree = cKDTree(b.reference)
+        ref_tree = b.trees[0]  # the reference is the first template
         if transform is not None:
             from ..geometry import as_transform
 
@@ -274,8 +287,8 @@ class DeviationDetector(PartRegistry):
         chamfer = float(ref_tree.query(reg, k=1)[0].mean())
         timings["register"] = time.perf_counter() - t0
         t1 = time.perf_counter()
-        dev = self._deviation(reg, b.templates, b.normals, [cKDTree(t) for t in b.templates], b.spacing)
-        m, n = self._location_means(reg, dev, b.locations, b.radius)
+        dev = self._deviation(reg, b.templates, b.normals, b.trees, b.spacing)
+        m, n = self._location_means(reg, dev, b.location_tree, b.neighbours, b.radius)
         scored = np.isfinite(m) & np.isfinite(b.mean) & (n >= self.min_location_fraction * b.counts)
         if not scored.any():
             raise ValueError(f"the scan overlaps none of the {len(b.locations)} deviation locations of "
