@@ -58,6 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tr.add_argument("--backbone", default="cpu", choices=("cpu", "small", "paper", "tiny"),
                     help="PointNet++ preset (default cpu: sized for a 2-core CPU)")
     tr.add_argument("--feature-dim", type=int, default=64)
+    tr.add_argument("--inputs", default="xyz", choices=("xyz", "xyz+deviation"),
+                    help="what each patch point carries: coordinates (the paper) or coordinates plus its "
+                         "deviation from the class's good templates")
     tr.add_argument("--centres-per-defect", type=int, default=6)
     tr.add_argument("--combos", type=int, default=2, help="(anchor, positive) pairs per centre")
     tr.add_argument("--weak", type=int, default=200,
@@ -97,8 +100,8 @@ def run(args: argparse.Namespace) -> int:
     os.makedirs(args.out, exist_ok=True)
     tcfg = TripletConfig(patch_radius_rel=args.patch_radius_rel, centres_per_defect=args.centres_per_defect,
                          combos_per_centre=args.combos, weak_per_class=args.weak,
-                         weak_scan_positive=args.weak_scan_positive, seed=args.seed)
-    cfg = TrainConfig(backbone=args.backbone, feature_dim=args.feature_dim, epochs=args.epochs,
+                         weak_scan_positive=args.weak_scan_positive, inputs=args.inputs, seed=args.seed)
+    cfg = TrainConfig(backbone=args.backbone, feature_dim=args.feature_dim, inputs=args.inputs, epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, margin=args.margin, num_threads=args.threads,
                       device=args.device, seed=args.seed)
     trip_path = os.path.join(args.out, "triplets.npz")

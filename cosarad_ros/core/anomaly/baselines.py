@@ -57,8 +57,9 @@ class FpfhExtractor(PatchFeatureExtractor):
 
     def __call__(self, patches: np.ndarray) -> np.ndarray:
         p = np.asarray(patches, dtype=np.float32)
-        if p.ndim != 3 or p.shape[2] != 3:
+        if p.ndim != 3 or p.shape[2] < 3:
             raise ValueError(f"patches must have shape (P, n, 3), got {p.shape}")
+        p = p[:, :, :3]  # FPFH is computed from the coordinates only
         out = np.zeros((len(p), self.dim), dtype=np.float32)
         for i in range(len(p)):
             # duplicates from resampling add nothing to FPFH; drop them

@@ -54,7 +54,7 @@ METHODS = {"cosarad": ("cosarad", "local"), "fpfh": ("fpfh", "local"), "global-b
 #: the fewest points a scan (or template) may have
 MIN_SCAN_POINTS = 50
 
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -133,6 +133,8 @@ class PartBank:
         groups: ``(G',)`` the template each bank column comes from: the ``G`` full templates
             first, then ``bank_views`` simulated partial views of each.
         template_normals: unoriented normals of ``templates``; view_normals: of ``view_reference``.
+        template_dev: per template, each point's leave-one-out deviation from the other templates
+            [m] (:mod:`.surfaces`); only for extractors with ``"xyz+deviation"`` inputs, else empty.
     """
 
     part_type: str
@@ -151,6 +153,7 @@ class PartBank:
     groups: np.ndarray | None = None
     template_normals: tuple = ()
     view_normals: np.ndarray | None = None
+    template_dev: tuple = ()
 
 
 def calibrate_threshold(loo_scores, *, aggregator: str = "max", top_k: int = 3, n_eff: int = 128,
@@ -379,6 +382,7 @@ class AnomalyDetector(PartRegistry):
         else:
             self.extractor = make_extractor("fpfh", **(fpfh or {}))
         self._parts: dict[str, PartBank] = {}
+        self._surface_cache: dict = {}
 
     # ------------------------------------------------------------------ construction
     @property
@@ -389,6 +393,29 @@ class AnomalyDetector(PartRegistry):
     # ------------------------------------------------------------------ helpers
     def _rng(self, salt: int = 0) -> np.random.Generator:
         return np.random.default_rng([self.seed, salt])
+
+    @property
+    def uses_deviation(self) -> bool:
+        """The extractor takes each point's deviation from the templates as an input channel."""
+        return self.extractor.inputs == "xyz+deviation"
+
+    def _channel(self, dev: np.ndarray | None, radius: float, mask=None):
+        """Per-point input channels for :func:`.patches.extract_patches` (``None``: coordinates only)."""
+        if not self.uses_deviation or dev is None:
+            return None
+        from .surfaces import deviation_channel
+
+        return deviation_channel(dev if mask is None else dev[mask], radius)
+
+    def _surfaces(self, pb: PartBank):
+        """The part's :class:`.surfaces.TemplateSurfaces` (built once per part type, in memory)."""
+        from .surfaces import TemplateSurfaces
+
+        cache = self._surface_cache
+        if cache.get(pb.part_type, (None,))[0] is not pb:
+            normals = pb.template_normals if pb.template_normals else None
+            cache[pb.part_type] = (pb, TemplateSurfaces.build(pb.templates, normals))
+        return cache[pb.part_type][1]
 
     def _features(self, ps) -> np.ndarray:
         feats = np.zeros((len(ps.patches), self.extractor.dim), dtype=np.float32)
@@ -464,22 +491,31 @@ class AnomalyDetector(PartRegistry):
         radius = resolve_patch_radius(ref, patch_radius=self.patch_radius, patch_radius_rel=self.patch_radius_rel)
         sub = ref if len(ref) <= 20_000 else ref[self._rng(7).choice(len(ref), 20_000, replace=False)]
         centres = sub[farthest_point_sampling(sub, self.num_patches)]
-        feats, valid, counts, regs = [], [], [], []
+        feats, valid, counts, regs, seeds = [], [], [], [], []
         on_ref = self._templates_on_reference(part_type, tmpl, aligned=aligned)
-        for g, t in tqdm(on_ref, total=len(tmpl), desc=f"banks {part_type}", disable=not progress, leave=False):
-            ps = extract_patches(t, centres, radius=radius, num_points=self.patch_points, min_points=8,
-                                 rng=self._rng(100 + g))
-            feats.append(self._features(ps))
-            valid.append(ps.valid)
-            counts.append(ps.counts)
+        for g, t in tqdm(on_ref, total=len(tmpl), desc=f"register {part_type}", disable=not progress, leave=False):
             regs.append(t.astype(np.float32))
+            seeds.append(g)
         need = 3 if self.bank_kind == "local" else 2
         if len(regs) < need:
             raise ValueError(f"only {len(regs)} template(s) of '{part_type}' registered onto the reference; need {need}")
-        groups = list(range(len(regs)))
         from .visibility import estimate_normals
 
-        normals = [estimate_normals(t) for t in regs] if self.partial_scans else [None] * len(regs)
+        normals = ([estimate_normals(t) for t in regs] if self.partial_scans or self.uses_deviation
+                   else [None] * len(regs))
+        tdev = ()
+        if self.uses_deviation:
+            from .surfaces import TemplateSurfaces
+
+            tdev = tuple(d.astype(np.float32) for d in TemplateSurfaces.build(regs, normals).leave_one_out())
+        for g, t in enumerate(regs):
+            ps = extract_patches(t, centres, radius=radius, num_points=self.patch_points, min_points=8,
+                                 rng=self._rng(100 + seeds[g]),
+                                 point_features=self._channel(tdev[g] if tdev else None, radius))
+            feats.append(self._features(ps))
+            valid.append(ps.valid)
+            counts.append(ps.counts)
+        groups = list(range(len(regs)))
         if self.partial_scans and self.bank_views > 0:
             # simulated partial views of every template join the bank, so the bank's own spread
             # covers what a partial view does to a patch (an addition to the paper)
@@ -491,9 +527,10 @@ class AnomalyDetector(PartRegistry):
                 diag = float(np.linalg.norm(t.max(0) - t.min(0)))
                 pick = self._rng(300 + g).choice(len(dirs), self.bank_views, replace=False)
                 for v, k in enumerate(pick):
-                    view = t[visible_from(t, normals[g], c + 1.5 * diag * dirs[k])]
-                    ps = extract_patches(view, centres, radius=radius, num_points=self.patch_points,
-                                         min_points="partial", rng=self._rng(400 + 10 * g + v))
+                    seen = visible_from(t, normals[g], c + 1.5 * diag * dirs[k])
+                    ps = extract_patches(t[seen], centres, radius=radius, num_points=self.patch_points,
+                                         min_points="partial", rng=self._rng(400 + 10 * g + v),
+                                         point_features=self._channel(tdev[g] if tdev else None, radius, seen))
                     feats.append(self._features(ps))
                     valid.append(ps.valid)
                     counts.append(ps.counts)
@@ -511,7 +548,7 @@ class AnomalyDetector(PartRegistry):
         else:
             vnorm, tnorm = None, ()
         pb = PartBank(part_type, ref.astype(np.float32), centres, float(radius), bank, np.nan, np.nan, loo, key,
-                      tuple(regs), np.stack(counts, axis=1), vref, nn, np.asarray(groups), tnorm, vnorm)
+                      tuple(regs), np.stack(counts, axis=1), vref, nn, np.asarray(groups), tnorm, vnorm, tdev)
         n_eff = self.num_patches // 2 if self.partial_scans else self.num_patches
         if self.partial_scans and self.calibration_views > 0 and len(regs) >= need + 1:
             loo, n_eff = self._partial_loo(pb)
@@ -536,18 +573,22 @@ class AnomalyDetector(PartRegistry):
                                    min_std=self.min_std),
                 templates=tuple(pb.templates[i] for i in keep), counts=pb.counts[:, rest],
                 template_nn=tuple(pb.template_nn[i] for i in keep), groups=groups[rest],
-                template_normals=tuple(pb.template_normals[i] for i in keep) if pb.template_normals else ())
+                template_normals=tuple(pb.template_normals[i] for i in keep) if pb.template_normals else (),
+                template_dev=tuple(pb.template_dev[i] for i in keep) if pb.template_dev else ())
             t = pb.templates[g]
             centre = 0.5 * (t.max(0) + t.min(0))
             diag = float(np.linalg.norm(t.max(0) - t.min(0)))
             dirs = fibonacci_directions(64)[rng.choice(64, self.calibration_views, replace=False)]
             for d in dirs:
                 nrm = pb.template_normals[g] if pb.template_normals else None
-                view = t[visible_from(t, nrm, centre + 1.5 * diag * d)].astype(np.float64)
+                seen = visible_from(t, nrm, centre + 1.5 * diag * d)
+                view = t[seen].astype(np.float64)
                 if len(view) < MIN_SCAN_POINTS:
                     continue
                 ps = extract_patches(view, pb.centres, radius=pb.radius, num_points=self.patch_points,
-                                     min_points="partial", rng=rng)
+                                     min_points="partial", rng=rng,
+                                     point_features=self._channel(pb.template_dev[g] if pb.template_dev else None,
+                                                                  pb.radius, seen))
                 if not ps.valid.any():
                     continue
                 feats = self._features(ps)
@@ -579,7 +620,9 @@ class AnomalyDetector(PartRegistry):
                             template_normals=(np.concatenate(pb.template_normals) if pb.template_normals
                                               else np.zeros((0, 3), np.float32)),
                             view_normals=(pb.view_normals if pb.view_normals is not None
-                                          else np.zeros((0, 3), np.float32)))
+                                          else np.zeros((0, 3), np.float32)),
+                            template_dev=(np.concatenate(pb.template_dev) if pb.template_dev
+                                          else np.zeros(0, np.float32)))
         os.replace(tmp, path)
 
     def _load_bank(self, path: str, part_type: str, key: str) -> PartBank:
@@ -588,7 +631,7 @@ class AnomalyDetector(PartRegistry):
                 meta = json.loads(str(z["meta"]))
                 arrays = {k: z[k] for k in ("reference", "centres", "features", "valid", "loo", "templates",
                                             "template_len", "template_nn", "counts", "view_reference",
-                                            "groups", "template_normals", "view_normals")}
+                                            "groups", "template_normals", "view_normals", "template_dev")}
         except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
             raise ValueError(str(exc)) from exc
         if meta.get("key") != key or meta.get("version") != CACHE_VERSION:
@@ -600,7 +643,8 @@ class AnomalyDetector(PartRegistry):
                         arrays["loo"], key, tuple(np.split(arrays["templates"], cut)), arrays["counts"],
                         arrays["view_reference"], tuple(np.split(arrays["template_nn"], cut)), arrays["groups"],
                         tuple(np.split(arrays["template_normals"], cut)) if len(arrays["template_normals"]) else (),
-                        arrays["view_normals"] if len(arrays["view_normals"]) else None)
+                        arrays["view_normals"] if len(arrays["view_normals"]) else None,
+                        tuple(np.split(arrays["template_dev"], cut)) if len(arrays["template_dev"]) else ())
 
     # ------------------------------------------------------------------ scoring
     def score(self, scan, part_type: str, *, register: bool | None = None, transform=None) -> AnomalyScore:
@@ -639,8 +683,10 @@ class AnomalyDetector(PartRegistry):
         reg = transform_points(T, pts)
         t1 = time.perf_counter()
         timings["register"] = t1 - t0
+        dev = self._surfaces(pb).deviation(reg) if self.uses_deviation else None
         ps = extract_patches(reg, pb.centres, radius=pb.radius, num_points=self.patch_points,
-                             min_points="partial" if self.partial_scans else 0, rng=self._rng(999))
+                             min_points="partial" if self.partial_scans else 0, rng=self._rng(999),
+                             point_features=self._channel(dev, pb.radius))
         if self.partial_scans and self.min_patch_fraction != 0.5:
             nz = ps.counts[ps.counts > 0]
             lim = self.min_patch_fraction * nz.mean() if nz.size else 0
@@ -699,7 +745,9 @@ class AnomalyDetector(PartRegistry):
             if len(vis_pts) == 0:
                 continue
             ps = extract_patches(vis_pts, pb.centres[cols], radius=pb.radius, num_points=self.patch_points,
-                                 min_points=0, rng=self._rng(200 + g))
+                                 min_points=0, rng=self._rng(200 + g),
+                                 point_features=self._channel(pb.template_dev[g] if pb.template_dev else None,
+                                                              pb.radius, vis))
             full = pb.counts[cols, g]
             # crop where the views hide part of the template patch; where they hide nearly all
             # of it although the scan has points there, keep the full patch (view estimate off)

@@ -1,6 +1,7 @@
 """Patch feature extractors behind one interface.
 
-``extractor(patches (P, n, 3) float32 in patch units, farthest-point ordered) -> (P, d) float32``.
+``extractor(patches (P, n, 3 + C) float32 in patch units, farthest-point ordered) -> (P, d) float32``;
+``extractor.inputs`` says which per-point channels ``C`` it expects (``"xyz"``: none).
 
 * :class:`CosaradExtractor` -- the trained COSARAD network (:mod:`.model`), inference only.
 * :class:`~cosarad_ros.core.anomaly.baselines.FpfhExtractor` -- hand-crafted FPFH descriptors
@@ -24,10 +25,12 @@ class PatchFeatureExtractor(abc.ABC):
 
     name: str = ""
     dim: int = 0
+    #: the patch inputs the extractor takes (a key of :data:`.model.INPUT_CHANNELS`)
+    inputs: str = "xyz"
 
     @abc.abstractmethod
     def __call__(self, patches: np.ndarray) -> np.ndarray:
-        """``(P, n, 3)`` -> ``(P, dim)`` float32."""
+        """``(P, n, 3 + C)`` -> ``(P, dim)`` float32."""
 
     @abc.abstractmethod
     def fingerprint(self) -> str:
@@ -73,6 +76,7 @@ class CosaradExtractor(PatchFeatureExtractor):
             with open(path, "rb") as f:
                 self._fp = "file-" + hashlib.sha1(f.read()).hexdigest()[:16]
         self.dim = self.model.feature_dim
+        self.inputs = self.model.inputs
 
     @property
     def classes_seen(self) -> tuple[str, ...]:
@@ -85,8 +89,10 @@ class CosaradExtractor(PatchFeatureExtractor):
         import torch
 
         p = np.asarray(patches, dtype=np.float32)
-        if p.ndim != 3 or p.shape[2] != 3:
-            raise ValueError(f"patches must have shape (P, n, 3), got {p.shape}")
+        c = 3 + self.model.in_channels
+        if p.ndim != 3 or p.shape[2] != c:
+            raise ValueError(f"patches must have shape (P, n, {c}) for a model with {self.inputs!r} inputs, "
+                             f"got {p.shape}")
         out = np.zeros((len(p), self.dim), dtype=np.float32)
         if len(p) == 0:
             return out

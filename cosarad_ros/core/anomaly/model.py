@@ -20,9 +20,13 @@ from torch import nn
 
 from .pointnet2 import BACKBONE_PRESETS, BackboneConfig, PointNet2MSG
 
-__all__ = ["CosaradNet", "ModelInfo", "save_model", "load_model", "default_model_path", "FORMAT_VERSION"]
+__all__ = ["CosaradNet", "ModelInfo", "save_model", "load_model", "default_model_path", "FORMAT_VERSION",
+           "INPUT_CHANNELS"]
 
 FORMAT_VERSION = "cosarad-model/1"
+
+#: per-point channels after x, y, z for each kind of patch input
+INPUT_CHANNELS = {"xyz": 0, "xyz+deviation": 1}
 
 
 class CosaradNet(nn.Module):
@@ -34,14 +38,21 @@ class CosaradNet(nn.Module):
         feature_dim: ``d``, the size of the L2-normalised output.
         hidden_dim: width of the head's hidden layer (256 in the paper).
         dropout: dropout probability at the head's input (0.4 in the paper).
+        inputs: what each patch point carries: ``"xyz"`` (the paper) or ``"xyz+deviation"``
+            (coordinates plus the point's deviation from the good templates, see
+            :mod:`.surfaces`; an addition to the paper).
     """
 
     def __init__(self, backbone: str | BackboneConfig = "small", *, feature_dim: int = 64,
-                 hidden_dim: int = 256, dropout: float = 0.4):
+                 hidden_dim: int = 256, dropout: float = 0.4, inputs: str = "xyz"):
         super().__init__()
         if feature_dim < 1 or hidden_dim < 1 or not 0.0 <= dropout < 1.0:
             raise ValueError(f"invalid head sizes feature_dim={feature_dim} hidden_dim={hidden_dim} dropout={dropout}")
-        self.backbone = PointNet2MSG(backbone)
+        if inputs not in INPUT_CHANNELS:
+            raise ValueError(f"unknown patch inputs {inputs!r}; choose from {sorted(INPUT_CHANNELS)}")
+        self.inputs = inputs
+        self.in_channels = INPUT_CHANNELS[inputs]
+        self.backbone = PointNet2MSG(backbone, in_channels=self.in_channels)
         self.backbone_config = self.backbone.config
         self.feature_dim = int(feature_dim)
         self.hidden_dim = int(hidden_dim)
@@ -54,11 +65,11 @@ class CosaradNet(nn.Module):
         )
 
     def embed(self, patches: torch.Tensor, *, presorted: bool = False) -> torch.Tensor:
-        """Backbone descriptor ``h``: ``(B, N, 3) -> (B, 1024)``."""
+        """Backbone descriptor ``h``: ``(B, N, 3 + C) -> (B, 1024)``."""
         return self.backbone(patches, presorted=presorted)
 
     def forward(self, patches: torch.Tensor, *, presorted: bool = False) -> torch.Tensor:
-        """``(B, N, 3)`` patches in patch units (radius 2, centred) -> ``(B, d)`` unit features.
+        """``(B, N, 3 + C)`` patches in patch units (radius 2, centred) -> ``(B, d)`` unit features.
 
         ``presorted``: the points of each patch are in farthest-point order (as
         :func:`~cosarad_ros.core.anomaly.patches.extract_patches` writes them)."""
@@ -67,13 +78,14 @@ class CosaradNet(nn.Module):
 
     def arch(self) -> dict:
         return {"backbone": self.backbone_config.to_dict(), "feature_dim": self.feature_dim,
-                "hidden_dim": self.hidden_dim, "dropout": self.dropout}
+                "hidden_dim": self.hidden_dim, "dropout": self.dropout, "inputs": self.inputs}
 
     @classmethod
     def from_arch(cls, arch: dict) -> "CosaradNet":
         try:
             return cls(BackboneConfig.from_dict(arch["backbone"]), feature_dim=int(arch["feature_dim"]),
-                       hidden_dim=int(arch["hidden_dim"]), dropout=float(arch["dropout"]))
+                       hidden_dim=int(arch["hidden_dim"]), dropout=float(arch["dropout"]),
+                       inputs=str(arch.get("inputs", "xyz")))
         except KeyError as exc:
             raise ValueError(f"model architecture record lacks {exc}") from exc
 

@@ -68,20 +68,22 @@ def farthest_point_sampling(points, k: int, *, start: int | None = None) -> np.n
 def fps_order(patches: np.ndarray, k: int) -> np.ndarray:
     """Reorder each patch so that its first ``k`` points are a farthest-point sample.
 
-    Batched over patches: ``patches (P, n, 3)`` -> ``(P, n, 3)`` (a permutation of each patch's
-    points; FPS starts at the point nearest the patch centre, i.e. the origin).
+    Batched over patches: ``patches (P, n, 3 + C)`` -> ``(P, n, 3 + C)`` (a permutation of each
+    patch's rows; distances use the coordinates only; FPS starts at the point nearest the patch
+    centre, i.e. the origin).
     """
     P, n, _ = patches.shape
+    xyz = patches[..., :3]
     k = min(k, n)
     order = np.empty((P, n), dtype=np.int64)
     rows = np.arange(P)
     dist = np.full((P, n), np.inf)
-    cur = np.argmin((patches ** 2).sum(-1), axis=1)
+    cur = np.argmin((xyz ** 2).sum(-1), axis=1)
     chosen = np.zeros((P, n), dtype=bool)
     for i in range(k):
         order[:, i] = cur
         chosen[rows, cur] = True
-        d = ((patches - patches[rows, cur][:, None, :]) ** 2).sum(-1)
+        d = ((xyz - xyz[rows, cur][:, None, :]) ** 2).sum(-1)
         np.minimum(dist, d, out=dist)
         dist[chosen] = -1.0
         cur = np.argmax(dist, axis=1)
@@ -116,10 +118,10 @@ def resolve_patch_radius(reference, *, patch_radius: float | None = None,
 
 
 def resample_patch(local: np.ndarray, num_points: int, rng: np.random.Generator) -> np.ndarray:
-    """Resample ``(m, 3)`` points to exactly ``num_points`` (without replacement when possible)."""
+    """Resample ``(m, D)`` rows to exactly ``num_points`` (without replacement when possible)."""
     m = local.shape[0]
     if m == 0:
-        return np.zeros((num_points, 3), dtype=local.dtype)
+        return np.zeros((num_points, local.shape[1]), dtype=local.dtype)
     if m >= num_points:
         sel = rng.choice(m, num_points, replace=False)
     else:
@@ -133,8 +135,9 @@ class PatchSet:
 
     Attributes:
         centres: ``(P, 3)`` patch centres in the cloud's frame (input units).
-        patches: ``(P, n, 3)`` float32 recentred, scaled (radius 2) and resampled points, each
-            patch in farthest-point order; all zeros where ``counts == 0``.
+        patches: ``(P, n, 3 + C)`` float32 recentred, scaled (radius 2) and resampled points
+            (followed by their ``C`` point features, if any), each patch in farthest-point order;
+            all zeros where ``counts == 0``.
         counts: ``(P,)`` raw number of cloud points within the radius.
         valid: ``(P,)`` bool, ``counts >= min_points`` and ``counts > 0``.
         radius: ``R`` in input units.
@@ -159,7 +162,8 @@ def min_patch_points(counts: np.ndarray, *, partial: bool, fraction: float = 0.5
 
 def extract_patches(points, centres, *, radius: float, num_points: int = 512,
                     min_points: int | str = 0, rng: np.random.Generator | int | None = 0,
-                    fps_prefix: int = 64, tree: cKDTree | None = None) -> PatchSet:
+                    fps_prefix: int = 64, tree: cKDTree | None = None,
+                    point_features: np.ndarray | None = None) -> PatchSet:
     """Cut patches of radius ``radius`` around ``centres`` out of ``points``.
 
     Args:
@@ -172,6 +176,8 @@ def extract_patches(points, centres, *, radius: float, num_points: int = 512,
         rng: generator or seed for the resampling (fixed seed -> deterministic patches).
         fps_prefix: how many leading points of each patch are put in farthest-point order.
         tree: a prebuilt ``cKDTree`` of ``points`` (optional).
+        point_features: ``(N, C)`` per-point features carried into the patches unchanged (not
+            scaled) after the coordinates; ``None``: coordinates only.
 
     Returns:
         :class:`PatchSet`.
@@ -183,6 +189,15 @@ def extract_patches(points, centres, *, radius: float, num_points: int = 512,
     if num_points < 8:
         raise ValueError(f"num_points must be >= 8, got {num_points}")
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    C = 0
+    if point_features is not None:
+        feats = np.asarray(point_features, dtype=np.float64)
+        feats = feats[:, None] if feats.ndim == 1 else feats
+        if feats.ndim != 2 or len(feats) != len(pts):
+            raise ValueError(f"point_features must have shape (N, C) with N = {len(pts)}, got {feats.shape}")
+        if not np.isfinite(feats).all():
+            raise ValueError("point_features contain NaN or inf")
+        C = feats.shape[1]
     tree = tree if tree is not None else cKDTree(pts)
     groups = tree.query_ball_point(ctr, r=radius, workers=1)
     counts = np.array([len(g) for g in groups], dtype=np.int64)
@@ -191,11 +206,14 @@ def extract_patches(points, centres, *, radius: float, num_points: int = 512,
             raise ValueError(f"min_points must be a count, 'partial' or 'full', got {min_points!r}")
         min_points = min_patch_points(counts, partial=min_points == "partial")
     scale = PATCH_UNITS_RADIUS / radius
-    out = np.zeros((ctr.shape[0], num_points, 3), dtype=np.float32)
+    out = np.zeros((ctr.shape[0], num_points, 3 + C), dtype=np.float32)
     for j, g in enumerate(groups):
         if counts[j] == 0:
             continue
-        local = (pts[np.asarray(g)] - ctr[j]) * scale
+        g = np.asarray(g)
+        local = (pts[g] - ctr[j]) * scale
+        if C:
+            local = np.concatenate([local, feats[g]], axis=1)
         out[j] = resample_patch(local, num_points, rng)
     valid = (counts >= max(int(min_points), 1))
     if fps_prefix > 0 and valid.any():

@@ -243,17 +243,26 @@ class SetAbstractionAll(nn.Module):
 
 
 class PointNet2MSG(nn.Module):
-    """PointNet++ MSG encoder: ``(B, N, 3)`` patches (radius ~2, centred) -> ``(B, out_dim)``."""
+    """PointNet++ MSG encoder: ``(B, N, 3 + C)`` patches (radius ~2, centred) -> ``(B, out_dim)``.
 
-    def __init__(self, config: BackboneConfig | str = "small"):
+    Args:
+        config: a preset name or a :class:`BackboneConfig`.
+        in_channels: ``C``, per-point input features after the coordinates (PointNet++'s optional
+            point features, e.g. the deviation from the templates); 0 for coordinates only.
+    """
+
+    def __init__(self, config: BackboneConfig | str = "small", in_channels: int = 0):
         super().__init__()
+        if in_channels < 0:
+            raise ValueError(f"in_channels must be >= 0, got {in_channels}")
+        self.in_channels = int(in_channels)
         if isinstance(config, str):
             if config not in BACKBONE_PRESETS:
                 raise ValueError(f"unknown backbone preset {config!r}; choose from {sorted(BACKBONE_PRESETS)}")
             config = BACKBONE_PRESETS[config]
         self.config = config
         levels = []
-        c = 0
+        c = self.in_channels
         for lv in config.levels:
             levels.append(SetAbstractionMSG(lv, c))
             c = lv.out_channels
@@ -262,12 +271,12 @@ class PointNet2MSG(nn.Module):
         self.out_dim = config.out_dim
 
     def forward(self, xyz: torch.Tensor, *, presorted: bool = False) -> torch.Tensor:
-        """``(B, N, 3) -> (B, out_dim)``. ``presorted``: points are in farthest-point order
+        """``(B, N, 3 + C) -> (B, out_dim)``. ``presorted``: points are in farthest-point order
         (see :func:`cosarad_ros.core.anomaly.patches.fps_order`), which skips sampling."""
-        if xyz.ndim != 3 or xyz.shape[-1] != 3:
-            raise ValueError(f"expected patches of shape (B, N, 3), got {tuple(xyz.shape)}")
-        feats = None
-        pos = xyz
+        if xyz.ndim != 3 or xyz.shape[-1] != 3 + self.in_channels:
+            raise ValueError(f"expected patches of shape (B, N, {3 + self.in_channels}), got {tuple(xyz.shape)}")
+        feats = xyz[..., 3:] if self.in_channels else None
+        pos = xyz[..., :3]
         for level in self.levels:
             pos, feats = level(pos, feats, presorted=presorted)
         return self.global_sa(pos / 2.0, feats)

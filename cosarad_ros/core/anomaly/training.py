@@ -54,6 +54,9 @@ class TripletConfig:
         weak_locations: FPS locations the weak triplets are drawn from.
         weak_scan_positive: share of weak triplets whose positive is a good partial scan's patch
             (the rest use another template's patch, which isolates sampling invariance).
+        inputs: ``"xyz"`` (coordinates, the paper) or ``"xyz+deviation"`` (each point also
+            carries its deviation from the class's good templates, :mod:`.surfaces`; templates'
+            own points leave-one-out). Must match the model's ``inputs``.
         seed: randomness of centre jitter, pair choice and resampling.
     """
 
@@ -67,16 +70,28 @@ class TripletConfig:
     weak_per_class: int = 0
     weak_locations: int = 96
     weak_scan_positive: float = 0.3
+    inputs: str = "xyz"
     seed: int = 0
 
 
 @dataclass(frozen=True)
 class TripletSet:
-    """Triplets ``patches (T, 3, n, 3)`` float16 (anchor, positive, negative; patch units) and
-    the class of each (``classes (T,)``)."""
+    """Triplets ``patches (T, 3, n, 3 + C)`` float16 (anchor, positive, negative; patch units,
+    ``C`` input channels after the coordinates) and the class of each (``classes (T,)``)."""
 
     patches: np.ndarray
     classes: np.ndarray
+
+    @property
+    def inputs(self) -> str:
+        """The patch inputs these triplets carry (see :data:`.model.INPUT_CHANNELS`)."""
+        from .model import INPUT_CHANNELS
+
+        c = int(self.patches.shape[-1]) - 3
+        for name, k in INPUT_CHANNELS.items():
+            if k == c:
+                return name
+        raise ValueError(f"triplet patches have {c} channels after x, y, z; no known input kind has that")
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -106,6 +121,10 @@ def build_triplets(classes: list[ClassData], cfg: TripletConfig = TripletConfig(
     """
     from tqdm.auto import tqdm
 
+    from .model import INPUT_CHANNELS
+
+    if cfg.inputs not in INPUT_CHANNELS:
+        raise ValueError(f"unknown patch inputs {cfg.inputs!r}; choose from {sorted(INPUT_CHANNELS)}")
     rng = np.random.default_rng(cfg.seed)
     all_p, all_c = [], []
     for cls in tqdm(classes, desc="triplets", disable=not progress):
@@ -125,8 +144,11 @@ def build_triplets(classes: list[ClassData], cfg: TripletConfig = TripletConfig(
                 bad.append((pts, c))
         templates = [t for t, ok in zip(rc.templates, rc.template_ok) if ok]
         good_scans = [rc.test_points(i) for i, s in enumerate(cls.tests) if not s.is_anomalous and rc.test_ok[i]]
+        chan = _channels(cfg.inputs, templates, R)
+        t_feats = [chan(t, g) for g, t in enumerate(templates)]
+        g_feats = [chan(g) for g in good_scans]
         if cfg.weak_per_class > 0 and len(templates) >= 1:
-            for trip in _weak_triplets(ref, R, templates, good_scans, cfg, rng):
+            for trip in _weak_triplets(ref, R, templates, good_scans, cfg, rng, t_feats, g_feats):
                 all_p.append(trip)
                 all_c.append(cls.name)
         if not bad:
@@ -134,16 +156,18 @@ def build_triplets(classes: list[ClassData], cfg: TripletConfig = TripletConfig(
         centres = np.concatenate([c for _, c in bad])
         owner = np.concatenate([np.full(len(c), k) for k, (_, c) in enumerate(bad)])
 
-        def cut(points):
-            return extract_patches(points, centres, radius=R, num_points=cfg.patch_points, min_points=0, rng=rng)
+        def cut(points, feats):
+            return extract_patches(points, centres, radius=R, num_points=cfg.patch_points, min_points=0, rng=rng,
+                                   point_features=feats)
 
-        tp = [cut(t) for t in templates]
-        gp = [cut(g) for g in good_scans]
-        neg = np.zeros((len(centres), cfg.patch_points, 3), dtype=np.float32)
+        tp = [cut(t, f) for t, f in zip(templates, t_feats)]
+        gp = [cut(g, f) for g, f in zip(good_scans, g_feats)]
+        neg = np.zeros((len(centres), cfg.patch_points, 3 + INPUT_CHANNELS[cfg.inputs]), dtype=np.float32)
         neg_ok = np.zeros(len(centres), dtype=bool)
         for k, (pts, _) in enumerate(bad):
             sel = owner == k
-            ps = extract_patches(pts, centres[sel], radius=R, num_points=cfg.patch_points, min_points=0, rng=rng)
+            ps = extract_patches(pts, centres[sel], radius=R, num_points=cfg.patch_points, min_points=0, rng=rng,
+                                 point_features=chan(pts))
             neg[sel] = ps.patches
             neg_ok[sel] = ps.counts >= 16
         for j in np.nonzero(neg_ok)[0]:
@@ -168,19 +192,41 @@ def build_triplets(classes: list[ClassData], cfg: TripletConfig = TripletConfig(
     return TripletSet(np.stack(all_p).astype(np.float16), np.asarray(all_c))
 
 
-def _weak_triplets(ref, R, templates, good_scans, cfg: TripletConfig, rng):
-    """Synthetic-defect triplets at FPS locations of the reference (see ``weak_per_class``)."""
+def _channels(inputs: str, templates: list, R: float):
+    """``chan(points, template_index=None) -> (N, C) | None``: the per-point input channels of
+    ``inputs`` (``None`` for bare coordinates; the deviation from the templates, leave-one-out for
+    a template's own points, for ``"xyz+deviation"``)."""
+    if inputs == "xyz":
+        return lambda points, g=None: None
+    from .surfaces import TemplateSurfaces, deviation_channel
+
+    if len(templates) < 2:
+        raise ValueError("deviation inputs need at least 2 registered templates per class")
+    surf = TemplateSurfaces.build(templates)
+    loo = surf.leave_one_out()
+
+    def chan(points, g=None):
+        dev = loo[g] if g is not None else surf.deviation(points)
+        return deviation_channel(dev, R)
+
+    return chan
+
+
+def _weak_triplets(ref, R, templates, good_scans, cfg: TripletConfig, rng, t_feats=None, g_feats=None):
+    """Synthetic-defect triplets at FPS locations of the reference (see ``weak_per_class``);
+    ``t_feats`` / ``g_feats``: per-point input channels of the templates / good scans (or None)."""
     from .augment import synthetic_defect
     from .patches import fps_order
 
     sub = ref if len(ref) <= 20_000 else ref[rng.choice(len(ref), 20_000, replace=False)]
     centres = sub[farthest_point_sampling(sub, cfg.weak_locations, start=int(rng.integers(len(sub))))]
 
-    def cut(points):
-        return extract_patches(points, centres, radius=R, num_points=cfg.patch_points, min_points=0, rng=rng)
+    def cut(points, feats):
+        return extract_patches(points, centres, radius=R, num_points=cfg.patch_points, min_points=0, rng=rng,
+                               point_features=feats)
 
-    tp = [cut(t) for t in templates]
-    gp = [cut(g) for g in good_scans]
+    tp = [cut(t, f) for t, f in zip(templates, t_feats or [None] * len(templates))]
+    gp = [cut(g, f) for g, f in zip(good_scans, g_feats or [None] * len(good_scans))]
     out = []
     for _ in range(cfg.weak_per_class):
         j = int(rng.integers(len(centres)))
@@ -210,6 +256,8 @@ class TrainConfig:
     Attributes:
         backbone: PointNet++ preset (``"small"`` is the CPU-sized default, ``"paper"`` the full one).
         feature_dim, hidden_dim, dropout: the contrastive head.
+        inputs: patch inputs of the model (``"xyz"`` or ``"xyz+deviation"``); must match the
+            triplets (:attr:`TripletSet.inputs`).
         epochs, batch_size: triplets per step before mining.
         lr: Adam learning rate (cosine-annealed to 0 over the run).
         margin: initial triplet margin; ``yield_range`` is the band the margin keeps the yield in.
@@ -227,6 +275,7 @@ class TrainConfig:
     feature_dim: int = 64
     hidden_dim: int = 256
     dropout: float = 0.4
+    inputs: str = "xyz"
     epochs: int = 10
     batch_size: int = 32
     lr: float = 5e-4
@@ -330,6 +379,9 @@ def train(triplets: TripletSet, out_dir: str, cfg: TrainConfig = TrainConfig(), 
         raise ValueError(f"need at least 4 triplets to train, got {len(triplets)}")
     if cfg.epochs < 1 or cfg.batch_size < 2:
         raise ValueError("epochs >= 1 and batch_size >= 2 required")
+    if triplets.inputs != cfg.inputs:
+        raise ValueError(f"the triplets carry {triplets.inputs!r} patches but the model is configured for "
+                         f"{cfg.inputs!r} (set both the triplets' and the training's inputs alike)")
     os.makedirs(out_dir, exist_ok=True)
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if cfg.device == "auto" else cfg.device))
@@ -345,7 +397,7 @@ def train(triplets: TripletSet, out_dir: str, cfg: TrainConfig = TrainConfig(), 
     total_steps = steps_per_epoch * cfg.epochs
 
     model = CosaradNet(cfg.backbone, feature_dim=cfg.feature_dim, hidden_dim=cfg.hidden_dim,
-                       dropout=cfg.dropout).to(device)
+                       dropout=cfg.dropout, inputs=cfg.inputs).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total_steps, 1))
     miner = EmaMiner(model, momentum=cfg.ema_momentum)
@@ -466,7 +518,7 @@ def export_model(out_dir: str, *, triplets: TripletSet | None = None, info_extra
     ck = torch.load(ck_path, map_location="cpu", weights_only=True)
     cfg = json.loads(ck["config"])
     model = CosaradNet(cfg["backbone"], feature_dim=cfg["feature_dim"], hidden_dim=cfg["hidden_dim"],
-                       dropout=cfg["dropout"])
+                       dropout=cfg["dropout"], inputs=cfg.get("inputs", "xyz"))
     best = os.path.join(out_dir, "best_state.pt")
     if which not in ("best", "last"):
         raise ValueError(f"which must be 'best' or 'last', got {which!r}")
