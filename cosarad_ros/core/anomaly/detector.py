@@ -54,7 +54,7 @@ METHODS = {"cosarad": ("cosarad", "local"), "fpfh": ("fpfh", "local"), "global-b
 #: the fewest points a scan (or template) may have
 MIN_SCAN_POINTS = 50
 
-CACHE_VERSION = 4
+CACHE_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -631,7 +631,9 @@ class AnomalyDetector(PartRegistry):
                 meta = json.loads(str(z["meta"]))
                 arrays = {k: z[k] for k in ("reference", "centres", "features", "valid", "loo", "templates",
                                             "template_len", "template_nn", "counts", "view_reference",
-                                            "groups", "template_normals", "view_normals", "template_dev")}
+                                            "groups", "template_normals", "view_normals")}
+                # written since the deviation inputs; absent in older files (xyz / FPFH banks)
+                arrays["template_dev"] = z["template_dev"] if "template_dev" in z.files else np.zeros(0, np.float32)
         except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
             raise ValueError(str(exc)) from exc
         if meta.get("key") != key or meta.get("version") != CACHE_VERSION:

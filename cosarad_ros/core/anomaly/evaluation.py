@@ -272,14 +272,19 @@ def write_metrics(path: str, results: list[ClassResult], *, method: str, models:
          "mean": {"o_auroc", "p_auroc"}, "method", "model", "classes_seen_in_training"}
 
     ``model`` is the model path (``null`` for FPFH; a list when several fold models were used,
-    in which case ``folds`` records which model scored which classes).
+    in which case ``folds`` records which model scored which classes). Each class also lists its
+    scans' object scores (``"scans": {name: {"score", "anomalous"}}``) and, when calibrated,
+    the detector's object threshold, so misses can be looked up without rerunning.
     """
     def num(x):
         return None if not np.isfinite(x) else round(float(x), 6)
 
     doc = {
         "classes": {r.name: {"o_auroc": num(r.o_auroc), "p_auroc": num(r.p_auroc), "n_good": r.n_good,
-                             "n_bad": r.n_bad} for r in results},
+                             "n_bad": r.n_bad, "threshold": num(r.thresholds[0]),
+                             "scans": {str(n): {"score": num(sc), "anomalous": bool(lab)} for n, sc, lab in
+                                       zip(r.sample_names, r.object_scores, r.object_labels)}}
+                    for r in results},
         "mean": {"o_auroc": num(np.nanmean([r.o_auroc for r in results])) if results else None,
                  "p_auroc": num(np.nanmean([r.p_auroc for r in results])) if results else None},
         "method": method,
