@@ -36,9 +36,16 @@ def test_eval_writes_metrics_in_the_issue_schema(bench, tmp_path, capsys):
     assert set(doc) == {"classes", "mean", "method", "model", "classes_seen_in_training"}
     assert doc["method"] == "fpfh" and doc["model"] is None and doc["classes_seen_in_training"] == []
     assert set(doc["classes"]) == {"toy5", "toy106"}
+    from cosarad_ros.core.anomaly.evaluation import auroc
+
     for v in doc["classes"].values():
-        assert set(v) == {"o_auroc", "p_auroc", "n_good", "n_bad"}
+        assert {"o_auroc", "p_auroc", "n_good", "n_bad"} <= set(v)  # the issue's keys; extensions below
         assert v["n_good"] == 2 and v["n_bad"] == 2 and 0.0 <= v["o_auroc"] <= 1.0 and 0.0 <= v["p_auroc"] <= 1.0
+        # per-scan object scores: the O-AUROC can be recomputed from them
+        scans = v["scans"]
+        assert len(scans) == 4 and sum(s["anomalous"] for s in scans.values()) == 2
+        assert auroc(np.array([s["score"] for s in scans.values()]),
+                     np.array([s["anomalous"] for s in scans.values()])) == pytest.approx(v["o_auroc"], abs=1e-6)
     assert set(doc["mean"]) == {"o_auroc", "p_auroc"}
     assert doc["mean"]["o_auroc"] == pytest.approx(np.mean([v["o_auroc"] for v in doc["classes"].values()]), abs=1e-6)
     assert os.path.isfile(os.path.join(out, "roc.png"))
@@ -49,7 +56,8 @@ def test_eval_writes_metrics_in_the_issue_schema(bench, tmp_path, capsys):
 def test_train_then_honest_eval_then_inspect(bench, tmp_path, capsys):
     run = str(tmp_path / "run")
     assert main(["train", "--data", bench, "--classes", "toy5", "--out", run, "--backbone", "tiny", "--epochs", "1",
-                 "--batch-size", "4", "--centres-per-defect", "2", "--combos", "1", "--quiet"]) == 0
+                 "--batch-size", "4", "--centres-per-defect", "2", "--combos", "1", "--inputs", "xyz+deviation",
+                 "--quiet"]) == 0
     for f in ("model.safetensors", "curves.png", "checkpoint.pt", "training.json", "triplets.npz"):
         assert os.path.isfile(os.path.join(run, f)), f
     model = os.path.join(run, "model.safetensors")
