@@ -67,6 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     help="synthetic-defect (weak objective) triplets per class (0: only labelled defects)")
     tr.add_argument("--weak-scan-positive", type=float, default=0.3,
                     help="share of weak triplets whose positive is a good partial scan (else a template)")
+    tr.add_argument("--min-positive-coverage", type=float, default=0.5,
+                    help="smallest share of the templates' points a good scan's patch needs to be a positive")
     tr.add_argument("--patch-radius-rel", type=float, default=0.06,
                     help="patch radius / reference bounding-box diagonal (the detector's default)")
     tr.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke runs)")
@@ -100,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
     os.makedirs(args.out, exist_ok=True)
     tcfg = TripletConfig(patch_radius_rel=args.patch_radius_rel, centres_per_defect=args.centres_per_defect,
                          combos_per_centre=args.combos, weak_per_class=args.weak,
-                         weak_scan_positive=args.weak_scan_positive, inputs=args.inputs, seed=args.seed)
+                         weak_scan_positive=args.weak_scan_positive, inputs=args.inputs,
+                         min_positive_coverage=args.min_positive_coverage, seed=args.seed)
     cfg = TrainConfig(backbone=args.backbone, feature_dim=args.feature_dim, inputs=args.inputs, epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, margin=args.margin, num_threads=args.threads,
                       device=args.device, seed=args.seed)

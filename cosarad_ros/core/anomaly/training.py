@@ -54,6 +54,9 @@ class TripletConfig:
         weak_locations: FPS locations the weak triplets are drawn from.
         weak_scan_positive: share of weak triplets whose positive is a good partial scan's patch
             (the rest use another template's patch, which isolates sampling invariance).
+        min_positive_coverage: a good scan's patch can be a positive when it holds at least this
+            share of the templates' median point count at that location (lower: the network also
+            learns that a view cropping a patch to a sliver is not a defect).
         inputs: ``"xyz"`` (coordinates, the paper) or ``"xyz+deviation"`` (each point also
             carries its deviation from the class's good templates, :mod:`.surfaces`; templates'
             own points leave-one-out). Must match the model's ``inputs``.
@@ -70,6 +73,7 @@ class TripletConfig:
     weak_per_class: int = 0
     weak_locations: int = 96
     weak_scan_positive: float = 0.3
+    min_positive_coverage: float = 0.5
     inputs: str = "xyz"
     seed: int = 0
 
@@ -175,7 +179,7 @@ def build_triplets(classes: list[ClassData], cfg: TripletConfig = TripletConfig(
             if not full:
                 continue
             typical = np.median([t.counts[j] for t in full])
-            scans = [g for g in gp if g.counts[j] >= 0.5 * typical]
+            scans = [g for g in gp if g.counts[j] >= cfg.min_positive_coverage * typical]
             for _ in range(cfg.combos_per_centre):
                 ai = int(rng.integers(len(full)))
                 a = full[ai].patches[j]
@@ -234,7 +238,7 @@ def _weak_triplets(ref, R, templates, good_scans, cfg: TripletConfig, rng, t_fea
         if not full:
             continue
         typical = np.median([t.counts[j] for t in full])
-        scans = [g for g in gp if g.counts[j] >= 0.5 * typical]
+        scans = [g for g in gp if g.counts[j] >= cfg.min_positive_coverage * typical]
         ai = int(rng.integers(len(full)))
         other = full[(ai + 1 + int(rng.integers(len(full) - 1))) % len(full)].patches[j] if len(full) > 1 else None
         if scans and (other is None or rng.random() < cfg.weak_scan_positive):
