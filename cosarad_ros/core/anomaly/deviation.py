@@ -48,6 +48,7 @@ from scipy.spatial import cKDTree
 
 from ..geometry import as_points, transform_points
 from .detector import MIN_SCAN_POINTS, AnomalyScore, PartRegistry, find_defect_regions
+from .surfaces import TemplateSurfaces
 
 __all__ = ["DeviationBank", "DeviationDetector"]
 
@@ -188,17 +189,6 @@ class DeviationDetector(PartRegistry):
         out[enough] = sums[enough] / cnt[enough]
         return out, cnt
 
-    @staticmethod
-    def _deviation(points: np.ndarray, templates, normals, trees, spacing: float) -> np.ndarray:
-        """``(N,)`` smallest deviation of ``points`` over the given templates (see module docstring)."""
-        best = np.full(len(points), np.inf)
-        for t, n, tree in zip(templates, normals, trees):
-            dist, idx = tree.query(points, k=1)
-            normal = np.abs(((points - t[idx]) * n[idx]).sum(1))
-            tangential = np.maximum(dist - spacing, 0.0)
-            np.minimum(best, np.sqrt(normal ** 2 + tangential ** 2), out=best)
-        return best
-
     # ------------------------------------------------------------------ fit / score
     def fit(self, part_type: str, templates, *, cache_dir: str | None = None, progress: bool = False,
             aligned: bool = False) -> DeviationBank:
@@ -226,21 +216,14 @@ class DeviationDetector(PartRegistry):
         radius = self.location_radius or 1.5 * spacing
         _, first = np.unique(np.floor(ref / spacing).astype(np.int64), axis=0, return_index=True)
         locations = ref[np.sort(first)]
-        from .visibility import estimate_normals
-
-        trees = [cKDTree(t) for t in regs]
-        normals = [estimate_normals(t) for t in regs]
+        # normals, k-d trees and the tangential allowance (1.5 x the typical point spacing)
+        surf = TemplateSurfaces.build(regs)
+        trees, normals, allowance = list(surf.trees), list(surf.normals), surf.allowance
         loc_tree = cKDTree(locations)
         neighbours = _neighbour_matrix(loc_tree, radius)
-        # tangential allowance: a little over the typical nearest-neighbour spacing of a template
-        step = float(np.median([np.median(tr.query(t, k=2)[0][:, 1]) for tr, t in zip(trees, regs)]))
-        allowance = 1.5 * step
         M = np.full((len(regs), len(locations)), np.nan)
         C = np.zeros((len(regs), len(locations)))
-        for g, t in enumerate(regs):
-            others = [h for h in range(len(regs)) if h != g]
-            dev = self._deviation(t, [regs[h] for h in others], [normals[h] for h in others],
-                                  [trees[h] for h in others], allowance)
+        for g, (t, dev) in enumerate(zip(regs, surf.leave_one_out())):
             M[g], C[g] = self._location_means(t, dev, loc_tree, neighbours, radius)
         seen = np.isfinite(M).sum(0)
         with warnings.catch_warnings():
@@ -287,7 +270,7 @@ class DeviationDetector(PartRegistry):
         chamfer = float(ref_tree.query(reg, k=1)[0].mean())
         timings["register"] = time.perf_counter() - t0
         t1 = time.perf_counter()
-        dev = self._deviation(reg, b.templates, b.normals, b.trees, b.spacing)
+        dev = TemplateSurfaces(b.templates, b.normals, b.trees, b.spacing).deviation(reg)
         m, n = self._location_means(reg, dev, b.location_tree, b.neighbours, b.radius)
         scored = np.isfinite(m) & np.isfinite(b.mean) & (n >= self.min_location_fraction * b.counts)
         if not scored.any():
