@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .pointnet2 import BACKBONE_PRESETS, BackboneConfig, PointNet2MSG
+from .pointnet2 import BackboneConfig, PointNet2MSG
 
 __all__ = ["CosaradNet", "ModelInfo", "save_model", "load_model", "default_model_path", "FORMAT_VERSION",
            "INPUT_CHANNELS"]
