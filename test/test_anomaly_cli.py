@@ -56,7 +56,7 @@ def test_eval_writes_metrics_in_the_issue_schema(bench, tmp_path, capsys):
 def test_train_then_honest_eval_then_inspect(bench, tmp_path, capsys):
     run = str(tmp_path / "run")
     assert main(["train", "--data", bench, "--classes", "toy5", "--out", run, "--backbone", "tiny", "--epochs", "1",
-                 "--batch-size", "4", "--centres-per-defect", "2", "--combos", "1", "--inputs", "xyz+deviation",
+                 "--batch-size", "4", "--centres-per-defect", "2", "--combos", "1", "--weak", "20",
                  "--quiet"]) == 0
     for f in ("model.safetensors", "curves.png", "checkpoint.pt", "training.json", "triplets.npz"):
         assert os.path.isfile(os.path.join(run, f)), f

@@ -12,6 +12,9 @@ scans of the training classes), trains with the EMA miner and the adaptive margi
 
 Honest k-fold over classes: ``--fold I/K`` leaves out every K-th class (sorted names, starting
 at I) so ``cosarad eval`` can score them with a model that never saw them.
+
+The defaults are the recipe of the shipped models (``cosarad_ros/models/TRAINING.md``):
+deviation inputs, 500 weak triplets per class, 10 epochs, the ``cpu`` backbone.
 """
 from __future__ import annotations
 
@@ -58,16 +61,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tr.add_argument("--backbone", default="cpu", choices=("cpu", "small", "paper", "tiny"),
                     help="PointNet++ preset (default cpu: sized for a 2-core CPU)")
     tr.add_argument("--feature-dim", type=int, default=64)
-    tr.add_argument("--inputs", default="xyz", choices=("xyz", "xyz+deviation"),
-                    help="what each patch point carries: coordinates (the paper) or coordinates plus its "
-                         "deviation from the class's good templates")
+    tr.add_argument("--inputs", default="xyz+deviation", choices=("xyz", "xyz+deviation"),
+                    help="what each patch point carries: coordinates plus its deviation from the class's "
+                         "good templates (default, the shipped models) or coordinates only (the paper)")
     tr.add_argument("--centres-per-defect", type=int, default=6)
     tr.add_argument("--combos", type=int, default=2, help="(anchor, positive) pairs per centre")
-    tr.add_argument("--weak", type=int, default=200,
+    tr.add_argument("--weak", type=int, default=500,
                     help="synthetic-defect (weak objective) triplets per class (0: only labelled defects)")
-    tr.add_argument("--weak-scan-positive", type=float, default=0.3,
+    tr.add_argument("--weak-scan-positive", type=float, default=1.0,
                     help="share of weak triplets whose positive is a good partial scan (else a template)")
-    tr.add_argument("--min-positive-coverage", type=float, default=0.5,
+    tr.add_argument("--min-positive-coverage", type=float, default=0.1,
                     help="smallest share of the templates' points a good scan's patch needs to be a positive")
     tr.add_argument("--patch-radius-rel", type=float, default=0.06,
                     help="patch radius / reference bounding-box diagonal (the detector's default)")
