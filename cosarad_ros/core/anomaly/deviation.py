@@ -60,9 +60,8 @@ class DeviationBank:
     Attributes:
         part_type: the label.
         reference: ``(M, 3)`` reference template (registration target), template frame [m].
-        templates: the registered templates ``(N_g, 3)`` (deviations are measured against them).
-        normals: their unit normals ``(N_g, 3)`` (unoriented).
-        spacing: typical point spacing of the templates [m] (tangential allowance).
+        surfaces: the registered templates with their normals, k-d trees and tangential
+            allowance (deviations are measured against them; the first is the reference).
         locations: ``(L, 3)`` bank locations.
         mean: ``(L,)`` mean leave-one-out deviation of the templates per location [m] (NaN: unseen).
         std: ``(L,)`` its standard deviation, floored by ``min_std`` [m].
@@ -70,16 +69,14 @@ class DeviationBank:
         radius: location radius [m].
         threshold: object-score threshold (Cohen's d).
         tolerance: smallest excess deviation that can count as a defect [m].
-        trees: k-d trees of ``templates``; location_tree: of ``locations``; neighbours: ``(L, L)``
+        location_tree: k-d tree of ``locations``; neighbours: ``(L, L)``
             sparse 0/1 matrix of the locations within ``radius`` of each other (kept so scoring
             does not rebuild them).
     """
 
     part_type: str
     reference: np.ndarray
-    templates: tuple
-    normals: tuple
-    spacing: float
+    surfaces: TemplateSurfaces
     locations: np.ndarray
     mean: np.ndarray
     std: np.ndarray
@@ -87,7 +84,6 @@ class DeviationBank:
     radius: float
     threshold: float
     tolerance: float
-    trees: tuple = ()
     location_tree: cKDTree | None = None
     neighbours: object = None
 
@@ -218,7 +214,6 @@ class DeviationDetector(PartRegistry):
         locations = ref[np.sort(first)]
         # normals, k-d trees and the tangential allowance (1.5 x the typical point spacing)
         surf = TemplateSurfaces.build(regs)
-        trees, normals, allowance = list(surf.trees), list(surf.normals), surf.allowance
         loc_tree = cKDTree(locations)
         neighbours = _neighbour_matrix(loc_tree, radius)
         M = np.full((len(regs), len(locations)), np.nan)
@@ -232,9 +227,8 @@ class DeviationDetector(PartRegistry):
             std = np.where(seen >= 2, np.nanstd(M, 0, ddof=1), np.nan)
         std = np.sqrt(np.nan_to_num(std, nan=0.0) ** 2 + self.min_std ** 2)
         counts = C.mean(0)
-        bank = DeviationBank(part_type, regs[0], tuple(regs), tuple(normals), allowance,
-                             locations, mean, std, counts, float(radius), self.threshold,
-                             self.tolerance, tuple(trees), loc_tree, neighbours)
+        bank = DeviationBank(part_type, regs[0], surf, locations, mean, std, counts, float(radius),
+                             self.threshold, self.tolerance, loc_tree, neighbours)
         self._parts[part_type] = bank
         return bank
 
@@ -254,7 +248,7 @@ class DeviationDetector(PartRegistry):
         pts = as_points(scan, name="scan", min_points=MIN_SCAN_POINTS)
         b = self.part_bank(part_type)
         do_reg = self.register if register is None else bool(register)
-        ref_tree = b.trees[0]  # the reference is the first template
+        ref_tree = b.surfaces.trees[0]  # the reference is the first template
         if transform is not None:
             from ..geometry import as_transform
 
@@ -270,7 +264,7 @@ class DeviationDetector(PartRegistry):
         chamfer = float(ref_tree.query(reg, k=1)[0].mean())
         timings["register"] = time.perf_counter() - t0
         t1 = time.perf_counter()
-        dev = TemplateSurfaces(b.templates, b.normals, b.trees, b.spacing).deviation(reg)
+        dev = b.surfaces.deviation(reg)
         m, n = self._location_means(reg, dev, b.location_tree, b.neighbours, b.radius)
         scored = np.isfinite(m) & np.isfinite(b.mean) & (n >= self.min_location_fraction * b.counts)
         if not scored.any():
