@@ -47,6 +47,35 @@ def test_local_effect_sizes_match_scalar_definition():
     assert np.isnan(local_effect_sizes(bank, test, bank_valid=valid)[3])
 
 
+def test_variance_shrinkage_toward_the_median_location():
+    rng = np.random.default_rng(3)
+    bank = rng.normal(size=(7, 4, 8))
+    bank[5] = bank[5, :1] + 1e-4 * rng.normal(size=(4, 8))  # templates that agree almost exactly
+    test = rng.normal(size=(7, 8))
+    test[5] = bank[5, 0] + 0.05
+    k = 6.0
+    d = local_effect_sizes(bank, test, min_std=0.0, prior_weight=k)
+    # by hand: the median over locations of the pairwise-distance variance is the prior
+    iu = np.triu_indices(4, k=1)
+    pair = [np.linalg.norm(bank[j][:, None] - bank[j][None], axis=-1)[iu] for j in range(7)]
+    s0sq = np.median([p.var(ddof=1) for p in pair])
+    for j in (0, 5):
+        dt = np.linalg.norm(bank[j] - test[j], axis=1)
+        ss = ((dt - dt.mean()) ** 2).sum() + ((pair[j] - pair[j].mean()) ** 2).sum()
+        sp = math.sqrt((ss + k * s0sq) / (4 + 6 - 2 + k))
+        assert d[j] == pytest.approx((dt.mean() - pair[j].mean()) / sp, rel=1e-9)
+    # the paper's per-location value makes the near-identical location explode; shrinkage does not
+    d0 = local_effect_sizes(bank, test, min_std=0.0)
+    assert d0[5] > 100 and d[5] < d0[5] / 20
+    # 0 is the paper's formula, negative weights are refused
+    assert np.allclose(local_effect_sizes(bank, test, min_std=0.0, prior_weight=0.0), d0)
+    with pytest.raises(ValueError, match="prior_weight"):
+        local_effect_sizes(bank, test, prior_weight=-1.0)
+    with pytest.raises(ValueError, match="std_prior_weight"):
+        LocalBank(bank, std_prior_weight=-1.0)
+    assert np.allclose(LocalBank(bank, min_std=0.0, std_prior_weight=k).score(test), d)
+
+
 def test_local_bank_scores_outlier_location_highest():
     rng = np.random.default_rng(1)
     base = rng.normal(size=(6, 1, 16))

@@ -311,6 +311,9 @@ class AnomalyDetector(PartRegistry):
             ``min_patch_fraction`` x the mean patch size (``|P|min``); False: full scans (0).
         min_patch_fraction: see ``partial_scans`` (0.5 in the paper).
         min_std: floor of the pooled standard deviation of Cohen's d (feature-distance units).
+        std_prior_weight: shrink each location's pooled variance toward the median over all
+            locations with this many pseudo degrees of freedom (an addition to the paper;
+            :func:`.scoring.local_effect_sizes`); 0: the paper's per-location value.
         registration_attempts: global registration hypotheses per registration.
         register: register scans onto the reference (False: scans are already in its frame).
         false_alarm_rate: target false-alarm rate of the calibrated object threshold.
@@ -341,7 +344,8 @@ class AnomalyDetector(PartRegistry):
                  max_template_points: int = 60_000, min_region_points: int = 10, device: str = "cpu",
                  batch_size: int = 128, num_threads: int | None = None, seed: int = 0,
                  fpfh: dict | None = None, view_matching: bool = True, full_coverage: float = 0.85,
-                 view_points: int = 2000, calibration_views: int = 2, bank_views: int = 3):
+                 view_points: int = 2000, calibration_views: int = 2, bank_views: int = 3,
+                 std_prior_weight: float = 32.0):
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose from {sorted(METHODS)}")
         if aggregator not in AGGREGATORS:
@@ -352,6 +356,8 @@ class AnomalyDetector(PartRegistry):
             raise ValueError(f"min_patch_fraction must be in [0, 1), got {min_patch_fraction}")
         if threshold is not None and not np.isfinite(threshold):
             raise ValueError(f"threshold must be finite, got {threshold}")
+        if not (np.isfinite(std_prior_weight) and std_prior_weight >= 0):
+            raise ValueError(f"std_prior_weight must be >= 0, got {std_prior_weight}")
         self.method = method
         self.model = model
         self.patch_radius = patch_radius
@@ -363,6 +369,7 @@ class AnomalyDetector(PartRegistry):
         self.partial_scans = bool(partial_scans)
         self.min_patch_fraction = float(min_patch_fraction)
         self.min_std = float(min_std)
+        self.std_prior_weight = float(std_prior_weight)
         self.registration_attempts = int(registration_attempts)
         self.register = bool(register)
         self.false_alarm_rate = float(false_alarm_rate)
@@ -423,9 +430,15 @@ class AnomalyDetector(PartRegistry):
             feats[ps.valid] = self.extractor(ps.patches[ps.valid])
         return feats
 
+    def _bank_args(self) -> dict:
+        """Keyword arguments of :func:`.memory_bank.make_bank` from the detector's settings."""
+        return {"min_std": self.min_std, "std_prior_weight": self.std_prior_weight}
+
     def _cache_key(self, templates: list[np.ndarray]) -> str:
+        from .align import ALIGN_VERSION
+
         h = hashlib.sha1()
-        params = {"v": CACHE_VERSION, "method": self.method, "extractor": self.extractor.fingerprint(),
+        params = {"v": CACHE_VERSION, "align": ALIGN_VERSION, "method": self.method, "extractor": self.extractor.fingerprint(),
                   "patch_radius": self.patch_radius, "patch_radius_rel": self.patch_radius_rel,
                   "num_patches": self.num_patches, "patch_points": self.patch_points, "min_std": self.min_std,
                   "aggregator": self.aggregator, "top_k": self.top_k, "far": self.false_alarm_rate,
@@ -433,6 +446,8 @@ class AnomalyDetector(PartRegistry):
                   "max_pts": self.max_template_points, "seed": self.seed,
                   "view_points": self.view_points, "calibration_views": self.calibration_views,
                   "bank_views": self.bank_views}
+        if self.std_prior_weight:  # keyed only when used: banks of the paper's scoring stay valid
+            params["std_prior_weight"] = self.std_prior_weight
         h.update(json.dumps(params, sort_keys=True).encode())
         for t in templates:
             h.update(np.ascontiguousarray(t, dtype=np.float32).tobytes())
@@ -537,7 +552,7 @@ class AnomalyDetector(PartRegistry):
                     groups.append(g)
         F = np.stack(feats, axis=1)  # (P, G', d)
         V = np.stack(valid, axis=1)
-        bank = make_bank(self.bank_kind, F, V, min_std=self.min_std)
+        bank = make_bank(self.bank_kind, F, V, **self._bank_args())
         loo = bank.leave_one_out()
         vref = sub[farthest_point_sampling(sub, self.view_points)].astype(np.float32)
         tree = cKDTree(vref)
@@ -570,7 +585,7 @@ class AnomalyDetector(PartRegistry):
             rest = keep + [i for i in range(G, len(groups)) if groups[i] != g]  # full templates first
             sub = dataclasses.replace(
                 pb, bank=make_bank(self.bank_kind, pb.bank.features[:, rest], pb.bank.valid[:, rest],
-                                   min_std=self.min_std),
+                                   **self._bank_args()),
                 templates=tuple(pb.templates[i] for i in keep), counts=pb.counts[:, rest],
                 template_nn=tuple(pb.template_nn[i] for i in keep), groups=groups[rest],
                 template_normals=tuple(pb.template_normals[i] for i in keep) if pb.template_normals else (),
@@ -638,7 +653,7 @@ class AnomalyDetector(PartRegistry):
             raise ValueError(str(exc)) from exc
         if meta.get("key") != key or meta.get("version") != CACHE_VERSION:
             raise ValueError("cache key mismatch")
-        bank = make_bank(meta["bank_kind"], arrays["features"], arrays["valid"], min_std=self.min_std)
+        bank = make_bank(meta["bank_kind"], arrays["features"], arrays["valid"], **self._bank_args())
         thr, pthr = float(meta["threshold"]), float(meta["patch_threshold"])
         cut = np.cumsum(arrays["template_len"])[:-1]
         return PartBank(part_type, arrays["reference"], arrays["centres"], float(meta["radius"]), bank, thr, pthr,
@@ -763,4 +778,4 @@ class AnomalyDetector(PartRegistry):
             for js, g in where:
                 F[js, g] = new[o:o + len(js)]
                 o += len(js)
-        return make_bank(self.bank_kind, F, pb.bank.valid, min_std=self.min_std), float(cov.mean())
+        return make_bank(self.bank_kind, F, pb.bank.valid, **self._bank_args()), float(cov.mean())

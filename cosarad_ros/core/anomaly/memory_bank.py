@@ -69,17 +69,23 @@ class LocalBank(MemoryBank):
 
     Args:
         min_std: floor of the pooled standard deviation in feature-distance units.
+        std_prior_weight: shrinkage of each location's pooled variance toward the median over
+            locations (:func:`.scoring.local_effect_sizes`, ``prior_weight``; 0 = the paper).
     """
 
     kind = "local"
 
-    def __init__(self, features, valid=None, *, min_std: float = 0.02):
+    def __init__(self, features, valid=None, *, min_std: float = 0.02, std_prior_weight: float = 0.0):
         super().__init__(features, valid)
         self.min_std = float(min_std)
+        self.std_prior_weight = float(std_prior_weight)
+        if not (np.isfinite(self.std_prior_weight) and self.std_prior_weight >= 0):
+            raise ValueError(f"std_prior_weight must be >= 0, got {std_prior_weight}")
 
     def score(self, test, test_valid=None) -> np.ndarray:
         t, tv = self._check(test, test_valid)
-        d = local_effect_sizes(self.features, t, bank_valid=self.valid, min_std=self.min_std)
+        d = local_effect_sizes(self.features, t, bank_valid=self.valid, min_std=self.min_std,
+                               prior_weight=self.std_prior_weight)
         d[~tv] = np.nan
         return d
 
@@ -91,7 +97,7 @@ class LocalBank(MemoryBank):
         for g in range(G):
             rest = [i for i in range(G) if i != g]
             d = local_effect_sizes(self.features[:, rest], self.features[:, g], bank_valid=self.valid[:, rest],
-                                   min_std=self.min_std)
+                                   min_std=self.min_std, prior_weight=self.std_prior_weight)
             d[~self.valid[:, g]] = np.nan
             out[g] = d
         return out
@@ -137,4 +143,5 @@ def make_bank(kind: str, features, valid=None, **kwargs) -> MemoryBank:
         raise ValueError(f"unknown memory bank {kind!r}; choose from {sorted(BANKS)}")
     if kind == "global":
         kwargs.pop("min_std", None)
+        kwargs.pop("std_prior_weight", None)
     return BANKS[kind](features, valid, **kwargs)

@@ -67,8 +67,18 @@ def cohens_d(test_distances, template_distances, *, min_std: float = 0.0) -> flo
 
 
 def local_effect_sizes(bank: np.ndarray, test: np.ndarray, *, bank_valid: np.ndarray | None = None,
-                       min_std: float = 1e-3) -> np.ndarray:
+                       min_std: float = 1e-3, prior_weight: float = 0.0) -> np.ndarray:
     """Cohen's d for every patch location at once (vectorised :func:`cohens_d`).
+
+    With ``prior_weight = k > 0`` (an addition to the paper) the pooled variance of each location
+    is shrunk toward the median template-to-template variance over all locations, ``s0^2``, as if
+    ``k`` more degrees of freedom had that variance (the usual empirical-Bayes moderation of
+    variances estimated from few samples, Smyth, Stat. Appl. Genet. Mol. Biol. 2004)::
+
+        s^2 = (SS_t + SS_p + k s0^2) / (n_t + n_p - 2 + k)
+
+    A handful of templates that happen to agree almost exactly at one place then no longer turn a
+    small feature difference into a huge effect size.
 
     Args:
         bank: ``(P, G, d)`` template features per location.
@@ -76,10 +86,13 @@ def local_effect_sizes(bank: np.ndarray, test: np.ndarray, *, bank_valid: np.nda
         bank_valid: ``(P, G)`` bool, which template patches exist (default all). Locations with
             fewer than 2 valid templates get NaN.
         min_std: floor of the pooled standard deviation.
+        prior_weight: ``k`` above (0: the paper's per-location pooled standard deviation).
 
     Returns:
         ``(P,)`` effect sizes.
     """
+    if not (np.isfinite(prior_weight) and prior_weight >= 0):
+        raise ValueError(f"prior_weight must be >= 0, got {prior_weight}")
     bank = np.asarray(bank, dtype=np.float64)
     test = np.asarray(test, dtype=np.float64)
     if bank.ndim != 3 or test.ndim != 2 or bank.shape[0] != test.shape[0] or bank.shape[2] != test.shape[1]:
@@ -98,7 +111,14 @@ def local_effect_sizes(bank: np.ndarray, test: np.ndarray, *, bank_valid: np.nda
         mp = np.where(pair_ok, pairs, 0).sum(1) / n_p
         vt = np.where(valid, (dt - mt[:, None]) ** 2, 0).sum(1)  # sums of squares
         vp = np.where(pair_ok, (pairs - mp[:, None]) ** 2, 0).sum(1)
-        sp = np.sqrt((vt + vp) / (n_t + n_p - 2))
+        dof = n_t + n_p - 2
+        if prior_weight > 0:
+            var_pairs = vp / (n_p - 1)
+            ok = (n_p >= 3) & np.isfinite(var_pairs)
+            s0sq = float(np.median(var_pairs[ok])) if ok.any() else 0.0
+            sp = np.sqrt((vt + vp + prior_weight * s0sq) / (dof + prior_weight))
+        else:
+            sp = np.sqrt((vt + vp) / dof)
         d = (mt - mp) / np.maximum(sp, min_std)
     d[n_t < 2] = np.nan
     return d
