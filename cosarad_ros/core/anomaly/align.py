@@ -27,7 +27,7 @@ __all__ = ["ALIGN_VERSION", "Alignment", "align_to_reference", "symmetry_rotatio
 
 #: bumped when :func:`align_to_reference` can return a different pose for the same clouds (keys
 #: the registration and memory-bank caches)
-ALIGN_VERSION = 2
+ALIGN_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -114,39 +114,62 @@ def symmetry_rotations(step_deg: float = 30.0) -> np.ndarray:
     return np.stack(uniq)
 
 
-def _icp(src_pcd, tgt_pcd, T: np.ndarray, distances, iterations: int) -> np.ndarray:
-    import open3d as o3d
+def _plane_icp(src: np.ndarray, tree: cKDTree, tpts: np.ndarray, tnormals: np.ndarray, T: np.ndarray,
+               max_distance: float, iterations: int) -> np.ndarray:
+    """Point-to-plane ICP (Chen & Medioni 1992), linearised small-angle steps, on a prebuilt tree.
 
-    reg = o3d.pipelines.registration
-    crit = reg.ICPConvergenceCriteria(1e-7, 1e-7, iterations)
-    for d in distances:
-        T = reg.registration_icp(src_pcd, tgt_pcd, float(d), T, reg.TransformationEstimationPointToPlane(),
-                                 crit).transformation
-    return np.asarray(T)
+    Coordinates should be centred near the origin (the caller shifts them). Stops early when a
+    step moves less than 1e-7 (radians / metres).
+    """
+    R, t = T[:3, :3].copy(), T[:3, 3].copy()
+    for _ in range(iterations):
+        p = src @ R.T + t
+        d, idx = tree.query(p, k=1, distance_upper_bound=max_distance)
+        ok = np.isfinite(d)
+        if ok.sum() < 12:
+            break
+        p, q, n = p[ok], tpts[idx[ok]], tnormals[idx[ok]]
+        A = np.concatenate([np.cross(p, n), n], axis=1)
+        b = ((q - p) * n).sum(1)
+        try:
+            x = np.linalg.solve(A.T @ A + 1e-12 * np.eye(6), A.T @ b)
+        except np.linalg.LinAlgError:
+            break
+        w = x[:3]
+        a = float(np.linalg.norm(w))
+        K = np.array([[0.0, -w[2], w[1]], [w[2], 0.0, -w[0]], [-w[1], w[0], 0.0]])
+        dR = np.eye(3) + (np.sin(a) / a * K + (1 - np.cos(a)) / a ** 2 * K @ K if a > 1e-12 else K)
+        R, t = dR @ R, dR @ t + x[3:]
+        if a < 1e-7 and np.linalg.norm(x[3:]) < 1e-7:
+            break
+    out = np.eye(4)
+    out[:3, :3], out[:3, 3] = R, t
+    return out
 
 
 def resolve_symmetry(source, target, transform, *, target_tree: cKDTree | None = None,
-                     step_deg: float = 30.0, probe_points: int = 400, screen_points: int = 1500, screen_top: int = 6,
-                     refine_top: int = 2,
-                     min_gain: float = 0.03, seed: int = 0) -> tuple[np.ndarray, float]:
+                     step_deg: float = 30.0, probe_points: int = 300, screen_points: int = 1000, screen_top: int = 4,
+                     refine_top: int = 2, min_gain: float = 0.03, seed: int = 0) -> tuple[np.ndarray, float]:
     """Re-test ``transform`` against the poses a near-symmetric ``target`` allows.
 
     Every rotation of :func:`symmetry_rotations` (about the target's centroid, in its principal
-    frame) is applied to the registered ``source``, given a very short ICP on ``probe_points`` of
-    its points and scored by their mean capped distance; the ``screen_top`` best get a longer
-    point-to-plane ICP on ``screen_points`` points and the ``refine_top`` best of those a full ICP down to twice the
-    target's point spacing, all scored by the one-sided Chamfer distance. A candidate replaces
-    ``transform`` only when its Chamfer distance is lower by more than ``min_gain`` (relative),
-    so exact symmetries (equally good poses) keep the first answer.
+    frame) is applied to the registered ``source``, given a short point-to-plane ICP on
+    ``probe_points`` of its points and scored by their mean capped distance; the ``screen_top``
+    best get a longer ICP on ``screen_points`` points and the ``refine_top`` best of those (and
+    ``transform`` itself) an ICP down to twice the target's point spacing, scored by the one-sided
+    Chamfer distance. A candidate replaces ``transform`` only when its Chamfer distance is lower
+    by more than ``min_gain`` (relative), so exact symmetries (equally good poses) keep the first
+    answer.
 
     Args:
         source: ``(N, 3)`` scan; target: ``(M, 3)`` reference; transform: ``(4, 4)`` source ->
             target from the global registration.
+        target_tree: a ``cKDTree`` of ``target`` (optional).
 
     Returns:
-        ``(transform (4, 4), chamfer)`` of the kept pose (Chamfer over at most 20k source points).
+        ``(transform (4, 4), chamfer)`` of the kept pose (Chamfer over at most 2500 source points).
     """
-    import open3d as o3d
+    from .visibility import estimate_normals
 
     src = np.asarray(source, dtype=np.float64)
     tgt = np.asarray(target, dtype=np.float64)
@@ -157,50 +180,59 @@ def resolve_symmetry(source, target, transform, *, target_tree: cKDTree | None =
         raise ValueError(f"transform must be (4, 4), got {T0.shape}")
     tree = target_tree if target_tree is not None else cKDTree(tgt)
     rng = np.random.default_rng(seed)
-    sub = src if len(src) <= 20_000 else src[rng.choice(len(src), 20_000, replace=False)]
-    scr = sub if len(sub) <= screen_points else sub[rng.choice(len(sub), screen_points, replace=False)]
-    tsub = tgt if len(tgt) <= 20_000 else tgt[rng.choice(len(tgt), 20_000, replace=False)]
-    centre = tsub.mean(0)
-    _, _, vt = np.linalg.svd(tsub - centre, full_matrices=False)
+    scr = src if len(src) <= screen_points else src[rng.choice(len(src), screen_points, replace=False)]
+    fine_pts = src if len(src) <= 2500 else src[rng.choice(len(src), 2500, replace=False)]
+    # ICP against a thinned, centred copy of the target with normals (its own small tree)
+    centre = tgt.mean(0)
+    tsub = (tgt if len(tgt) <= 12_000 else tgt[rng.choice(len(tgt), 12_000, replace=False)]) - centre
+    tnorm = estimate_normals(tsub).astype(np.float64)
+    ttree = cKDTree(tsub)
+    _, _, vt = np.linalg.svd(tsub, full_matrices=False)
     E = vt.T  # columns: principal axes
-    diag = float(np.linalg.norm(tgt.max(0) - tgt.min(0)))
-    voxel = diag / 50.0
-    spacing = float(np.median(tree.query(tsub[:2000], k=2)[0][:, 1]))
-    tpcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(tsub))
-    tpcd.estimate_normals(o3d.geometry.KDTreeSearchParamKNN(knn=16))
-    spcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(scr))
+    voxel = float(np.linalg.norm(tgt.max(0) - tgt.min(0))) / 50.0
+    spacing = float(np.median(tree.query(tgt[rng.choice(len(tgt), min(len(tgt), 2000), replace=False)], k=2)[0][:, 1]))
+
+    def centred(T):  # source -> centred target frame
+        C = T.copy()
+        C[:3, 3] -= centre
+        return C
+
+    def uncentred(C):
+        T = C.copy()
+        T[:3, 3] += centre
+        return T
 
     def chamfer(T, pts):
         d, _ = tree.query(pts @ T[:3, :3].T + T[:3, 3], k=1)
         return float(d.mean())
 
-    # every candidate gets a very short ICP on a few hundred points (a rotation about
-    # approximate principal axes is a few degrees off even for an exact symmetry), scored by the
-    # mean capped distance; the most promising get a longer ICP on more points
-    probe = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(scr[: min(len(scr), probe_points)]))
-    ppts = np.asarray(probe.points)
+    def icp(pts, C, schedule, iterations):
+        for dist in schedule:
+            C = _plane_icp(pts, ttree, tsub, tnorm, C, dist, iterations)
+        return C
+
+    probe = scr[: min(len(scr), probe_points)]
+    C0 = centred(T0)
     screened = []
     for R in symmetry_rotations(step_deg):
         M = np.eye(4)
-        M[:3, :3] = E @ R @ E.T
-        M[:3, 3] = centre - M[:3, :3] @ centre
-        T = _icp(probe, tpcd, M @ T0, (2.0 * voxel,), 8)
-        d, _ = tree.query(ppts @ T[:3, :3].T + T[:3, 3], k=1, distance_upper_bound=voxel)
-        screened.append((float(np.minimum(d, voxel).mean()), T))
+        M[:3, :3] = E @ R @ E.T  # a turn about the centroid (the origin of the centred frame)
+        C = icp(probe, M @ C0, (2.0 * voxel,), 6)
+        d, _ = ttree.query(probe @ C[:3, :3].T + C[:3, 3], k=1, distance_upper_bound=voxel)
+        screened.append((float(np.minimum(d, voxel).mean()), C))
     screened.sort(key=lambda c: c[0])
-    screened = [(chamfer(T, scr), T) for T in
-                (_icp(spcd, tpcd, T, (voxel,), 15) for _, T in screened[: max(1, screen_top)])]
-    screened.sort(key=lambda c: c[0])
-    fpcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(sub[: min(len(sub), 8000)]))
-    fine = (voxel, 0.5 * voxel, max(2.0 * spacing, 0.25 * voxel))
-    best_T = _icp(fpcd, tpcd, T0, fine, 30)
-    best_c = min(chamfer(best_T, sub), chamfer(T0, sub))
-    if chamfer(T0, sub) <= best_c:
-        best_T = T0
-    first_c = best_c
-    for _, T in screened[: max(1, refine_top)]:
-        T = _icp(fpcd, tpcd, T, fine, 30)
-        c = chamfer(T, sub)
+    screened = [icp(scr, C, (voxel,), 8) for _, C in screened[: max(1, screen_top)]]
+    screened.sort(key=lambda C: chamfer(uncentred(C), scr))
+    fine = (0.5 * voxel, max(2.0 * spacing, 0.25 * voxel))
+    first_c = chamfer(T0, fine_pts)
+    best_T, best_c = T0, first_c
+    T = uncentred(icp(fine_pts, C0, fine, 10))  # the answer itself, refined
+    c = chamfer(T, fine_pts)
+    if c < best_c:
+        best_T, best_c = T, c
+    for C in screened[: max(1, refine_top)]:
+        T = uncentred(icp(fine_pts, C, fine, 10))
+        c = chamfer(T, fine_pts)
         if c < best_c and c < (1.0 - min_gain) * first_c:
             best_T, best_c = T, c
     return best_T, best_c
@@ -236,12 +268,15 @@ def align_to_reference(source, target, *, attempts: int = 3, retries: int = 3, s
     accept = max(1.5 * spacing, 0.1 * voxel)
     # 20k random source points are plenty for a rigid pose and keep 50k-1M point scans fast
     sub = src if len(src) <= 20_000 else src[np.random.default_rng(seed).choice(len(src), 20_000, replace=False)]
+    # the global registration and its ICPs work on at most 20k reference points (their cost grows
+    # with the reference, rebuilt per call); Chamfer distances are measured on the full reference
+    reg_tgt = tgt if len(tgt) <= 20_000 else tgt[np.random.default_rng(seed + 1).choice(len(tgt), 20_000, replace=False)]
     best = None
     tries = 0
     for k in range(1 + max(0, retries)):
         cands = []
         try:
-            r = register(sub, tgt, attempts=attempts, seed=seed + k)
+            r = register(sub, reg_tgt, attempts=attempts, seed=seed + k)
             cands.append(np.asarray(r.transform))
         except ValueError:
             pass
@@ -249,7 +284,7 @@ def align_to_reference(source, target, *, attempts: int = 3, retries: int = 3, s
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 try:
-                    cands.append(_open3d_fpfh_ransac_icp(sub, tgt, voxel, seed + k))
+                    cands.append(_open3d_fpfh_ransac_icp(sub, reg_tgt, voxel, seed + k))
                 except RuntimeError:
                     pass
         for T in cands:
