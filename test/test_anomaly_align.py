@@ -117,3 +117,24 @@ def test_resolve_symmetry_rejects_bad_shapes():
         resolve_symmetry(np.zeros((10, 2)), np.zeros((10, 3)), np.eye(4))
     with pytest.raises(ValueError, match=r"\(4, 4\)"):
         resolve_symmetry(np.zeros((10, 3)), np.zeros((10, 3)), np.eye(3))
+
+
+def test_retries_run_until_the_chamfer_is_within_accept_spacing():
+    """A bound no pose can reach runs every retry (and still keeps the best pose); a loose bound
+    stops after the first registration; a bad bound is refused."""
+    rng = np.random.default_rng(7)
+    ref = _part(rng, n=8000)
+    view = _part(np.random.default_rng(8), n=8000)
+    view = view[partial_view(view, rng, direction=[0.3, -0.2, 1.0])]
+    T_true = np.eye(4)
+    T_true[:3, :3] = random_rotation(rng)
+    scan = transform_points(np.linalg.inv(T_true), view)
+    loose = align_to_reference(scan, ref, seed=0, retries=2, symmetry=False, accept_spacing=100.0)
+    strict = align_to_reference(scan, ref, seed=0, retries=2, symmetry=False, accept_spacing=1e-3)
+    assert loose.tries == 1
+    assert strict.tries == 5  # the first registration, then two retries of two methods each
+    assert strict.chamfer <= loose.chamfer + 1e-12
+    err = np.linalg.norm(transform_points(strict.transform, scan) - view, axis=1)
+    assert err.max() < 2e-3, err.max()
+    with pytest.raises(ValueError, match="accept_spacing"):
+        align_to_reference(scan, ref, accept_spacing=0.0)
