@@ -55,8 +55,9 @@ def _check_localised(s: AnomalyScore, mask):
 
 def test_fpfh_localises_bulge_and_contract(toy, tmp_path):
     templates, bulged, mask, good = toy
+    # the paper's point scores (no per-point deviation term): FPFH features alone localise the bulge
     det = AnomalyDetector.from_config({"method": "fpfh", "num_patches": 96, "partial_scans": False,
-                                       "registration_attempts": 1})
+                                       "registration_attempts": 1, "point_deviation_weight": 0.0})
     assert not det.has_part("toy")
     det.fit("toy", templates)
     assert det.has_part("toy")
@@ -73,6 +74,16 @@ def test_fpfh_localises_bulge_and_contract(toy, tmp_path):
     bulge_centre = transform_points(s.transform, bulged[mask]).mean(0)
     assert np.linalg.norm(d.centroid - bulge_centre) < 0.01
     assert d.point_count == len(d.indices) and mask[d.indices].sum() >= 0.8 * mask.sum()
+    # with the deviation term, point scores rise by exactly the point's deviation in tolerances
+    # (clipped at 4); the object score and the verdict stay the paper's
+    det.point_deviation_weight = 1.0
+    s1 = det.score(bulged, "toy")
+    dev = det._surfaces(det.part_bank("toy")).deviation(transform_points(s1.transform, bulged))
+    assert np.allclose(s1.point_scores - s.point_scores, np.minimum(dev / 0.25e-3, 4.0), atol=1e-6)
+    assert s1.object_score == pytest.approx(s.object_score) and s1.is_anomalous
+    assert auroc(s1.point_scores, mask) >= auroc(s.point_scores, mask) - 1e-9
+    with pytest.raises(ValueError, match="point_deviation_weight"):
+        AnomalyDetector(method="fpfh", point_deviation_weight=-1.0)
 
 
 def test_shipped_model_localises_bulge_on_held_out_part(toy):

@@ -6,6 +6,7 @@ import pytest
 
 from cosarad_ros.core.anomaly import aggregate, calibrate_threshold, cohens_d, local_effect_sizes
 from cosarad_ros.core.anomaly import point_scores_from_patches
+from cosarad_ros.core.anomaly.scoring import add_point_deviation
 from cosarad_ros.core.anomaly.evaluation import auroc, roc_curve
 from cosarad_ros.core.anomaly.memory_bank import GlobalBank, LocalBank
 
@@ -114,6 +115,25 @@ def test_point_scores_gaussian_weighted_mean():
     w0, w1 = 1.0, math.exp(-0.5)
     assert out[1] == pytest.approx((w0 * 1 + w1 * 3) / (w0 + w1))
     assert out[2] == pytest.approx(3.0)  # out of range -> nearest scored patch (NaN patch ignored)
+
+
+def test_point_deviation_term_hand_computed():
+    s = np.array([1.0, 1.0, 2.0, 0.5])
+    dev = np.array([0.0, 0.125e-3, 0.5e-3, 10e-3])  # metres
+    out = add_point_deviation(s, dev, weight=2.0, tolerance=0.25e-3, clip=4.0)
+    # 0, half a tolerance, two tolerances, clipped at four tolerances
+    assert np.allclose(out, [1.0, 1.0 + 2 * 0.5, 2.0 + 2 * 2.0, 0.5 + 2 * 4.0])
+    # weight 0 is the paper's point score, unchanged and not aliased
+    same = add_point_deviation(s, dev, weight=0.0)
+    assert np.array_equal(same, s) and same is not s
+    # a point off the surface inside an evenly scored patch now ranks first
+    assert np.argmax(add_point_deviation(np.full(3, 5.0), np.array([0.0, 0.4e-3, 0.1e-3]))) == 1
+    with pytest.raises(ValueError, match="weight"):
+        add_point_deviation(s, dev, weight=-1.0)
+    with pytest.raises(ValueError, match="tolerance"):
+        add_point_deviation(s, dev, tolerance=0.0)
+    with pytest.raises(ValueError, match="one length"):
+        add_point_deviation(s, dev[:2])
 
 
 def test_calibrated_threshold_max_is_gaussian_extreme():

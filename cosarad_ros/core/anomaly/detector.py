@@ -43,7 +43,7 @@ from ..geometry import as_points, transform_points
 from .features import PatchFeatureExtractor, make_extractor
 from .memory_bank import MemoryBank, make_bank
 from .patches import extract_patches, farthest_point_sampling, resolve_patch_radius
-from .scoring import AGGREGATORS, aggregate, point_scores_from_patches
+from .scoring import AGGREGATORS, add_point_deviation, aggregate, point_scores_from_patches
 
 __all__ = ["DefectRegion", "AnomalyScore", "PartBank", "AnomalyDetector", "METHODS", "calibrate_threshold",
            "find_defect_regions", "MIN_SCAN_POINTS"]
@@ -334,6 +334,11 @@ class AnomalyDetector(PartRegistry):
             (``partial_scans`` only; 0: calibrate on full templates' leave-one-out scores).
         bank_views: simulated partial views (hidden point removal) of each template added to the
             banks (``partial_scans`` only; an addition to the paper, see ``docs/anomaly.md``).
+        point_deviation_weight: per-point scores add this many score units per
+            ``deviation_tolerance`` of the point's own deviation from the templates
+            (:func:`.scoring.add_point_deviation`; an addition to the paper); 0: the paper's
+            Gaussian-weighted patch score alone. Object scores and thresholds are unchanged.
+        deviation_tolerance: see ``point_deviation_weight`` [m].
     """
 
     def __init__(self, method: str = "cosarad", model: str | None = None, *, patch_radius: float | None = None,
@@ -345,7 +350,8 @@ class AnomalyDetector(PartRegistry):
                  batch_size: int = 128, num_threads: int | None = None, seed: int = 0,
                  fpfh: dict | None = None, view_matching: bool = True, full_coverage: float = 0.85,
                  view_points: int = 2000, calibration_views: int = 2, bank_views: int = 3,
-                 std_prior_weight: float = 32.0):
+                 std_prior_weight: float = 32.0, point_deviation_weight: float = 1.0,
+                 deviation_tolerance: float = 0.25e-3):
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose from {sorted(METHODS)}")
         if aggregator not in AGGREGATORS:
@@ -358,6 +364,12 @@ class AnomalyDetector(PartRegistry):
             raise ValueError(f"threshold must be finite, got {threshold}")
         if not (np.isfinite(std_prior_weight) and std_prior_weight >= 0):
             raise ValueError(f"std_prior_weight must be >= 0, got {std_prior_weight}")
+        if not (np.isfinite(point_deviation_weight) and point_deviation_weight >= 0):
+            raise ValueError(f"point_deviation_weight must be >= 0, got {point_deviation_weight}")
+        if not (np.isfinite(deviation_tolerance) and deviation_tolerance > 0):
+            raise ValueError(f"deviation_tolerance must be > 0, got {deviation_tolerance}")
+        self.point_deviation_weight = float(point_deviation_weight)
+        self.deviation_tolerance = float(deviation_tolerance)
         self.method = method
         self.model = model
         self.patch_radius = patch_radius
@@ -700,7 +712,8 @@ class AnomalyDetector(PartRegistry):
         reg = transform_points(T, pts)
         t1 = time.perf_counter()
         timings["register"] = t1 - t0
-        dev = self._surfaces(pb).deviation(reg) if self.uses_deviation else None
+        need_dev = self.uses_deviation or self.point_deviation_weight > 0
+        dev = self._surfaces(pb).deviation(reg) if need_dev and len(pb.templates) >= 2 else None
         ps = extract_patches(reg, pb.centres, radius=pb.radius, num_points=self.patch_points,
                              min_points="partial" if self.partial_scans else 0, rng=self._rng(999),
                              point_features=self._channel(dev, pb.radius))
@@ -726,6 +739,9 @@ class AnomalyDetector(PartRegistry):
             raise ValueError(f"no patch of the scan could be scored against the banks of '{part_type}'")
         obj = aggregate(patch_scores, self.aggregator, self.top_k)
         point_scores = point_scores_from_patches(reg, pb.centres, patch_scores, sigma=pb.radius)
+        if dev is not None and self.point_deviation_weight > 0:
+            point_scores = add_point_deviation(point_scores, dev, weight=self.point_deviation_weight,
+                                               tolerance=self.deviation_tolerance)
         defects = find_defect_regions(reg, point_scores, pb.patch_threshold, link_distance=0.5 * pb.radius,
                                       min_points=self.min_region_points)
         timings["scoring"] = time.perf_counter() - t3

@@ -14,7 +14,9 @@ For patch location ``j`` with template features ``f_j1 .. f_jG`` and test featur
   from each other *at that location* (how much parts naturally vary there);
 * the object score aggregates patch scores by ``max`` or the ``sum`` / ``mean`` of the top ``k``;
 * the per-point score is the Gaussian-weighted mean of the patch scores around the point
-  (``sigma = R``).
+  (``sigma = R``); :func:`add_point_deviation` (an addition to the paper) adds the point's own
+  deviation from the templates, so that inside an anomalous neighbourhood the points that are
+  off the surface rank first.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ __all__ = [
     "local_effect_sizes",
     "aggregate",
     "point_scores_from_patches",
+    "add_point_deviation",
 ]
 
 AGGREGATORS = ("max", "topk_sum", "topk_mean")
@@ -188,3 +191,41 @@ def point_scores_from_patches(points, centres, scores, *, sigma: float, cutoff: 
             _, nn = tree.query(pts[~has], k=1)
             out[~has] = s[nn]
     return out
+
+
+def add_point_deviation(point_scores, deviation, *, weight: float = 1.0, tolerance: float = 0.25e-3,
+                        clip: float = 4.0) -> np.ndarray:
+    """Per-point score plus the point's deviation from the templates in tolerance units (an
+    addition to the paper)::
+
+        s'(p) = s(p) + weight * min(dev(p) / tolerance, clip)
+
+    The Gaussian-weighted patch score spreads one value over a whole patch (``sigma = R``), so
+    the points of a small defect and their unaffected neighbours score alike; the deviation term
+    ranks the points that left the template surface first. On the held-out synthetic classes it
+    raised the mean point AUROC from 0.949 to 0.959 (``docs/anomaly.md``); any weight from 1 to 4
+    and tolerance from 0.1 to 0.5 mm gave 0.959-0.960.
+
+    Args:
+        point_scores: ``(N,)`` scores, e.g. from :func:`point_scores_from_patches`.
+        deviation: ``(N,)`` deviations [m] (:meth:`.surfaces.TemplateSurfaces.deviation`).
+        weight: score units per ``tolerance`` of deviation (0: the paper's point score).
+        tolerance: deviation [m] worth ``weight`` (0.25 mm: the deviation detector's tolerance).
+        clip: largest number of tolerances counted.
+
+    Returns:
+        ``(N,)`` float64.
+    """
+    s = np.asarray(point_scores, dtype=np.float64)
+    d = np.asarray(deviation, dtype=np.float64)
+    if s.shape != d.shape or s.ndim != 1:
+        raise ValueError(f"point_scores and deviation must be (N,) arrays of one length, got {s.shape} and {d.shape}")
+    if not (np.isfinite(weight) and weight >= 0):
+        raise ValueError(f"weight must be >= 0, got {weight}")
+    if not (np.isfinite(tolerance) and tolerance > 0):
+        raise ValueError(f"tolerance must be > 0, got {tolerance}")
+    if not (np.isfinite(clip) and clip > 0):
+        raise ValueError(f"clip must be > 0, got {clip}")
+    if weight == 0:
+        return s.copy()
+    return s + weight * np.minimum(np.maximum(d, 0.0) / tolerance, clip)
