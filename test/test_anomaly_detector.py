@@ -129,6 +129,10 @@ def test_bad_input_gets_clear_errors(toy, tmp_path):
         AnomalyDetector.from_config({"method": "patchcore"})
     with pytest.raises(ValueError, match="unknown AnomalyDetector config keys"):
         AnomalyDetector.from_config({"method": "fpfh", "radius": 3})
+    with pytest.raises(ValueError, match="template_crop"):
+        AnomalyDetector.from_config({"method": "fpfh", "template_crop": "hull"})
+    with pytest.raises(ValueError, match="support_tolerance"):
+        AnomalyDetector.from_config({"method": "fpfh", "support_tolerance": 0.0})
     det = AnomalyDetector.from_config({"method": "fpfh", "num_patches": 32, "partial_scans": False})
     with pytest.raises(ValueError, match="no templates"):
         det.fit("toy", [])
@@ -154,11 +158,14 @@ def test_bad_input_gets_clear_errors(toy, tmp_path):
         det.score(far, "toy", transform=np.eye(4))
 
 
-def test_partial_scan_view_matching_keeps_good_scans_quiet():
-    """A partial good scan scores lower with view-matched templates than with full ones."""
+@pytest.mark.parametrize("crop", ["support", "views"])
+def test_partial_scan_view_matching_keeps_good_scans_quiet(crop):
+    """A partial good scan scores lower against templates cropped to what it shows (cut to the
+    scan's support, or to the estimated views) than against full templates."""
     cls = toy_class(11, n_good=2, n_bad=0, points=3000)
     base = {"method": "fpfh", "num_patches": 96, "registration_attempts": 2}
-    on = AnomalyDetector.from_config({**base, "view_matching": True})
+    on = AnomalyDetector.from_config({**base, "view_matching": True, "template_crop": crop})
+    assert on.bank_views == (0 if crop == "support" else 3)
     off = AnomalyDetector.from_config({**base, "view_matching": False})
     for d in (on, off):
         d.fit("t", list(cls.templates))

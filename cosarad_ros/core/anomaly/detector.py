@@ -54,6 +54,9 @@ METHODS = {"cosarad": ("cosarad", "local"), "fpfh": ("fpfh", "local"), "global-b
 #: the fewest points a scan (or template) may have
 MIN_SCAN_POINTS = 50
 
+#: how templates are cropped to a partial scan before comparing (``template_crop``)
+TEMPLATE_CROPS = ("support", "views")
+
 CACHE_VERSION = 3
 
 
@@ -325,15 +328,23 @@ class AnomalyDetector(PartRegistry):
         num_threads: torch threads during feature extraction (``None``: torch's default).
         seed: seed of patch resampling (scores are deterministic for a seed).
         fpfh: keyword arguments of :class:`~.baselines.FpfhExtractor` (method ``fpfh``).
-        view_matching: crop the templates to the views that explain a partial scan before
-            comparing (:mod:`.visibility`; an addition to the paper). Scans covering more than
-            ``full_coverage`` of the reference are compared with the full templates.
-        full_coverage: see ``view_matching``.
+        view_matching: crop the templates to what a partial scan shows before comparing (an
+            addition to the paper), as ``template_crop`` says.
+        template_crop: ``"support"`` (default): each full template is cut to its points within
+            ``support_tolerance x R`` of a scan point, and the bank of a location holds those
+            ``G`` cropped template patches; ``"views"``: the cameras that explain the scan are
+            estimated (:mod:`.visibility`, hidden point removal) and template patches cropped to
+            what they see, next to ``bank_views`` simulated views per template (scans covering
+            more than ``full_coverage`` of the reference are then compared with full templates).
+        support_tolerance: see ``template_crop`` (in patch radii).
+        full_coverage: see ``template_crop``.
         view_points: points of the thinned reference used for view estimation.
         calibration_views: simulated partial views per template for threshold calibration
             (``partial_scans`` only; 0: calibrate on full templates' leave-one-out scores).
         bank_views: simulated partial views (hidden point removal) of each template added to the
-            banks (``partial_scans`` only; an addition to the paper, see ``docs/anomaly.md``).
+            banks (``partial_scans`` only; an addition to the paper, see ``docs/anomaly.md``);
+            ``None``: 3 with ``template_crop="views"``, 0 with ``"support"`` (which compares with
+            the cropped full templates only).
         point_deviation_weight: per-point scores add this many score units per
             ``deviation_tolerance`` of the point's own deviation from the templates
             (:func:`.scoring.add_point_deviation`; an addition to the paper); 0: the paper's
@@ -349,9 +360,10 @@ class AnomalyDetector(PartRegistry):
                  max_template_points: int = 60_000, min_region_points: int = 10, device: str = "cpu",
                  batch_size: int = 128, num_threads: int | None = None, seed: int = 0,
                  fpfh: dict | None = None, view_matching: bool = True, full_coverage: float = 0.85,
-                 view_points: int = 2000, calibration_views: int = 2, bank_views: int = 3,
+                 view_points: int = 2000, calibration_views: int = 2, bank_views: int | None = None,
                  std_prior_weight: float = 32.0, point_deviation_weight: float = 1.0,
-                 deviation_tolerance: float = 0.25e-3):
+                 deviation_tolerance: float = 0.25e-3, template_crop: str = "support",
+                 support_tolerance: float = 0.25):
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose from {sorted(METHODS)}")
         if aggregator not in AGGREGATORS:
@@ -368,6 +380,16 @@ class AnomalyDetector(PartRegistry):
             raise ValueError(f"point_deviation_weight must be >= 0, got {point_deviation_weight}")
         if not (np.isfinite(deviation_tolerance) and deviation_tolerance > 0):
             raise ValueError(f"deviation_tolerance must be > 0, got {deviation_tolerance}")
+        if template_crop not in TEMPLATE_CROPS:
+            raise ValueError(f"unknown template_crop {template_crop!r}; choose from {TEMPLATE_CROPS}")
+        if not (np.isfinite(support_tolerance) and support_tolerance > 0):
+            raise ValueError(f"support_tolerance must be > 0, got {support_tolerance}")
+        if bank_views is None:
+            bank_views = 3 if template_crop == "views" else 0
+        if bank_views < 0:
+            raise ValueError(f"bank_views must be >= 0, got {bank_views}")
+        self.template_crop = template_crop
+        self.support_tolerance = float(support_tolerance)
         self.point_deviation_weight = float(point_deviation_weight)
         self.deviation_tolerance = float(deviation_tolerance)
         self.method = method
@@ -458,6 +480,8 @@ class AnomalyDetector(PartRegistry):
                   "max_pts": self.max_template_points, "seed": self.seed,
                   "view_points": self.view_points, "calibration_views": self.calibration_views,
                   "bank_views": self.bank_views}
+        if self.template_crop != "views":  # keyed only when used: banks of the earlier default stay valid
+            params["template_crop"] = [self.template_crop, self.support_tolerance]
         if self.std_prior_weight:  # keyed only when used: banks of the paper's scoring stay valid
             params["std_prior_weight"] = self.std_prior_weight
         h.update(json.dumps(params, sort_keys=True).encode())
@@ -753,12 +777,15 @@ class AnomalyDetector(PartRegistry):
                             coverage=float(coverage))
 
     def _view_matched_bank(self, pb: PartBank, reg: np.ndarray, test_valid: np.ndarray):
-        """The bank with template patches cropped to the views that explain the scan.
+        """The bank with template patches cropped to what the scan shows (``template_crop``).
 
-        Returns ``(bank, coverage)``; the cached bank when the scan covers the reference."""
+        Returns ``(bank, coverage)``; with ``"views"``, the cached bank when the scan covers the
+        reference."""
         from .visibility import coverage_mask, estimate_views
 
         cov = coverage_mask(pb.view_reference, reg, 0.25 * pb.radius)
+        if self.template_crop == "support":
+            return self._support_bank(pb, reg, test_valid), float(cov.mean())
         if cov.mean() >= self.full_coverage:
             return pb.bank, float(cov.mean())
         from .visibility import incidence_ok
@@ -795,3 +822,41 @@ class AnomalyDetector(PartRegistry):
                 F[js, g] = new[o:o + len(js)]
                 o += len(js)
         return make_bank(self.bank_kind, F, pb.bank.valid, **self._bank_args()), float(cov.mean())
+
+    def _support_bank(self, pb: PartBank, reg: np.ndarray, test_valid: np.ndarray) -> MemoryBank:
+        """A bank of the ``G`` full templates, each cut to its points within ``support_tolerance
+        x R`` of a scan point, at the locations the scan shows (an addition to the paper).
+
+        A test patch and its template patches then cover the same surface, whatever the view left
+        out, so a patch that a view crops to a sliver is compared with slivers of the templates;
+        material a defect moved by less than the tolerance stays in the templates. Template
+        patches with fewer than 8 points are left out of their location's bank."""
+        G = len(pb.templates)
+        P, d = pb.bank.features.shape[0], pb.bank.features.shape[2]
+        F = np.zeros((P, G, d), dtype=np.float32)
+        V = np.zeros((P, G), dtype=bool)
+        cols = np.nonzero(test_valid)[0]
+        tree = cKDTree(reg)
+        todo, where = [], []
+        for g, t in enumerate(pb.templates):
+            dist, _ = tree.query(t, k=1, distance_upper_bound=self.support_tolerance * pb.radius)
+            keep = np.isfinite(dist)
+            if not keep.any():
+                continue
+            ps = extract_patches(t[keep], pb.centres[cols], radius=pb.radius, num_points=self.patch_points,
+                                 min_points=0, rng=self._rng(200 + g),
+                                 point_features=self._channel(pb.template_dev[g] if pb.template_dev else None,
+                                                              pb.radius, keep))
+            ok = ps.counts >= 8
+            if ok.any():
+                todo.append(ps.patches[ok])
+                where.append((cols[ok], g))
+        if not todo:  # no template surface near the scan: compare with the full templates
+            return pb.bank
+        new = self.extractor(np.concatenate(todo))
+        o = 0
+        for js, g in where:
+            F[js, g] = new[o:o + len(js)]
+            V[js, g] = True
+            o += len(js)
+        return make_bank(self.bank_kind, F, V, **self._bank_args())
