@@ -801,13 +801,9 @@ class AnomalyDetector(PartRegistry):
                 for cam in ve.cameras:
                     facing |= incidence_ok(t, pb.template_normals[g], cam)
                 vis &= facing
-            vis_pts = t[vis]
-            if len(vis_pts) == 0:
+            if not vis.any():
                 continue
-            ps = extract_patches(vis_pts, pb.centres[cols], radius=pb.radius, num_points=self.patch_points,
-                                 min_points=0, rng=self._rng(200 + g),
-                                 point_features=self._channel(pb.template_dev[g] if pb.template_dev else None,
-                                                              pb.radius, vis))
+            ps = self._cropped_template_patches(pb, g, vis, cols)
             full = pb.counts[cols, g]
             # crop where the views hide part of the template patch; where they hide nearly all
             # of it although the scan has points there, keep the full patch (view estimate off)
@@ -815,13 +811,28 @@ class AnomalyDetector(PartRegistry):
             if upd.any():
                 todo.append(ps.patches[upd])
                 where.append((cols[upd], g))
-        if todo:
-            new = self.extractor(np.concatenate(todo))
-            o = 0
-            for js, g in where:
-                F[js, g] = new[o:o + len(js)]
-                o += len(js)
+        self._fill_features(F, todo, where)
         return make_bank(self.bank_kind, F, pb.bank.valid, **self._bank_args()), float(cov.mean())
+
+    def _cropped_template_patches(self, pb: PartBank, g: int, keep: np.ndarray, cols: np.ndarray):
+        """Patches of template ``g`` cut to its points ``keep`` at the locations ``cols``."""
+        return extract_patches(pb.templates[g][keep], pb.centres[cols], radius=pb.radius,
+                               num_points=self.patch_points, min_points=0, rng=self._rng(200 + g),
+                               point_features=self._channel(pb.template_dev[g] if pb.template_dev else None,
+                                                            pb.radius, keep))
+
+    def _fill_features(self, F: np.ndarray, todo: list, where: list, V: np.ndarray | None = None) -> None:
+        """One feature pass over the patch arrays ``todo``; the features of ``todo[i]`` go to
+        ``F[js, g]`` (and ``V[js, g] = True``) for ``(js, g) = where[i]``."""
+        if not todo:
+            return
+        new = self.extractor(np.concatenate(todo))
+        o = 0
+        for js, g in where:
+            F[js, g] = new[o:o + len(js)]
+            if V is not None:
+                V[js, g] = True
+            o += len(js)
 
     def _support_bank(self, pb: PartBank, reg: np.ndarray, test_valid: np.ndarray) -> MemoryBank:
         """A bank of the ``G`` full templates, each cut to its points within ``support_tolerance
@@ -843,20 +854,12 @@ class AnomalyDetector(PartRegistry):
             keep = np.isfinite(dist)
             if not keep.any():
                 continue
-            ps = extract_patches(t[keep], pb.centres[cols], radius=pb.radius, num_points=self.patch_points,
-                                 min_points=0, rng=self._rng(200 + g),
-                                 point_features=self._channel(pb.template_dev[g] if pb.template_dev else None,
-                                                              pb.radius, keep))
+            ps = self._cropped_template_patches(pb, g, keep, cols)
             ok = ps.counts >= 8
             if ok.any():
                 todo.append(ps.patches[ok])
                 where.append((cols[ok], g))
         if not todo:  # no template surface near the scan: compare with the full templates
             return pb.bank
-        new = self.extractor(np.concatenate(todo))
-        o = 0
-        for js, g in where:
-            F[js, g] = new[o:o + len(js)]
-            V[js, g] = True
-            o += len(js)
+        self._fill_features(F, todo, where, V)
         return make_bank(self.bank_kind, F, V, **self._bank_args())
