@@ -424,7 +424,6 @@ class AnomalyDetector(PartRegistry):
             self.extractor = make_extractor("fpfh", **(fpfh or {}))
         self._parts: dict[str, PartBank] = {}
         self._surface_cache: dict = {}
-        self._member_cache: dict = {}
 
     # ------------------------------------------------------------------ construction
     @property
@@ -835,23 +834,6 @@ class AnomalyDetector(PartRegistry):
                 V[js, g] = True
             o += len(js)
 
-    def _template_members(self, pb: PartBank) -> tuple:
-        """Per template, a sparse ``(P, N_g)`` 0/1 matrix: which of its points lie within ``R`` of
-        each patch centre (built once per part type, kept in memory)."""
-        from scipy.sparse import csr_matrix
-
-        cache = self._member_cache
-        if cache.get(pb.part_type, (None,))[0] is not pb:
-            mats = []
-            for t in pb.templates:
-                lists = cKDTree(t).query_ball_point(pb.centres, pb.radius)
-                rows = np.repeat(np.arange(len(lists)), [len(x) for x in lists])
-                idx = np.concatenate([np.asarray(x, dtype=np.int64) for x in lists]) if len(rows) else \
-                    np.zeros(0, np.int64)
-                mats.append(csr_matrix((np.ones(len(rows)), (rows, idx)), shape=(len(lists), len(t))))
-            cache[pb.part_type] = (pb, tuple(mats))
-        return cache[pb.part_type][1]
-
     def _support_bank(self, pb: PartBank, reg: np.ndarray, test_valid: np.ndarray) -> MemoryBank:
         """A bank of the ``G`` full templates, each cut to its points within ``support_tolerance
         x R`` of a scan point, at the locations the scan shows (an addition to the paper).
@@ -866,29 +848,18 @@ class AnomalyDetector(PartRegistry):
         V = np.zeros((P, G), dtype=bool)
         cols = np.nonzero(test_valid)[0]
         tree = cKDTree(reg)
-        members = self._template_members(pb)
         todo, where = [], []
         for g, t in enumerate(pb.templates):
             dist, _ = tree.query(t, k=1, distance_upper_bound=self.support_tolerance * pb.radius)
             keep = np.isfinite(dist)
             if not keep.any():
                 continue
-            kept = members[g][cols] @ keep.astype(np.float64)
-            full = pb.counts[cols, g]
-            # where the scan's support keeps the whole template patch, its feature from fitting
-            # stands; only the patches that lose points are cut and run through the network
-            whole = (kept >= full) & pb.bank.valid[cols, g]
-            F[cols[whole], g] = pb.bank.features[cols[whole], g]
-            V[cols[whole], g] = True
-            cut = ~whole & (kept >= 8)
-            if not cut.any():
-                continue
-            ps = self._cropped_template_patches(pb, g, keep, cols[cut])
+            ps = self._cropped_template_patches(pb, g, keep, cols)
             ok = ps.counts >= 8
             if ok.any():
                 todo.append(ps.patches[ok])
-                where.append((cols[cut][ok], g))
-        if not V.any():  # no template surface near the scan: compare with the full templates
+                where.append((cols[ok], g))
+        if not todo:  # no template surface near the scan: compare with the full templates
             return pb.bank
         self._fill_features(F, todo, where, V)
         return make_bank(self.bank_kind, F, V, **self._bank_args())
