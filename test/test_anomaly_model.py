@@ -71,6 +71,26 @@ def test_head_architecture_and_unit_features():
         CosaradNet("nope")
 
 
+def test_folded_batchnorm_gives_the_same_features():
+    """The inference copy with batch norm folded into the linear layers matches the model in eval
+    mode (non-trivial running statistics from a few training-mode passes), and the model itself
+    is left as it was."""
+    from cosarad_ros.core.anomaly.model import fold_batchnorm
+
+    torch.manual_seed(0)
+    m = CosaradNet("cpu", inputs="xyz+deviation")
+    x = torch.from_numpy(fps_order(np.concatenate([_sphere_patches(), _sphere_patches()[:, :, :1]], axis=2), 64))
+    with torch.no_grad():
+        for _ in range(3):
+            m(x * 1.3 + 0.1, presorted=True)  # training mode: moves the running statistics
+    m.eval()
+    f = fold_batchnorm(m)
+    assert not any(isinstance(k, torch.nn.BatchNorm1d) for k in f.backbone.modules())
+    assert sum(isinstance(k, torch.nn.BatchNorm1d) for k in m.modules()) > 10  # original untouched
+    with torch.no_grad():
+        torch.testing.assert_close(f(x, presorted=True), m(x, presorted=True), atol=1e-5, rtol=1e-4)
+
+
 def test_save_load_round_trip(tmp_path):
     m = CosaradNet("tiny").eval()
     x = torch.from_numpy(fps_order(_sphere_patches(), 16))
@@ -120,3 +140,24 @@ def test_extract_patches_scale_and_min_points():
     assert ps.counts[4] < 0.5 * ps.counts[:5].mean() and not ps.valid[4] and ps.valid[:4].all()
     full = extract_patches(pts, centres, radius=0.2, num_points=64, min_points="full", rng=0)
     assert full.valid[:5].all()
+
+
+def test_extract_patches_per_location_resampling_is_stable():
+    """With patch_ids a patch depends only on its own points, its id and the seed: cutting a
+    subset of the locations, or removing points far from a location, leaves that patch unchanged."""
+    rng = np.random.default_rng(5)
+    pts = rng.uniform(-1, 1, size=(20000, 3)) * [1, 1, 0.01]
+    centres = np.array([[0.0, 0, 0], [0.5, 0, 0], [0, 0.5, 0], [-0.5, -0.5, 0]])
+    ids = np.array([3, 7, 11, 12])
+    a = extract_patches(pts, centres, radius=0.2, num_points=64, rng=[0, 100], patch_ids=ids)
+    b = extract_patches(pts, centres[[2, 0]], radius=0.2, num_points=64, rng=[0, 100], patch_ids=ids[[2, 0]])
+    np.testing.assert_array_equal(a.patches[[2, 0]], b.patches)
+    far = np.linalg.norm(pts[:, :2] - [0.5, 0], axis=1) > 0.3  # drop points away from location 0
+    c = extract_patches(pts[far], centres[:1], radius=0.2, num_points=64, rng=[0, 100], patch_ids=ids[:1])
+    np.testing.assert_array_equal(a.patches[0], c.patches[0])
+    d = extract_patches(pts, centres, radius=0.2, num_points=64, rng=[0, 101], patch_ids=ids)
+    assert not np.array_equal(a.patches[0], d.patches[0])  # the seed matters
+    with pytest.raises(ValueError, match="patch_ids"):
+        extract_patches(pts, centres, radius=0.2, rng=[0, 1], patch_ids=[1, 2])
+    with pytest.raises(ValueError, match="seed"):
+        extract_patches(pts, centres, radius=0.2, rng=np.random.default_rng(0), patch_ids=ids)

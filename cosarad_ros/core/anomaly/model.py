@@ -20,7 +20,7 @@ from torch import nn
 
 from .pointnet2 import BackboneConfig, PointNet2MSG
 
-__all__ = ["CosaradNet", "ModelInfo", "save_model", "load_model", "default_model_path", "FORMAT_VERSION",
+__all__ = ["CosaradNet", "ModelInfo", "save_model", "load_model", "default_model_path", "fold_batchnorm", "FORMAT_VERSION",
            "INPUT_CHANNELS"]
 
 FORMAT_VERSION = "cosarad-model/1"
@@ -166,6 +166,43 @@ def load_model(path: str | None = None, *, device: str | torch.device = "cpu") -
     except RuntimeError as exc:
         raise ValueError(f"{path}: weights do not match the stored architecture: {exc}") from exc
     return model.to(device).eval(), info
+
+
+def fold_batchnorm(model: CosaradNet) -> CosaradNet:
+    """An inference copy of ``model`` (eval mode) with every ``Linear -> BatchNorm1d`` pair of the
+    backbone's shared MLPs and of the head merged into one ``Linear`` (Ioffe & Szegedy 2015: in
+    eval mode batch norm is a fixed affine map, so ``BN(Wx) = (s W) x + (beta - s mu)`` with
+    ``s = gamma / sqrt(var + eps)``). Same outputs up to float rounding, fewer passes over the
+    activations; not for training (the copy has no batch-norm statistics left to update)."""
+    import copy
+
+    m = copy.deepcopy(model).eval()
+
+    def fold(seq: nn.Sequential) -> nn.Sequential:
+        layers, i = [], 0
+        mods = list(seq)
+        while i < len(mods):
+            a = mods[i]
+            b = mods[i + 1] if i + 1 < len(mods) else None
+            if isinstance(a, nn.Linear) and isinstance(b, nn.BatchNorm1d) and b.track_running_stats:
+                with torch.no_grad():
+                    scale = b.weight / torch.sqrt(b.running_var + b.eps)
+                    lin = nn.Linear(a.in_features, a.out_features, bias=True)
+                    lin.weight.copy_(a.weight * scale[:, None])
+                    bias = a.bias if a.bias is not None else torch.zeros_like(b.running_mean)
+                    lin.bias.copy_((bias - b.running_mean) * scale + b.bias)
+                layers.append(lin.to(a.weight.device))
+                i += 2
+            else:
+                layers.append(a)
+                i += 1
+        return nn.Sequential(*layers).eval()
+
+    for mod in m.modules():
+        if hasattr(mod, "net") and isinstance(mod.net, nn.Sequential):
+            mod.net = fold(mod.net)
+    m.head = fold(m.head)
+    return m
 
 
 def default_model_path() -> str:

@@ -70,26 +70,32 @@ def fps_order(patches: np.ndarray, k: int) -> np.ndarray:
 
     Batched over patches: ``patches (P, n, 3 + C)`` -> ``(P, n, 3 + C)`` (a permutation of each
     patch's rows; distances use the coordinates only; FPS starts at the point nearest the patch
-    centre, i.e. the origin).
+    centre, i.e. the origin). A chosen point's distance is set to -1 so that duplicates (patches
+    resampled with replacement) never select a row twice.
     """
+    import torch  # the loop runs as a few batched tensor ops per step (2x numpy's speed on 2 cores)
+
     P, n, _ = patches.shape
-    xyz = patches[..., :3]
     k = min(k, n)
+    if P == 0 or k < 1:
+        return patches.copy()
+    xyz = torch.from_numpy(np.ascontiguousarray(patches[..., :3], dtype=np.float32))
+    rows = torch.arange(P)
+    dist = torch.full((P, n), float("inf"))
+    cur = (xyz * xyz).sum(-1).argmin(1)
+    first = torch.empty((P, k), dtype=torch.long)
+    with torch.inference_mode():
+        for i in range(k):
+            first[:, i] = cur
+            torch.minimum(dist, ((xyz - xyz[rows, cur].unsqueeze(1)) ** 2).sum(-1), out=dist)
+            dist[rows, cur] = -1.0
+            cur = dist.argmax(1)
     order = np.empty((P, n), dtype=np.int64)
-    rows = np.arange(P)
-    dist = np.full((P, n), np.inf)
-    cur = np.argmin((xyz ** 2).sum(-1), axis=1)
-    chosen = np.zeros((P, n), dtype=bool)
-    for i in range(k):
-        order[:, i] = cur
-        chosen[rows, cur] = True
-        d = ((xyz - xyz[rows, cur][:, None, :]) ** 2).sum(-1)
-        np.minimum(dist, d, out=dist)
-        dist[chosen] = -1.0
-        cur = np.argmax(dist, axis=1)
+    order[:, :k] = first.numpy()
     if k < n:
-        rest = np.argsort(chosen, axis=1, kind="stable")[:, : n - k]  # unchosen, original order
-        order[:, k:] = rest
+        chosen = np.zeros((P, n), dtype=bool)
+        chosen[np.arange(P)[:, None], order[:, :k]] = True
+        order[:, k:] = np.argsort(chosen, axis=1, kind="stable")[:, : n - k]  # unchosen, original order
     return np.take_along_axis(patches, order[..., None], axis=1)
 
 
@@ -163,7 +169,7 @@ def min_patch_points(counts: np.ndarray, *, partial: bool, fraction: float = 0.5
 def extract_patches(points, centres, *, radius: float, num_points: int = 512,
                     min_points: int | str = 0, rng: np.random.Generator | int | None = 0,
                     fps_prefix: int = 64, tree: cKDTree | None = None,
-                    point_features: np.ndarray | None = None) -> PatchSet:
+                    point_features: np.ndarray | None = None, patch_ids=None) -> PatchSet:
     """Cut patches of radius ``radius`` around ``centres`` out of ``points``.
 
     Args:
@@ -178,6 +184,12 @@ def extract_patches(points, centres, *, radius: float, num_points: int = 512,
         tree: a prebuilt ``cKDTree`` of ``points`` (optional).
         point_features: ``(N, C)`` per-point features carried into the patches unchanged (not
             scaled) after the coordinates; ``None``: coordinates only.
+        patch_ids: ``(P,)`` non-negative ints, e.g. the location index of each centre. Patch ``i``
+            is then resampled with its own generator seeded by ``(rng, patch_ids[i])`` (``rng``
+            must be a seed: an int or a sequence of ints) from its points in input order, so the
+            same points at the same location always give the same patch, whichever other
+            patches the call cuts or whichever points elsewhere a crop removed. ``None``: one
+            generator ``rng`` for all patches, in order.
 
     Returns:
         :class:`PatchSet`.
@@ -188,7 +200,16 @@ def extract_patches(points, centres, *, radius: float, num_points: int = 512,
         raise ValueError(f"radius must be positive, got {radius}")
     if num_points < 8:
         raise ValueError(f"num_points must be >= 8, got {num_points}")
-    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    ids = None
+    if patch_ids is not None:
+        ids = np.asarray(patch_ids)
+        if ids.shape != (len(ctr),) or not np.issubdtype(ids.dtype, np.integer) or (ids < 0).any():
+            raise ValueError(f"patch_ids must be {len(ctr)} non-negative integers, got shape {ids.shape}")
+        if isinstance(rng, np.random.Generator) or rng is None:
+            raise ValueError("patch_ids need rng to be a seed (an int or a sequence of ints), not a Generator")
+        base = [int(x) for x in np.atleast_1d(rng)]
+    else:
+        rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     C = 0
     if point_features is not None:
         feats = np.asarray(point_features, dtype=np.float64)
@@ -199,7 +220,7 @@ def extract_patches(points, centres, *, radius: float, num_points: int = 512,
             raise ValueError("point_features contain NaN or inf")
         C = feats.shape[1]
     tree = tree if tree is not None else cKDTree(pts)
-    groups = tree.query_ball_point(ctr, r=radius, workers=1)
+    groups = tree.query_ball_point(ctr, r=radius, workers=1, return_sorted=ids is not None)
     counts = np.array([len(g) for g in groups], dtype=np.int64)
     if isinstance(min_points, str):
         if min_points not in ("partial", "full"):
@@ -214,7 +235,7 @@ def extract_patches(points, centres, *, radius: float, num_points: int = 512,
         local = (pts[g] - ctr[j]) * scale
         if C:
             local = np.concatenate([local, feats[g]], axis=1)
-        out[j] = resample_patch(local, num_points, rng)
+        out[j] = resample_patch(local, num_points, rng if ids is None else np.random.default_rng([*base, int(ids[j])]))
     valid = (counts >= max(int(min_points), 1))
     if fps_prefix > 0 and valid.any():
         out[valid] = fps_order(out[valid], fps_prefix)
