@@ -173,3 +173,31 @@ def test_partial_scan_view_matching_keeps_good_scans_quiet(crop):
         a, b = on.score(s.points, "t"), off.score(s.points, "t")
         assert a.coverage < 0.85
         assert np.nanmean(a.patch_scores) < np.nanmean(b.patch_scores)
+
+
+def test_support_crop_reuses_fitted_features_exactly():
+    """Template patches the support crop leaves whole keep their fitted features, and those equal
+    what cutting and extracting them again gives (per-location resampling with the template's seed)."""
+    from scipy.spatial import cKDTree
+
+    cls = toy_class(11, n_good=1, n_bad=0, points=3000)
+    det = AnomalyDetector.from_config({"method": "fpfh", "num_patches": 64, "registration_attempts": 2})
+    det.fit("t", list(cls.templates))
+    pb = det.part_bank("t")
+    r = det.score(cls.tests[0].points, "t")
+    reg = transform_points(r.transform, cls.tests[0].points)
+    valid = np.isfinite(r.patch_scores)
+    bank = det._support_bank(pb, reg, valid)
+    cols = np.nonzero(valid)[0]
+    tree = cKDTree(reg)
+    n_whole = n_cut = 0
+    for g, t in enumerate(pb.templates):
+        keep = np.isfinite(tree.query(t, k=1, distance_upper_bound=det.support_tolerance * pb.radius)[0])
+        ps = det._cropped_template_patches(pb, g, keep, cols)
+        ok = ps.counts >= 8
+        np.testing.assert_array_equal(bank.valid[cols, g], ok)
+        np.testing.assert_allclose(bank.features[cols[ok], g], det.extractor(ps.patches[ok]), atol=1e-5)
+        whole = ok & (ps.counts == pb.counts[cols, g])
+        n_whole += int(whole.sum())
+        n_cut += int((ok & ~whole).sum())
+    assert n_whole > 0 and n_cut > 0  # both paths ran

@@ -57,7 +57,7 @@ MIN_SCAN_POINTS = 50
 #: how templates are cropped to a partial scan before comparing (``template_crop``)
 TEMPLATE_CROPS = ("support", "views")
 
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -424,6 +424,7 @@ class AnomalyDetector(PartRegistry):
             self.extractor = make_extractor("fpfh", **(fpfh or {}))
         self._parts: dict[str, PartBank] = {}
         self._surface_cache: dict = {}
+        self._member_cache: dict = {}
 
     # ------------------------------------------------------------------ construction
     @property
@@ -434,6 +435,16 @@ class AnomalyDetector(PartRegistry):
     # ------------------------------------------------------------------ helpers
     def _rng(self, salt: int = 0) -> np.random.Generator:
         return np.random.default_rng([self.seed, salt])
+
+    def _patch_seed(self, salt: int) -> list[int]:
+        """Seed of per-location patch resampling (:func:`.patches.extract_patches` ``patch_ids``)."""
+        return [self.seed, int(salt)]
+
+    @staticmethod
+    def _template_salt(pb: "PartBank", g: int) -> int:
+        """Resampling salt of template ``g`` of ``pb``: fixed per template at fitting, also in the
+        leave-one-out sub-banks of calibration (whose ``groups`` keep the original indices)."""
+        return 100 + int(pb.groups[g] if pb.groups is not None and len(pb.groups) > g else g)
 
     @property
     def uses_deviation(self) -> bool:
@@ -542,11 +553,10 @@ class AnomalyDetector(PartRegistry):
         radius = resolve_patch_radius(ref, patch_radius=self.patch_radius, patch_radius_rel=self.patch_radius_rel)
         sub = ref if len(ref) <= 20_000 else ref[self._rng(7).choice(len(ref), 20_000, replace=False)]
         centres = sub[farthest_point_sampling(sub, self.num_patches)]
-        feats, valid, counts, regs, seeds = [], [], [], [], []
+        feats, valid, counts, regs = [], [], [], []
         on_ref = self._templates_on_reference(part_type, tmpl, aligned=aligned)
         for g, t in tqdm(on_ref, total=len(tmpl), desc=f"register {part_type}", disable=not progress, leave=False):
             regs.append(t.astype(np.float32))
-            seeds.append(g)
         need = 3 if self.bank_kind == "local" else 2
         if len(regs) < need:
             raise ValueError(f"only {len(regs)} template(s) of '{part_type}' registered onto the reference; need {need}")
@@ -561,7 +571,7 @@ class AnomalyDetector(PartRegistry):
             tdev = tuple(d.astype(np.float32) for d in TemplateSurfaces.build(regs, normals).leave_one_out())
         for g, t in enumerate(regs):
             ps = extract_patches(t, centres, radius=radius, num_points=self.patch_points, min_points=8,
-                                 rng=self._rng(100 + seeds[g]),
+                                 rng=self._patch_seed(100 + g), patch_ids=np.arange(len(centres)),
                                  point_features=self._channel(tdev[g] if tdev else None, radius))
             feats.append(self._features(ps))
             valid.append(ps.valid)
@@ -739,7 +749,8 @@ class AnomalyDetector(PartRegistry):
         need_dev = self.uses_deviation or self.point_deviation_weight > 0
         dev = self._surfaces(pb).deviation(reg) if need_dev and len(pb.templates) >= 2 else None
         ps = extract_patches(reg, pb.centres, radius=pb.radius, num_points=self.patch_points,
-                             min_points="partial" if self.partial_scans else 0, rng=self._rng(999),
+                             min_points="partial" if self.partial_scans else 0, rng=self._patch_seed(999),
+                             patch_ids=np.arange(len(pb.centres)),
                              point_features=self._channel(dev, pb.radius))
         if self.partial_scans and self.min_patch_fraction != 0.5:
             nz = ps.counts[ps.counts > 0]
@@ -815,9 +826,11 @@ class AnomalyDetector(PartRegistry):
         return make_bank(self.bank_kind, F, pb.bank.valid, **self._bank_args()), float(cov.mean())
 
     def _cropped_template_patches(self, pb: PartBank, g: int, keep: np.ndarray, cols: np.ndarray):
-        """Patches of template ``g`` cut to its points ``keep`` at the locations ``cols``."""
+        """Patches of template ``g`` cut to its points ``keep`` at the locations ``cols``,
+        resampled per location exactly as at fitting (a patch the cut leaves whole is the fitted one)."""
         return extract_patches(pb.templates[g][keep], pb.centres[cols], radius=pb.radius,
-                               num_points=self.patch_points, min_points=0, rng=self._rng(200 + g),
+                               num_points=self.patch_points, min_points=0, rng=self._patch_seed(self._template_salt(pb, g)),
+                               patch_ids=cols,
                                point_features=self._channel(pb.template_dev[g] if pb.template_dev else None,
                                                             pb.radius, keep))
 
@@ -834,6 +847,24 @@ class AnomalyDetector(PartRegistry):
                 V[js, g] = True
             o += len(js)
 
+    def _membership(self, pb: PartBank, g: int):
+        """Sparse ``(P, N_g)`` matrix: which points of template ``g`` lie in each patch of ``pb``
+        (built once per template array, kept in memory)."""
+        from scipy.sparse import csr_matrix
+
+        t = pb.templates[g]
+        hit = self._member_cache.get(id(t))
+        if hit is not None and hit[0] is t and hit[1] == (pb.radius, len(pb.centres)):
+            return hit[2]
+        groups = cKDTree(t).query_ball_point(pb.centres, r=pb.radius, return_sorted=True)
+        indptr = np.concatenate([[0], np.cumsum([len(x) for x in groups])])
+        idx = np.concatenate([np.asarray(x, dtype=np.int64) for x in groups]) if indptr[-1] else np.zeros(0, np.int64)
+        M = csr_matrix((np.ones(len(idx), dtype=np.int32), idx, indptr), shape=(len(pb.centres), len(t)))
+        if len(self._member_cache) >= 64:
+            self._member_cache.clear()
+        self._member_cache[id(t)] = (t, (pb.radius, len(pb.centres)), M)
+        return M
+
     def _support_bank(self, pb: PartBank, reg: np.ndarray, test_valid: np.ndarray) -> MemoryBank:
         """A bank of the ``G`` full templates, each cut to its points within ``support_tolerance
         x R`` of a scan point, at the locations the scan shows (an addition to the paper).
@@ -841,7 +872,9 @@ class AnomalyDetector(PartRegistry):
         A test patch and its template patches then cover the same surface, whatever the view left
         out, so a patch that a view crops to a sliver is compared with slivers of the templates;
         material a defect moved by less than the tolerance stays in the templates. Template
-        patches with fewer than 8 points are left out of their location's bank."""
+        patches with fewer than 8 points are left out of their location's bank. A template patch
+        the cut leaves whole keeps its feature from fitting: patches are resampled per location
+        with the template's own seed, so cutting it again would give the same patch."""
         G = len(pb.templates)
         P, d = pb.bank.features.shape[0], pb.bank.features.shape[2]
         F = np.zeros((P, G, d), dtype=np.float32)
@@ -850,16 +883,22 @@ class AnomalyDetector(PartRegistry):
         tree = cKDTree(reg)
         todo, where = [], []
         for g, t in enumerate(pb.templates):
-            dist, _ = tree.query(t, k=1, distance_upper_bound=self.support_tolerance * pb.radius)
+            dist, _ = tree.query(t, k=1, distance_upper_bound=self.support_tolerance * pb.radius, workers=-1)
             keep = np.isfinite(dist)
             if not keep.any():
                 continue
-            ps = self._cropped_template_patches(pb, g, keep, cols)
-            ok = ps.counts >= 8
-            if ok.any():
-                todo.append(ps.patches[ok])
-                where.append((cols[ok], g))
-        if not todo:  # no template surface near the scan: compare with the full templates
+            M = self._membership(pb, g)
+            full = np.diff(M.indptr)[cols]
+            kept = (M[cols] @ keep.astype(np.int32)).astype(np.int64)
+            whole = (kept == full) & pb.bank.valid[cols, g]
+            F[cols[whole], g] = pb.bank.features[cols[whole], g]
+            V[cols[whole], g] = True
+            cut = cols[~whole & (kept >= 8)]
+            if cut.size:
+                ps = self._cropped_template_patches(pb, g, keep, cut)
+                todo.append(ps.patches)
+                where.append((cut, g))
+        if not V.any() and not todo:  # no template surface near the scan: compare with the full templates
             return pb.bank
         self._fill_features(F, todo, where, V)
         return make_bank(self.bank_kind, F, V, **self._bank_args())
