@@ -53,7 +53,7 @@ class Alignment:
 
 
 def _measure(src: np.ndarray, tree: cKDTree, T: np.ndarray, inlier: float) -> tuple[float, float]:
-    d, _ = tree.query(src @ T[:3, :3].T + T[:3, 3], k=1)
+    d, _ = tree.query(src @ T[:3, :3].T + T[:3, 3], k=1, workers=-1)
     return float(d.mean()), float((d <= inlier).mean())
 
 

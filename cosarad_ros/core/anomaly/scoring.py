@@ -170,16 +170,13 @@ def point_scores_from_patches(points, centres, scores, *, sigma: float, cutoff: 
         raise ValueError("no scored patches")
     c, s = c[ok], s[ok]
     tree = cKDTree(c)
-    num = np.zeros(len(pts))
-    den = np.zeros(len(pts))
     k = min(len(c), 32)
-    dist, idx = tree.query(pts, k=k, distance_upper_bound=cutoff * sigma)
+    dist, idx = tree.query(pts, k=k, distance_upper_bound=cutoff * sigma, workers=-1)
     dist = dist.reshape(len(pts), k)
     idx = idx.reshape(len(pts), k)
-    hit = np.isfinite(dist)
-    w = np.where(hit, np.exp(-0.5 * (np.where(hit, dist, 0.0) / sigma) ** 2), 0.0)
-    sv = np.where(hit, s[np.minimum(idx, len(s) - 1)], 0.0)
-    num = (w * sv).sum(1)
+    w = np.exp(-0.5 * (dist / sigma) ** 2)  # 0 where no patch in range (dist = inf)
+    sv = np.append(s, 0.0)[idx]  # misses index one past the end
+    num = np.einsum("ij,ij->i", w, sv)
     den = w.sum(1)
     out = np.empty(len(pts))
     has = den > 0

@@ -89,7 +89,7 @@ class TemplateSurfaces:
         for g, (t, n, tree) in enumerate(zip(self.templates, self.normals, self.trees)):
             if g == exclude or len(pts) == 0:
                 continue
-            dist, idx = tree.query(pts, k=1)
+            dist, idx = tree.query(pts, k=1, workers=-1)
             normal = np.abs(((pts - t[idx]) * n[idx]).sum(1))
             tangential = np.maximum(dist - self.allowance, 0.0)
             np.minimum(best, np.sqrt(normal ** 2 + tangential ** 2), out=best)

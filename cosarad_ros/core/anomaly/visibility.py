@@ -83,7 +83,7 @@ def hpr_visible(points: np.ndarray, camera: np.ndarray, *, radius_factor: float 
 
 def coverage_mask(reference: np.ndarray, scan: np.ndarray, tol: float) -> np.ndarray:
     """Reference points with a scan point within ``tol``."""
-    d, _ = cKDTree(scan).query(reference, k=1, distance_upper_bound=tol)
+    d, _ = cKDTree(scan).query(reference, k=1, distance_upper_bound=tol, workers=-1)
     return np.isfinite(d)
 
 

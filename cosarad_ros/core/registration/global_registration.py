@@ -135,6 +135,32 @@ def _kabsch_batch(P: np.ndarray, Q: np.ndarray, with_scale: bool = False):
     return R, t
 
 
+def _kabsch_weighted(P: np.ndarray, Q: np.ndarray, W: np.ndarray, with_scale: bool = False):
+    """:func:`_kabsch_batch` with per-point weights ``W (B, n)`` (0 leaves a point out): the fit of
+    each batch member to its weighted points only."""
+    sw = W.sum(1)
+    mp = np.einsum("bn,bni->bi", W, P) / sw[:, None]
+    mq = np.einsum("bn,bni->bi", W, Q) / sw[:, None]
+    Pc = P - mp[:, None]
+    H = np.einsum("bn,bni,bnj->bij", W, Pc, Q - mq[:, None])
+    U, S, Vt = np.linalg.svd(H)
+    V = np.swapaxes(Vt, 1, 2)
+    Ut = np.swapaxes(U, 1, 2)
+    d = np.sign(np.linalg.det(V @ Ut))
+    d[d == 0] = 1.0
+    D = np.zeros((len(P), 3, 3))
+    D[:, 0, 0] = 1.0
+    D[:, 1, 1] = 1.0
+    D[:, 2, 2] = d
+    R = V @ D @ Ut
+    if with_scale:
+        var = np.einsum("bn,bni,bni->b", W, Pc, Pc)
+        sc = (S[:, 0] + S[:, 1] + d * S[:, 2]) / np.maximum(var, 1e-300)
+        R = R * sc[:, None, None]
+    t = mq - np.einsum("bij,bj->bi", R, mp)
+    return R, t
+
+
 def _to_matrix(R: np.ndarray, t: np.ndarray) -> np.ndarray:
     T = np.eye(4)
     T[:3, :3] = R
@@ -240,26 +266,37 @@ class FpfhRansac(GlobalAligner):
             R, t = R[ok], t[ok]
             if len(R) == 0:
                 return [np.eye(4)]
-        # consensus over the putative matches, in chunks to bound memory
+        # consensus over the putative matches: |R p + t - q|^2 expanded into matrix products
+        # (p^T R^T R p + |t|^2 + |q|^2 + 2 (R^T t).p - 2 R:(q p^T) - 2 t.q), in chunks to bound memory
+        pp = np.einsum("ni,nj->nij", ps, ps).reshape(-1, 9)
+        qp = np.einsum("ni,nj->nij", pt, ps).reshape(-1, 9)
+        qq = np.einsum("ni,ni->n", pt, pt)
         counts = np.empty(len(R), dtype=np.int64)
         chunk = max(1, 4_000_000 // max(len(ps), 1))
         for c0 in range(0, len(R), chunk):
-            moved = np.einsum("bij,nj->bni", R[c0:c0 + chunk], ps) + t[c0:c0 + chunk, None]
-            counts[c0:c0 + chunk] = (np.linalg.norm(moved - pt[None], axis=2) < thr).sum(axis=1)
+            Rc, tc = R[c0:c0 + chunk], t[c0:c0 + chunk]
+            RtR = np.einsum("bki,bkj->bij", Rc, Rc).reshape(-1, 9)
+            Rtt = np.einsum("bki,bk->bi", Rc, tc)
+            d2 = (RtR @ pp.T + (tc * tc).sum(1)[:, None] + qq[None] + 2.0 * (Rtt @ ps.T)
+                  - 2.0 * (Rc.reshape(-1, 9) @ qp.T) - 2.0 * (tc @ pt.T))
+            counts[c0:c0 + chunk] = (d2 < thr * thr).sum(axis=1)
         top = np.argsort(-counts, kind="stable")[: self.candidates]
-        # geometric score of the best ones: inlier fraction of the whole source
+        # geometric score of the best ones: inlier fraction of the whole source (one batched
+        # query), each re-fitted on its geometric inliers and their nearest target points
         tree = cKDTree(target.points)
-        scored = []
-        for b in top:
-            moved = source.points @ R[b].T + t[b]
-            d, _ = tree.query(moved, k=1, distance_upper_bound=thr)
-            inl = np.isfinite(d)
-            T = _to_matrix(R[b], t[b])
-            if inl.sum() >= 3:  # re-fit on the geometric inliers' nearest points
-                _, idx = tree.query(moved[inl], k=1)
-                Rr, tr = _kabsch_batch(source.points[inl][None], target.points[idx][None], with_scale)
-                T = _to_matrix(Rr[0], tr[0])
-            scored.append((float(inl.mean()), T))
+        src = source.points
+        moved = np.einsum("bij,nj->bni", R[top], src) + t[top][:, None]
+        d, idx = tree.query(moved.reshape(-1, 3), k=1, distance_upper_bound=thr, workers=-1)
+        inl = np.isfinite(d).reshape(len(top), len(src))
+        idx = np.minimum(idx.reshape(len(top), len(src)), len(target.points) - 1)
+        w = inl.astype(np.float64)
+        nw = w.sum(1)
+        refit = nw >= 3
+        Rr, tr = R[top].copy(), t[top].copy()
+        if refit.any():
+            Rr[refit], tr[refit] = _kabsch_weighted(np.broadcast_to(src, (int(refit.sum()),) + src.shape),
+                                                    target.points[idx[refit]], w[refit], with_scale)
+        scored = [(float(inl[i].mean()), _to_matrix(Rr[i], tr[i])) for i in range(len(top))]
         scored.sort(key=lambda x: -x[0])
         extent = float(np.linalg.norm(source.points.max(0) - source.points.min(0)))
         out: list[np.ndarray] = []

@@ -42,7 +42,7 @@ def score_alignment(source, target_tree: cKDTree, transform, *, inlier_distance:
     T = as_transform(transform)
     if not inlier_distance > 0:
         raise ValueError(f"inlier_distance must be > 0, got {inlier_distance}")
-    d, _ = target_tree.query(src @ T[:3, :3].T + T[:3, 3], k=1)
+    d, _ = target_tree.query(src @ T[:3, :3].T + T[:3, 3], k=1, workers=-1)
     inl = d <= inlier_distance
     fitness = float(inl.mean())
     rmse = float(np.sqrt(np.mean(d[inl] ** 2))) if inl.any() else float("inf")
