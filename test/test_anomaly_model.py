@@ -142,22 +142,31 @@ def test_extract_patches_scale_and_min_points():
     assert full.valid[:5].all()
 
 
-def test_extract_patches_per_location_resampling_is_stable():
-    """With patch_ids a patch depends only on its own points, its id and the seed: cutting a
-    subset of the locations, or removing points far from a location, leaves that patch unchanged."""
+def test_extract_patches_resampling_follows_point_keys():
+    """A patch keeps its lowest-key points (all of them, repeated evenly, when it has fewer than
+    asked), so with fixed keys it depends only on the points inside it: cutting a subset of the
+    locations, or removing points away from a location, leaves that patch unchanged."""
     rng = np.random.default_rng(5)
     pts = rng.uniform(-1, 1, size=(20000, 3)) * [1, 1, 0.01]
+    keys = rng.random(len(pts))
     centres = np.array([[0.0, 0, 0], [0.5, 0, 0], [0, 0.5, 0], [-0.5, -0.5, 0]])
-    ids = np.array([3, 7, 11, 12])
-    a = extract_patches(pts, centres, radius=0.2, num_points=64, rng=[0, 100], patch_ids=ids)
-    b = extract_patches(pts, centres[[2, 0]], radius=0.2, num_points=64, rng=[0, 100], patch_ids=ids[[2, 0]])
+    a = extract_patches(pts, centres, radius=0.2, num_points=64, point_keys=keys, fps_prefix=0)
+    inside = np.nonzero(np.linalg.norm(pts - centres[0], axis=1) <= 0.2)[0]
+    lowest = inside[np.argsort(keys[inside])[:64]]
+    np.testing.assert_allclose(a.patches[0], (pts[lowest] - centres[0]) * 10.0, atol=1e-6)
+    b = extract_patches(pts, centres[[2, 0]], radius=0.2, num_points=64, point_keys=keys, fps_prefix=0)
     np.testing.assert_array_equal(a.patches[[2, 0]], b.patches)
     far = np.linalg.norm(pts[:, :2] - [0.5, 0], axis=1) > 0.3  # drop points away from location 0
-    c = extract_patches(pts[far], centres[:1], radius=0.2, num_points=64, rng=[0, 100], patch_ids=ids[:1])
+    c = extract_patches(pts[far], centres[:1], radius=0.2, num_points=64, point_keys=keys[far], fps_prefix=0)
     np.testing.assert_array_equal(a.patches[0], c.patches[0])
-    d = extract_patches(pts, centres, radius=0.2, num_points=64, rng=[0, 101], patch_ids=ids)
-    assert not np.array_equal(a.patches[0], d.patches[0])  # the seed matters
-    with pytest.raises(ValueError, match="patch_ids"):
-        extract_patches(pts, centres, radius=0.2, rng=[0, 1], patch_ids=[1, 2])
-    with pytest.raises(ValueError, match="seed"):
-        extract_patches(pts, centres, radius=0.2, rng=np.random.default_rng(0), patch_ids=ids)
+    # a patch with fewer points than asked repeats each of them once or twice
+    few = extract_patches(pts[inside[:40]], centres[:1], radius=0.2, num_points=64, point_keys=keys[inside[:40]],
+                          fps_prefix=0)
+    _, reps = np.unique(few.patches[0], axis=0, return_counts=True)
+    assert len(reps) == 40 and set(reps) == {1, 2}
+    # keys drawn from rng: deterministic per seed, different across seeds
+    s0 = extract_patches(pts, centres, radius=0.2, num_points=64, rng=0)
+    np.testing.assert_array_equal(s0.patches, extract_patches(pts, centres, radius=0.2, num_points=64, rng=0).patches)
+    assert not np.array_equal(s0.patches, extract_patches(pts, centres, radius=0.2, num_points=64, rng=1).patches)
+    with pytest.raises(ValueError, match="point_keys"):
+        extract_patches(pts, centres, radius=0.2, point_keys=keys[:10])

@@ -14,6 +14,7 @@ can take its centroids as a prefix (``presorted=True``) instead of sampling them
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -169,8 +170,14 @@ def min_patch_points(counts: np.ndarray, *, partial: bool, fraction: float = 0.5
 def extract_patches(points, centres, *, radius: float, num_points: int = 512,
                     min_points: int | str = 0, rng: np.random.Generator | int | None = 0,
                     fps_prefix: int = 64, tree: cKDTree | None = None,
-                    point_features: np.ndarray | None = None, patch_ids=None) -> PatchSet:
+                    point_features: np.ndarray | None = None, point_keys: np.ndarray | None = None) -> PatchSet:
     """Cut patches of radius ``radius`` around ``centres`` out of ``points``.
+
+    Resampling to ``num_points``: every point carries a random key; a patch keeps its
+    ``num_points`` lowest-key points, and a patch with fewer points repeats its points in key
+    order until it has ``num_points`` (a uniform subsample / an even upsample). With fixed keys a
+    patch depends only on the points inside it: the same points at the same place always give the
+    same patch, whatever else the call cuts or a crop removed elsewhere.
 
     Args:
         points: ``(N, 3)`` cloud (input units).
@@ -179,17 +186,13 @@ def extract_patches(points, centres, *, radius: float, num_points: int = 512,
         num_points: points per resampled patch (512 in the paper).
         min_points: ``|P|min`` as a count, or ``"partial"`` for ``0.5 x`` the mean non-empty
             patch size (use for partial single-view scans), ``"full"`` or 0 for none.
-        rng: generator or seed for the resampling (fixed seed -> deterministic patches).
+        rng: generator or seed of the point keys (fixed seed -> deterministic patches).
         fps_prefix: how many leading points of each patch are put in farthest-point order.
         tree: a prebuilt ``cKDTree`` of ``points`` (optional).
         point_features: ``(N, C)`` per-point features carried into the patches unchanged (not
             scaled) after the coordinates; ``None``: coordinates only.
-        patch_ids: ``(P,)`` non-negative ints, e.g. the location index of each centre. Patch ``i``
-            is then resampled with its own generator seeded by ``(rng, patch_ids[i])`` (``rng``
-            must be a seed: an int or a sequence of ints) from its points in input order, so the
-            same points at the same location always give the same patch, whichever other
-            patches the call cuts or whichever points elsewhere a crop removed. ``None``: one
-            generator ``rng`` for all patches, in order.
+        point_keys: ``(N,)`` the points' resampling keys (e.g. drawn once for a template and
+            subset with it when it is cropped); ``None``: drawn from ``rng``.
 
     Returns:
         :class:`PatchSet`.
@@ -200,16 +203,13 @@ def extract_patches(points, centres, *, radius: float, num_points: int = 512,
         raise ValueError(f"radius must be positive, got {radius}")
     if num_points < 8:
         raise ValueError(f"num_points must be >= 8, got {num_points}")
-    ids = None
-    if patch_ids is not None:
-        ids = np.asarray(patch_ids)
-        if ids.shape != (len(ctr),) or not np.issubdtype(ids.dtype, np.integer) or (ids < 0).any():
-            raise ValueError(f"patch_ids must be {len(ctr)} non-negative integers, got shape {ids.shape}")
-        if isinstance(rng, np.random.Generator) or rng is None:
-            raise ValueError("patch_ids need rng to be a seed (an int or a sequence of ints), not a Generator")
-        base = [int(x) for x in np.atleast_1d(rng)]
-    else:
+    if point_keys is None:
         rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        keys = rng.random(len(pts))
+    else:
+        keys = np.asarray(point_keys, dtype=np.float64)
+        if keys.shape != (len(pts),) or not np.isfinite(keys).all():
+            raise ValueError(f"point_keys must be {len(pts)} finite numbers, got shape {keys.shape}")
     C = 0
     if point_features is not None:
         feats = np.asarray(point_features, dtype=np.float64)
@@ -220,22 +220,33 @@ def extract_patches(points, centres, *, radius: float, num_points: int = 512,
             raise ValueError("point_features contain NaN or inf")
         C = feats.shape[1]
     tree = tree if tree is not None else cKDTree(pts)
-    groups = tree.query_ball_point(ctr, r=radius, workers=1, return_sorted=ids is not None)
+    groups = tree.query_ball_point(ctr, r=radius, workers=1)
     counts = np.array([len(g) for g in groups], dtype=np.int64)
     if isinstance(min_points, str):
         if min_points not in ("partial", "full"):
             raise ValueError(f"min_points must be a count, 'partial' or 'full', got {min_points!r}")
         min_points = min_patch_points(counts, partial=min_points == "partial")
     scale = PATCH_UNITS_RADIUS / radius
-    out = np.zeros((ctr.shape[0], num_points, 3 + C), dtype=np.float32)
-    for j, g in enumerate(groups):
-        if counts[j] == 0:
-            continue
-        g = np.asarray(g)
-        local = (pts[g] - ctr[j]) * scale
+    P = ctr.shape[0]
+    out = np.zeros((P, num_points, 3 + C), dtype=np.float32)
+    has = np.nonzero(counts > 0)[0]
+    if has.size:
+        # all memberships at once, sorted by (patch, key); row p takes its first num_points
+        # entries, cycling through them when it has fewer
+        flat = np.fromiter(itertools.chain.from_iterable(groups[j] for j in has), dtype=np.int64,
+                           count=int(counts[has].sum()))
+        by_rank = np.argsort(keys, kind="stable")  # point index of each key rank
+        rank = np.empty(len(pts), dtype=np.int64)
+        rank[by_rank] = np.arange(len(pts))
+        code = np.repeat(np.arange(has.size, dtype=np.int64) * len(pts), counts[has]) + rank[flat]
+        code.sort()  # by patch, then by key
+        flat = by_rank[code % len(pts)]
+        starts = np.concatenate([[0], np.cumsum(counts[has])[:-1]])
+        pick = flat[starts[:, None] + np.arange(num_points)[None, :] % counts[has][:, None]]  # (H, n)
+        local = (pts[pick] - ctr[has][:, None, :]) * scale
+        out[has, :, :3] = local
         if C:
-            local = np.concatenate([local, feats[g]], axis=1)
-        out[j] = resample_patch(local, num_points, rng if ids is None else np.random.default_rng([*base, int(ids[j])]))
+            out[has, :, 3:] = feats[pick]
     valid = (counts >= max(int(min_points), 1))
     if fps_prefix > 0 and valid.any():
         out[valid] = fps_order(out[valid], fps_prefix)
