@@ -28,6 +28,7 @@ class FpfhExtractor(PatchFeatureExtractor):
 
     name = "fpfh"
     dim = 33
+    fps_prefix = 0  # the points are de-duplicated and sorted first: order does not matter
 
     def __init__(self, *, normal_radius: float = 0.5, feature_radius: float = 1.0, max_nn: int = 40):
         if normal_radius <= 0 or feature_radius <= 0 or max_nn < 3:

@@ -57,7 +57,7 @@ MIN_SCAN_POINTS = 50
 #: how templates are cropped to a partial scan before comparing (``template_crop``)
 TEMPLATE_CROPS = ("support", "views")
 
-CACHE_VERSION = 4
+CACHE_VERSION = 5
 
 
 @dataclass(frozen=True)
@@ -267,10 +267,21 @@ class PartRegistry:
         return self._parts[part_type]
 
     def _align(self, source: np.ndarray, target: np.ndarray):
-        """Register ``source`` onto ``target`` (retries, lowest Chamfer; :func:`.align.align_to_reference`)."""
+        """Register ``source`` onto ``target`` (retries, lowest Chamfer; :func:`.align.align_to_reference`).
+
+        The target goes in as a read-only float64 copy kept per target array, so the registration
+        prepares a part type's reference (k-d tree, samples, normals, features) once, not per scan."""
         from .align import align_to_reference
 
-        return align_to_reference(source, target, attempts=self.registration_attempts, seed=self.seed)
+        cache = self.__dict__.setdefault("_readonly_refs", {})
+        hit = cache.get(id(target))
+        if hit is None or hit[0] is not target:
+            ro = np.array(target, dtype=np.float64, copy=True)
+            ro.flags.writeable = False
+            if len(cache) >= 32:
+                cache.clear()
+            hit = cache[id(target)] = (target, ro)
+        return align_to_reference(source, hit[1], attempts=self.registration_attempts, seed=self.seed)
 
     def _templates_on_reference(self, part_type: str, tmpl: list, *, aligned: bool):
         """Yield ``(index, template)`` with every template in the first one's frame (registered
@@ -436,15 +447,14 @@ class AnomalyDetector(PartRegistry):
     def _rng(self, salt: int = 0) -> np.random.Generator:
         return np.random.default_rng([self.seed, salt])
 
-    def _patch_seed(self, salt: int) -> list[int]:
-        """Seed of per-location patch resampling (:func:`.patches.extract_patches` ``patch_ids``)."""
-        return [self.seed, int(salt)]
-
-    @staticmethod
-    def _template_salt(pb: "PartBank", g: int) -> int:
-        """Resampling salt of template ``g`` of ``pb``: fixed per template at fitting, also in the
-        leave-one-out sub-banks of calibration (whose ``groups`` keep the original indices)."""
-        return 100 + int(pb.groups[g] if pb.groups is not None and len(pb.groups) > g else g)
+    def _template_keys(self, pb: "PartBank | None", g: int, n: int) -> np.ndarray:
+        """Resampling keys of the ``n`` points of template ``g`` (:func:`.patches.extract_patches`
+        ``point_keys``): fixed per template, so a template patch cut again from the same points
+        is the fitted one; the leave-one-out sub-banks of calibration keep the original template
+        indices in ``groups``."""
+        if pb is not None and pb.groups is not None and len(pb.groups) > g:
+            g = int(pb.groups[g])
+        return np.random.default_rng([self.seed, 100 + int(g)]).random(n)
 
     @property
     def uses_deviation(self) -> bool:
@@ -468,6 +478,10 @@ class AnomalyDetector(PartRegistry):
             normals = pb.template_normals if pb.template_normals else None
             cache[pb.part_type] = (pb, TemplateSurfaces.build(pb.templates, normals))
         return cache[pb.part_type][1]
+
+    def _cut(self, points, centres, **kwargs):
+        """:func:`.patches.extract_patches` with the farthest-point prefix the extractor needs."""
+        return extract_patches(points, centres, fps_prefix=self.extractor.fps_prefix, **kwargs)
 
     def _features(self, ps) -> np.ndarray:
         feats = np.zeros((len(ps.patches), self.extractor.dim), dtype=np.float32)
@@ -570,8 +584,8 @@ class AnomalyDetector(PartRegistry):
 
             tdev = tuple(d.astype(np.float32) for d in TemplateSurfaces.build(regs, normals).leave_one_out())
         for g, t in enumerate(regs):
-            ps = extract_patches(t, centres, radius=radius, num_points=self.patch_points, min_points=8,
-                                 rng=self._patch_seed(100 + g), patch_ids=np.arange(len(centres)),
+            ps = self._cut(t, centres, radius=radius, num_points=self.patch_points, min_points=8,
+                                 point_keys=self._template_keys(None, g, len(t)),
                                  point_features=self._channel(tdev[g] if tdev else None, radius))
             feats.append(self._features(ps))
             valid.append(ps.valid)
@@ -589,7 +603,7 @@ class AnomalyDetector(PartRegistry):
                 pick = self._rng(300 + g).choice(len(dirs), self.bank_views, replace=False)
                 for v, k in enumerate(pick):
                     seen = visible_from(t, normals[g], c + 1.5 * diag * dirs[k])
-                    ps = extract_patches(t[seen], centres, radius=radius, num_points=self.patch_points,
+                    ps = self._cut(t[seen], centres, radius=radius, num_points=self.patch_points,
                                          min_points="partial", rng=self._rng(400 + 10 * g + v),
                                          point_features=self._channel(tdev[g] if tdev else None, radius, seen))
                     feats.append(self._features(ps))
@@ -646,7 +660,7 @@ class AnomalyDetector(PartRegistry):
                 view = t[seen].astype(np.float64)
                 if len(view) < MIN_SCAN_POINTS:
                     continue
-                ps = extract_patches(view, pb.centres, radius=pb.radius, num_points=self.patch_points,
+                ps = self._cut(view, pb.centres, radius=pb.radius, num_points=self.patch_points,
                                      min_points="partial", rng=rng,
                                      point_features=self._channel(pb.template_dev[g] if pb.template_dev else None,
                                                                   pb.radius, seen))
@@ -744,13 +758,13 @@ class AnomalyDetector(PartRegistry):
             d, _ = cKDTree(pb.reference).query(pts, k=1)
             chamfer, reg_ok = float(d.mean()), True
         reg = transform_points(T, pts)
+        reg_tree = cKDTree(reg)  # shared by the patch cutting, coverage and the support crop
         t1 = time.perf_counter()
         timings["register"] = t1 - t0
         need_dev = self.uses_deviation or self.point_deviation_weight > 0
         dev = self._surfaces(pb).deviation(reg) if need_dev and len(pb.templates) >= 2 else None
-        ps = extract_patches(reg, pb.centres, radius=pb.radius, num_points=self.patch_points,
-                             min_points="partial" if self.partial_scans else 0, rng=self._patch_seed(999),
-                             patch_ids=np.arange(len(pb.centres)),
+        ps = self._cut(reg, pb.centres, radius=pb.radius, num_points=self.patch_points,
+                             min_points="partial" if self.partial_scans else 0, rng=self._rng(999), tree=reg_tree,
                              point_features=self._channel(dev, pb.radius))
         if self.partial_scans and self.min_patch_fraction != 0.5:
             nz = ps.counts[ps.counts > 0]
@@ -766,7 +780,7 @@ class AnomalyDetector(PartRegistry):
         timings["features"] = t3 - t2
         bank, coverage = pb.bank, 1.0
         if self.view_matching and pb.view_reference is not None:
-            bank, coverage = self._view_matched_bank(pb, reg, ps.valid)
+            bank, coverage = self._view_matched_bank(pb, reg, ps.valid, reg_tree=reg_tree)
         timings["view_matching"] = time.perf_counter() - t3
         t3 = time.perf_counter()
         patch_scores = bank.score(feats, ps.valid)
@@ -787,16 +801,18 @@ class AnomalyDetector(PartRegistry):
                             point_threshold=float(pb.patch_threshold), registration_ok=reg_ok, timings=timings,
                             coverage=float(coverage))
 
-    def _view_matched_bank(self, pb: PartBank, reg: np.ndarray, test_valid: np.ndarray):
+    def _view_matched_bank(self, pb: PartBank, reg: np.ndarray, test_valid: np.ndarray, *,
+                           reg_tree: cKDTree | None = None):
         """The bank with template patches cropped to what the scan shows (``template_crop``).
 
         Returns ``(bank, coverage)``; with ``"views"``, the cached bank when the scan covers the
         reference."""
         from .visibility import coverage_mask, estimate_views
 
-        cov = coverage_mask(pb.view_reference, reg, 0.25 * pb.radius)
+        reg_tree = reg_tree if reg_tree is not None else cKDTree(reg)
+        cov = coverage_mask(pb.view_reference, reg, 0.25 * pb.radius, scan_tree=reg_tree)
         if self.template_crop == "support":
-            return self._support_bank(pb, reg, test_valid), float(cov.mean())
+            return self._support_bank(pb, reg, test_valid, reg_tree=reg_tree), float(cov.mean())
         if cov.mean() >= self.full_coverage:
             return pb.bank, float(cov.mean())
         from .visibility import incidence_ok
@@ -827,10 +843,10 @@ class AnomalyDetector(PartRegistry):
 
     def _cropped_template_patches(self, pb: PartBank, g: int, keep: np.ndarray, cols: np.ndarray):
         """Patches of template ``g`` cut to its points ``keep`` at the locations ``cols``,
-        resampled per location exactly as at fitting (a patch the cut leaves whole is the fitted one)."""
-        return extract_patches(pb.templates[g][keep], pb.centres[cols], radius=pb.radius,
-                               num_points=self.patch_points, min_points=0, rng=self._patch_seed(self._template_salt(pb, g)),
-                               patch_ids=cols,
+        resampled with the template's own point keys (a patch the cut leaves whole is the fitted one)."""
+        return self._cut(pb.templates[g][keep], pb.centres[cols], radius=pb.radius,
+                               num_points=self.patch_points, min_points=0,
+                               point_keys=self._template_keys(pb, g, len(pb.templates[g]))[keep],
                                point_features=self._channel(pb.template_dev[g] if pb.template_dev else None,
                                                             pb.radius, keep))
 
@@ -865,7 +881,8 @@ class AnomalyDetector(PartRegistry):
         self._member_cache[id(t)] = (t, (pb.radius, len(pb.centres)), M)
         return M
 
-    def _support_bank(self, pb: PartBank, reg: np.ndarray, test_valid: np.ndarray) -> MemoryBank:
+    def _support_bank(self, pb: PartBank, reg: np.ndarray, test_valid: np.ndarray, *,
+                      reg_tree: cKDTree | None = None) -> MemoryBank:
         """A bank of the ``G`` full templates, each cut to its points within ``support_tolerance
         x R`` of a scan point, at the locations the scan shows (an addition to the paper).
 
@@ -873,14 +890,14 @@ class AnomalyDetector(PartRegistry):
         out, so a patch that a view crops to a sliver is compared with slivers of the templates;
         material a defect moved by less than the tolerance stays in the templates. Template
         patches with fewer than 8 points are left out of their location's bank. A template patch
-        the cut leaves whole keeps its feature from fitting: patches are resampled per location
-        with the template's own seed, so cutting it again would give the same patch."""
+        the cut leaves whole keeps its feature from fitting: a template's points keep their
+        resampling keys, so cutting it again would give the same patch."""
         G = len(pb.templates)
         P, d = pb.bank.features.shape[0], pb.bank.features.shape[2]
         F = np.zeros((P, G, d), dtype=np.float32)
         V = np.zeros((P, G), dtype=bool)
         cols = np.nonzero(test_valid)[0]
-        tree = cKDTree(reg)
+        tree = reg_tree if reg_tree is not None else cKDTree(reg)
         todo, where = [], []
         for g, t in enumerate(pb.templates):
             dist, _ = tree.query(t, k=1, distance_upper_bound=self.support_tolerance * pb.radius, workers=-1)

@@ -27,6 +27,8 @@ class PatchFeatureExtractor(abc.ABC):
     dim: int = 0
     #: the patch inputs the extractor takes (a key of :data:`.model.INPUT_CHANNELS`)
     inputs: str = "xyz"
+    #: how many leading points of each patch it needs in farthest-point order (0: order-free)
+    fps_prefix: int = 64
 
     @abc.abstractmethod
     def __call__(self, patches: np.ndarray) -> np.ndarray:
@@ -79,6 +81,9 @@ class CosaradExtractor(PatchFeatureExtractor):
                 self._fp = "file-" + hashlib.sha1(f.read()).hexdigest()[:16]
         self.dim = self.model.feature_dim
         self.inputs = self.model.inputs
+        # the first set abstraction takes its centroids as this prefix (presorted); FPS is greedy,
+        # so ordering more points would not change them
+        self.fps_prefix = int(self.model.backbone.config.levels[0].npoint)
         from .model import fold_batchnorm
 
         self._net = fold_batchnorm(self.model)  # what __call__ runs (same outputs, faster)
