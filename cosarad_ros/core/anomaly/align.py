@@ -63,7 +63,7 @@ def _open3d_fpfh_ransac_icp(src: np.ndarray, tgt: np.ndarray, voxel: float, seed
     reg = o3d.pipelines.registration
 
     def prep(p):
-        pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(p)).voxel_down_sample(voxel)
+        pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.array(p, dtype=np.float64))).voxel_down_sample(voxel)
         pc.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(radius=2 * voxel, max_nn=30))
         f = reg.compute_fpfh_feature(pc, o3d.geometry.KDTreeSearchParamHybrid(radius=5 * voxel, max_nn=100))
         return pc, f
@@ -147,6 +147,72 @@ def _plane_icp(src: np.ndarray, tree: cKDTree, tpts: np.ndarray, tnormals: np.nd
     return out
 
 
+def _plane_icp_batch(src: np.ndarray, tree: cKDTree, tpts: np.ndarray, tnormals: np.ndarray, Ts: np.ndarray,
+                     max_distance: float, iterations: int) -> np.ndarray:
+    """:func:`_plane_icp` for ``K`` starting poses ``Ts (K, 4, 4)`` at once (one k-d query and one
+    batched solve per iteration); each pose stops on its own as :func:`_plane_icp` would."""
+    K = len(Ts)
+    R, t = Ts[:, :3, :3].copy(), Ts[:, :3, 3].copy()
+    active = np.ones(K, dtype=bool)
+    n = len(src)
+    for _ in range(iterations):
+        act = np.nonzero(active)[0]
+        if act.size == 0:
+            break
+        p = np.einsum("kij,nj->kni", R[act], src) + t[act][:, None]  # (A, n, 3)
+        d, idx = tree.query(p.reshape(-1, 3), k=1, distance_upper_bound=max_distance, workers=-1)
+        ok = np.isfinite(d).reshape(len(act), n)
+        idx = np.minimum(idx.reshape(len(act), n), len(tpts) - 1)
+        enough = ok.sum(1) >= 12
+        active[act[~enough]] = False
+        q, nr = tpts[idx], tnormals[idx]
+        w = ok.astype(np.float64)[..., None]
+        A = np.concatenate([np.cross(p, nr), nr], axis=2) * w  # rows of unmatched points are zero
+        b = ((q - p) * nr).sum(2) * w[..., 0]
+        H = np.einsum("kni,knj->kij", A, A) + 1e-12 * np.eye(6)
+        g = np.einsum("kni,kn->ki", A, b)
+        for a_i in np.nonzero(enough)[0]:
+            k = act[a_i]
+            try:
+                x = np.linalg.solve(H[a_i], g[a_i])
+            except np.linalg.LinAlgError:
+                active[k] = False
+                continue
+            wv = x[:3]
+            a = float(np.linalg.norm(wv))
+            Kx = np.array([[0.0, -wv[2], wv[1]], [wv[2], 0.0, -wv[0]], [-wv[1], wv[0], 0.0]])
+            dR = np.eye(3) + (np.sin(a) / a * Kx + (1 - np.cos(a)) / a ** 2 * Kx @ Kx if a > 1e-12 else Kx)
+            R[k], t[k] = dR @ R[k], dR @ t[k] + x[3:]
+            if a < 1e-7 and np.linalg.norm(x[3:]) < 1e-7:
+                active[k] = False
+    out = np.tile(np.eye(4), (K, 1, 1))
+    out[:, :3, :3], out[:, :3, 3] = R, t
+    return out
+
+
+_MEMO: list = []  # (read-only target array, {key: value}), most recent last
+
+
+def _memo(tgt: np.ndarray, key, value=None):
+    """Per-target memo for read-only target arrays (a writeable array may change between calls,
+    so nothing is kept for it). With ``value``: store it; without: the stored value or None."""
+    if tgt.flags.writeable:
+        return None
+    for i, (arr, d) in enumerate(_MEMO):
+        if arr is tgt:
+            _MEMO.append(_MEMO.pop(i))
+            break
+    else:
+        if value is None:
+            return None
+        d = {}
+        _MEMO.append((tgt, d))
+        del _MEMO[:-8]
+    if value is not None:
+        d[key] = value
+    return d.get(key)
+
+
 def resolve_symmetry(source, target, transform, *, target_tree: cKDTree | None = None,
                      step_deg: float = 30.0, probe_points: int = 300, screen_points: int = 1000, screen_top: int = 4,
                      refine_top: int = 2, min_gain: float = 0.03, seed: int = 0) -> tuple[np.ndarray, float]:
@@ -213,13 +279,14 @@ def resolve_symmetry(source, target, transform, *, target_tree: cKDTree | None =
 
     probe = scr[: min(len(scr), probe_points)]
     C0 = centred(T0)
-    screened = []
-    for R in symmetry_rotations(step_deg):
-        M = np.eye(4)
-        M[:3, :3] = E @ R @ E.T  # a turn about the centroid (the origin of the centred frame)
-        C = icp(probe, M @ C0, (2.0 * voxel,), 6)
-        d, _ = ttree.query(probe @ C[:3, :3].T + C[:3, 3], k=1, distance_upper_bound=voxel)
-        screened.append((float(np.minimum(d, voxel).mean()), C))
+    rots = symmetry_rotations(step_deg)
+    M = np.tile(np.eye(4), (len(rots), 1, 1))
+    M[:, :3, :3] = E @ rots @ E.T  # turns about the centroid (the origin of the centred frame)
+    Cs = _plane_icp_batch(probe, ttree, tsub, tnorm, M @ C0, 2.0 * voxel, 6)
+    moved = np.einsum("kij,nj->kni", Cs[:, :3, :3], probe) + Cs[:, None, :3, 3]
+    d, _ = ttree.query(moved.reshape(-1, 3), k=1, distance_upper_bound=voxel, workers=-1)
+    cost = np.minimum(d, voxel).reshape(len(Cs), len(probe)).mean(1)
+    screened = [(float(c), C) for c, C in zip(cost, Cs)]
     screened.sort(key=lambda c: c[0])
     screened = [icp(scr, C, (voxel,), 8) for _, C in screened[: max(1, screen_top)]]
     screened.sort(key=lambda C: chamfer(uncentred(C), scr))
@@ -262,12 +329,18 @@ def align_to_reference(source, target, *, attempts: int = 3, retries: int = 5, s
 
     src = np.asarray(source, dtype=np.float64)
     tgt = np.asarray(target, dtype=np.float64)
-    tree = target_tree if target_tree is not None else cKDTree(tgt)
+    tree = target_tree if target_tree is not None else _memo(tgt, "tree")
+    if tree is None:
+        tree = cKDTree(tgt)
+        _memo(tgt, "tree", tree)
     voxel = float(np.linalg.norm(tgt.max(0) - tgt.min(0))) / 50.0
     # two independent samples of one surface lie about half their spacing apart, so sparse
     # clouds get a looser Chamfer bound than 0.3 voxel
-    probe = tgt[np.random.default_rng(seed).choice(len(tgt), min(len(tgt), 2000), replace=False)]
-    spacing = float(np.median(tree.query(probe, k=2)[0][:, 1]))
+    spacing = _memo(tgt, ("spacing", seed))
+    if spacing is None:
+        probe = tgt[np.random.default_rng(seed).choice(len(tgt), min(len(tgt), 2000), replace=False)]
+        spacing = float(np.median(tree.query(probe, k=2)[0][:, 1]))
+        _memo(tgt, ("spacing", seed), spacing)
     max_chamfer = max(0.3 * voxel, 1.5 * spacing)
     # retries stop early only below a tighter bound: on dense clouds 0.3 voxel lets a partial
     # view sit on the wrong face of a boxy part (mean distance 2x that of the true pose). A right
@@ -282,8 +355,13 @@ def align_to_reference(source, target, *, attempts: int = 3, retries: int = 5, s
         # the global registration and its ICPs work on at most 20k reference points (their cost
         # grows with the reference, rebuilt per call), a fresh sample per retry (the sample alone
         # decides some near-symmetric cases); Chamfer distances are measured on the full reference
-        reg_tgt = tgt if len(tgt) <= 20_000 else tgt[np.random.default_rng(seed + 1 + k).choice(len(tgt), 20_000,
-                                                                                             replace=False)]
+        reg_tgt = _memo(tgt, ("sample", seed + 1 + k))
+        if reg_tgt is None:
+            reg_tgt = tgt if len(tgt) <= 20_000 else tgt[np.random.default_rng(seed + 1 + k).choice(len(tgt), 20_000,
+                                                                                                 replace=False)]
+            if not tgt.flags.writeable:  # read-only: the sample (and its registration preprocessing) is kept
+                reg_tgt.flags.writeable = False
+                _memo(tgt, ("sample", seed + 1 + k), reg_tgt)
         cands = []
         try:
             r = register(sub, reg_tgt, attempts=attempts, seed=seed + k)

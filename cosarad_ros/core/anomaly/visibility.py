@@ -81,9 +81,10 @@ def hpr_visible(points: np.ndarray, camera: np.ndarray, *, radius_factor: float 
     return m
 
 
-def coverage_mask(reference: np.ndarray, scan: np.ndarray, tol: float) -> np.ndarray:
-    """Reference points with a scan point within ``tol``."""
-    d, _ = cKDTree(scan).query(reference, k=1, distance_upper_bound=tol, workers=-1)
+def coverage_mask(reference: np.ndarray, scan: np.ndarray, tol: float, *, scan_tree: cKDTree | None = None) -> np.ndarray:
+    """Reference points with a scan point within ``tol`` (``scan_tree``: a prebuilt tree of ``scan``)."""
+    d, _ = (scan_tree if scan_tree is not None else cKDTree(scan)).query(reference, k=1, distance_upper_bound=tol,
+                                                                       workers=-1)
     return np.isfinite(d)
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -133,10 +134,80 @@ def _scale_of(T: np.ndarray) -> float:
     return float(np.cbrt(np.linalg.det(T[:3, :3])))
 
 
+class _Target:
+    """A target cloud's preprocessing: spacing, noise, and per working voxel its down-sampled and
+    full-resolution :class:`Cloud` (normals, k-d tree) and FPFH features. Kept for a read-only
+    target array (:func:`_prepared_target`), so registering many scans onto one reference
+    prepares the reference once."""
+
+    def __init__(self, target):
+        self.points, self.normals = as_cloud_array(target, name="target")
+        if not self.points.flags.writeable:  # Open3D's vectors refuse read-only buffers
+            self.points = self.points.copy()
+        self._levels: dict = {}
+        self._features: dict = {}
+
+    @cached_property
+    def size(self) -> float:
+        return part_size(self.points)
+
+    @cached_property
+    def spacing(self) -> float:
+        return point_spacing(self.points)
+
+    @cached_property
+    def noise(self) -> float:
+        return float(estimate_noise(self.points))
+
+    def level(self, v: float) -> tuple[Cloud, Cloud]:
+        """``(down-sampled, full-resolution)`` clouds for working voxel ``v``."""
+        if v not in self._levels:
+            r = 2.0 * v
+            down, _ = voxel_down_sample(self.points, v)
+            if len(down) < MIN_POINTS:
+                raise ValueError(f"target has only {len(down)} points after {v:.4g} voxel down-sampling; "
+                                 f"give a smaller voxel_size or a denser cloud")
+            self._levels[v] = (Cloud(down, estimate_normals(down, radius=r), normal_radius=r),
+                               Cloud(self.points, self.normals, normal_radius=r))
+        return self._levels[v]
+
+    def features(self, v: float, scale: float):
+        key = (v, scale)
+        if key not in self._features:
+            fv = scale * v
+            if scale == 1.0:
+                c = self.level(v)[0]
+                self._features[key] = compute_features(c.points, c.normals, voxel_size=fv)
+            else:
+                pts, _ = voxel_down_sample(self.points, fv)
+                if len(pts) < MIN_POINTS:
+                    raise ValueError(f"too few points at feature voxel {fv:.4g}")
+                self._features[key] = compute_features(pts, estimate_normals(pts, radius=2.0 * fv), voxel_size=fv)
+        return self._features[key]
+
+
+_TARGETS: list = []  # (array, _Target), most recent last
+
+
+def _prepared_target(target) -> _Target:
+    """The :class:`_Target` of ``target``; reused while the same read-only numpy array comes back
+    (a writeable array may change between calls, so it is prepared afresh every time)."""
+    if not (isinstance(target, np.ndarray) and not target.flags.writeable):
+        return _Target(target)
+    for i, (arr, prep) in enumerate(_TARGETS):
+        if arr is target:
+            _TARGETS.append(_TARGETS.pop(i))
+            return prep
+    prep = _Target(target)
+    _TARGETS.append((target, prep))
+    del _TARGETS[:-8]
+    return prep
+
+
 class _Problem:
     """The clouds of one registration at the working resolution, with the ICP stages."""
 
-    def __init__(self, src_pts, src_n, tgt_pts, tgt_n, *, v: float, inlier_distance: float, coarse_refiner,
+    def __init__(self, src_pts, src_n, target: _Target, *, v: float, inlier_distance: float, coarse_refiner,
                  refiner):
         self.v = v
         # a scale degree of freedom needs a wider first step: the scale error moves points far away
@@ -146,31 +217,26 @@ class _Problem:
         self.refiner = refiner
         r = 2.0 * v
         src_down, _ = voxel_down_sample(src_pts, v)
-        tgt_down, _ = voxel_down_sample(tgt_pts, v)
-        for name, pts in (("source", src_down), ("target", tgt_down)):
-            if len(pts) < MIN_POINTS:
-                raise ValueError(f"{name} has only {len(pts)} points after {v:.4g} voxel down-sampling; "
-                                 f"give a smaller voxel_size or a denser cloud")
+        if len(src_down) < MIN_POINTS:
+            raise ValueError(f"source has only {len(src_down)} points after {v:.4g} voxel down-sampling; "
+                             f"give a smaller voxel_size or a denser cloud")
+        self.target = target
+        self.tgt_c, self.tgt_full = target.level(v)
         self.src_c = Cloud(src_down, estimate_normals(src_down, radius=r), normal_radius=r)
-        self.tgt_c = Cloud(tgt_down, estimate_normals(tgt_down, radius=r), normal_radius=r)
         self.src_full = Cloud(src_pts, src_n, normal_radius=r)
-        self.tgt_full = Cloud(tgt_pts, tgt_n, normal_radius=r)
         self.extent = part_size(src_pts)
 
     def features(self, scale: float):
         """FPFH features of both clouds at voxel ``scale * v``."""
         fv = scale * self.v
         if scale == 1.0:
-            src, tgt = self.src_c, self.tgt_c
-            return (compute_features(src.points, src.normals, voxel_size=fv),
-                    compute_features(tgt.points, tgt.normals, voxel_size=fv))
-        out = []
-        for cloud in (self.src_full, self.tgt_full):
-            pts, _ = voxel_down_sample(cloud.points, fv)
+            src = compute_features(self.src_c.points, self.src_c.normals, voxel_size=fv)
+        else:
+            pts, _ = voxel_down_sample(self.src_full.points, fv)
             if len(pts) < MIN_POINTS:
                 raise ValueError(f"too few points at feature voxel {fv:.4g}")
-            out.append(compute_features(pts, estimate_normals(pts, radius=2.0 * fv), voxel_size=fv))
-        return tuple(out)
+            src = compute_features(pts, estimate_normals(pts, radius=2.0 * fv), voxel_size=fv)
+        return src, self.target.features(self.v, scale)
 
     def coarse(self, T0: np.ndarray) -> tuple[np.ndarray, float]:
         """Coarse-to-fine ICP on the down-sampled clouds; returns ``(T, chamfer of the down-sampled source)``."""
@@ -259,7 +325,8 @@ def register(source, target, *, voxel_size: float | None = None, attempts: int =
     """
     t_start = time.perf_counter()
     src_pts, src_n = as_cloud_array(source, name="source")
-    tgt_pts, tgt_n = as_cloud_array(target, name="target")
+    prepared = _prepared_target(target)
+    tgt_pts = prepared.points
     for name, pts in (("source", src_pts), ("target", tgt_pts)):
         if len(pts) < MIN_POINTS:
             raise ValueError(f"{name} has {len(pts)} points; need at least {MIN_POINTS} to register")
@@ -273,15 +340,15 @@ def register(source, target, *, voxel_size: float | None = None, attempts: int =
     feature_scales = tuple(float(x) for x in feature_scales)
     if not feature_scales or any(not x > 0 for x in feature_scales):
         raise ValueError(f"feature_scales must be positive numbers, got {feature_scales}")
-    size = part_size(tgt_pts)
+    size = prepared.size
     if voxel_size is None:
         voxel_size = size / 50.0
     if not (np.isfinite(voxel_size) and voxel_size > 0):
         raise ValueError(f"voxel_size must be a positive number, got {voxel_size}")
     v = float(voxel_size)
     inlier_distance = v if inlier_distance is None else float(inlier_distance)
-    spacing = point_spacing(tgt_pts)
-    noise = float(np.hypot(estimate_noise(src_pts), estimate_noise(tgt_pts)))
+    spacing = prepared.spacing
+    noise = float(np.hypot(estimate_noise(src_pts), prepared.noise))
     max_chamfer = spacing + 0.05 * v + noise if max_chamfer is None else float(max_chamfer)
     if not inlier_distance > 0 or not max_chamfer > 0:
         raise ValueError("inlier_distance and max_chamfer must be > 0")
@@ -302,7 +369,7 @@ def register(source, target, *, voxel_size: float | None = None, attempts: int =
         sel = np.random.default_rng(seed).choice(len(src_pts), size=max_refine_points, replace=False)
         src_pts = src_pts[sel]
         src_n = None if src_n is None else src_n[sel]
-    prob = _Problem(src_pts, src_n, tgt_pts, tgt_n, v=v, inlier_distance=inlier_distance,
+    prob = _Problem(src_pts, src_n, prepared, v=v, inlier_distance=inlier_distance,
                     coarse_refiner=coarse_refiner, refiner=refiner)
 
     def failures(T, sc) -> list[str]:
