@@ -138,3 +138,23 @@ def test_retries_run_until_the_chamfer_is_within_accept_spacing():
     assert err.max() < 2e-3, err.max()
     with pytest.raises(ValueError, match="accept_spacing"):
         align_to_reference(scan, ref, accept_spacing=0.0)
+
+
+def test_read_only_reference_gives_the_same_pose_and_is_prepared_once():
+    """Registering onto a read-only reference (what the detectors pass) keeps its preparation
+    between scans and lands on the same pose as a writeable copy; near-symmetric part, retries on."""
+    from cosarad_ros.core.anomaly import align
+
+    rng = np.random.default_rng(4)
+    ref = _part(rng, n=25000)
+    part = _part(np.random.default_rng(5), n=25000)
+    view = part[partial_view(part, rng, direction=[-0.4, 0.3, 1.0])]
+    scan = transform_points(np.linalg.inv(_about_centroid(random_rotation(rng), view)), view)
+    ro = ref.copy()
+    ro.flags.writeable = False
+    a = align_to_reference(scan, ro, seed=0)
+    assert align._memo(ro, "tree") is not None and align._memo(ro, ("sample", 1)) is not None
+    b = align_to_reference(scan, ro, seed=0)
+    c = align_to_reference(scan, ref, seed=0)
+    assert a.ok and np.allclose(a.transform, b.transform) and np.allclose(a.transform, c.transform, atol=1e-9)
+    assert align._memo(ref, "tree") is None  # a writeable reference is never kept

@@ -207,6 +207,26 @@ def test_register_any_rotation_partial_noisy(bracket):
     assert np.allclose(np.array(d["transform"]), res.transform)
 
 
+def test_read_only_target_is_prepared_once_with_the_same_result(bracket):
+    """A read-only reference keeps its preparation between calls (the anomaly detectors register
+    every scan onto one); the pose is the one a writeable copy gives, and a writeable target is
+    never cached (it could change in place)."""
+    from cosarad_ros.core.registration import pipeline
+
+    dense, ref = bracket
+    trial = make_trial(dense, ref, np.random.default_rng(21), noise=1e-4)
+    ro = np.array(trial.target, dtype=np.float64)
+    ro.flags.writeable = False
+    a = register(trial.source, ro, attempts=2, seed=3)
+    prep = pipeline._prepared_target(ro)
+    assert pipeline._prepared_target(ro) is prep  # kept
+    b = register(trial.source, ro, attempts=2, seed=3)
+    c = register(trial.source, np.array(trial.target, dtype=np.float64), attempts=2, seed=3)
+    assert a.ok and np.allclose(a.transform, b.transform) and np.allclose(a.transform, c.transform)
+    w = np.array(trial.target, dtype=np.float64)
+    assert pipeline._prepared_target(w) is not pipeline._prepared_target(w)
+
+
 def test_register_different_parts_is_not_ok(bracket, bunny):
     rng = np.random.default_rng(12)
     trial = make_trial(bunny[0], bracket[1], rng, noise=1e-4)
