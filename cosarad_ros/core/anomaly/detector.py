@@ -585,8 +585,8 @@ class AnomalyDetector(PartRegistry):
             tdev = tuple(d.astype(np.float32) for d in TemplateSurfaces.build(regs, normals).leave_one_out())
         for g, t in enumerate(regs):
             ps = self._cut(t, centres, radius=radius, num_points=self.patch_points, min_points=8,
-                                 point_keys=self._template_keys(None, g, len(t)),
-                                 point_features=self._channel(tdev[g] if tdev else None, radius))
+                           point_keys=self._template_keys(None, g, len(t)),
+                           point_features=self._channel(tdev[g] if tdev else None, radius))
             feats.append(self._features(ps))
             valid.append(ps.valid)
             counts.append(ps.counts)
@@ -604,8 +604,8 @@ class AnomalyDetector(PartRegistry):
                 for v, k in enumerate(pick):
                     seen = visible_from(t, normals[g], c + 1.5 * diag * dirs[k])
                     ps = self._cut(t[seen], centres, radius=radius, num_points=self.patch_points,
-                                         min_points="partial", rng=self._rng(400 + 10 * g + v),
-                                         point_features=self._channel(tdev[g] if tdev else None, radius, seen))
+                                   min_points="partial", rng=self._rng(400 + 10 * g + v),
+                                   point_features=self._channel(tdev[g] if tdev else None, radius, seen))
                     feats.append(self._features(ps))
                     valid.append(ps.valid)
                     counts.append(ps.counts)
@@ -661,9 +661,9 @@ class AnomalyDetector(PartRegistry):
                 if len(view) < MIN_SCAN_POINTS:
                     continue
                 ps = self._cut(view, pb.centres, radius=pb.radius, num_points=self.patch_points,
-                                     min_points="partial", rng=rng,
-                                     point_features=self._channel(pb.template_dev[g] if pb.template_dev else None,
-                                                                  pb.radius, seen))
+                               min_points="partial", rng=rng,
+                               point_features=self._channel(pb.template_dev[g] if pb.template_dev else None,
+                                                            pb.radius, seen))
                 if not ps.valid.any():
                     continue
                 feats = self._features(ps)
@@ -758,14 +758,14 @@ class AnomalyDetector(PartRegistry):
             d, _ = cKDTree(pb.reference).query(pts, k=1)
             chamfer, reg_ok = float(d.mean()), True
         reg = transform_points(T, pts)
-        reg_tree = cKDTree(reg)  # shared by the patch cutting, coverage and the support crop
         t1 = time.perf_counter()
         timings["register"] = t1 - t0
+        reg_tree = cKDTree(reg)  # shared by the patch cutting, coverage and the support crop
         need_dev = self.uses_deviation or self.point_deviation_weight > 0
         dev = self._surfaces(pb).deviation(reg) if need_dev and len(pb.templates) >= 2 else None
         ps = self._cut(reg, pb.centres, radius=pb.radius, num_points=self.patch_points,
-                             min_points="partial" if self.partial_scans else 0, rng=self._rng(999), tree=reg_tree,
-                             point_features=self._channel(dev, pb.radius))
+                       min_points="partial" if self.partial_scans else 0, rng=self._rng(999), tree=reg_tree,
+                       point_features=self._channel(dev, pb.radius))
         if self.partial_scans and self.min_patch_fraction != 0.5:
             nz = ps.counts[ps.counts > 0]
             lim = self.min_patch_fraction * nz.mean() if nz.size else 0
@@ -845,10 +845,10 @@ class AnomalyDetector(PartRegistry):
         """Patches of template ``g`` cut to its points ``keep`` at the locations ``cols``,
         resampled with the template's own point keys (a patch the cut leaves whole is the fitted one)."""
         return self._cut(pb.templates[g][keep], pb.centres[cols], radius=pb.radius,
-                               num_points=self.patch_points, min_points=0,
-                               point_keys=self._template_keys(pb, g, len(pb.templates[g]))[keep],
-                               point_features=self._channel(pb.template_dev[g] if pb.template_dev else None,
-                                                            pb.radius, keep))
+                         num_points=self.patch_points, min_points=0,
+                         point_keys=self._template_keys(pb, g, len(pb.templates[g]))[keep],
+                         point_features=self._channel(pb.template_dev[g] if pb.template_dev else None,
+                                                      pb.radius, keep))
 
     def _fill_features(self, F: np.ndarray, todo: list, where: list, V: np.ndarray | None = None) -> None:
         """One feature pass over the patch arrays ``todo``; the features of ``todo[i]`` go to
