@@ -218,16 +218,18 @@ class SetAbstractionMSG(nn.Module):
         d = square_distance(new_xyz, xyz)
         kmax = min(max(self.cfg.nsamples), xyz.shape[1])
         dk, ik = torch.topk(d, kmax, dim=-1, largest=False, sorted=True)
+        # features and coordinates gathered together, the coordinates then made local in place
+        both = xyz if feats is None else torch.cat([feats, xyz], dim=-1)
+        c = both.shape[-1] - 3
         outs = []
         for radius, nsample, mlp in zip(self.cfg.radii, self.cfg.nsamples, self.mlps):
             k = min(nsample, kmax)
             idx = torch.where(dk[..., :k] > radius * radius, ik[..., :1].expand(-1, -1, k), ik[..., :k])
             if k < nsample:
                 idx = torch.cat([idx, idx[..., :1].expand(-1, -1, nsample - k)], dim=-1)
-            grouped = (index_points(xyz, idx) - new_xyz.unsqueeze(2)) / radius  # local, ~unit ball
-            if feats is not None:
-                grouped = torch.cat([index_points(feats, idx), grouped], dim=-1)
-            outs.append(mlp(grouped).max(dim=2).values)  # (B, S, C_s)
+            grouped = index_points(both, idx)  # (B, S, K, C + 3)
+            grouped[..., c:] = (grouped[..., c:] - new_xyz.unsqueeze(2)) / radius  # local, ~unit ball
+            outs.append(mlp(grouped).amax(dim=2))  # (B, S, C_s)
         return new_xyz, torch.cat(outs, dim=-1)
 
 
@@ -239,7 +241,7 @@ class SetAbstractionAll(nn.Module):
         self.mlp = SharedMLP(in_channels + 3, widths)
 
     def forward(self, xyz: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
-        return self.mlp(torch.cat([feats, xyz], dim=-1)).max(dim=1).values
+        return self.mlp(torch.cat([feats, xyz], dim=-1)).amax(dim=1)
 
 
 class PointNet2MSG(nn.Module):

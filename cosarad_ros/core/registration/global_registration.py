@@ -182,10 +182,10 @@ def feature_correspondences(source: Features, target: Features, *, k: int = 2, m
     from scipy.spatial import cKDTree
 
     k = max(1, min(int(k), len(target.fpfh)))
-    _, nn = cKDTree(target.fpfh).query(source.fpfh, k=k)
+    _, nn = cKDTree(target.fpfh).query(source.fpfh, k=k, workers=-1)
     nn = nn.reshape(len(source.fpfh), k)
     if mutual_filter:
-        _, back = cKDTree(source.fpfh).query(target.fpfh, k=1)
+        _, back = cKDTree(source.fpfh).query(target.fpfh, k=1, workers=-1)
         src_idx = np.arange(len(source.fpfh))
         mutual = back[nn[:, 0]] == src_idx
         if mutual.sum() >= min_mutual:

@@ -206,7 +206,7 @@ def remove_statistical_outliers(points, *, nb_neighbors: int = 20, std_ratio: fl
     k = int(min(nb_neighbors, len(pts) - 1))
     from scipy.spatial import cKDTree
 
-    d, _ = cKDTree(pts).query(pts, k=k + 1)
+    d, _ = cKDTree(pts).query(pts, k=k + 1, workers=-1)
     mean_d = d[:, 1:].mean(axis=1)
     mu, sigma = mean_d.mean(), mean_d.std()
     keep = mean_d <= mu + std_ratio * sigma
