@@ -110,6 +110,27 @@ class GlobalAligner(ABC):
         return f"{type(self).__name__}({args})"
 
 
+def _fit_from_moments(H: np.ndarray, mp: np.ndarray, mq: np.ndarray, var: np.ndarray | None):
+    """Rotation (times scale when ``var``, the source spread, is given) and translation from the
+    cross-covariances ``H (B, 3, 3)`` and means ``mp``, ``mq`` ``(B, 3)`` (Arun et al. 1987 /
+    Umeyama 1991; reflections excluded)."""
+    U, S, Vt = np.linalg.svd(H)
+    V = np.swapaxes(Vt, 1, 2)
+    Ut = np.swapaxes(U, 1, 2)
+    d = np.sign(np.linalg.det(V @ Ut))
+    d[d == 0] = 1.0
+    D = np.zeros((len(H), 3, 3))
+    D[:, 0, 0] = 1.0
+    D[:, 1, 1] = 1.0
+    D[:, 2, 2] = d
+    R = V @ D @ Ut
+    if var is not None:
+        sc = (S[:, 0] + S[:, 1] + d * S[:, 2]) / np.maximum(var, 1e-300)
+        R = R * sc[:, None, None]
+    t = mq - np.einsum("bij,bj->bi", R, mp)
+    return R, t
+
+
 def _kabsch_batch(P: np.ndarray, Q: np.ndarray, with_scale: bool = False):
     """Rigid (or similarity) fits for a batch of point sets: ``P``, ``Q`` ``(B, n, 3)`` ->
     ``R (B, 3, 3)`` including the scale, ``t (B, 3)`` (Arun et al. 1987 / Umeyama 1991)."""
@@ -117,22 +138,7 @@ def _kabsch_batch(P: np.ndarray, Q: np.ndarray, with_scale: bool = False):
     mq = Q.mean(axis=1)
     Pc = P - mp[:, None]
     H = np.einsum("bni,bnj->bij", Pc, Q - mq[:, None])
-    U, S, Vt = np.linalg.svd(H)
-    V = np.swapaxes(Vt, 1, 2)
-    Ut = np.swapaxes(U, 1, 2)
-    d = np.sign(np.linalg.det(V @ Ut))
-    d[d == 0] = 1.0
-    D = np.zeros((len(P), 3, 3))
-    D[:, 0, 0] = 1.0
-    D[:, 1, 1] = 1.0
-    D[:, 2, 2] = d
-    R = V @ D @ Ut
-    if with_scale:
-        var = np.einsum("bni,bni->b", Pc, Pc)
-        sc = (S[:, 0] + S[:, 1] + d * S[:, 2]) / np.maximum(var, 1e-300)
-        R = R * sc[:, None, None]
-    t = mq - np.einsum("bij,bj->bi", R, mp)
-    return R, t
+    return _fit_from_moments(H, mp, mq, np.einsum("bni,bni->b", Pc, Pc) if with_scale else None)
 
 
 def _kabsch_weighted(P: np.ndarray, Q: np.ndarray, W: np.ndarray, with_scale: bool = False):
@@ -143,22 +149,7 @@ def _kabsch_weighted(P: np.ndarray, Q: np.ndarray, W: np.ndarray, with_scale: bo
     mq = np.einsum("bn,bni->bi", W, Q) / sw[:, None]
     Pc = P - mp[:, None]
     H = np.einsum("bn,bni,bnj->bij", W, Pc, Q - mq[:, None])
-    U, S, Vt = np.linalg.svd(H)
-    V = np.swapaxes(Vt, 1, 2)
-    Ut = np.swapaxes(U, 1, 2)
-    d = np.sign(np.linalg.det(V @ Ut))
-    d[d == 0] = 1.0
-    D = np.zeros((len(P), 3, 3))
-    D[:, 0, 0] = 1.0
-    D[:, 1, 1] = 1.0
-    D[:, 2, 2] = d
-    R = V @ D @ Ut
-    if with_scale:
-        var = np.einsum("bn,bni,bni->b", W, Pc, Pc)
-        sc = (S[:, 0] + S[:, 1] + d * S[:, 2]) / np.maximum(var, 1e-300)
-        R = R * sc[:, None, None]
-    t = mq - np.einsum("bij,bj->bi", R, mp)
-    return R, t
+    return _fit_from_moments(H, mp, mq, np.einsum("bn,bni,bni->b", W, Pc, Pc) if with_scale else None)
 
 
 def _to_matrix(R: np.ndarray, t: np.ndarray) -> np.ndarray:
