@@ -143,7 +143,7 @@ def test_retries_run_until_the_chamfer_is_within_accept_spacing():
 def test_read_only_reference_gives_the_same_pose_and_is_prepared_once():
     """Registering onto a read-only reference (what the detectors pass) keeps its preparation
     between scans and lands on the same pose as a writeable copy; near-symmetric part, retries on."""
-    from cosarad_ros.core.anomaly import align
+    from cosarad_ros.core.registration.cloud import readonly_memo
 
     rng = np.random.default_rng(4)
     ref = _part(rng, n=25000)
@@ -153,8 +153,9 @@ def test_read_only_reference_gives_the_same_pose_and_is_prepared_once():
     ro = ref.copy()
     ro.flags.writeable = False
     a = align_to_reference(scan, ro, seed=0)
-    assert align._memo(ro, "tree") is not None and align._memo(ro, ("sample", 1)) is not None
+    memo = readonly_memo(ro)
+    assert "tree" in memo and not memo[("sample", 1)].flags.writeable  # kept, and prepared once by register()
     b = align_to_reference(scan, ro, seed=0)
     c = align_to_reference(scan, ref, seed=0)
     assert a.ok and np.allclose(a.transform, b.transform) and np.allclose(a.transform, c.transform, atol=1e-9)
-    assert align._memo(ref, "tree") is None  # a writeable reference is never kept
+    assert readonly_memo(ref) is None and ref.flags.writeable  # a writeable reference is never kept, nor changed

@@ -190,29 +190,6 @@ def _plane_icp_batch(src: np.ndarray, tree: cKDTree, tpts: np.ndarray, tnormals:
     return out
 
 
-_MEMO: list = []  # (read-only target array, {key: value}), most recent last
-
-
-def _memo(tgt: np.ndarray, key, value=None):
-    """Per-target memo for read-only target arrays (a writeable array may change between calls,
-    so nothing is kept for it). With ``value``: store it; without: the stored value or None."""
-    if tgt.flags.writeable:
-        return None
-    for i, (arr, d) in enumerate(_MEMO):
-        if arr is tgt:
-            _MEMO.append(_MEMO.pop(i))
-            break
-    else:
-        if value is None:
-            return None
-        d = {}
-        _MEMO.append((tgt, d))
-        del _MEMO[:-8]
-    if value is not None:
-        d[key] = value
-    return d.get(key)
-
-
 def resolve_symmetry(source, target, transform, *, target_tree: cKDTree | None = None,
                      step_deg: float = 30.0, probe_points: int = 300, screen_points: int = 1000, screen_top: int = 4,
                      refine_top: int = 2, min_gain: float = 0.03, seed: int = 0) -> tuple[np.ndarray, float]:
@@ -326,21 +303,24 @@ def align_to_reference(source, target, *, attempts: int = 3, retries: int = 5, s
     import warnings
 
     from ..registration import register
+    from ..registration.cloud import readonly_memo
 
     src = np.asarray(source, dtype=np.float64)
     tgt = np.asarray(target, dtype=np.float64)
-    tree = target_tree if target_tree is not None else _memo(tgt, "tree")
+    # a read-only reference keeps its tree, spacing and samples between calls (and register()
+    # keeps the samples' preparation); anything else gets a throwaway memo
+    memo = readonly_memo(tgt)
+    memo = {} if memo is None else memo
+    tree = target_tree if target_tree is not None else memo.get("tree")
     if tree is None:
-        tree = cKDTree(tgt)
-        _memo(tgt, "tree", tree)
+        tree = memo["tree"] = cKDTree(tgt)
     voxel = float(np.linalg.norm(tgt.max(0) - tgt.min(0))) / 50.0
     # two independent samples of one surface lie about half their spacing apart, so sparse
     # clouds get a looser Chamfer bound than 0.3 voxel
-    spacing = _memo(tgt, ("spacing", seed))
+    spacing = memo.get(("spacing", seed))
     if spacing is None:
         probe = tgt[np.random.default_rng(seed).choice(len(tgt), min(len(tgt), 2000), replace=False)]
-        spacing = float(np.median(tree.query(probe, k=2)[0][:, 1]))
-        _memo(tgt, ("spacing", seed), spacing)
+        spacing = memo[("spacing", seed)] = float(np.median(tree.query(probe, k=2)[0][:, 1]))
     max_chamfer = max(0.3 * voxel, 1.5 * spacing)
     # retries stop early only below a tighter bound: on dense clouds 0.3 voxel lets a partial
     # view sit on the wrong face of a boxy part (mean distance 2x that of the true pose). A right
@@ -355,13 +335,13 @@ def align_to_reference(source, target, *, attempts: int = 3, retries: int = 5, s
         # the global registration and its ICPs work on at most 20k reference points (their cost
         # grows with the reference, rebuilt per call), a fresh sample per retry (the sample alone
         # decides some near-symmetric cases); Chamfer distances are measured on the full reference
-        reg_tgt = _memo(tgt, ("sample", seed + 1 + k))
+        reg_tgt = memo.get(("sample", seed + 1 + k))
         if reg_tgt is None:
             reg_tgt = tgt if len(tgt) <= 20_000 else tgt[np.random.default_rng(seed + 1 + k).choice(len(tgt), 20_000,
                                                                                                  replace=False)]
-            if not tgt.flags.writeable:  # read-only: the sample (and its registration preprocessing) is kept
+            if not tgt.flags.writeable and reg_tgt is not tgt:  # read-only: register() prepares it once
                 reg_tgt.flags.writeable = False
-                _memo(tgt, ("sample", seed + 1 + k), reg_tgt)
+            memo[("sample", seed + 1 + k)] = reg_tgt
         cands = []
         try:
             r = register(sub, reg_tgt, attempts=attempts, seed=seed + k)

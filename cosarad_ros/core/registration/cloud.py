@@ -8,7 +8,26 @@ from scipy.spatial import cKDTree
 from ..geometry import as_points
 from .preprocess import estimate_normals, point_spacing, to_o3d
 
-__all__ = ["Cloud", "as_cloud_array"]
+__all__ = ["Cloud", "as_cloud_array", "readonly_memo"]
+
+
+_READONLY: list = []  # (read-only array, memo dict), most recently used last
+
+
+def readonly_memo(array) -> dict | None:
+    """A dict kept with a read-only numpy ``array`` (by identity; the 16 most recently used), for
+    work derived from it (a reference's k-d tree, samples, normals, features); ``None`` for
+    anything else, since a writeable array may change between calls."""
+    if not isinstance(array, np.ndarray) or array.flags.writeable:
+        return None
+    for i, (a, memo) in enumerate(_READONLY):
+        if a is array:
+            _READONLY.append(_READONLY.pop(i))
+            return memo
+    memo: dict = {}
+    _READONLY.append((array, memo))
+    del _READONLY[:-16]
+    return memo
 
 
 def as_cloud_array(cloud, *, name: str) -> tuple[np.ndarray, np.ndarray | None]:

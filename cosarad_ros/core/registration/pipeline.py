@@ -29,7 +29,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..geometry import as_transform, rotation_angle_deg
-from .cloud import Cloud, as_cloud_array
+from .cloud import Cloud, as_cloud_array, readonly_memo
 from .global_registration import compute_features, make_global_aligner, symmetry_hypotheses
 from .metrics import constraint_strength, scale_information, score_alignment
 from .preprocess import (estimate_noise, estimate_normals, part_size, point_spacing,
@@ -186,21 +186,15 @@ class _Target:
         return self._features[key]
 
 
-_TARGETS: list = []  # (array, _Target), most recent last
-
-
 def _prepared_target(target) -> _Target:
-    """The :class:`_Target` of ``target``; reused while the same read-only numpy array comes back
-    (a writeable array may change between calls, so it is prepared afresh every time)."""
-    if not (isinstance(target, np.ndarray) and not target.flags.writeable):
-        return _Target(target)
-    for i, (arr, prep) in enumerate(_TARGETS):
-        if arr is target:
-            _TARGETS.append(_TARGETS.pop(i))
-            return prep
-    prep = _Target(target)
-    _TARGETS.append((target, prep))
-    del _TARGETS[:-8]
+    """The :class:`_Target` of ``target``; kept with a read-only numpy array
+    (:func:`.cloud.readonly_memo`), prepared afresh for anything else."""
+    memo = readonly_memo(target)
+    prep = memo.get("registration_target") if memo is not None else None
+    if prep is None:
+        prep = _Target(target)
+        if memo is not None:
+            memo["registration_target"] = prep
     return prep
 
 
