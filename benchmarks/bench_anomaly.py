@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", default="cosarad,fpfh,global-bank,deviation")
     ap.add_argument("--classes", default="")
     ap.add_argument("--max-tests", type=int, default=16, help="test scans per class (half good, half defective)")
-    ap.add_argument("--timing-scans", type=int, default=5, help="50k-point scans timed")
+    ap.add_argument("--timing-scans", type=int, default=5, help="50k-point scans timed (0: no timing)")
     ap.add_argument("--timing-class", default=None, help="class used for timing (default: the first)")
     ap.add_argument("--out", default="out/bench_anomaly")
     ap.add_argument("--cache", default=None, help="registration / bank cache (default OUT/_cache)")
@@ -70,6 +70,8 @@ def main(argv=None) -> int:
     ap.add_argument("--timing-only", action="store_true",
                     help="skip the AUROC evaluation; time the methods only (banks from --cache)")
     args = ap.parse_args(argv)
+    if args.timing_scans < 0:
+        ap.error("--timing-scans must be >= 0")
 
     import torch
 
@@ -111,7 +113,7 @@ def main(argv=None) -> int:
     tcls = next((c for c in data if c.name == args.timing_class), data[0])
     rc, scans = _fifty_k_scans(tcls, args.timing_scans, rng)
     timing = {}
-    for method in [m for m in args.methods.split(",") if m]:
+    for method in [m for m in args.methods.split(",") if m] if scans else []:
         model = None
         if method in ("cosarad", "global-bank"):
             from cosarad_ros.core.anomaly.evaluation import assign_models
@@ -128,7 +130,8 @@ def main(argv=None) -> int:
         stages = {k: float(np.median([r.timings[k] for r in runs])) for k in runs[0].timings}
         timing[method] = {"median_s": float(np.median(totals)), "stages_median_s": stages, "points": len(scans[0]),
                           "anomalous_verdicts_on_good": int(sum(r.is_anomalous for r in runs))}
-    summary["timing"] = {"class": tcls.name, "scans": len(scans), **timing}
+    if timing:
+        summary["timing"] = {"class": tcls.name, "scans": len(scans), **timing}
 
     if not args.timing_only:
         print("method         O-AUROC  P-AUROC  s/scan(50k)  (mean over held-out classes)")
