@@ -132,6 +132,36 @@ def test_short_training_lowers_loss_and_resumes(tmp_path):
         assert len(json.load(f)) == 4
 
 
+def _same_weights(model, state) -> bool:
+    own = model.state_dict()
+    return all(torch.allclose(own[k].float(), v.float(), atol=2e-3, rtol=2e-3) for k, v in state.items()
+               if k in own and v.is_floating_point())
+
+
+def test_select_writes_the_last_or_the_best_validation_epoch(tmp_path):
+    from cosarad_ros.core.anomaly.model import load_model
+
+    ts = TripletSet(_patch_triplets(40, 128).astype(np.float16), np.array(["a"] * 20 + ["b"] * 20))
+    cfg = TrainConfig(backbone="tiny", epochs=3, batch_size=10, lr=2e-3, val_fraction=0.25, num_threads=2,
+                      augment=AugmentConfig(crop_probability=0.0), half=False)
+    with pytest.raises(ValueError, match="select"):
+        train(ts, str(tmp_path / "bad"), TrainConfig(**{**cfg.__dict__, "select": "first"}), progress=False)
+    out = str(tmp_path / "run")
+    res = train(ts, out, cfg, progress=False)  # default: the last epoch
+    ck = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)
+    best = torch.load(os.path.join(out, "best_state.pt"), weights_only=True)
+    m, info = load_model(res.model_path)
+    assert info.extra["select"] == "last" and info.extra["exported_epoch"] == 3
+    assert _same_weights(m, ck["model"])
+    # the same finished run resumed with select="best" (resuming accepts a changed select)
+    res_b = train(ts, out, TrainConfig(**{**cfg.__dict__, "select": "best"}), resume=True, progress=False)
+    mb, info_b = load_model(res_b.model_path)
+    assert info_b.extra["exported_epoch"] == res_b.best_epoch
+    assert _same_weights(mb, best)
+    if res_b.best_epoch != 3:  # the two selections then differ
+        assert not _same_weights(mb, ck["model"])
+
+
 def test_synthetic_defects_change_the_patch_locally():
     from cosarad_ros.core.anomaly.augment import SYNTHETIC_DEFECTS, synthetic_defect
 

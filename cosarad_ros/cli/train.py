@@ -74,6 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     help="smallest share of the templates' points a good scan's patch needs to be a positive")
     tr.add_argument("--patch-radius-rel", type=float, default=0.06,
                     help="patch radius / reference bounding-box diagonal (the detector's default)")
+    tr.add_argument("--select", choices=("last", "best"), default="last",
+                    help="weights written as the model: the last epoch (default) or the epoch of the best "
+                         "validation triplet accuracy")
     tr.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke runs)")
     tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     tr.add_argument("--export", choices=("best", "last"), default=None,
@@ -109,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
                          min_positive_coverage=args.min_positive_coverage, seed=args.seed)
     cfg = TrainConfig(backbone=args.backbone, feature_dim=args.feature_dim, inputs=args.inputs, epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, margin=args.margin, num_threads=args.threads,
-                      device=args.device, seed=args.seed)
+                      device=args.device, seed=args.seed, select=args.select)
     trip_path = os.path.join(args.out, "triplets.npz")
     t0 = time.perf_counter()
     held_out: list[str] = []
@@ -146,9 +149,12 @@ def run(args: argparse.Namespace) -> int:
                             "held_out_classes": held_out, "prepare_s": round(prep_s, 1)})
     summary = {"model": res.model_path, "classes_seen": list(res.classes_seen), "held_out_classes": held_out,
                "triplets": len(triplets), "epochs": len(res.history), "best_epoch": res.best_epoch,
+               "select": args.select, "exported_epoch": res.best_epoch if args.select == "best" else len(res.history),
                "train_wall_s": round(res.wall_s, 1), "prepare_wall_s": round(prep_s, 1), "command": command,
                "final": res.history[-1] if res.history else {}}
     with open(os.path.join(args.out, "training.json"), "w") as f:
         json.dump(summary, f, indent=2)
-    print(f"model written to {res.model_path} (best epoch {res.best_epoch}, {res.wall_s / 60:.1f} min training)")
+    which = f"best-validation epoch {res.best_epoch}" if args.select == "best" else \
+        f"last epoch {len(res.history)}; best validation at epoch {res.best_epoch}"
+    print(f"model written to {res.model_path} ({which}, {res.wall_s / 60:.1f} min training)")
     return 0
