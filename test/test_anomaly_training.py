@@ -147,14 +147,14 @@ def test_select_writes_the_last_or_the_best_validation_epoch(tmp_path):
     with pytest.raises(ValueError, match="select"):
         train(ts, str(tmp_path / "bad"), TrainConfig(**{**cfg.__dict__, "select": "first"}), progress=False)
     out = str(tmp_path / "run")
-    res = train(ts, out, cfg, progress=False)  # default: the last epoch
+    res = train(ts, out, TrainConfig(**{**cfg.__dict__, "select": "last"}), progress=False)
     ck = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)
     best = torch.load(os.path.join(out, "best_state.pt"), weights_only=True)
     m, info = load_model(res.model_path)
     assert info.extra["select"] == "last" and info.extra["exported_epoch"] == 3
     assert _same_weights(m, ck["model"])
-    # the same finished run resumed with select="best" (resuming accepts a changed select)
-    res_b = train(ts, out, TrainConfig(**{**cfg.__dict__, "select": "best"}), resume=True, progress=False)
+    # the same finished run resumed with the default select="best" (resuming accepts a changed select)
+    res_b = train(ts, out, cfg, resume=True, progress=False)
     mb, info_b = load_model(res_b.model_path)
     assert info_b.extra["exported_epoch"] == res_b.best_epoch
     assert _same_weights(mb, best)

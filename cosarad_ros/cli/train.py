@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="train on N small procedural toy classes instead of --data (smoke runs)")
     parser.add_argument("--out", required=True, help="output folder")
     tr = parser.add_argument_group("training")
-    tr.add_argument("--epochs", type=int, default=15)
+    tr.add_argument("--epochs", type=int, default=10)
     tr.add_argument("--batch-size", type=int, default=32, help="triplets per step before mining")
     tr.add_argument("--lr", type=float, default=5e-4)
     tr.add_argument("--margin", type=float, default=0.6, help="initial triplet margin")
@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          "good templates (default, the shipped models) or coordinates only (the paper)")
     tr.add_argument("--centres-per-defect", type=int, default=6)
     tr.add_argument("--combos", type=int, default=2, help="(anchor, positive) pairs per centre")
-    tr.add_argument("--weak", type=int, default=1000,
+    tr.add_argument("--weak", type=int, default=500,
                     help="synthetic-defect (weak objective) triplets per class (0: only labelled defects)")
     tr.add_argument("--weak-scan-positive", type=float, default=1.0,
                     help="share of weak triplets whose positive is a good partial scan (else a template)")
@@ -74,9 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     help="smallest share of the templates' points a good scan's patch needs to be a positive")
     tr.add_argument("--patch-radius-rel", type=float, default=0.06,
                     help="patch radius / reference bounding-box diagonal (the detector's default)")
-    tr.add_argument("--select", choices=("last", "best"), default="last",
-                    help="weights written as the model: the last epoch (default) or the epoch of the best "
-                         "validation triplet accuracy")
+    tr.add_argument("--select", choices=("best", "last"), default="best",
+                    help="weights written as the model: the epoch of the best validation triplet accuracy "
+                         "(default) or the last epoch")
     tr.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke runs)")
     tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     tr.add_argument("--export", choices=("best", "last"), default=None,

@@ -13,7 +13,7 @@ the EMA miner of :mod:`.miner` (semi-hard, topped up with hard then easy to >= 0
 augmentations of :mod:`.augment`, Adam (lr 5e-4) with a cosine schedule. Checkpoints after
 every epoch (``checkpoint.pt``, loadable with ``torch.load(weights_only=True)``), ``--resume``
 continues from them; curves of loss / yield / margin / validation triplet accuracy go to PNG.
-The last epoch's weights (or, with ``select="best"``, the best-validation epoch's) are written as
+The best-validation epoch's weights (or, with ``select="last"``, the last epoch's) are written as
 the model file (safetensors, see :mod:`.model`).
 """
 from __future__ import annotations
@@ -270,12 +270,11 @@ class TrainConfig:
         ema_momentum: momentum of the mining network.
         val_fraction: triplets held out for the validation triplet accuracy (progress, and the
             epoch ``select="best"`` writes).
-        select: which weights become the model file: ``"last"`` (the end of the cosine schedule;
-            the default since session 8) or ``"best"`` (the epoch of the best validation triplet
-            accuracy). On the 12 held-out synthetic classes the last epoch scored better (mean
-            O-/P-AUROC 0.879 / 0.972 vs 0.850 / 0.975 for the same runs' best-validation epochs):
-            validation accuracy on the training classes sits at 0.94-0.96 from epoch 2 on and does
-            not track held-out detection.
+        select: which weights become the model file: ``"best"`` (the epoch of the best validation
+            triplet accuracy; the shipped models) or ``"last"`` (the end of the cosine schedule).
+            Neither tracks held-out detection well: validation accuracy on the training classes
+            sits at 0.94-0.96 from epoch 2 on (session 8 measurements in
+            ``cosarad_ros/models/TRAINING.md``).
         augment: augmentation magnitudes.
         num_threads: torch threads (CPU).
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
@@ -296,7 +295,7 @@ class TrainConfig:
     min_yield: float = 0.5
     ema_momentum: float = 0.99
     val_fraction: float = 0.1
-    select: str = "last"
+    select: str = "best"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     num_threads: int = 2
     device: str = "cpu"
