@@ -180,3 +180,45 @@ def test_synthetic_defects_change_the_patch_locally():
             assert (moved > 1e-6).mean() < 0.6  # local: most of the patch is untouched
     with pytest.raises(ValueError):
         synthetic_defect(flat, rng, kind="dent2")
+
+
+def test_crop_to_support_keeps_only_the_anchor_rows_near_the_positive():
+    from cosarad_ros.core.anomaly.training import crop_to_support
+
+    rng = np.random.default_rng(2)
+    anchor = _patch_triplets(1, 512)[0, 0].astype(np.float32)
+    positive = anchor[anchor[:, 0] > 0.5] + np.float32(0.01)  # a view that saw one side only
+    cut = crop_to_support(anchor, positive, tolerance=0.5, rng=rng)
+    assert cut.shape == anchor.shape and cut.dtype == anchor.dtype
+    assert (cut[:, 0] > 0.5 - 0.5 - 1e-6).all()  # nothing farther than the tolerance from the view
+    near = np.array([np.abs(anchor - r).sum(1).min() < 1e-6 for r in cut])
+    assert near.all()  # rows of the anchor, resampled
+    # the first 64 rows are a farthest-point sample (the layout the backbone expects)
+    assert len(np.unique(cut[:64], axis=0)) == 64
+    # a support that misses the patch leaves it whole instead of an empty anchor
+    far = anchor + np.float32(10.0)
+    assert np.array_equal(crop_to_support(anchor, far, tolerance=0.5, rng=rng), anchor)
+    with pytest.raises(ValueError, match="tolerance"):
+        crop_to_support(anchor, positive, tolerance=0.0, rng=rng)
+
+
+def test_weak_triplet_anchors_are_cut_to_the_positive_support():
+    from cosarad_ros.core.anomaly.dataset import toy_benchmark
+    from cosarad_ros.core.anomaly.training import TripletConfig, build_triplets
+
+    classes = toy_benchmark(1, seed=3, n_templates=3, n_good=2, n_bad=1, points=3000)
+    base = dict(weak_per_class=40, weak_scan_positive=1.0, min_positive_coverage=0.1, centres_per_defect=0, seed=1)
+    whole = build_triplets(classes, TripletConfig(**base), progress=False).patches.astype(np.float32)
+    cut = build_triplets(classes, TripletConfig(**base, anchor_support_crop=1.0), progress=False).patches.astype(np.float32)
+
+    def reach(trip):  # farthest anchor row from the positive, patch units
+        a, p = trip[0, :, :3], trip[1, :, :3]
+        return np.sqrt(((a[:, None] - p[None]) ** 2).sum(-1)).min(1).max()
+
+    # support_tolerance 0.25 x R = 0.5 patch units; the rest of the triplets have a template as the
+    # positive (no good scan covers the location) or a sliver too small to cut the anchor to
+    inside_cut = np.mean([reach(t) <= 0.5 + 1e-3 for t in cut])
+    inside_whole = np.mean([reach(t) <= 0.5 + 1e-3 for t in whole])
+    assert inside_cut >= 0.25 and inside_cut > inside_whole + 0.2, (inside_cut, inside_whole)
+    with pytest.raises(ValueError, match="anchor_support_crop"):
+        build_triplets(classes, TripletConfig(**base, anchor_support_crop=1.5), progress=False)

@@ -72,6 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     help="share of weak triplets whose positive is a good partial scan (else a template)")
     tr.add_argument("--min-positive-coverage", type=float, default=0.1,
                     help="smallest share of the templates' points a good scan's patch needs to be a positive")
+    tr.add_argument("--anchor-crop", type=float, default=0.0,
+                    help="share of weak triplets whose anchor template patch is cut to the positive's support, "
+                         "as the detector cuts templates to a scan (0: whole template patches)")
     tr.add_argument("--patch-radius-rel", type=float, default=0.06,
                     help="patch radius / reference bounding-box diagonal (the detector's default)")
     tr.add_argument("--select", choices=("best", "last"), default="best",
@@ -109,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
     tcfg = TripletConfig(patch_radius_rel=args.patch_radius_rel, centres_per_defect=args.centres_per_defect,
                          combos_per_centre=args.combos, weak_per_class=args.weak,
                          weak_scan_positive=args.weak_scan_positive, inputs=args.inputs,
-                         min_positive_coverage=args.min_positive_coverage, seed=args.seed)
+                         min_positive_coverage=args.min_positive_coverage,
+                         anchor_support_crop=args.anchor_crop, seed=args.seed)
     cfg = TrainConfig(backbone=args.backbone, feature_dim=args.feature_dim, inputs=args.inputs, epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, margin=args.margin, num_threads=args.threads,
                       device=args.device, seed=args.seed, select=args.select)

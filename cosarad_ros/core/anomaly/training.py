@@ -24,12 +24,13 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from .augment import AugmentConfig, augment_triplets
 from .dataset import ClassData, register_class
-from .patches import extract_patches, farthest_point_sampling, resolve_patch_radius
+from .patches import PATCH_UNITS_RADIUS, extract_patches, farthest_point_sampling, resolve_patch_radius
 
-__all__ = ["TripletConfig", "TripletSet", "build_triplets", "TrainConfig", "TrainResult", "train",
+__all__ = ["TripletConfig", "TripletSet", "build_triplets", "crop_to_support", "TrainConfig", "TrainResult", "train",
            "plot_curves", "export_model"]
 
 
@@ -58,6 +59,13 @@ class TripletConfig:
         min_positive_coverage: a good scan's patch can be a positive when it holds at least this
             share of the templates' median point count at that location (lower: the network also
             learns that a view cropping a patch to a sliver is not a defect).
+        anchor_support_crop: share of weak triplets with a good-scan positive whose anchor (the
+            template patch) is cut to the positive's support: its points within
+            ``support_tolerance x R`` of a positive point, resampled to ``patch_points``. The
+            detector compares a test patch with templates cut exactly so (``template_crop:
+            support``), so these triplets train the comparison inference makes (0: the anchor
+            is the whole template patch, as in the shipped models).
+        support_tolerance: the cut's tolerance in patch radii (the detector's default, 0.25).
         inputs: ``"xyz"`` (coordinates, the paper) or ``"xyz+deviation"`` (each point also
             carries its deviation from the class's good templates, :mod:`.surfaces`; templates'
             own points leave-one-out). Must match the model's ``inputs``.
@@ -75,6 +83,8 @@ class TripletConfig:
     weak_locations: int = 96
     weak_scan_positive: float = 0.3
     min_positive_coverage: float = 0.5
+    anchor_support_crop: float = 0.0
+    support_tolerance: float = 0.25
     inputs: str = "xyz"
     seed: int = 0
 
@@ -130,6 +140,10 @@ def build_triplets(classes: list[ClassData], cfg: TripletConfig = TripletConfig(
 
     if cfg.inputs not in INPUT_CHANNELS:
         raise ValueError(f"unknown patch inputs {cfg.inputs!r}; choose from {sorted(INPUT_CHANNELS)}")
+    if not 0.0 <= cfg.anchor_support_crop <= 1.0:
+        raise ValueError(f"anchor_support_crop must be in [0, 1], got {cfg.anchor_support_crop}")
+    if not (np.isfinite(cfg.support_tolerance) and cfg.support_tolerance > 0):
+        raise ValueError(f"support_tolerance must be > 0, got {cfg.support_tolerance}")
     rng = np.random.default_rng(cfg.seed)
     all_p, all_c = [], []
     for cls in tqdm(classes, desc="triplets", disable=not progress):
@@ -217,6 +231,29 @@ def _channels(inputs: str, templates: list, R: float):
     return chan
 
 
+def crop_to_support(patch: np.ndarray, support: np.ndarray, *, tolerance: float,
+                    rng: np.random.Generator, min_points: int = 16) -> np.ndarray:
+    """``patch (n, 3 + C)`` cut to its rows within ``tolerance`` (patch units) of a row of
+    ``support (m, 3 + C)``, resampled to ``n`` rows (with replacement) in farthest-point order.
+
+    The training-side twin of the detector's support crop (``template_crop: support``), applied
+    to resampled patches of one location (both in the same patch frame). Returns ``patch``
+    unchanged when fewer than ``min_points`` distinct rows survive the cut.
+    """
+    from .patches import fps_order
+
+    if tolerance <= 0:
+        raise ValueError(f"tolerance must be > 0, got {tolerance}")
+    uniq = np.unique(patch, axis=0)
+    d, _ = cKDTree(support[:, :3]).query(uniq[:, :3], k=1, distance_upper_bound=tolerance)
+    keep = uniq[np.isfinite(d)]
+    if len(keep) < min_points:
+        return patch
+    n = len(patch)
+    pick = rng.choice(len(keep), n, replace=len(keep) < n)
+    return fps_order(keep[pick][None].astype(patch.dtype), 64)[0]
+
+
 def _weak_triplets(ref, R, templates, good_scans, cfg: TripletConfig, rng, t_feats=None, g_feats=None):
     """Synthetic-defect triplets at FPS locations of the reference (see ``weak_per_class``);
     ``t_feats`` / ``g_feats``: per-point input channels of the templates / good scans (or None)."""
@@ -242,15 +279,18 @@ def _weak_triplets(ref, R, templates, good_scans, cfg: TripletConfig, rng, t_fea
         scans = [g for g in gp if g.counts[j] >= cfg.min_positive_coverage * typical]
         ai = int(rng.integers(len(full)))
         other = full[(ai + 1 + int(rng.integers(len(full) - 1))) % len(full)].patches[j] if len(full) > 1 else None
+        a = full[ai].patches[j]
         if scans and (other is None or rng.random() < cfg.weak_scan_positive):
             p = scans[int(rng.integers(len(scans)))].patches[j]
+            if cfg.anchor_support_crop > 0 and rng.random() < cfg.anchor_support_crop:
+                a = crop_to_support(a, p, tolerance=cfg.support_tolerance * PATCH_UNITS_RADIUS, rng=rng)
         elif other is not None:
             p = other
         else:
             continue
         n = synthetic_defect(p, rng).astype(np.float32)
         n = fps_order(n[None], 64)[0]
-        out.append(np.stack([full[ai].patches[j], p, n]))
+        out.append(np.stack([a, p, n]))
     return out
 
 
