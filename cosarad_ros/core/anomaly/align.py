@@ -15,6 +15,14 @@ spacing. A symmetric counterpart that is not an exact symmetry then shows as mil
 such a part offers -- the 24 rotations that map the reference's principal-axis box onto itself,
 and turns about each principal axis in ``step_deg`` steps -- with a quick ICP each, refines the
 best few, and keeps the lowest one-sided Chamfer distance (the selection rule above).
+
+The pose that wins is finally polished by :func:`refine_pose`: point-to-plane ICP (Chen &
+Medioni 1992) of up to 20k scan points against the *whole* reference with its normals, with a
+correspondence distance shrinking from 3 to 1.5 reference point spacings and a Tukey robust loss,
+run to convergence. The global stages work on 12-20k-point samples of the reference with a
+few ICP iterations each; their poses were off by 0.07 mm (median) to 0.36 mm (worst) at the 99th
+percentile of a scan's points on the synthetic benchmark, which the deviation-based scores read as
+0.1-0.5 mm bumps on good parts; after the polish, 0.004-0.013 mm (median) and 0.03-0.19 mm (worst).
 """
 from __future__ import annotations
 
@@ -23,11 +31,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-__all__ = ["ALIGN_VERSION", "Alignment", "align_to_reference", "symmetry_rotations", "resolve_symmetry"]
+__all__ = ["ALIGN_VERSION", "Alignment", "align_to_reference", "symmetry_rotations", "resolve_symmetry",
+           "refine_pose"]
 
 #: bumped when :func:`align_to_reference` can return a different pose for the same clouds (keys
 #: the registration and memory-bank caches)
-ALIGN_VERSION = 4
+ALIGN_VERSION = 5
 
 
 @dataclass(frozen=True)
@@ -282,9 +291,68 @@ def resolve_symmetry(source, target, transform, *, target_tree: cKDTree | None =
     return best_T, best_c
 
 
+def refine_pose(source, target, transform, *, spacing: float, target_normals: np.ndarray | None = None,
+                distances: tuple = (3.0, 1.5), iterations: int = 30, target_tree: cKDTree | None = None,
+                max_points: int = 20_000, seed: int = 0) -> tuple[np.ndarray, float]:
+    """Polish a nearly right pose by point-to-plane ICP against the whole target.
+
+    Args:
+        source: ``(N, 3)`` scan; target: ``(M, 3)`` reference; transform: ``(4, 4)`` source ->
+            target, already within about ``distances[0] x spacing`` of the truth.
+        spacing: the target's typical point spacing (median nearest-neighbour distance).
+        target_normals: ``(M, 3)`` unit normals of ``target`` (estimated from 16 neighbours if
+            not given).
+        distances: correspondence distances of the successive ICP stages, in ``spacing`` units;
+            each stage uses a Tukey loss whose width is half its distance.
+        iterations: most iterations per stage (a stage stops earlier when it converges).
+        target_tree: a ``cKDTree`` of ``target`` for the Chamfer check (optional).
+        max_points: at most this many (random) source points are used.
+
+    Returns:
+        ``(transform, chamfer)``: the polished pose and the one-sided Chamfer distance of the used
+        source points; the input pose and its Chamfer distance when the polish does not lower it.
+    """
+    import open3d as o3d
+
+    src = np.asarray(source, dtype=np.float64)
+    tgt = np.asarray(target, dtype=np.float64)
+    T0 = np.asarray(transform, dtype=np.float64)
+    if src.ndim != 2 or src.shape[1] != 3 or len(src) < 3 or tgt.ndim != 2 or tgt.shape[1] != 3 or len(tgt) < 3:
+        raise ValueError(f"source and target must be (N >= 3, 3) arrays, got {src.shape} and {tgt.shape}")
+    if T0.shape != (4, 4) or not np.isfinite(T0).all():
+        raise ValueError("transform must be a finite (4, 4) matrix")
+    if not (np.isfinite(spacing) and spacing > 0):
+        raise ValueError(f"spacing must be > 0, got {spacing}")
+    if len(src) > max_points:
+        src = src[np.random.default_rng(seed).choice(len(src), max_points, replace=False)]
+    tree = target_tree if target_tree is not None else cKDTree(tgt)
+    tpcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.array(tgt)))  # a copy: may be read-only
+    if target_normals is None:
+        tpcd.estimate_normals(o3d.geometry.KDTreeSearchParamKNN(knn=16))
+    else:
+        tpcd.normals = o3d.utility.Vector3dVector(np.array(target_normals, dtype=np.float64))
+    spcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.array(src)))
+    reg = o3d.pipelines.registration
+    T = T0.copy()
+    for f in distances:
+        dist = float(f) * spacing
+        res = reg.registration_icp(spcd, tpcd, dist, T,
+                                   reg.TransformationEstimationPointToPlane(reg.TukeyLoss(k=0.5 * dist)),
+                                   reg.ICPConvergenceCriteria(relative_fitness=1e-9, relative_rmse=1e-9,
+                                                              max_iteration=int(iterations)))
+        T = np.asarray(res.transformation)
+
+    def chamfer(M):
+        d, _ = tree.query(src @ M[:3, :3].T + M[:3, 3], k=1, workers=-1)
+        return float(d.mean())
+
+    c0, c1 = chamfer(T0), chamfer(T)
+    return (T, c1) if c1 <= c0 else (T0, c0)
+
+
 def align_to_reference(source, target, *, attempts: int = 3, retries: int = 5, seed: int = 0,
                        target_tree: cKDTree | None = None, symmetry: bool = True,
-                       accept_spacing: float = 1.2) -> Alignment:
+                       accept_spacing: float = 1.2, refine: bool = True) -> Alignment:
     """Register ``source (N, 3)`` onto ``target (M, 3)``; retry until the checks pass.
 
     Args:
@@ -297,6 +365,7 @@ def align_to_reference(source, target, *, attempts: int = 3, retries: int = 5, s
         accept_spacing: retries stop once the Chamfer distance is within this many of the
             reference's point spacings (or 0.1 voxel, whichever is larger) with fitness >= 0.8;
             otherwise every retry runs and the lowest Chamfer distance wins.
+        refine: polish the winning pose against the whole reference (:func:`refine_pose`).
     """
     if not (np.isfinite(accept_spacing) and accept_spacing > 0):
         raise ValueError(f"accept_spacing must be > 0, got {accept_spacing}")
@@ -367,6 +436,14 @@ def align_to_reference(source, target, *, attempts: int = 3, retries: int = 5, s
     T, ch, fit = best
     if symmetry:
         T, _ = resolve_symmetry(src, tgt, T, target_tree=tree, seed=seed)
+    if refine:
+        normals = memo.get("normals")
+        if normals is None:
+            from .visibility import estimate_normals
+
+            normals = memo["normals"] = estimate_normals(tgt).astype(np.float64)
+        T, _ = refine_pose(sub, tgt, T, spacing=spacing, target_normals=normals, target_tree=tree, seed=seed)
+    if symmetry or refine:
         ch, fit = _measure(sub, tree, T, voxel)
     reasons = []
     if fit < 0.8:

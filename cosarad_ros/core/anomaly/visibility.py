@@ -36,7 +36,8 @@ def estimate_normals(points: np.ndarray, *, k: int = 16) -> np.ndarray:
     """Unoriented unit normals ``(N, 3)`` from the ``k`` nearest neighbours (PCA, Open3D)."""
     import open3d as o3d
 
-    pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.asarray(points, dtype=np.float64)))
+    # a copy: Open3D refuses read-only arrays (the detectors' references are read-only)
+    pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.array(points, dtype=np.float64)))
     pcd.estimate_normals(o3d.geometry.KDTreeSearchParamKNN(knn=k))
     return np.asarray(pcd.normals, dtype=np.float32)
 
