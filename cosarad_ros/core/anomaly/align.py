@@ -22,7 +22,7 @@ correspondence distance shrinking from 3 to 1.5 reference point spacings and a T
 run to convergence. The global stages work on 12-20k-point samples of the reference with a
 few ICP iterations each; their poses were off by 0.07 mm (median) to 0.36 mm (worst) at the 99th
 percentile of a scan's points on the synthetic benchmark, which the deviation-based scores read as
-0.1-0.5 mm bumps on good parts; after the polish, 0.004-0.013 mm (median) and 0.03-0.19 mm (worst).
+0.1-0.5 mm bumps on good parts; after the polish, 0.004-0.013 mm (median) and 0.02-0.19 mm (worst).
 """
 from __future__ import annotations
 
