@@ -140,6 +140,29 @@ def test_retries_run_until_the_chamfer_is_within_accept_spacing():
         align_to_reference(scan, ref, accept_spacing=0.0)
 
 
+def test_escalation_runs_only_while_the_pose_fails_its_checks():
+    """A cloud no pose can fit (a sphere against a box) gets the extra rounds and is still
+    reported as failed; a scan that registers costs the same with escalation as without; a bad
+    value is refused."""
+    rng = np.random.default_rng(9)
+    ref = _part(rng, n=6000)
+    sphere = rng.normal(size=(4000, 3))
+    sphere = 0.02 * sphere / np.linalg.norm(sphere, axis=1, keepdims=True)
+    plain = align_to_reference(sphere, ref, seed=0, retries=1, escalate=0, symmetry=False, refine=False)
+    more = align_to_reference(sphere, ref, seed=0, retries=1, escalate=2, symmetry=False, refine=False)
+    assert not plain.ok and not more.ok
+    assert more.tries > plain.tries  # two more rounds ran
+    assert more.chamfer <= plain.chamfer + 1e-12  # the best pose is kept across all rounds
+    view = _part(np.random.default_rng(10), n=6000)
+    view = view[partial_view(view, rng, direction=[0.3, -0.2, 1.0])]
+    scan = transform_points(np.linalg.inv(_about_centroid(random_rotation(rng), view)), view)
+    a = align_to_reference(scan, ref, seed=0, escalate=0)
+    b = align_to_reference(scan, ref, seed=0, escalate=6)
+    assert a.ok and b.ok and a.tries == b.tries and np.allclose(a.transform, b.transform)
+    with pytest.raises(ValueError, match="escalate"):
+        align_to_reference(scan, ref, escalate=-1)
+
+
 def test_read_only_reference_gives_the_same_pose_and_is_prepared_once():
     """Registering onto a read-only reference (what the detectors pass) keeps its preparation
     between scans and lands on the same pose as a writeable copy; near-symmetric part, retries on."""

@@ -36,7 +36,7 @@ __all__ = ["ALIGN_VERSION", "Alignment", "align_to_reference", "symmetry_rotatio
 
 #: bumped when :func:`align_to_reference` can return a different pose for the same clouds (keys
 #: the registration and memory-bank caches)
-ALIGN_VERSION = 5
+ALIGN_VERSION = 6
 
 
 @dataclass(frozen=True)
@@ -352,7 +352,7 @@ def refine_pose(source, target, transform, *, spacing: float, target_normals: np
 
 def align_to_reference(source, target, *, attempts: int = 3, retries: int = 5, seed: int = 0,
                        target_tree: cKDTree | None = None, symmetry: bool = True,
-                       accept_spacing: float = 1.2, refine: bool = True) -> Alignment:
+                       accept_spacing: float = 1.2, refine: bool = True, escalate: int = 6) -> Alignment:
     """Register ``source (N, 3)`` onto ``target (M, 3)``; retry until the checks pass.
 
     Args:
@@ -366,9 +366,16 @@ def align_to_reference(source, target, *, attempts: int = 3, retries: int = 5, s
             reference's point spacings (or 0.1 voxel, whichever is larger) with fitness >= 0.8;
             otherwise every retry runs and the lowest Chamfer distance wins.
         refine: polish the winning pose against the whole reference (:func:`refine_pose`).
+        escalate: further retries, with twice the global hypotheses each, run only while the best
+            pose still fails the checks that set ``ok`` (fitness >= 0.8, Chamfer distance within
+            0.3 voxel or 1.5 spacings) after ``retries``: a scan that registers costs nothing
+            more, a hard one (a flat view of a near-symmetric block) gets up to ``escalate`` more
+            rounds before it is reported as failed. 0: off.
     """
     if not (np.isfinite(accept_spacing) and accept_spacing > 0):
         raise ValueError(f"accept_spacing must be > 0, got {accept_spacing}")
+    if int(escalate) != escalate or escalate < 0:
+        raise ValueError(f"escalate must be an integer >= 0, got {escalate}")
     import warnings
 
     from ..registration import register
@@ -400,7 +407,11 @@ def align_to_reference(source, target, *, attempts: int = 3, retries: int = 5, s
     sub = src if len(src) <= 20_000 else src[np.random.default_rng(seed).choice(len(src), 20_000, replace=False)]
     best = None
     tries = 0
-    for k in range(1 + max(0, retries)):
+    n_regular = 1 + max(0, retries)
+    for k in range(n_regular + int(escalate)):
+        if k >= n_regular and best is not None and best[2] >= 0.8 and best[1] <= max_chamfer:
+            break  # escalation only for a pose that would be reported as failed
+        att = attempts if k < n_regular else 2 * attempts
         # the global registration and its ICPs work on at most 20k reference points (their cost
         # grows with the reference, rebuilt per call), a fresh sample per retry (the sample alone
         # decides some near-symmetric cases); Chamfer distances are measured on the full reference
@@ -413,7 +424,7 @@ def align_to_reference(source, target, *, attempts: int = 3, retries: int = 5, s
             memo[("sample", seed + 1 + k)] = reg_tgt
         cands = []
         try:
-            r = register(sub, reg_tgt, attempts=attempts, seed=seed + k)
+            r = register(sub, reg_tgt, attempts=att, seed=seed + k)
             cands.append(np.asarray(r.transform))
         except ValueError:
             pass
