@@ -133,6 +133,8 @@ def test_bad_input_gets_clear_errors(toy, tmp_path):
         AnomalyDetector.from_config({"method": "fpfh", "template_crop": "hull"})
     with pytest.raises(ValueError, match="support_tolerance"):
         AnomalyDetector.from_config({"method": "fpfh", "support_tolerance": 0.0})
+    with pytest.raises(ValueError, match="unknown resample 'fps'"):
+        AnomalyDetector.from_config({"method": "fpfh", "resample": "fps"})
     det = AnomalyDetector.from_config({"method": "fpfh", "num_patches": 32, "partial_scans": False})
     with pytest.raises(ValueError, match="no templates"):
         det.fit("toy", [])

@@ -42,7 +42,7 @@ from scipy.spatial import cKDTree
 from ..geometry import as_points, transform_points
 from .features import PatchFeatureExtractor, make_extractor
 from .memory_bank import MemoryBank, make_bank
-from .patches import extract_patches, farthest_point_sampling, resolve_patch_radius
+from .patches import extract_patches, farthest_point_sampling, resolve_patch_radius, uniform_keys
 from .scoring import AGGREGATORS, add_point_deviation, aggregate, point_scores_from_patches
 
 __all__ = ["DefectRegion", "AnomalyScore", "PartBank", "AnomalyDetector", "METHODS", "calibrate_threshold",
@@ -56,6 +56,7 @@ MIN_SCAN_POINTS = 50
 
 #: how templates are cropped to a partial scan before comparing (``template_crop``)
 TEMPLATE_CROPS = ("support", "views")
+RESAMPLERS = ("random", "uniform")
 
 CACHE_VERSION = 5
 
@@ -361,6 +362,10 @@ class AnomalyDetector(PartRegistry):
             (:func:`.scoring.add_point_deviation`; an addition to the paper); 0: the paper's
             Gaussian-weighted patch score alone. Object scores and thresholds are unchanged.
         deviation_tolerance: see ``point_deviation_weight`` [m].
+        resample: how a patch's points are drawn down to ``patch_points``: ``"random"``
+            (default, what the shipped models were trained on) or ``"uniform"`` (inversely to the
+            local point density, :func:`.patches.uniform_keys`, so scans and templates sampled
+            at different densities give evenly spread patches; an addition to the paper).
     """
 
     def __init__(self, method: str = "cosarad", model: str | None = None, *, patch_radius: float | None = None,
@@ -374,7 +379,7 @@ class AnomalyDetector(PartRegistry):
                  view_points: int = 2000, calibration_views: int = 2, bank_views: int | None = None,
                  std_prior_weight: float = 32.0, point_deviation_weight: float = 1.0,
                  deviation_tolerance: float = 0.25e-3, template_crop: str = "support",
-                 support_tolerance: float = 0.25):
+                 support_tolerance: float = 0.25, resample: str = "random"):
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose from {sorted(METHODS)}")
         if aggregator not in AGGREGATORS:
@@ -395,11 +400,14 @@ class AnomalyDetector(PartRegistry):
             raise ValueError(f"unknown template_crop {template_crop!r}; choose from {TEMPLATE_CROPS}")
         if not (np.isfinite(support_tolerance) and support_tolerance > 0):
             raise ValueError(f"support_tolerance must be > 0, got {support_tolerance}")
+        if resample not in RESAMPLERS:
+            raise ValueError(f"unknown resample {resample!r}; choose from {RESAMPLERS}")
         if bank_views is None:
             bank_views = 3 if template_crop == "views" else 0
         if bank_views < 0:
             raise ValueError(f"bank_views must be >= 0, got {bank_views}")
         self.template_crop = template_crop
+        self.resample = resample
         self.support_tolerance = float(support_tolerance)
         self.point_deviation_weight = float(point_deviation_weight)
         self.deviation_tolerance = float(deviation_tolerance)
@@ -447,14 +455,21 @@ class AnomalyDetector(PartRegistry):
     def _rng(self, salt: int = 0) -> np.random.Generator:
         return np.random.default_rng([self.seed, salt])
 
-    def _template_keys(self, pb: "PartBank | None", g: int, n: int) -> np.ndarray:
+    def _template_keys(self, pb: "PartBank | None", g: int, n: int, points: np.ndarray | None = None) -> np.ndarray:
         """Resampling keys of the ``n`` points of template ``g`` (:func:`.patches.extract_patches`
         ``point_keys``): fixed per template, so a template patch cut again from the same points
         is the fitted one; the leave-one-out sub-banks of calibration keep the original template
         indices in ``groups``."""
         if pb is not None and pb.groups is not None and len(pb.groups) > g:
             g = int(pb.groups[g])
-        return np.random.default_rng([self.seed, 100 + int(g)]).random(n)
+        u = np.random.default_rng([self.seed, 100 + int(g)]).random(n)
+        if self.resample != "uniform" or points is None:
+            return u
+        hit = self._member_cache.get(("keys", id(points)))
+        if hit is None or hit[0] is not points or len(hit[1]) != n:
+            hit = (points, uniform_keys(points, u))
+            self._member_cache[("keys", id(points))] = hit
+        return hit[1]
 
     @property
     def uses_deviation(self) -> bool:
@@ -480,7 +495,12 @@ class AnomalyDetector(PartRegistry):
         return cache[pb.part_type][1]
 
     def _cut(self, points, centres, **kwargs):
-        """:func:`.patches.extract_patches` with the farthest-point prefix the extractor needs."""
+        """:func:`.patches.extract_patches` with the farthest-point prefix the extractor needs
+        (and density-weighted resampling keys with ``resample="uniform"``)."""
+        if self.resample == "uniform" and kwargs.get("point_keys") is None:
+            rng = kwargs.pop("rng", None)
+            rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+            kwargs["point_keys"] = uniform_keys(points, rng.random(len(points)))
         return extract_patches(points, centres, fps_prefix=self.extractor.fps_prefix, **kwargs)
 
     def _features(self, ps) -> np.ndarray:
@@ -507,6 +527,8 @@ class AnomalyDetector(PartRegistry):
                   "bank_views": self.bank_views}
         if self.template_crop != "views":  # keyed only when used: banks of the earlier default stay valid
             params["template_crop"] = [self.template_crop, self.support_tolerance]
+        if self.resample != "random":  # keyed only when used
+            params["resample"] = self.resample
         if self.std_prior_weight:  # keyed only when used: banks of the paper's scoring stay valid
             params["std_prior_weight"] = self.std_prior_weight
         h.update(json.dumps(params, sort_keys=True).encode())
@@ -585,7 +607,7 @@ class AnomalyDetector(PartRegistry):
             tdev = tuple(d.astype(np.float32) for d in TemplateSurfaces.build(regs, normals).leave_one_out())
         for g, t in enumerate(regs):
             ps = self._cut(t, centres, radius=radius, num_points=self.patch_points, min_points=8,
-                           point_keys=self._template_keys(None, g, len(t)),
+                           point_keys=self._template_keys(None, g, len(t), t),
                            point_features=self._channel(tdev[g] if tdev else None, radius))
             feats.append(self._features(ps))
             valid.append(ps.valid)
@@ -846,7 +868,7 @@ class AnomalyDetector(PartRegistry):
         resampled with the template's own point keys (a patch the cut leaves whole is the fitted one)."""
         return self._cut(pb.templates[g][keep], pb.centres[cols], radius=pb.radius,
                          num_points=self.patch_points, min_points=0,
-                         point_keys=self._template_keys(pb, g, len(pb.templates[g]))[keep],
+                         point_keys=self._template_keys(pb, g, len(pb.templates[g]), pb.templates[g])[keep],
                          point_features=self._channel(pb.template_dev[g] if pb.template_dev else None,
                                                       pb.radius, keep))
 

@@ -69,6 +69,9 @@ class TripletConfig:
         inputs: ``"xyz"`` (coordinates, the paper) or ``"xyz+deviation"`` (each point also
             carries its deviation from the class's good templates, :mod:`.surfaces`; templates'
             own points leave-one-out). Must match the model's ``inputs``.
+        resample: how patches are drawn down to ``patch_points``: ``"random"`` (the shipped
+            models) or ``"uniform"`` (inversely to the local point density,
+            :func:`.patches.uniform_keys`); the detector's ``resample`` should match.
         seed: randomness of centre jitter, pair choice and resampling.
     """
 
@@ -86,7 +89,19 @@ class TripletConfig:
     anchor_support_crop: float = 0.0
     support_tolerance: float = 0.25
     inputs: str = "xyz"
+    resample: str = "random"
     seed: int = 0
+
+
+def _draw_keys(points, rng, cfg: TripletConfig) -> dict:
+    """Resampling arguments of :func:`.patches.extract_patches` for ``cfg.resample``."""
+    if cfg.resample == "uniform":
+        from .patches import uniform_keys
+
+        return {"point_keys": uniform_keys(points, rng.random(len(points)))}
+    if cfg.resample != "random":
+        raise ValueError(f"unknown resample {cfg.resample!r}; choose 'random' or 'uniform'")
+    return {"rng": rng}
 
 
 @dataclass(frozen=True)
@@ -176,8 +191,8 @@ def build_triplets(classes: list[ClassData], cfg: TripletConfig = TripletConfig(
         owner = np.concatenate([np.full(len(c), k) for k, (_, c) in enumerate(bad)])
 
         def cut(points, feats):
-            return extract_patches(points, centres, radius=R, num_points=cfg.patch_points, min_points=0, rng=rng,
-                                   point_features=feats)
+            return extract_patches(points, centres, radius=R, num_points=cfg.patch_points, min_points=0,
+                                   point_features=feats, **_draw_keys(points, rng, cfg))
 
         tp = [cut(t, f) for t, f in zip(templates, t_feats)]
         gp = [cut(g, f) for g, f in zip(good_scans, g_feats)]
@@ -185,8 +200,8 @@ def build_triplets(classes: list[ClassData], cfg: TripletConfig = TripletConfig(
         neg_ok = np.zeros(len(centres), dtype=bool)
         for k, (pts, _) in enumerate(bad):
             sel = owner == k
-            ps = extract_patches(pts, centres[sel], radius=R, num_points=cfg.patch_points, min_points=0, rng=rng,
-                                 point_features=chan(pts))
+            ps = extract_patches(pts, centres[sel], radius=R, num_points=cfg.patch_points, min_points=0,
+                                 point_features=chan(pts), **_draw_keys(pts, rng, cfg))
             neg[sel] = ps.patches
             neg_ok[sel] = ps.counts >= 16
         for j in np.nonzero(neg_ok)[0]:
@@ -264,8 +279,8 @@ def _weak_triplets(ref, R, templates, good_scans, cfg: TripletConfig, rng, t_fea
     centres = sub[farthest_point_sampling(sub, cfg.weak_locations, start=int(rng.integers(len(sub))))]
 
     def cut(points, feats):
-        return extract_patches(points, centres, radius=R, num_points=cfg.patch_points, min_points=0, rng=rng,
-                               point_features=feats)
+        return extract_patches(points, centres, radius=R, num_points=cfg.patch_points, min_points=0,
+                               point_features=feats, **_draw_keys(points, rng, cfg))
 
     tp = [cut(t, f) for t, f in zip(templates, t_feats or [None] * len(templates))]
     gp = [cut(g, f) for g, f in zip(good_scans, g_feats or [None] * len(good_scans))]
