@@ -4,7 +4,8 @@ counterpart is moved back to the true pose, an exactly symmetric one keeps an eq
 import numpy as np
 import pytest
 
-from cosarad_ros.core.anomaly.align import align_to_reference, refine_pose, resolve_symmetry, symmetry_rotations
+from cosarad_ros.core.anomaly.align import (align_to_reference, refine_pose, resolve_symmetry, symmetry_candidates,
+                                            symmetry_rotations)
 from cosarad_ros.core.anomaly.dataset import partial_view
 from cosarad_ros.core.geometry import random_rotation, transform_points
 
@@ -95,6 +96,39 @@ def test_exact_symmetry_keeps_an_equally_good_pose():
     d0, _ = cKDTree(ref).query(view)
     assert d.mean() <= d0.mean() * 1.05
     assert chamfer == pytest.approx(d.mean(), rel=0.05)
+
+
+def test_symmetry_candidates_are_the_poses_the_reference_cannot_tell_apart():
+    """A view of a plain box fits its half-turns as well as its true pose: those come back (each
+    turned by 180 degrees and still on the surface), the given pose itself does not; a view of a
+    part no turn maps onto itself gets none; a bad ratio is refused."""
+    from scipy.spatial import cKDTree
+
+    rng = np.random.default_rng(4)
+    ref = _part(rng, boss=False)
+    view = _part(np.random.default_rng(5), boss=False)
+    view = view[partial_view(view, rng, direction=[0.2, 0.1, 1.0])]
+    cands = symmetry_candidates(view, ref, np.eye(4))
+    assert cands.ndim == 3 and cands.shape[1:] == (4, 4) and len(cands) >= 1
+    tree = cKDTree(ref)
+    d0 = tree.query(view)[0].mean()
+    for C in cands:
+        moved = transform_points(C, view)
+        assert tree.query(moved)[0].mean() < 1.25 * d0
+        assert np.linalg.norm(moved - view, axis=1).mean() > 0.01  # a different pose, not the given one
+    angles = np.degrees(np.arccos(np.clip((np.trace(cands[:, :3, :3], axis1=1, axis2=2) - 1) / 2, -1, 1)))
+    assert np.any(angles > 170), angles
+    # three boxes of different sizes in a row, sampled twice: no turn maps them onto themselves
+    def blob(r):
+        return np.concatenate([_box(r, 6000, (0.02, 0.02, 0.02)),
+                               _box(r, 6000, (0.03, 0.05, 0.01)) + [0.03, 0.0, 0.0],
+                               _box(r, 6000, (0.02, 0.01, 0.04)) + [0.06, 0.01, 0.005]])
+
+    assert len(symmetry_candidates(blob(np.random.default_rng(6)), blob(np.random.default_rng(7)), np.eye(4))) == 0
+    with pytest.raises(ValueError, match="max_ratio"):
+        symmetry_candidates(view, ref, np.eye(4), max_ratio=0.5)
+    with pytest.raises(ValueError, match=r"\(4, 4\)"):
+        symmetry_candidates(view, ref, np.eye(3))
 
 
 def test_align_to_reference_recovers_the_pose_of_a_near_symmetric_part():

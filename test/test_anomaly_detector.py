@@ -203,3 +203,47 @@ def test_support_crop_reuses_fitted_features_exactly():
         n_whole += int(whole.sum())
         n_cut += int((ok & ~whole).sum())
     assert n_whole > 0 and n_cut > 0  # both paths ran
+
+
+def _domed_box(seed: int, n: int = 20000) -> np.ndarray:
+    """A 80 x 50 x 20 mm box with a dome (6 mm sphere) off-centre on its top face, sampled."""
+    import trimesh
+
+    dome = trimesh.creation.icosphere(subdivisions=3, radius=0.006)
+    dome.apply_translation((0.025, 0.01, 0.01))
+    part = trimesh.boolean.union([trimesh.creation.box((0.08, 0.05, 0.02)), dome], engine="manifold")
+    return sample_mesh(part, n, seed=seed)[0]
+
+
+def test_symmetry_check_moves_a_half_turned_pose_to_the_one_all_templates_agree_with():
+    """A view handed over half a turn off (the dome on the bare end of the top face) is put back
+    where every template agrees; with the check off the caller's pose stays; a bad gain is
+    refused."""
+    from cosarad_ros.core.anomaly.dataset import partial_view
+
+    rng = np.random.default_rng(12)
+    templates = [_domed_box(20 + g) for g in range(4)]
+    view = _domed_box(30)
+    view = view[partial_view(view, rng, direction=[0.3, -0.2, 1.0])]
+    T_true = np.eye(4)
+    T_true[:3, :3] = random_rotation(rng)
+    T_true[:3, 3] = [0.1, -0.05, 0.2]
+    scan = transform_points(np.linalg.inv(T_true), view)
+    c = templates[0].mean(0)
+    half = np.eye(4)
+    half[:3, :3] = np.diag([-1.0, -1.0, 1.0])
+    half[:3, 3] = c - half[:3, :3] @ c
+    T_wrong = half @ T_true
+    base = {"method": "fpfh", "num_patches": 64, "registration_attempts": 1}
+    on = AnomalyDetector.from_config(base)
+    off = AnomalyDetector.from_config({**base, "symmetry_check": False})
+    for d in (on, off):
+        d.fit("p", templates, aligned=True)
+    fixed = on.score(scan, "p", transform=T_wrong)
+    err = np.linalg.norm(transform_points(fixed.transform, scan) - view, axis=1)
+    assert np.percentile(err, 99) < 5e-4, np.percentile(err, 99)
+    kept = off.score(scan, "p", transform=T_wrong)
+    np.testing.assert_allclose(kept.transform, T_wrong, atol=1e-12)
+    assert fixed.object_score < kept.object_score  # the dome no longer sits on a flat face
+    with pytest.raises(ValueError, match="symmetry_min_gain"):
+        AnomalyDetector.from_config({**base, "symmetry_min_gain": 1.5})

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-__all__ = ["ALIGN_VERSION", "Alignment", "align_to_reference", "symmetry_rotations", "resolve_symmetry",
+__all__ = ["ALIGN_VERSION", "Alignment", "align_to_reference", "symmetry_rotations", "resolve_symmetry", "symmetry_candidates",
            "refine_pose"]
 
 #: bumped when :func:`align_to_reference` can return a different pose for the same clouds (keys
@@ -199,6 +199,68 @@ def _plane_icp_batch(src: np.ndarray, tree: cKDTree, tpts: np.ndarray, tnormals:
     return out
 
 
+class _SymmetryScreen:
+    """A target prepared for testing symmetric poses: thinned to 12k points, centred, with
+    normals and a k-d tree; the rotations of :func:`symmetry_rotations` in its principal frame.
+
+    ``rng`` draws the thinning sample, then the spacing probe (the order matters for
+    reproducible poses)."""
+
+    def __init__(self, tgt: np.ndarray, tree: cKDTree, rng: np.random.Generator, step_deg: float):
+        from .visibility import estimate_normals
+
+        self.tree = tree
+        self.centre = tgt.mean(0)
+        self.tsub = (tgt if len(tgt) <= 12_000 else tgt[rng.choice(len(tgt), 12_000, replace=False)]) - self.centre
+        self.tnorm = estimate_normals(self.tsub).astype(np.float64)
+        self.ttree = cKDTree(self.tsub)
+        _, _, vt = np.linalg.svd(self.tsub, full_matrices=False)
+        self.E = vt.T  # columns: principal axes
+        self.voxel = float(np.linalg.norm(tgt.max(0) - tgt.min(0))) / 50.0
+        probe = tgt[rng.choice(len(tgt), min(len(tgt), 2000), replace=False)]
+        self.spacing = float(np.median(tree.query(probe, k=2)[0][:, 1]))
+        self.rots = symmetry_rotations(step_deg)
+
+    def centred(self, T):  # source -> centred target frame
+        C = T.copy()
+        C[:3, 3] -= self.centre
+        return C
+
+    def uncentred(self, C):
+        T = C.copy()
+        T[:3, 3] += self.centre
+        return T
+
+    def chamfer(self, T, pts):
+        d, _ = self.tree.query(pts @ T[:3, :3].T + T[:3, 3], k=1)
+        return float(d.mean())
+
+    def icp(self, pts, C, schedule, iterations):
+        for dist in schedule:
+            C = _plane_icp(pts, self.ttree, self.tsub, self.tnorm, C, dist, iterations)
+        return C
+
+    def screen(self, C0, probe, scr, top, *, batched: bool = False):
+        """Every rotation applied to the centred pose ``C0``, a short ICP on ``probe`` points,
+        scored by their mean capped distance; the ``top`` best get a longer ICP on ``scr`` (one
+        batched ICP with ``batched``). Returns ``[(chamfer on scr, centred pose)]``, best first."""
+        voxel = self.voxel
+        M = np.tile(np.eye(4), (len(self.rots), 1, 1))
+        M[:, :3, :3] = self.E @ self.rots @ self.E.T  # turns about the centroid (the origin)
+        Cs = _plane_icp_batch(probe, self.ttree, self.tsub, self.tnorm, M @ C0, 2.0 * voxel, 6)
+        moved = np.einsum("kij,nj->kni", Cs[:, :3, :3], probe) + Cs[:, None, :3, 3]
+        d, _ = self.ttree.query(moved.reshape(-1, 3), k=1, distance_upper_bound=voxel, workers=-1)
+        cost = np.minimum(d, voxel).reshape(len(Cs), len(probe)).mean(1)
+        order = np.argsort(cost, kind="stable")[: max(1, top)]
+        if batched:
+            out = list(_plane_icp_batch(scr, self.ttree, self.tsub, self.tnorm, Cs[order], voxel, 8))
+        else:
+            out = [self.icp(scr, Cs[i], (voxel,), 8) for i in order]
+        out = [(self.chamfer(self.uncentred(C), scr), C) for C in out]
+        out.sort(key=lambda c: c[0])
+        return out
+
+
 def resolve_symmetry(source, target, transform, *, target_tree: cKDTree | None = None,
                      step_deg: float = 30.0, probe_points: int = 300, screen_points: int = 1000, screen_top: int = 4,
                      refine_top: int = 2, min_gain: float = 0.03, seed: int = 0) -> tuple[np.ndarray, float]:
@@ -221,74 +283,108 @@ def resolve_symmetry(source, target, transform, *, target_tree: cKDTree | None =
     Returns:
         ``(transform (4, 4), chamfer)`` of the kept pose (Chamfer over at most 2500 source points).
     """
-    from .visibility import estimate_normals
+    src, tgt, T0 = _check_pose_inputs(source, target, transform)
+    tree = target_tree if target_tree is not None else cKDTree(tgt)
+    rng = np.random.default_rng(seed)
+    scr = src if len(src) <= screen_points else src[rng.choice(len(src), screen_points, replace=False)]
+    fine_pts = src if len(src) <= 2500 else src[rng.choice(len(src), 2500, replace=False)]
+    S = _SymmetryScreen(tgt, tree, rng, step_deg)
+    screened = [C for _, C in S.screen(S.centred(T0), scr[: min(len(scr), probe_points)], scr, screen_top)]
+    fine = (0.5 * S.voxel, max(2.0 * S.spacing, 0.25 * S.voxel))
+    first_c = S.chamfer(T0, fine_pts)
+    best_T, best_c = T0, first_c
+    T = S.uncentred(S.icp(fine_pts, S.centred(T0), fine, 10))  # the answer itself, refined
+    c = S.chamfer(T, fine_pts)
+    if c < best_c:
+        best_T, best_c = T, c
+    for C in screened[: max(1, refine_top)]:
+        T = S.uncentred(S.icp(fine_pts, C, fine, 10))
+        c = S.chamfer(T, fine_pts)
+        if c < best_c and c < (1.0 - min_gain) * first_c:
+            best_T, best_c = T, c
+    return best_T, best_c
 
+
+def symmetry_candidates(source, target, transform, *, target_tree: cKDTree | None = None,
+                        step_deg: float = 30.0, probe_points: int = 300, screen_points: int = 1000,
+                        screen_top: int = 12, max_ratio: float = 1.25, seed: int = 0) -> np.ndarray:
+    """The other poses of a near-symmetric ``target`` that fit ``source`` about as well as ``transform``.
+
+    The screen of :func:`resolve_symmetry` (every rotation of :func:`symmetry_rotations` about the
+    target's centroid, a short ICP each on ``probe_points``, the ``screen_top`` best refined on
+    ``screen_points`` source points), keeping the poses whose Chamfer distance is within
+    ``max_ratio`` of that of ``transform`` after the same refinement and that differ from
+    ``transform`` and from each other (mean displacement of the screened points over a voxel,
+    voxel = target box diagonal / 50); the survivors get a point-to-plane ICP (500 points) down
+    to twice the target's point spacing. These are the poses the reference template alone cannot tell
+    apart; something that sees more of the part (all the good templates, as
+    :class:`~cosarad_ros.core.anomaly.detector.CosaradDetector`'s ``symmetry_check`` does)
+    decides between them.
+
+    Args:
+        source: ``(N, 3)`` scan; target: ``(M, 3)`` reference; transform: ``(4, 4)`` source ->
+            target (a finished registration).
+        max_ratio: candidates with a Chamfer distance over ``max_ratio`` x that of ``transform``
+            are not symmetric counterparts and are dropped.
+
+    Returns:
+        ``(K, 4, 4)`` source -> target poses, lowest Chamfer distance first; ``K`` may be 0.
+        Polish one (:func:`refine_pose`) before comparing it with a polished ``transform``.
+    """
+    if not (np.isfinite(max_ratio) and max_ratio >= 1.0):
+        raise ValueError(f"max_ratio must be >= 1, got {max_ratio}")
+    src, tgt, T0 = _check_pose_inputs(source, target, transform)
+    tree = target_tree if target_tree is not None else cKDTree(tgt)
+    rng = np.random.default_rng(seed)
+    scr = src if len(src) <= screen_points else src[rng.choice(len(src), screen_points, replace=False)]
+    from ..registration.cloud import readonly_memo
+
+    memo = readonly_memo(target)  # a read-only reference keeps its prepared screen
+    S = memo.get(("symmetry_screen", seed, step_deg)) if memo is not None else None
+    if S is None or S.tree is not tree:
+        S = _SymmetryScreen(tgt, tree, np.random.default_rng([seed, 1]), step_deg)
+        if memo is not None:
+            memo[("symmetry_screen", seed, step_deg)] = S
+    C0 = S.icp(scr, S.centred(T0), (S.voxel,), 8)
+    limit = max_ratio * S.chamfer(S.uncentred(C0), scr)
+
+    def distinct(C, others):
+        moved = scr @ C[:3, :3].T + C[:3, 3]
+        return all(np.linalg.norm(moved - (scr @ K[:3, :3].T + K[:3, 3]), axis=1).mean() > S.voxel for K in others)
+
+    kept = [C0]
+    for c, C in S.screen(S.centred(T0), scr[: min(len(scr), probe_points)], scr, screen_top, batched=True):
+        if c > limit:
+            break
+        if distinct(C, kept):
+            kept.append(C)
+    if len(kept) == 1:
+        return np.zeros((0, 4, 4))
+    Cs = np.stack(kept[1:])
+    fine = scr[:500]
+    for dist in (0.5 * S.voxel, max(2.0 * S.spacing, 0.25 * S.voxel)):
+        Cs = _plane_icp_batch(fine, S.ttree, S.tsub, S.tnorm, Cs, dist, 6)
+    out: list = []
+    for C in sorted(Cs, key=lambda C: S.chamfer(S.uncentred(C), scr)):
+        if distinct(C, [C0] + out):  # the fine ICP may slide a flat view back onto another pose
+            out.append(C)
+    if not out:
+        return np.zeros((0, 4, 4))
+    out = [S.uncentred(C) for C in out]
+    return np.stack(out)
+
+
+def _check_pose_inputs(source, target, transform):
     src = np.asarray(source, dtype=np.float64)
     tgt = np.asarray(target, dtype=np.float64)
     T0 = np.asarray(transform, dtype=np.float64)
     if src.ndim != 2 or src.shape[1] != 3 or tgt.ndim != 2 or tgt.shape[1] != 3:
         raise ValueError(f"source and target must be (N, 3) arrays, got {src.shape} and {tgt.shape}")
-    if T0.shape != (4, 4):
-        raise ValueError(f"transform must be (4, 4), got {T0.shape}")
-    tree = target_tree if target_tree is not None else cKDTree(tgt)
-    rng = np.random.default_rng(seed)
-    scr = src if len(src) <= screen_points else src[rng.choice(len(src), screen_points, replace=False)]
-    fine_pts = src if len(src) <= 2500 else src[rng.choice(len(src), 2500, replace=False)]
-    # ICP against a thinned, centred copy of the target with normals (its own small tree)
-    centre = tgt.mean(0)
-    tsub = (tgt if len(tgt) <= 12_000 else tgt[rng.choice(len(tgt), 12_000, replace=False)]) - centre
-    tnorm = estimate_normals(tsub).astype(np.float64)
-    ttree = cKDTree(tsub)
-    _, _, vt = np.linalg.svd(tsub, full_matrices=False)
-    E = vt.T  # columns: principal axes
-    voxel = float(np.linalg.norm(tgt.max(0) - tgt.min(0))) / 50.0
-    spacing = float(np.median(tree.query(tgt[rng.choice(len(tgt), min(len(tgt), 2000), replace=False)], k=2)[0][:, 1]))
-
-    def centred(T):  # source -> centred target frame
-        C = T.copy()
-        C[:3, 3] -= centre
-        return C
-
-    def uncentred(C):
-        T = C.copy()
-        T[:3, 3] += centre
-        return T
-
-    def chamfer(T, pts):
-        d, _ = tree.query(pts @ T[:3, :3].T + T[:3, 3], k=1)
-        return float(d.mean())
-
-    def icp(pts, C, schedule, iterations):
-        for dist in schedule:
-            C = _plane_icp(pts, ttree, tsub, tnorm, C, dist, iterations)
-        return C
-
-    probe = scr[: min(len(scr), probe_points)]
-    C0 = centred(T0)
-    rots = symmetry_rotations(step_deg)
-    M = np.tile(np.eye(4), (len(rots), 1, 1))
-    M[:, :3, :3] = E @ rots @ E.T  # turns about the centroid (the origin of the centred frame)
-    Cs = _plane_icp_batch(probe, ttree, tsub, tnorm, M @ C0, 2.0 * voxel, 6)
-    moved = np.einsum("kij,nj->kni", Cs[:, :3, :3], probe) + Cs[:, None, :3, 3]
-    d, _ = ttree.query(moved.reshape(-1, 3), k=1, distance_upper_bound=voxel, workers=-1)
-    cost = np.minimum(d, voxel).reshape(len(Cs), len(probe)).mean(1)
-    screened = [(float(c), C) for c, C in zip(cost, Cs)]
-    screened.sort(key=lambda c: c[0])
-    screened = [icp(scr, C, (voxel,), 8) for _, C in screened[: max(1, screen_top)]]
-    screened.sort(key=lambda C: chamfer(uncentred(C), scr))
-    fine = (0.5 * voxel, max(2.0 * spacing, 0.25 * voxel))
-    first_c = chamfer(T0, fine_pts)
-    best_T, best_c = T0, first_c
-    T = uncentred(icp(fine_pts, C0, fine, 10))  # the answer itself, refined
-    c = chamfer(T, fine_pts)
-    if c < best_c:
-        best_T, best_c = T, c
-    for C in screened[: max(1, refine_top)]:
-        T = uncentred(icp(fine_pts, C, fine, 10))
-        c = chamfer(T, fine_pts)
-        if c < best_c and c < (1.0 - min_gain) * first_c:
-            best_T, best_c = T, c
-    return best_T, best_c
+    if len(src) < 3 or len(tgt) < 3:
+        raise ValueError(f"source and target need at least 3 points, got {len(src)} and {len(tgt)}")
+    if T0.shape != (4, 4) or not np.isfinite(T0).all():
+        raise ValueError(f"transform must be a finite (4, 4) matrix, got shape {T0.shape}")
+    return src, tgt, T0
 
 
 def refine_pose(source, target, transform, *, spacing: float, target_normals: np.ndarray | None = None,

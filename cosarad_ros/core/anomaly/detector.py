@@ -267,13 +267,21 @@ class PartRegistry:
             raise ValueError(f"unknown part type '{part_type}': fit its templates first (known: {known})")
         return self._parts[part_type]
 
-    def _align(self, source: np.ndarray, target: np.ndarray):
+    def _align(self, source: np.ndarray, target: np.ndarray, *, symmetry: bool = True):
         """Register ``source`` onto ``target`` (retries, lowest Chamfer; :func:`.align.align_to_reference`).
 
         The target goes in as a read-only float64 copy kept per target array, so the registration
-        prepares a part type's reference (k-d tree, samples, normals, features) once, not per scan."""
+        prepares a part type's reference (k-d tree, samples, normals, features) once, not per scan.
+        ``symmetry=False`` skips the reference-only symmetry step (the detector's
+        ``symmetry_check`` then tests the same poses against all templates)."""
         from .align import align_to_reference
 
+        return align_to_reference(source, self._readonly(target), attempts=self.registration_attempts,
+                                  seed=self.seed, symmetry=symmetry)
+
+    def _readonly(self, target: np.ndarray) -> np.ndarray:
+        """A read-only float64 copy of ``target``, kept per target array (work derived from it is
+        memoised by :func:`~cosarad_ros.core.registration.cloud.readonly_memo`)."""
         cache = self.__dict__.setdefault("_readonly_refs", {})
         hit = cache.get(id(target))
         if hit is None or hit[0] is not target:
@@ -282,7 +290,54 @@ class PartRegistry:
             if len(cache) >= 32:
                 cache.clear()
             hit = cache[id(target)] = (target, ro)
-        return align_to_reference(source, hit[1], attempts=self.registration_attempts, seed=self.seed)
+        return hit[1]
+
+    def _check_symmetry(self, pb: PartBank, points: np.ndarray, T: np.ndarray) -> np.ndarray:
+        """``symmetry_check``: the pose among ``T`` and its symmetric counterparts whose points
+        lie closest to all the templates (``T`` unless another is better by the minimum gain)."""
+        from ..registration.cloud import readonly_memo
+        from .align import refine_pose, symmetry_candidates
+
+        ref = self._readonly(pb.reference)
+        memo = readonly_memo(ref)
+        tree = memo.get("tree")
+        if tree is None:
+            tree = memo["tree"] = cKDTree(ref)
+        rng = self._rng(555)
+        sub = points if len(points) <= 5000 else points[rng.choice(len(points), 5000, replace=False)]
+        cands = symmetry_candidates(sub, ref, T, target_tree=tree, seed=self.seed)
+        if not len(cands):
+            return T
+        surf = self._surfaces(pb)
+        cap = 2.0 * surf.allowance
+
+        def cost(M, pts=sub):
+            return float(np.minimum(surf.deviation(transform_points(M, pts)), cap).mean())
+
+        normals = memo.get("normals")
+        if normals is None:
+            from .visibility import estimate_normals
+
+            normals = memo["normals"] = estimate_normals(ref).astype(np.float64)
+        spacing = memo.get(("spacing", "symmetry_check"))
+        if spacing is None:
+            spacing = memo[("spacing", "symmetry_check")] = float(np.median(tree.query(ref[::max(1, len(ref) // 2000)],
+                                                                                      k=2)[0][:, 1]))
+        # rank the candidates cheaply (their coarse poses, 1000 points), polish the best four
+        quick = sorted(cands, key=lambda C: cost(C, sub[:1000]))[:4]
+        base = cost(T)
+        best, best_c = T, base
+        for C in quick:
+            C, _ = refine_pose(sub, ref, C, spacing=spacing, target_normals=normals, target_tree=tree, seed=self.seed,
+                               max_points=1500)
+            c = cost(C)
+            if c < best_c:
+                best, best_c = C, c
+        if best is T or best_c >= (1.0 - self.symmetry_min_gain) * base:
+            return T
+        best, _ = refine_pose(points, ref, best, spacing=spacing, target_normals=normals, target_tree=tree,
+                              seed=self.seed)
+        return best
 
     def _templates_on_reference(self, part_type: str, tmpl: list, *, aligned: bool):
         """Yield ``(index, template)`` with every template in the first one's frame (registered
@@ -366,6 +421,15 @@ class AnomalyDetector(PartRegistry):
             (default, what the shipped models were trained on) or ``"uniform"`` (inversely to the
             local point density, :func:`.patches.uniform_keys`, so scans and templates sampled
             at different densities give evenly spread patches; an addition to the paper).
+        symmetry_check: after registration (or with a given ``transform``), test the other poses
+            a near-symmetric part allows that fit the reference template about as well
+            (:func:`.align.symmetry_candidates`) against *all* good templates, and keep the one
+            whose points lie closest to them (mean deviation, :mod:`.surfaces`, capped at twice
+            the templates' point spacing) when it is lower by more than ``symmetry_min_gain``
+            (relative). The reference alone cannot tell a block's true pose from its half-turn
+            when the view sees little of what breaks the symmetry; the templates together can.
+            An addition to the paper; needs 2 or more templates.
+        symmetry_min_gain: see ``symmetry_check``.
     """
 
     def __init__(self, method: str = "cosarad", model: str | None = None, *, patch_radius: float | None = None,
@@ -379,7 +443,8 @@ class AnomalyDetector(PartRegistry):
                  view_points: int = 2000, calibration_views: int = 2, bank_views: int | None = None,
                  std_prior_weight: float = 32.0, point_deviation_weight: float = 1.0,
                  deviation_tolerance: float = 0.25e-3, template_crop: str = "support",
-                 support_tolerance: float = 0.25, resample: str = "random"):
+                 support_tolerance: float = 0.25, resample: str = "random", symmetry_check: bool = True,
+                 symmetry_min_gain: float = 0.03):
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose from {sorted(METHODS)}")
         if aggregator not in AGGREGATORS:
@@ -402,12 +467,16 @@ class AnomalyDetector(PartRegistry):
             raise ValueError(f"support_tolerance must be > 0, got {support_tolerance}")
         if resample not in RESAMPLERS:
             raise ValueError(f"unknown resample {resample!r}; choose from {RESAMPLERS}")
+        if not (np.isfinite(symmetry_min_gain) and 0 <= symmetry_min_gain < 1):
+            raise ValueError(f"symmetry_min_gain must be in [0, 1), got {symmetry_min_gain}")
         if bank_views is None:
             bank_views = 3 if template_crop == "views" else 0
         if bank_views < 0:
             raise ValueError(f"bank_views must be >= 0, got {bank_views}")
         self.template_crop = template_crop
         self.resample = resample
+        self.symmetry_check = bool(symmetry_check)
+        self.symmetry_min_gain = float(symmetry_min_gain)
         self.support_tolerance = float(support_tolerance)
         self.point_deviation_weight = float(point_deviation_weight)
         self.deviation_tolerance = float(deviation_tolerance)
@@ -771,7 +840,7 @@ class AnomalyDetector(PartRegistry):
             d, _ = cKDTree(pb.reference).query(transform_points(T, pts), k=1)
             chamfer, reg_ok = float(d.mean()), True
         elif do_reg:
-            res = self._align(pts, pb.reference)
+            res = self._align(pts, pb.reference, symmetry=not (self.symmetry_check and len(pb.templates) >= 2))
             T, chamfer, reg_ok = np.asarray(res.transform), float(res.chamfer), bool(res.ok)
             if not reg_ok:
                 warnings.warn(f"scan of '{part_type}' did not register well ({res.reason}); scores are unreliable")
@@ -779,6 +848,12 @@ class AnomalyDetector(PartRegistry):
             T = np.eye(4)
             d, _ = cKDTree(pb.reference).query(pts, k=1)
             chamfer, reg_ok = float(d.mean()), True
+        if self.symmetry_check and (transform is not None or do_reg) and len(pb.templates) >= 2:
+            T_reg = T
+            T = self._check_symmetry(pb, pts, T)
+            if T is not T_reg:
+                d, _ = cKDTree(pb.reference).query(transform_points(T, pts), k=1)
+                chamfer = float(d.mean())
         reg = transform_points(T, pts)
         t1 = time.perf_counter()
         timings["register"] = t1 - t0
