@@ -215,7 +215,9 @@ def _domed_box(seed: int, n: int = 20000) -> np.ndarray:
     return sample_mesh(part, n, seed=seed)[0]
 
 
-def test_symmetry_check_moves_a_half_turned_pose_to_the_one_all_templates_agree_with():
+@pytest.mark.parametrize("base", [{"method": "fpfh", "num_patches": 64, "registration_attempts": 1},
+                                  {"method": "deviation", "registration_attempts": 1}], ids=["fpfh", "deviation"])
+def test_symmetry_check_moves_a_half_turned_pose_to_the_one_all_templates_agree_with(base):
     """A view handed over half a turn off (the dome on the bare end of the top face) is put back
     where every template agrees; with the check off the caller's pose stays; a bad gain is
     refused."""
@@ -234,9 +236,10 @@ def test_symmetry_check_moves_a_half_turned_pose_to_the_one_all_templates_agree_
     half[:3, :3] = np.diag([-1.0, -1.0, 1.0])
     half[:3, 3] = c - half[:3, :3] @ c
     T_wrong = half @ T_true
-    base = {"method": "fpfh", "num_patches": 64, "registration_attempts": 1}
-    on = AnomalyDetector.from_config(base)
-    off = AnomalyDetector.from_config({**base, "symmetry_check": False})
+    from cosarad_ros.core.anomaly import make_detector
+
+    on = make_detector(base)
+    off = make_detector({**base, "symmetry_check": False})
     for d in (on, off):
         d.fit("p", templates, aligned=True)
     fixed = on.score(scan, "p", transform=T_wrong)
@@ -246,4 +249,4 @@ def test_symmetry_check_moves_a_half_turned_pose_to_the_one_all_templates_agree_
     np.testing.assert_allclose(kept.transform, T_wrong, atol=1e-12)
     assert fixed.object_score < kept.object_score  # the dome no longer sits on a flat face
     with pytest.raises(ValueError, match="symmetry_min_gain"):
-        AnomalyDetector.from_config({**base, "symmetry_min_gain": 1.5})
+        make_detector({**base, "symmetry_min_gain": 1.5})

@@ -318,7 +318,7 @@ def symmetry_candidates(source, target, transform, *, target_tree: cKDTree | Non
     voxel = target box diagonal / 50); the survivors get a point-to-plane ICP (500 points) down
     to twice the target's point spacing. These are the poses the reference template alone cannot tell
     apart; something that sees more of the part (all the good templates, as
-    :class:`~cosarad_ros.core.anomaly.detector.CosaradDetector`'s ``symmetry_check`` does)
+    :class:`~cosarad_ros.core.anomaly.detector.AnomalyDetector`'s ``symmetry_check`` does)
     decides between them.
 
     Args:

@@ -292,23 +292,29 @@ class PartRegistry:
             hit = cache[id(target)] = (target, ro)
         return hit[1]
 
-    def _check_symmetry(self, pb: PartBank, points: np.ndarray, T: np.ndarray) -> np.ndarray:
-        """``symmetry_check``: the pose among ``T`` and its symmetric counterparts whose points
-        lie closest to all the templates (``T`` unless another is better by the minimum gain)."""
+    def _check_symmetry(self, reference: np.ndarray, surfaces, points: np.ndarray, T: np.ndarray, *,
+                        min_gain: float) -> np.ndarray:
+        """``symmetry_check``: the pose among ``T`` (``points`` -> ``reference`` frame) and its
+        symmetric counterparts (:func:`.align.symmetry_candidates`) whose points lie closest to
+        all the templates: mean deviation (``surfaces()``, a zero-argument callable giving the
+        part's :class:`.surfaces.TemplateSurfaces`) capped at twice the templates' point spacing,
+        on 5000 scan points; the four candidates that score best on their coarse poses are
+        polished (:func:`.align.refine_pose`) and compared. ``T`` is kept unless another pose
+        is lower by more than ``min_gain`` (relative); a new pose is polished on the whole scan."""
         from ..registration.cloud import readonly_memo
         from .align import refine_pose, symmetry_candidates
 
-        ref = self._readonly(pb.reference)
+        ref = self._readonly(reference)
         memo = readonly_memo(ref)
         tree = memo.get("tree")
         if tree is None:
             tree = memo["tree"] = cKDTree(ref)
-        rng = self._rng(555)
+        rng = np.random.default_rng([self.seed, 555])
         sub = points if len(points) <= 5000 else points[rng.choice(len(points), 5000, replace=False)]
         cands = symmetry_candidates(sub, ref, T, target_tree=tree, seed=self.seed)
         if not len(cands):
             return T
-        surf = self._surfaces(pb)
+        surf = surfaces()
         cap = 2.0 * surf.allowance
 
         def cost(M, pts=sub):
@@ -333,7 +339,7 @@ class PartRegistry:
             c = cost(C)
             if c < best_c:
                 best, best_c = C, c
-        if best is T or best_c >= (1.0 - self.symmetry_min_gain) * base:
+        if best is T or best_c >= (1.0 - min_gain) * base:
             return T
         best, _ = refine_pose(points, ref, best, spacing=spacing, target_normals=normals, target_tree=tree,
                               seed=self.seed)
@@ -850,7 +856,8 @@ class AnomalyDetector(PartRegistry):
             chamfer, reg_ok = float(d.mean()), True
         if self.symmetry_check and (transform is not None or do_reg) and len(pb.templates) >= 2:
             T_reg = T
-            T = self._check_symmetry(pb, pts, T)
+            T = self._check_symmetry(pb.reference, lambda: self._surfaces(pb), pts, T,
+                                     min_gain=self.symmetry_min_gain)
             if T is not T_reg:
                 d, _ = cKDTree(pb.reference).query(transform_points(T, pts), k=1)
                 chamfer = float(d.mean())

@@ -119,6 +119,10 @@ class DeviationDetector(PartRegistry):
         max_template_points: templates are randomly thinned to this many points.
         min_region_points: smallest defect region reported.
         seed: randomness of thinning and registration.
+        symmetry_check: test the poses a near-symmetric part allows against all templates after
+            registration (and with a given ``transform``); see
+            :class:`~.detector.AnomalyDetector`. An addition; needs 2 or more templates.
+        symmetry_min_gain: see ``symmetry_check``.
     """
 
     method = "deviation"
@@ -128,7 +132,11 @@ class DeviationDetector(PartRegistry):
                  min_location_fraction: float = 0.25, min_std: float = 5e-5,
                  threshold: float = 6.0, tolerance: float = 2.5e-4, registration_attempts: int = 3,
                  register: bool = True, max_template_points: int = 60_000, min_region_points: int = 10,
-                 seed: int = 0):
+                 seed: int = 0, symmetry_check: bool = True, symmetry_min_gain: float = 0.03):
+        if not (np.isfinite(symmetry_min_gain) and 0 <= symmetry_min_gain < 1):
+            raise ValueError(f"symmetry_min_gain must be in [0, 1), got {symmetry_min_gain}")
+        self.symmetry_check = bool(symmetry_check)
+        self.symmetry_min_gain = float(symmetry_min_gain)
         for name, v in (("location_spacing", location_spacing), ("location_radius", location_radius)):
             if v is not None and not (np.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be > 0 m, got {v}")
@@ -254,12 +262,14 @@ class DeviationDetector(PartRegistry):
 
             T, reg_ok = as_transform(transform), True
         elif do_reg:
-            res = self._align(pts, b.reference)
+            res = self._align(pts, b.reference, symmetry=not (self.symmetry_check and len(b.surfaces.templates) >= 2))
             T, reg_ok = np.asarray(res.transform), bool(res.ok)
             if not reg_ok:
                 warnings.warn(f"scan of '{part_type}' did not register well ({res.reason}); scores are unreliable")
         else:
             T, reg_ok = np.eye(4), True
+        if self.symmetry_check and (transform is not None or do_reg) and len(b.surfaces.templates) >= 2:
+            T = self._check_symmetry(b.reference, lambda: b.surfaces, pts, T, min_gain=self.symmetry_min_gain)
         reg = transform_points(T, pts)
         chamfer = float(ref_tree.query(reg, k=1)[0].mean())
         timings["register"] = time.perf_counter() - t0
