@@ -31,8 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-__all__ = ["ALIGN_VERSION", "Alignment", "align_to_reference", "symmetry_rotations", "resolve_symmetry", "symmetry_candidates",
-           "refine_pose"]
+__all__ = ["ALIGN_VERSION", "Alignment", "align_to_reference", "symmetry_rotations", "resolve_symmetry",
+           "symmetry_candidates", "refine_pose"]
 
 #: bumped when :func:`align_to_reference` can return a different pose for the same clouds (keys
 #: the registration and memory-bank caches)
@@ -316,8 +316,8 @@ def symmetry_candidates(source, target, transform, *, target_tree: cKDTree | Non
     ``max_ratio`` of that of ``transform`` after the same refinement and that differ from
     ``transform`` and from each other (mean displacement of the screened points over a voxel,
     voxel = target box diagonal / 50); the survivors get a point-to-plane ICP (500 points) down
-    to twice the target's point spacing. These are the poses the reference template alone cannot tell
-    apart; something that sees more of the part (all the good templates, as
+    to twice the target's point spacing. These are the poses the reference template alone cannot
+    tell apart; something that sees more of the part (all the good templates, as
     :class:`~cosarad_ros.core.anomaly.detector.AnomalyDetector`'s ``symmetry_check`` does)
     decides between them.
 
@@ -331,14 +331,14 @@ def symmetry_candidates(source, target, transform, *, target_tree: cKDTree | Non
         ``(K, 4, 4)`` source -> target poses, lowest Chamfer distance first; ``K`` may be 0.
         Polish one (:func:`refine_pose`) before comparing it with a polished ``transform``.
     """
+    from ..registration.cloud import readonly_memo
+
     if not (np.isfinite(max_ratio) and max_ratio >= 1.0):
         raise ValueError(f"max_ratio must be >= 1, got {max_ratio}")
     src, tgt, T0 = _check_pose_inputs(source, target, transform)
     tree = target_tree if target_tree is not None else cKDTree(tgt)
     rng = np.random.default_rng(seed)
     scr = src if len(src) <= screen_points else src[rng.choice(len(src), screen_points, replace=False)]
-    from ..registration.cloud import readonly_memo
-
     memo = readonly_memo(target)  # a read-only reference keeps its prepared screen
     S = memo.get(("symmetry_screen", seed, step_deg)) if memo is not None else None
     if S is None or S.tree is not tree:

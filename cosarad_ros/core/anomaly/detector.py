@@ -327,8 +327,8 @@ class PartRegistry:
             normals = memo["normals"] = estimate_normals(ref).astype(np.float64)
         spacing = memo.get(("spacing", "symmetry_check"))
         if spacing is None:
-            spacing = memo[("spacing", "symmetry_check")] = float(np.median(tree.query(ref[::max(1, len(ref) // 2000)],
-                                                                                      k=2)[0][:, 1]))
+            probe = ref[:: max(1, len(ref) // 2000)]
+            spacing = memo[("spacing", "symmetry_check")] = float(np.median(tree.query(probe, k=2)[0][:, 1]))
         # rank the candidates cheaply (their coarse poses, 1000 points), polish the best four
         quick = sorted(cands, key=lambda C: cost(C, sub[:1000]))[:4]
         base = cost(T)
