@@ -131,6 +131,55 @@ def test_symmetry_candidates_are_the_poses_the_reference_cannot_tell_apart():
         symmetry_candidates(view, ref, np.eye(3))
 
 
+BLOCK = np.array((0.07, 0.12, 0.13))
+
+
+def corner_block(seed: int, n: int = 30000) -> np.ndarray:
+    """A 70 x 120 x 130 mm box with a dome (8 mm radius, 4 mm high) on its top face near the
+    (+x, +y, +z) corner, sampled."""
+    p = _box(np.random.default_rng(seed), n, BLOCK)
+    r = np.linalg.norm(p[:, :2] - [0.01, 0.035], axis=1)
+    top = (p[:, 2] > BLOCK[2] / 2 - 1e-4) & (r < 0.008)
+    p[top, 2] += 0.004 * np.sqrt(1.0 - (r[top] / 0.008) ** 2)
+    return p
+
+
+def corner_view_and_wrong_pose(seed: int = 2):
+    """A view of the block's domed corner (60 x 56 x 46 mm of it) and a pose that turns it a
+    quarter about z, swaps x and y, and slides it onto another corner, where its faces fit:
+    ``(view (N, 3), T_wrong (4, 4))``; the true pose is the identity."""
+    full = corner_block(seed)
+    view = full[np.all(full > BLOCK / 2 - [0.06, 0.056, 0.046], axis=1)]
+    T = np.eye(4)
+    T[:3, :3] = [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]]
+    T[:3, 3] = [-0.025, 0.025, 0.0]
+    return view, T
+
+
+def test_slides_carry_a_small_view_to_the_corner_no_turn_about_the_centroid_reaches():
+    """A corner view placed on another corner (a quarter turn plus a slide, not a turn about the
+    centroid): with ``slides`` the true placement is among the candidates; the turns alone do
+    not reach it, and stay among the slid candidates (the slides only add poses)."""
+    from scipy.spatial import cKDTree
+
+    ref = corner_block(1)
+    view, T_wrong = corner_view_and_wrong_pose()
+    tree = cKDTree(ref)
+    assert tree.query(transform_points(T_wrong, view))[0].mean() < 1.2 * tree.query(view)[0].mean()  # it fits there
+
+    def err(C):  # mean displacement from the true pose (the identity)
+        return np.linalg.norm(transform_points(C, view) - view, axis=1).mean()
+
+    turns = symmetry_candidates(view, ref, T_wrong)
+    slid = symmetry_candidates(view, ref, T_wrong, slides=0.9)
+    assert min(err(C) for C in turns) > 0.01
+    assert min(err(C) for C in slid) < 1e-4
+    for C in turns:
+        assert min(np.abs(C - K).max() for K in slid) < 1e-9
+    with pytest.raises(ValueError, match="slides"):
+        symmetry_candidates(view, ref, T_wrong, slides=1.5)
+
+
 def test_align_to_reference_recovers_the_pose_of_a_near_symmetric_part():
     rng = np.random.default_rng(4)
     ref = _part(rng)

@@ -250,3 +250,35 @@ def test_symmetry_check_moves_a_half_turned_pose_to_the_one_all_templates_agree_
     assert fixed.object_score < kept.object_score  # the dome no longer sits on a flat face
     with pytest.raises(ValueError, match="symmetry_min_gain"):
         make_detector({**base, "symmetry_min_gain": 1.5})
+
+
+@pytest.mark.parametrize("base", [{"method": "fpfh", "num_patches": 64, "registration_attempts": 1},
+                                  {"method": "deviation", "registration_attempts": 1}], ids=["fpfh", "deviation"])
+def test_symmetry_slides_put_a_corner_view_back_on_its_own_corner(base):
+    """A view of one corner of a block handed over on another corner (a quarter turn and a slide)
+    is put back on its own corner with ``symmetry_slides``; with them off the turns about the
+    centroid do not reach it and the wrong pose stays; a bad ratio is refused."""
+    from test_anomaly_align import corner_block, corner_view_and_wrong_pose
+
+    from cosarad_ros.core.anomaly import make_detector
+
+    view, T_wrong = corner_view_and_wrong_pose()
+    rng = np.random.default_rng(3)
+    T_true = np.eye(4)
+    T_true[:3, :3] = random_rotation(rng)
+    T_true[:3, 3] = [0.2, -0.1, 0.3]
+    scan = transform_points(np.linalg.inv(T_true), view)
+    on = make_detector(base)
+    off = make_detector({**base, "symmetry_slides": 0})
+    templates = [corner_block(20 + g) for g in range(4)]
+    for d in (on, off):
+        d.fit("p", templates, aligned=True)
+    fixed = on.score(scan, "p", transform=T_wrong @ T_true)
+    err = np.linalg.norm(transform_points(fixed.transform, scan) - view, axis=1)
+    assert np.percentile(err, 99) < 5e-4, np.percentile(err, 99)
+    kept = off.score(scan, "p", transform=T_wrong @ T_true)
+    err = np.linalg.norm(transform_points(kept.transform, scan) - view, axis=1)
+    assert np.percentile(err, 99) > 0.01
+    assert fixed.object_score < kept.object_score
+    with pytest.raises(ValueError, match="symmetry_slides"):
+        make_detector({**base, "symmetry_slides": -0.5})

@@ -220,6 +220,7 @@ class _SymmetryScreen:
         probe = tgt[rng.choice(len(tgt), min(len(tgt), 2000), replace=False)]
         self.spacing = float(np.median(tree.query(probe, k=2)[0][:, 1]))
         self.rots = symmetry_rotations(step_deg)
+        self.box = self._extent(self.tsub)  # the part's extent along its principal axes
 
     def centred(self, T):  # source -> centred target frame
         C = T.copy()
@@ -240,14 +241,59 @@ class _SymmetryScreen:
             C = _plane_icp(pts, self.ttree, self.tsub, self.tnorm, C, dist, iterations)
         return C
 
-    def screen(self, C0, probe, scr, top, *, batched: bool = False):
-        """Every rotation applied to the centred pose ``C0``, a short ICP on ``probe`` points,
-        scored by their mean capped distance; the ``top`` best get a longer ICP on ``scr`` (one
-        batched ICP with ``batched``). Returns ``[(chamfer on scr, centred pose)]``, best first."""
+    def _extent(self, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """0.5 and 99.5 percentiles of centred points along the principal axes."""
+        q = pts @ self.E
+        return np.percentile(q, 0.5, axis=0), np.percentile(q, 99.5, axis=0)
+
+    def placements(self, C0, pts, ratio: float) -> np.ndarray:
+        """Slid placements of the view ``pts`` (at the centred pose ``C0``) for a small view: when
+        the view's extent (0.5-99.5 percentiles) is shorter than ``ratio`` x the part's along at
+        least two principal axes -- a view of a corner or an edge, which on a prismatic part fits
+        every corner or edge about equally well, and which a turn about the centroid does not
+        carry to another corner unless the part's sides are equal -- each of the 24 box turns
+        of ``C0`` is slid to put the view against either end of the part along each axis on
+        which it is short. ``(K, 4, 4)``, empty for a larger view; the unslid turns are not
+        repeated."""
+        import itertools
+
+        lo, hi = self.box
+        qlo, qhi = self._extent(pts @ C0[:3, :3].T + C0[:3, 3])
+        if np.count_nonzero(qhi - qlo < ratio * (hi - lo)) < 2:
+            return np.zeros((0, 4, 4))
+        out = []
+        for C in self.turns(C0, box_only=True):
+            qlo, qhi = self._extent(pts @ C[:3, :3].T + C[:3, 3])
+            opts = [(lo[a] - qlo[a], hi[a] - qhi[a]) if qhi[a] - qlo[a] < ratio * (hi[a] - lo[a]) else (0.0,)
+                    for a in range(3)]
+            for shift in itertools.product(*opts):
+                if any(shift):
+                    S = C.copy()
+                    S[:3, 3] += self.E @ np.asarray(shift)
+                    out.append(S)
+        return np.stack(out) if out else np.zeros((0, 4, 4))
+
+    def turns(self, C0, *, box_only: bool = False):
+        """Every rotation applied to the centred pose ``C0`` (turns about the centroid, the
+        origin), or with ``box_only`` only the 24 rotations of a box: ``(K, 4, 4)``."""
+        rots = self.rots
+        if box_only:
+            rots = rots[np.all(np.isclose(np.abs(rots), 0.0) | np.isclose(np.abs(rots), 1.0), axis=(1, 2))]
+        M = np.tile(np.eye(4), (len(rots), 1, 1))
+        M[:, :3, :3] = self.E @ rots @ self.E.T
+        return M @ C0
+
+    def screen(self, C0, probe, scr, top, *, batched: bool = False, starts: np.ndarray | None = None):
+        """Every rotation applied to the centred pose ``C0`` (or the centred poses ``starts``), a
+        short ICP on ``probe`` points, scored by their mean capped distance; the ``top`` best get
+        a longer ICP on ``scr`` (one batched ICP with ``batched``). Returns ``[(chamfer on scr,
+        centred pose)]``, best first."""
         voxel = self.voxel
-        M = np.tile(np.eye(4), (len(self.rots), 1, 1))
-        M[:, :3, :3] = self.E @ self.rots @ self.E.T  # turns about the centroid (the origin)
-        Cs = _plane_icp_batch(probe, self.ttree, self.tsub, self.tnorm, M @ C0, 2.0 * voxel, 6)
+        if starts is None:
+            starts = self.turns(C0)
+        if not len(starts):
+            return []
+        Cs = _plane_icp_batch(probe, self.ttree, self.tsub, self.tnorm, starts, 2.0 * voxel, 6)
         moved = np.einsum("kij,nj->kni", Cs[:, :3, :3], probe) + Cs[:, None, :3, 3]
         d, _ = self.ttree.query(moved.reshape(-1, 3), k=1, distance_upper_bound=voxel, workers=-1)
         cost = np.minimum(d, voxel).reshape(len(Cs), len(probe)).mean(1)
@@ -307,7 +353,8 @@ def resolve_symmetry(source, target, transform, *, target_tree: cKDTree | None =
 
 def symmetry_candidates(source, target, transform, *, target_tree: cKDTree | None = None,
                         step_deg: float = 30.0, probe_points: int = 300, screen_points: int = 1000,
-                        screen_top: int = 12, max_ratio: float = 1.25, seed: int = 0) -> np.ndarray:
+                        screen_top: int = 12, max_ratio: float = 1.25, slides: float | None = None,
+                        seed: int = 0) -> np.ndarray:
     """The other poses of a near-symmetric ``target`` that fit ``source`` about as well as ``transform``.
 
     The screen of :func:`resolve_symmetry` (every rotation of :func:`symmetry_rotations` about the
@@ -326,6 +373,12 @@ def symmetry_candidates(source, target, transform, *, target_tree: cKDTree | Non
             target (a finished registration).
         max_ratio: candidates with a Chamfer distance over ``max_ratio`` x that of ``transform``
             are not symmetric counterparts and are dropped.
+        slides: for a view shorter than ``slides`` x the part (e.g. 0.9) along two or more
+            principal axes, also slide every box turn so that the view lies against either end
+            of the part on each axis where it is short (``_SymmetryScreen.placements``): a small
+            view of a corner of a prismatic part fits all its corners, which are not all turns
+            about the centroid. ``None`` (default): turns only. About doubles the screen's cost
+            when it applies.
 
     Returns:
         ``(K, 4, 4)`` source -> target poses, lowest Chamfer distance first; ``K`` may be 0.
@@ -335,6 +388,8 @@ def symmetry_candidates(source, target, transform, *, target_tree: cKDTree | Non
 
     if not (np.isfinite(max_ratio) and max_ratio >= 1.0):
         raise ValueError(f"max_ratio must be >= 1, got {max_ratio}")
+    if slides is not None and not (np.isfinite(slides) and 0.0 < slides <= 1.0):
+        raise ValueError(f"slides must be None or in (0, 1], got {slides}")
     src, tgt, T0 = _check_pose_inputs(source, target, transform)
     tree = target_tree if target_tree is not None else cKDTree(tgt)
     rng = np.random.default_rng(seed)
@@ -353,7 +408,13 @@ def symmetry_candidates(source, target, transform, *, target_tree: cKDTree | Non
         return all(np.linalg.norm(moved - (scr @ K[:3, :3].T + K[:3, 3]), axis=1).mean() > S.voxel for K in others)
 
     kept = [C0]
-    for c, C in S.screen(S.centred(T0), scr[: min(len(scr), probe_points)], scr, screen_top, batched=True):
+    C0c, probe = S.centred(T0), scr[: min(len(scr), probe_points)]
+    screened = S.screen(C0c, probe, scr, screen_top, batched=True)
+    if slides is not None:  # screened apart, so the turns' own candidates stay as they were
+        screened = sorted(screened + S.screen(C0c, probe, scr, screen_top, batched=True,
+                                              starts=S.placements(C0c, scr, slides)),
+                          key=lambda cC: cC[0])
+    for c, C in screened:
         if c > limit:
             break
         if distinct(C, kept):

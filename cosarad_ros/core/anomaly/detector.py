@@ -233,6 +233,14 @@ def _safe_name(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", s)[:80] or "part"
 
 
+def _check_slides(value) -> float:
+    """``symmetry_slides``: 0 (off) or a ratio in (0, 1]."""
+    v = float(value)
+    if not (np.isfinite(v) and 0.0 <= v <= 1.0):
+        raise ValueError(f"symmetry_slides must be in [0, 1] (0 = off), got {value}")
+    return v
+
+
 class PartRegistry:
     """Per-part-type banks of a detector: ``self._parts`` maps a part type to its bank; needs
     ``seed``, ``max_template_points``, ``register`` and ``registration_attempts`` attributes
@@ -293,14 +301,16 @@ class PartRegistry:
         return hit[1]
 
     def _check_symmetry(self, reference: np.ndarray, surfaces, points: np.ndarray, T: np.ndarray, *,
-                        min_gain: float) -> np.ndarray:
+                        min_gain: float, slides: float = 0.0) -> np.ndarray:
         """``symmetry_check``: the pose among ``T`` (``points`` -> ``reference`` frame) and its
         symmetric counterparts (:func:`.align.symmetry_candidates`) whose points lie closest to
         all the templates: mean deviation (``surfaces()``, a zero-argument callable giving the
         part's :class:`.surfaces.TemplateSurfaces`) capped at twice the templates' point spacing,
         on 5000 scan points; the four candidates that score best on their coarse poses are
         polished (:func:`.align.refine_pose`) and compared. ``T`` is kept unless another pose
-        is lower by more than ``min_gain`` (relative); a new pose is polished on the whole scan."""
+        is lower by more than ``min_gain`` (relative); a new pose is polished on the whole scan.
+        ``slides`` > 0 adds the slid placements of a small view (``symmetry_candidates``'
+        ``slides``)."""
         from ..registration.cloud import readonly_memo
         from .align import refine_pose, symmetry_candidates
 
@@ -311,7 +321,7 @@ class PartRegistry:
             tree = memo["tree"] = cKDTree(ref)
         rng = np.random.default_rng([self.seed, 555])
         sub = points if len(points) <= 5000 else points[rng.choice(len(points), 5000, replace=False)]
-        cands = symmetry_candidates(sub, ref, T, target_tree=tree, seed=self.seed)
+        cands = symmetry_candidates(sub, ref, T, target_tree=tree, seed=self.seed, slides=slides or None)
         if not len(cands):
             return T
         surf = surfaces()
@@ -436,6 +446,10 @@ class AnomalyDetector(PartRegistry):
             when the view sees little of what breaks the symmetry; the templates together can.
             An addition to the paper; needs 2 or more templates.
         symmetry_min_gain: see ``symmetry_check``.
+        symmetry_slides: with ``symmetry_check``, also test the placements that slide a small
+            view against either end of the part on each principal axis where it is shorter than
+            ``symmetry_slides`` x the part (a view of one corner of a block fits every corner);
+            ``0`` turns them off. An addition to the paper.
     """
 
     def __init__(self, method: str = "cosarad", model: str | None = None, *, patch_radius: float | None = None,
@@ -450,7 +464,7 @@ class AnomalyDetector(PartRegistry):
                  std_prior_weight: float = 32.0, point_deviation_weight: float = 1.0,
                  deviation_tolerance: float = 0.25e-3, template_crop: str = "support",
                  support_tolerance: float = 0.25, resample: str = "random", symmetry_check: bool = True,
-                 symmetry_min_gain: float = 0.03):
+                 symmetry_min_gain: float = 0.03, symmetry_slides: float = 0.9):
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose from {sorted(METHODS)}")
         if aggregator not in AGGREGATORS:
@@ -483,6 +497,7 @@ class AnomalyDetector(PartRegistry):
         self.resample = resample
         self.symmetry_check = bool(symmetry_check)
         self.symmetry_min_gain = float(symmetry_min_gain)
+        self.symmetry_slides = _check_slides(symmetry_slides)
         self.support_tolerance = float(support_tolerance)
         self.point_deviation_weight = float(point_deviation_weight)
         self.deviation_tolerance = float(deviation_tolerance)
@@ -857,7 +872,7 @@ class AnomalyDetector(PartRegistry):
         if self.symmetry_check and (transform is not None or do_reg) and len(pb.templates) >= 2:
             T_reg = T
             T = self._check_symmetry(pb.reference, lambda: self._surfaces(pb), pts, T,
-                                     min_gain=self.symmetry_min_gain)
+                                     min_gain=self.symmetry_min_gain, slides=self.symmetry_slides)
             if T is not T_reg:
                 d, _ = cKDTree(pb.reference).query(transform_points(T, pts), k=1)
                 chamfer = float(d.mean())

@@ -47,7 +47,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from ..geometry import as_points, transform_points
-from .detector import MIN_SCAN_POINTS, AnomalyScore, PartRegistry, find_defect_regions
+from .detector import MIN_SCAN_POINTS, AnomalyScore, PartRegistry, _check_slides, find_defect_regions
 from .surfaces import TemplateSurfaces
 
 __all__ = ["DeviationBank", "DeviationDetector"]
@@ -123,6 +123,7 @@ class DeviationDetector(PartRegistry):
             registration (and with a given ``transform``); see
             :class:`~.detector.AnomalyDetector`. An addition; needs 2 or more templates.
         symmetry_min_gain: see ``symmetry_check``.
+        symmetry_slides: see :class:`~.detector.AnomalyDetector` (``0`` = off).
     """
 
     method = "deviation"
@@ -132,11 +133,13 @@ class DeviationDetector(PartRegistry):
                  min_location_fraction: float = 0.25, min_std: float = 5e-5,
                  threshold: float = 6.0, tolerance: float = 2.5e-4, registration_attempts: int = 3,
                  register: bool = True, max_template_points: int = 60_000, min_region_points: int = 10,
-                 seed: int = 0, symmetry_check: bool = True, symmetry_min_gain: float = 0.03):
+                 seed: int = 0, symmetry_check: bool = True, symmetry_min_gain: float = 0.03,
+                 symmetry_slides: float = 0.9):
         if not (np.isfinite(symmetry_min_gain) and 0 <= symmetry_min_gain < 1):
             raise ValueError(f"symmetry_min_gain must be in [0, 1), got {symmetry_min_gain}")
         self.symmetry_check = bool(symmetry_check)
         self.symmetry_min_gain = float(symmetry_min_gain)
+        self.symmetry_slides = _check_slides(symmetry_slides)
         for name, v in (("location_spacing", location_spacing), ("location_radius", location_radius)):
             if v is not None and not (np.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be > 0 m, got {v}")
@@ -269,7 +272,8 @@ class DeviationDetector(PartRegistry):
         else:
             T, reg_ok = np.eye(4), True
         if self.symmetry_check and (transform is not None or do_reg) and len(b.surfaces.templates) >= 2:
-            T = self._check_symmetry(b.reference, lambda: b.surfaces, pts, T, min_gain=self.symmetry_min_gain)
+            T = self._check_symmetry(b.reference, lambda: b.surfaces, pts, T, min_gain=self.symmetry_min_gain,
+                                     slides=self.symmetry_slides)
         reg = transform_points(T, pts)
         chamfer = float(ref_tree.query(reg, k=1)[0].mean())
         timings["register"] = time.perf_counter() - t0
