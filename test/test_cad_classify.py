@@ -218,10 +218,10 @@ def test_sparse_scan_with_a_few_floor_strays_is_still_classified(cell_types):
 def test_cell_survey_scan_of_the_bracket_is_classified(tmp_path):
     """Reproduction of the cell's survey: generic views of the fixture envelope, simulated
     structured-light scans fused in the part frame (templates.simulate_templates)."""
-    from cosarad_ros.core.cellsim import make_cell_scenario
-    from cosarad_ros.core.fusion import envelope_mesh
+    from cosarad_ros.core.inspection.production import make_cell_scenario
+    from cosarad_ros.core.inspection.fusion import envelope_mesh
     from cosarad_ros.core.planning import CellModel, plan_views
-    from cosarad_ros.core.templates import simulate_templates
+    from cosarad_ros.core.inspection.templates import simulate_templates
 
     make_cell_scenario(tmp_path, families=["bracket", "pocket_block", "flange"], seed=0)
     lib = CadLibrary(tmp_path / "cad")

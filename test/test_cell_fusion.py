@@ -10,7 +10,7 @@ from scipy.spatial import cKDTree
 
 from cosarad_ros.core.data.parts import make_part
 from cosarad_ros.core.io import sample_mesh
-from cosarad_ros.core.templates import simulate_templates
+from cosarad_ros.core.inspection.templates import simulate_templates
 
 
 def test_fused_cell_scans_have_no_ghost_surfaces():

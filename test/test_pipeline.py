@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from cosarad_ros.core.inspection import (FAIL, INCONCLUSIVE, PASS, DefectSummary, InspectionOutcome,
+from cosarad_ros.core.inspection.outcome import (FAIL, INCONCLUSIVE, PASS, DefectSummary, InspectionOutcome,
                                          StageClock, StageFailed, decide_verdict, summary_table,
                                          write_results_json)
-from cosarad_ros.core.pipeline import Classified, Detected, Registered, ViewScan, run_inspection
+from cosarad_ros.core.inspection.pipeline import Classified, Detected, Registered, ViewScan, run_inspection
 
 
 class SphereCell:

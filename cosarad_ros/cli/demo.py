@@ -3,7 +3,7 @@
 All six nodes (scanner, viewpoint planner, registration, CAD classifier, anomaly detector,
 inspection manager) run in one process on a multi-threaded executor and talk over real DDS,
 exactly as ``ros2 launch cosarad_ros inspection.launch.py`` runs them as separate processes. A
-production run of good and defective parts of several types (:mod:`cosarad_ros.core.cellsim`)
+production run of good and defective parts of several types (:mod:`cosarad_ros.core.inspection.production`)
 goes through the ``InspectPart`` action one part at a time. Output folder:
 
 * ``results.json`` -- one entry per part: ``verdict`` (PASS / FAIL / INCONCLUSIVE), scores,
@@ -29,7 +29,7 @@ MARKER = ".cosarad_demo"
 
 
 def add_arguments(p):
-    from cosarad_ros.core.cellsim import DEFAULT_DEFECTS, DEFAULT_FAMILIES
+    from cosarad_ros.core.inspection.production import DEFAULT_DEFECTS, DEFAULT_FAMILIES
 
     p.add_argument("--out", default="reports/demo", help="report folder (default: reports/demo)")
     p.add_argument("--seed", type=int, default=0, help="seed of parts, defects and sensor noise")
@@ -76,8 +76,8 @@ def run(args) -> int:
     from rclpy.node import Node
 
     from cosarad_ros.action import InspectPart
-    from cosarad_ros.core.cellsim import make_cell_scenario
-    from cosarad_ros.core.inspection import summary_table, write_results_json
+    from cosarad_ros.core.inspection.production import make_cell_scenario
+    from cosarad_ros.core.inspection.outcome import summary_table, write_results_json
     from cosarad_ros.core.planning import CellModel
     from cosarad_ros.core.geometry import matrix_to_pose
     from cosarad_ros.core.visualize import render_scored_cloud

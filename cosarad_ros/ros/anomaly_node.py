@@ -8,7 +8,7 @@
   one box + label per defect on ``/inspection/defect_markers`` (reliable, so RViz's default
   subscription receives them).
 
-All the work is done by :class:`cosarad_ros.core.detection.PartInspector`.
+All the work is done by :class:`cosarad_ros.core.inspection.detection.PartInspector`.
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from rclpy.node import Node
 from sensor_msgs.msg import PointCloud2
 from visualization_msgs.msg import MarkerArray
 
-from cosarad_ros.core.detection import FolderTemplates, PartInspector
-from cosarad_ros.core.inspection import StageRecord
+from cosarad_ros.core.inspection.detection import FolderTemplates, PartInspector
+from cosarad_ros.core.inspection.outcome import StageRecord
 from cosarad_ros.msg import InspectionResult
 from cosarad_ros.ros.conversions import pointcloud2_to_xyz
 from cosarad_ros.ros.node_utils import (LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, Param, declare_parameters,
@@ -65,7 +65,7 @@ def build_inspector(p) -> PartInspector:
     if p.template_dir:
         sources.append(FolderTemplates(p.template_dir))
     if p.cad_library:
-        from cosarad_ros.core.templates import cad_template_source
+        from cosarad_ros.core.inspection.templates import cad_template_source
 
         sources.append(cad_template_source(p.cad_library, n_templates=p.n_templates))
     cache = p.cache_dir or os.path.join(os.environ.get("ROS_HOME", os.path.expanduser("~/.ros")), "cosarad_banks")

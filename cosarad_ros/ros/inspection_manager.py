@@ -3,7 +3,7 @@
 
 plan views -> move -> scan -> fuse -> classify -> register to the reference -> detect -> publish,
 by calling the other nodes' services; the sequence and the verdict rule are
-:func:`cosarad_ros.core.pipeline.run_inspection`. Publishes the ``InspectionResult`` on
+:func:`cosarad_ros.core.inspection.pipeline.run_inspection`. Publishes the ``InspectionResult`` on
 ``/inspection/result`` (transient local: late subscribers get the last one), the defect markers,
 and the part / sensor frames on TF where ``tf2_ros`` is installed.
 """
@@ -23,9 +23,9 @@ from visualization_msgs.msg import MarkerArray
 
 from cosarad_ros.action import InspectPart
 from cosarad_ros.core.geometry import pose_to_matrix as pose_list_to_matrix
-from cosarad_ros.core.fusion import DEFAULT_ROI, fuse_scans
-from cosarad_ros.core.inspection import InspectionOutcome, StageRecord
-from cosarad_ros.core.pipeline import Classified, Detected, Registered, ViewScan, run_inspection
+from cosarad_ros.core.inspection.fusion import DEFAULT_ROI, fuse_scans
+from cosarad_ros.core.inspection.outcome import InspectionOutcome, StageRecord
+from cosarad_ros.core.inspection.pipeline import Classified, Detected, Registered, ViewScan, run_inspection
 from cosarad_ros.msg import InspectionResult
 from cosarad_ros.ros import conversions as cv
 from cosarad_ros.ros.node_utils import (LATCHED_QOS, RELIABLE_QOS, Param, declare_parameters, non_negative,
@@ -64,7 +64,7 @@ class StageError(RuntimeError):
 
 
 class ServiceCell:
-    """:class:`cosarad_ros.core.pipeline.Cell` implemented with the other nodes' services."""
+    """:class:`cosarad_ros.core.inspection.pipeline.Cell` implemented with the other nodes' services."""
 
     def __init__(self, node: "InspectionManager"):
         self.node = node
@@ -172,7 +172,7 @@ class InspectionManager(Node):
 
     def _write_survey_mesh(self) -> str:
         """The envelope the survey views must cover, as a mesh file for the planner."""
-        from cosarad_ros.core.fusion import envelope_mesh
+        from cosarad_ros.core.inspection.fusion import envelope_mesh
 
         self._tmp = tempfile.TemporaryDirectory(prefix="cosarad_manager_")
         path = os.path.join(self._tmp.name, "survey_envelope.stl")

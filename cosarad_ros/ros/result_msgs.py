@@ -9,7 +9,7 @@ from geometry_msgs.msg import Point, Vector3
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
-from cosarad_ros.core.inspection import VERDICTS, DefectSummary, InspectionOutcome, StageRecord
+from cosarad_ros.core.inspection.outcome import VERDICTS, DefectSummary, InspectionOutcome, StageRecord
 from cosarad_ros.core.visualize import scores_to_rgb
 from cosarad_ros.msg import Defect, InspectionResult, QualityReport, StageTiming
 from cosarad_ros.ros.conversions import xyz_to_pointcloud2

@@ -35,7 +35,7 @@ Score:
    scored location; defects = connected groups of points above ``threshold``.
 
 The result is the same :class:`~.detector.AnomalyScore` as the learned detector's, so both plug
-into :class:`~cosarad_ros.core.detection.PartInspector`, the CLI and the evaluation unchanged.
+into :class:`~cosarad_ros.core.inspection.detection.PartInspector`, the CLI and the evaluation unchanged.
 """
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ def fuse_scans(scans: Sequence, *, part_pose=None, voxel_size: float | None = No
 
     Args:
         scans: objects with ``points`` ``(N_i, 3)`` (sensor frame) and ``sensor_pose`` ``(4, 4)``
-            (sensor -> world), e.g. :class:`cosarad_ros.core.pipeline.ViewScan`.
+            (sensor -> world), e.g. :class:`cosarad_ros.core.inspection.pipeline.ViewScan`.
         part_pose: ``(4, 4)`` part frame -> world; None: identity (the result stays in world).
         voxel_size: de-duplication voxel edge [m]; None: the scans' own resolution.
         roi: ``(min (3,), max (3,))`` box in the part frame that is kept; None: keep everything.

@@ -20,7 +20,7 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 
 from cosarad_ros.core.geometry import as_points
-from cosarad_ros.core.inspection import (DefectSummary, InspectionOutcome, decide_verdict)
+from cosarad_ros.core.inspection.outcome import (DefectSummary, InspectionOutcome, decide_verdict)
 
 __all__ = ["TemplateSource", "FolderTemplates", "CadTemplates", "PartInspector", "DetectionReport"]
 

@@ -3,7 +3,7 @@ CAD file (an addition to COSARAD, whose templates are scans of good parts).
 
 The templates are made the way the cell scans a real part: the view planner's views of the CAD
 model in the cell, one simulated structured-light scan per view (a different noise seed per
-template), and the same fusion (:func:`cosarad_ros.core.fusion.fuse_scans`) as the inspection
+template), and the same fusion (:func:`cosarad_ros.core.inspection.fusion.fuse_scans`) as the inspection
 manager. Test scans and templates therefore share coverage, density and noise.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Mapping
 
 import numpy as np
 
-from cosarad_ros.core.detection import CadTemplates
+from cosarad_ros.core.inspection.detection import CadTemplates
 
 __all__ = ["simulate_templates", "cad_template_source", "cell_sensor_options", "DEFAULT_SIM_RESOLUTION"]
 
@@ -55,8 +55,8 @@ def simulate_templates(mesh, n_templates: int = 4, seed: int = 0, *, cell=None, 
     Raises:
         ValueError: bad mesh, unreachable part, or a scan that sees nothing.
     """
-    from cosarad_ros.core.fusion import fuse_scans
-    from cosarad_ros.core.pipeline import ViewScan
+    from cosarad_ros.core.inspection.fusion import fuse_scans
+    from cosarad_ros.core.inspection.pipeline import ViewScan
     from cosarad_ros.core.planning import CellModel, plan_views
     from cosarad_ros.core.sensors import SimulatedScene, make_sensor
 
@@ -86,7 +86,7 @@ def simulate_templates(mesh, n_templates: int = 4, seed: int = 0, *, cell=None, 
 
 def cad_template_source(cad_library: str, *, n_templates: int = 4, seed: int = 0,
                         sensor: Mapping | None = None) -> CadTemplates:
-    """A :class:`~cosarad_ros.core.detection.CadTemplates` over a CAD library folder."""
+    """A :class:`~cosarad_ros.core.inspection.detection.CadTemplates` over a CAD library folder."""
     from cosarad_ros.core.cad import CadLibrary
 
     lock = threading.Lock()

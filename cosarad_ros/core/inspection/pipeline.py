@@ -13,7 +13,7 @@ from typing import Protocol
 import numpy as np
 
 from cosarad_ros.core.geometry import as_points
-from cosarad_ros.core.inspection import (InspectionOutcome, StageClock, StageFailed,
+from cosarad_ros.core.inspection.outcome import (InspectionOutcome, StageClock, StageFailed,
                                          decide_verdict)
 
 __all__ = ["Cell", "ViewScan", "Registered", "Detected", "Classified", "InspectionRun", "run_inspection"]
