@@ -51,7 +51,7 @@ class SphereCell:
         self._maybe_fail("classify")
         return Classified(self.label, 97.0, {"total": 0.9, "grade": "A"})
 
-    def register(self, points, part_type):
+    def register(self, points, part_type, init=None):
         self._maybe_fail("register")
         ok = self.fail != "register_not_ok"
         return Registered(ok, "" if ok else "clouds of two different parts", points, np.eye(4), self.fitness, 1e-4)

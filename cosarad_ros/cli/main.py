@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "scan": "scan",              # issue: scanner
     "plan-views": "plan_views",  # issue: viewpoint planner
     "demo": "demo",              # the simulated inspection cell
+    "cell-eval": "cell_eval",    # production runs through the in-process cell
 }
 
 # one-line help shown by `cosarad --help`, kept here so --help imports nothing heavy
@@ -41,6 +42,7 @@ SUMMARIES: dict[str, str] = {
     "scan": "simulate a scan of a mesh with a structured-light or laser-line sensor",
     "plan-views": "plan sensor views that cover a mesh",
     "demo": "run the simulated inspection cell end to end",
+    "cell-eval": "evaluate the cell's verdicts on production runs (escapes, false rejects, POD / a90)",
 }
 
 

@@ -131,7 +131,7 @@ class ServiceCell:
                           {k: getattr(q, k) for k in ("accuracy", "consistency", "completeness", "validity",
                                                       "uniqueness", "total", "grade")})
 
-    def register(self, points: np.ndarray, part_type: str) -> Registered:
+    def register(self, points: np.ndarray, part_type: str, init: np.ndarray | None = None) -> Registered:
         req = RegisterCloud.Request(reference=part_type)
         req.source = cv.xyz_to_pointcloud2(points, frame_id=self.node.p.part_frame)
         resp = self._call(self.reg_cli, req, "register")

@@ -71,6 +71,8 @@ class DefectRegion:
         score: the largest point score in the region.
         point_count: number of points.
         indices: ``(K,)`` indices into the scored scan.
+        kind: what the detector can tell of it (``bulge``: material added, ``sink``: material
+            removed or pushed in; ``anomaly`` when it cannot tell).
     """
 
     centroid: np.ndarray
@@ -78,6 +80,7 @@ class DefectRegion:
     score: float
     point_count: int
     indices: np.ndarray
+    kind: str = "anomaly"
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,10 @@ from ..geometry import as_points, transform_points
 from .detector import MIN_SCAN_POINTS, AnomalyScore, PartRegistry, _check_slides, find_defect_regions
 from .surfaces import TemplateSurfaces
 
-__all__ = ["DeviationBank", "DeviationDetector"]
+__all__ = ["DeviationBank", "DeviationDetector", "CAD_INLIER_DISTANCE"]
+
+#: a scan point within this distance of the CAD surface counts as on it (registration fitness) [m]
+CAD_INLIER_DISTANCE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,13 @@ class DeviationBank:
         location_tree: k-d tree of ``locations``; neighbours: ``(L, L)``
             sparse 0/1 matrix of the locations within ``radius`` of each other (kept so scoring
             does not rebuild them).
+        surface: the CAD model (:class:`~cosarad_ros.core.registration.mesh_reference.MeshReference`)
+            when the banks were fitted against it, else None (template deviations).
+        within: ``(L,)`` standard deviation of a single point's signed deviation at each
+            location (CAD banks) [m].
+        systematic: ``(L,)`` variation of the location mean between templates beyond what the
+            point noise explains (CAD banks) [m].
+        n_templates: templates behind the banks.
     """
 
     part_type: str
@@ -86,6 +96,10 @@ class DeviationBank:
     tolerance: float
     location_tree: cKDTree | None = None
     neighbours: object = None
+    surface: object = None
+    within: np.ndarray | None = None
+    systematic: np.ndarray | None = None
+    n_templates: int = 0
 
 
 def _neighbour_matrix(loc_tree: cKDTree, radius: float):
@@ -185,23 +199,38 @@ class DeviationDetector(PartRegistry):
         floor of a sink or a hole, below the template surface, still reaches the locations above
         it); a location's sample is the points of all locations within ``radius`` of it
         (``neighbours``: the ``(L, L)`` 0/1 matrix of :func:`_neighbour_matrix`)."""
+        out, cnt, _ = self._location_stats(points, dev, loc_tree, neighbours, radius)
+        return out, cnt
+
+    def _location_stats(self, points: np.ndarray, dev: np.ndarray, loc_tree: cKDTree, neighbours,
+                        radius: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`_location_means` plus the variance of ``dev`` within each location."""
         d, idx = loc_tree.query(points, k=1, distance_upper_bound=self.assign_factor * radius)
         ok = np.isfinite(d)
         L = loc_tree.n
-        sums = np.bincount(idx[ok], weights=dev[ok], minlength=L)
-        cnt = np.bincount(idx[ok], minlength=L).astype(np.float64)
-        sums, cnt = neighbours @ sums, neighbours @ cnt
+        sums = neighbours @ np.bincount(idx[ok], weights=dev[ok], minlength=L)
+        sq = neighbours @ np.bincount(idx[ok], weights=dev[ok] ** 2, minlength=L)
+        cnt = neighbours @ np.bincount(idx[ok], minlength=L).astype(np.float64)
         out = np.full(L, np.nan)
+        var = np.full(L, np.nan)
         enough = cnt >= self.min_location_points
         out[enough] = sums[enough] / cnt[enough]
-        return out, cnt
+        var[enough] = np.maximum(sq[enough] / cnt[enough] - out[enough] ** 2, 0.0)
+        return out, cnt, var
 
     # ------------------------------------------------------------------ fit / score
     def fit(self, part_type: str, templates, *, cache_dir: str | None = None, progress: bool = False,
-            aligned: bool = False) -> DeviationBank:
-        """Build the banks of ``part_type`` from good templates (``(N_g, 3)`` each, metres, any pose;
-        the first is the reference). ``cache_dir`` and ``progress`` are accepted for interface
+            aligned: bool = False, mesh=None) -> DeviationBank:
+        """Build the banks of ``part_type`` from good templates (``(N_g, 3)`` each, metres; the
+        first is the reference). ``cache_dir`` and ``progress`` are accepted for interface
         compatibility with :class:`~.detector.AnomalyDetector` (fitting takes seconds).
+
+        With ``mesh`` (the part type's CAD model, metres, part frame; templates near the part
+        frame, as simulated by the cell) deviations are signed distances to the CAD surface: each
+        template is registered onto the model the way a scan is, and the banks learn each
+        location's mean signed deviation, its point noise and its variation between templates.
+        Without, deviations are measured against the other templates (any pose; the first is the
+        reference).
 
         Raises:
             ValueError: empty part type, fewer than 3 templates (or registered templates), bad points.
@@ -214,6 +243,8 @@ class DeviationDetector(PartRegistry):
             raise ValueError(f"part type '{part_type}' has {n} template(s); the deviation banks need at least 3")
         tmpl = [self._thin(as_points(t, name=f"template {i} of '{part_type}'", min_points=MIN_SCAN_POINTS), i)
                 for i, t in enumerate(templates)]
+        if mesh is not None:
+            return self._fit_cad(part_type, tmpl, mesh)
         ref = tmpl[0]
         regs = [t for _, t in self._templates_on_reference(part_type, tmpl, aligned=aligned)]
         if len(regs) < 3:
@@ -243,6 +274,55 @@ class DeviationDetector(PartRegistry):
         self._parts[part_type] = bank
         return bank
 
+    def _fit_cad(self, part_type: str, tmpl: list, mesh) -> DeviationBank:
+        from ..registration.mesh_reference import MeshReference
+
+        surface = mesh if isinstance(mesh, MeshReference) else MeshReference(mesh)
+        regs = []
+        for t in tmpl:
+            al = surface.align(t, inlier_distance=CAD_INLIER_DISTANCE, seed=self.seed)
+            regs.append(transform_points(al.transform, t) if self.register else t)
+        allpts = np.concatenate(regs)
+        diag = float(np.linalg.norm(allpts.max(0) - allpts.min(0)))
+        spacing = self.location_spacing or self.location_rel * diag
+        radius = self.location_radius or 1.5 * spacing
+        _, first = np.unique(np.floor(allpts / spacing).astype(np.int64), axis=0, return_index=True)
+        locations = allpts[np.sort(first)]
+        loc_tree = cKDTree(locations)
+        neighbours = _neighbour_matrix(loc_tree, radius)
+        G, L = len(regs), len(locations)
+        M, C, V = np.full((G, L), np.nan), np.zeros((G, L)), np.full((G, L), np.nan)
+        for g, t in enumerate(regs):
+            M[g], C[g], V[g] = self._location_stats(t, surface.signed_distance(t), loc_tree, neighbours, radius)
+        seen = np.isfinite(M).sum(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.where(seen >= 2, np.nanmean(M, 0), np.nan)
+            between = np.where(seen >= 2, np.nanvar(M, 0, ddof=1), np.nan)
+            within = np.sqrt(np.nanmean(V, 0))
+            counts = np.where(seen > 0, np.nanmean(np.where(C > 0, C, np.nan), 0), 0.0)
+        within = np.nan_to_num(within, nan=0.0)
+        # the part of the between-template variance the point noise does not explain
+        systematic = np.sqrt(np.maximum(np.nan_to_num(between, nan=0.0)
+                                        - within ** 2 / np.maximum(counts, 1.0), 0.0))
+        bank = DeviationBank(part_type, regs[0], None, locations, mean, np.full(L, self.min_std),
+                             C.mean(0), float(radius), self.threshold, self.tolerance, loc_tree, neighbours,
+                             surface=surface, within=within, systematic=systematic, n_templates=G)
+        self._parts[part_type] = bank
+        return bank
+
+    def _cad_location_scores(self, b: DeviationBank, reg: np.ndarray):
+        """Signed deviations of ``reg`` (model frame) -> per-location ``(scores, excess, n, scored)``."""
+        dev = b.surface.signed_distance(reg)
+        m, n, _ = self._location_stats(reg, dev, b.location_tree, b.neighbours, b.radius)
+        scored = np.isfinite(m) & np.isfinite(b.mean) & (n >= self.min_location_fraction * b.counts)
+        excess = m - b.mean
+        noise = np.sqrt(b.within ** 2 / np.maximum(n, 1.0) + b.within ** 2 / np.maximum(b.counts * b.n_templates, 1.0)
+                        + b.systematic ** 2 + self.min_std ** 2)
+        z = np.abs(excess) / noise
+        tol = (b.threshold * np.abs(excess) / b.tolerance) if b.tolerance > 0 else np.full_like(z, np.inf)
+        return np.where(scored, np.minimum(z, tol), np.nan), excess, dev, scored
+
     def score(self, scan, part_type: str, *, register: bool | None = None, transform=None) -> AnomalyScore:
         """Score a scan of ``part_type`` (``(N, 3)`` metres, any pose).
 
@@ -259,6 +339,8 @@ class DeviationDetector(PartRegistry):
         pts = as_points(scan, name="scan", min_points=MIN_SCAN_POINTS)
         b = self.part_bank(part_type)
         do_reg = self.register if register is None else bool(register)
+        if b.surface is not None:
+            return self._score_cad(b, pts, do_reg, transform, t0)
         ref_tree = b.surfaces.trees[0]  # the reference is the first template
         if transform is not None:
             from ..geometry import as_transform
@@ -301,6 +383,50 @@ class DeviationDetector(PartRegistry):
             # a FAIL always names where: the strongest region, however few points it has (the
             # floor of a small hole is often a handful of points)
             defects = find_defect_regions(reg, point_scores, b.threshold, link_distance=b.radius, min_points=1)[:1]
+        timings["scoring"] = time.perf_counter() - t1
+        timings["total"] = time.perf_counter() - t0
+        return AnomalyScore(point_scores=point_scores, object_score=obj, threshold=float(b.threshold),
+                            is_anomalous=bool(obj > b.threshold), transform=T, chamfer=chamfer,
+                            patch_centres=b.locations.copy(), patch_scores=loc_scores, defects=defects,
+                            point_threshold=float(b.threshold), registration_ok=reg_ok, timings=timings,
+                            coverage=float(scored.mean()))
+
+    def _score_cad(self, b: DeviationBank, pts: np.ndarray, do_reg: bool, transform, t0: float) -> AnomalyScore:
+        """:meth:`score` for banks fitted against the CAD model."""
+        timings = {}
+        reg_ok = True
+        if transform is not None:
+            from ..geometry import as_transform
+
+            T = as_transform(transform)
+        elif do_reg:
+            al = b.surface.align(pts, inlier_distance=CAD_INLIER_DISTANCE, seed=self.seed)
+            T = al.transform
+        else:
+            T = np.eye(4)
+        reg = transform_points(T, pts)
+        timings["register"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        loc_scores, excess, dev, scored = self._cad_location_scores(b, reg)
+        chamfer = float(np.abs(dev).mean())
+        if not scored.any():
+            raise ValueError(f"the scan overlaps none of the {len(b.locations)} deviation locations of "
+                             f"'{b.part_type}' (mean distance to the CAD surface {chamfer:.4g} m); "
+                             "is it the right part type?")
+        obj = float(np.nanmax(loc_scores))
+        idx = np.flatnonzero(scored)
+        near_d, near = cKDTree(b.locations[idx]).query(reg, k=1)
+        point_scores = loc_scores[idx][near]
+        point_excess = excess[idx][near]
+        point_scores[near_d > 2 * b.radius] = float(np.nanmin(loc_scores))
+        defects = find_defect_regions(reg, point_scores, b.threshold, link_distance=b.radius,
+                                      min_points=self.min_region_points)
+        if obj > b.threshold and not defects:
+            defects = find_defect_regions(reg, point_scores, b.threshold, link_distance=b.radius, min_points=1)[:1]
+        from dataclasses import replace as _replace
+
+        defects = tuple(_replace(d, kind="bulge" if float(np.mean(point_excess[d.indices])) > 0 else "sink")
+                        for d in defects)
         timings["scoring"] = time.perf_counter() - t1
         timings["total"] = time.perf_counter() - t0
         return AnomalyScore(point_scores=point_scores, object_score=obj, threshold=float(b.threshold),

@@ -303,50 +303,30 @@ class CadModel:
         return self.box.dimensions
 
     @cached_property
-    def _raycast_scene(self):
-        import open3d as o3d
+    def surface(self):
+        """The mesh as a :class:`~cosarad_ros.core.registration.mesh_reference.MeshReference`:
+        exact distances to the triangles, surface samples, the registration onto the model."""
+        from cosarad_ros.core.registration.mesh_reference import MeshReference
 
-        scene = o3d.t.geometry.RaycastingScene()
-        scene.add_triangles(o3d.core.Tensor(np.asarray(self.mesh.vertices, dtype=np.float32)),
-                            o3d.core.Tensor(np.asarray(self.mesh.faces, dtype=np.uint32)))
-        return scene
+        return MeshReference(self.mesh)
 
     def distance(self, points) -> np.ndarray:
         """Unsigned distance ``(N,)`` [m] of ``(N, 3)`` points (model frame) to the mesh surface."""
-        import open3d as o3d
-
-        pts = np.ascontiguousarray(np.asarray(points, dtype=np.float32).reshape(-1, 3))
-        d = self._raycast_scene.compute_distance(o3d.core.Tensor(pts)).numpy()
-        return d.astype(np.float64)
+        return self.surface.distance(np.asarray(points, dtype=np.float64).reshape(-1, 3))
 
     def closest_points(self, points) -> tuple[np.ndarray, np.ndarray]:
-        """Closest points on the mesh ``(N, 3)`` and the normals of their faces ``(N, 3)`` for
-        ``(N, 3)`` points in the model frame."""
-        import open3d as o3d
-
-        pts = np.ascontiguousarray(np.asarray(points, dtype=np.float32).reshape(-1, 3))
-        res = self._raycast_scene.compute_closest_points(o3d.core.Tensor(pts))
-        return (res["points"].numpy().astype(np.float64), res["primitive_normals"].numpy().astype(np.float64))
+        """Closest points on the mesh ``(N, 3)`` and the outward normals of their faces ``(N, 3)``
+        for ``(N, 3)`` points in the model frame."""
+        return self.surface.closest(np.asarray(points, dtype=np.float64).reshape(-1, 3))
 
     def signed_distance(self, points) -> np.ndarray:
         """Signed distance ``(N,)`` [m] of ``(N, 3)`` points (model frame) to the mesh surface:
         positive outside the material (along the closest face's normal), negative inside."""
-        pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
-        closest, normals = self.closest_points(pts)
-        diff = pts - closest
-        dist = np.linalg.norm(diff, axis=1)
-        sign = np.where(np.einsum("ij,ij->i", diff, normals) < 0.0, -1.0, 1.0)
-        return sign * dist
+        return self.surface.signed_distance(np.asarray(points, dtype=np.float64).reshape(-1, 3))
 
     def sample(self, n: int = 20000, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """``n`` area-uniform surface points and their normals, each ``(n, 3)`` (cached per n, seed)."""
-        key = (int(n), int(seed))
-        cache = self.__dict__.setdefault("_samples", {})
-        if key not in cache:
-            from cosarad_ros.core.io import sample_mesh
-
-            cache[key] = sample_mesh(self.mesh, int(n), seed=int(seed))
-        return cache[key]
+        return self.surface.sample(n, seed=seed)
 
 
 def _model_from_files(mesh_path: Path, meta: dict, label: str | None) -> CadModel:

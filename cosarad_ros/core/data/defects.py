@@ -896,7 +896,7 @@ def apply_defect(points, normals, kind: str, rng: np.random.Generator, *, min_sh
 
 def apply_defect_to_mesh(mesh, kind: str, rng: np.random.Generator, *, min_shift: float = 5e-5,
                          max_rel_size: float = 0.4, max_tries: int = 10, csg: bool = True,
-                         check_samples: int = 30000, **size):
+                         check_samples: int = 30000, where=None, **size):
     """Apply a defect to a mesh; the returned record labels any later scan of the result.
 
     "moves" kinds refine the mesh near the defect (edges about 1/14 of a dent's diameter, 1/5 of
@@ -915,6 +915,9 @@ def apply_defect_to_mesh(mesh, kind: str, rng: np.random.Generator, *, min_shift
         max_tries: locations tried until the defect visibly changes the surface.
         csg: use boolean subtraction for removal kinds when possible.
         check_samples: surface samples used to place the defect and measure its footprint.
+        where: optional ``callable(points (N, 3), normals (N, 3)) -> (N,) bool`` marking the
+            surface where the defect may be centred (e.g. the faces a cell can see); ``None``:
+            anywhere. Ignored by CAD kinds (they change a hole) and by ``bend`` (a whole tab).
         **size: fixed sizes in metres (keys of :data:`SIZE_RANGES_MM`; ``hole_index`` for CAD).
 
     Returns:
@@ -939,11 +942,19 @@ def apply_defect_to_mesh(mesh, kind: str, rng: np.random.Generator, *, min_shift
     F0 = np.asarray(mesh.faces, dtype=np.int64)
     spts, snrm = sample_mesh(mesh, check_samples, seed=int(rng.integers(2**31)))
     surface = _Surface(spts, snrm)
+    places = surface
+    if where is not None and kind != "bend":
+        allowed = np.asarray(where(spts, snrm), dtype=bool).reshape(-1)
+        if allowed.shape != (len(spts),):
+            raise ValueError(f"where must return one bool per surface sample, got shape {allowed.shape}")
+        if not allowed.any():
+            raise ValueError(f"{kind}: no surface where the defect may be placed (where() marked none)")
+        places = _Surface(spts[allowed], snrm[allowed])
     model = DEFECT_MODELS[kind]
     watertight = None
     for _ in range(max_tries):
         sz = _sizes(kind, rng, surface, size, max_rel_size)
-        p = {**sz, **model.place(rng, surface, sz)}
+        p = {**sz, **model.place(rng, places, sz)}
         if model.moves:
             V, F = refine_mesh_near(V0, F0, lambda x: model.influence(p, x), radius=0.0,
                                     max_edge=model.max_edge(p))

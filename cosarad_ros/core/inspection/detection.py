@@ -12,6 +12,7 @@ This is the object the ``anomaly_node`` holds; the node only converts messages.
 """
 from __future__ import annotations
 
+import inspect
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,14 +26,19 @@ from cosarad_ros.core.inspection.outcome import (DefectSummary, InspectionOutcom
 __all__ = ["TemplateSource", "FolderTemplates", "CadTemplates", "PartInspector", "DetectionReport"]
 
 CLOUD_SUFFIXES = (".pcd", ".ply", ".xyz", ".txt", ".pts")
+#: a registered scan point within this distance of the part's surface counts as on it [m]
+ON_SURFACE = 1e-3
 
 
 class TemplateSource(Protocol):
-    """Where good templates of a part type come from."""
+    """Where good templates of a part type come from (and its CAD model, when there is one)."""
 
     def has(self, part_type: str) -> bool: ...
 
     def templates(self, part_type: str) -> list[np.ndarray]: ...
+
+    def mesh(self, part_type: str):
+        """The part type's CAD model (trimesh, metres, part frame), or None."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,9 @@ class FolderTemplates:
             raise ValueError(f"no template files for part type '{part_type}' in {Path(self.root) / part_type}")
         return [read_points(f) for f in files]
 
+    def mesh(self, part_type: str):
+        return None
+
 
 @dataclass(frozen=True)
 class CadTemplates:
@@ -75,6 +84,9 @@ class CadTemplates:
         if mesh is None:
             raise ValueError(f"no CAD model for part type '{part_type}'")
         return list(self.make_templates(mesh, self.n_templates, self.seed))
+
+    def mesh(self, part_type: str):
+        return self.mesh_for(part_type)
 
 
 @dataclass(frozen=True)
@@ -102,14 +114,26 @@ class PartInspector:
         sources: template sources, tried in order.
         cache_dir: where the detector caches memory banks (None: no disk cache).
         min_points: scans with fewer points are refused.
+        min_fitness: a scan with a smaller share of its points on the part's surface (within
+            :data:`ON_SURFACE` of the CAD model, or of the reference template without one) is
+            INCONCLUSIVE: it did not register onto the part.
+        min_coverage: a would-be PASS whose scan covered a smaller share of the surface the good
+            templates (simulated through the planned views) measured is INCONCLUSIVE.
+        min_quality: a would-be PASS whose ISO 25012 total (against the reference template) is
+            lower is INCONCLUSIVE.
     """
 
     def __init__(self, detector, sources: Sequence[TemplateSource] = (), *, cache_dir: str | None = None,
-                 min_points: int = 100):
+                 min_points: int = 100, min_fitness: float = 0.8, min_coverage: float = 0.85,
+                 min_quality: float = 0.0):
+        for name, v in (("min_fitness", min_fitness), ("min_coverage", min_coverage), ("min_quality", min_quality)):
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {v}")
         self.detector = detector
         self.sources = list(sources)
         self.cache_dir = cache_dir
         self.min_points = int(min_points)
+        self.min_fitness, self.min_coverage, self.min_quality = float(min_fitness), float(min_coverage), float(min_quality)
         self._lock = threading.Lock()
 
     def known(self, part_type: str) -> bool:
@@ -128,28 +152,55 @@ class PartInspector:
                 return
             for src in self.sources:
                 if src.has(part_type):
-                    self.detector.fit(part_type, src.templates(part_type), cache_dir=self.cache_dir)
+                    kwargs = {}
+                    if "mesh" in inspect.signature(self.detector.fit).parameters:
+                        kwargs["mesh"] = src.mesh(part_type)  # detectors that measure against the CAD model
+                    self.detector.fit(part_type, src.templates(part_type), cache_dir=self.cache_dir, **kwargs)
                     return
         raise ValueError(f"unknown part type '{part_type}': no templates or CAD model for it")
 
-    def inspect(self, points, part_type: str, *, part_id: str = "") -> DetectionReport:
-        """Score a scan (metres, any frame) of ``part_type``.
+    def _fitness(self, bank, reg: np.ndarray) -> float:
+        """Share of the registered scan ``reg`` on the part's surface."""
+        surface = getattr(bank, "surface", None)
+        if surface is not None:
+            return float((surface.distance(reg) <= ON_SURFACE).mean())
+        from scipy.spatial import cKDTree
+
+        ref = np.asarray(bank.reference, dtype=np.float64)
+        tree = cKDTree(ref)
+        spacing = float(np.median(tree.query(ref[:: max(1, len(ref) // 2000)], k=2)[0][:, 1]))
+        return float((tree.query(reg, k=1)[0] <= max(ON_SURFACE, 3.0 * spacing)).mean())
+
+    def inspect(self, points, part_type: str, *, part_id: str = "", registered: bool = False) -> DetectionReport:
+        """Score a scan of ``part_type`` (metres; any frame, or already registered onto the part
+        type's reference with ``registered=True``, when the detector does not register again).
+
+        The outcome's ``registration_fitness``, ``coverage`` and ``quality`` are measured on this
+        scan, and the verdict rule (:func:`~.outcome.decide_verdict`) applies the minima.
 
         Raises:
             ValueError: empty / non-finite / too small scan, unknown part type.
         """
-        pts = as_points(points, name="scan", min_points=self.min_points)
-        self.ensure(part_type)
-        s = self.detector.score(pts, part_type)
-        defects = tuple(
-            DefectSummary("anomaly", tuple(map(float, d.centroid)), tuple(map(float, d.extent)),
-                          float(d.score), int(d.point_count)) for d in s.defects)
-        verdict, reason = decide_verdict(object_score=float(s.object_score), threshold=float(s.threshold),
-                                         n_defects=len(defects))
+        from cosarad_ros.core.cad.quality import quality_report
         from cosarad_ros.core.geometry import transform_points
 
+        pts = as_points(points, name="scan", min_points=self.min_points)
+        self.ensure(part_type)
+        s = self.detector.score(pts, part_type, register=False) if registered else self.detector.score(pts, part_type)
+        reg = transform_points(s.transform, pts)
+        bank = self.detector.part_bank(part_type)
+        fitness = self._fitness(bank, reg)
+        quality = quality_report(reg, np.asarray(bank.reference, dtype=np.float64)).as_dict()
+        defects = tuple(
+            DefectSummary(getattr(d, "kind", "anomaly"), tuple(map(float, d.centroid)), tuple(map(float, d.extent)),
+                          float(d.score), int(d.point_count)) for d in s.defects)
+        verdict, reason = decide_verdict(object_score=float(s.object_score), threshold=float(s.threshold),
+                                         n_defects=len(defects), registration_fitness=fitness,
+                                         min_fitness=self.min_fitness, coverage=float(s.coverage),
+                                         min_coverage=self.min_coverage, quality_total=float(quality["total"]),
+                                         min_quality=self.min_quality)
         outcome = InspectionOutcome(part_id=part_id, part_type=part_type, verdict=verdict, reason=reason,
                                     object_score=float(s.object_score), threshold=float(s.threshold),
-                                    defects=defects, extra={"chamfer": float(s.chamfer)})
-        return DetectionReport(outcome, transform_points(s.transform, pts), np.asarray(s.point_scores),
-                               np.asarray(s.transform))
+                                    defects=defects, registration_fitness=fitness, quality=quality,
+                                    coverage=float(s.coverage), extra={"chamfer": float(s.chamfer)})
+        return DetectionReport(outcome, reg, np.asarray(s.point_scores), np.asarray(s.transform))

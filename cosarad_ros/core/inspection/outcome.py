@@ -4,8 +4,12 @@ The ``inspection_manager`` node and the offline demo both use this module, so th
 turns stage outcomes into PASS / FAIL / INCONCLUSIVE lives in exactly one place:
 
 * any stage that failed -> ``INCONCLUSIVE`` with that stage's reason (never a PASS);
-* registration accepted but with fitness below ``min_fitness`` -> ``INCONCLUSIVE``;
+* registration accepted but with fitness below ``min_fitness`` -> ``INCONCLUSIVE`` (the scan is
+  not on the part: scores would not be comparable);
 * object score above the threshold, or any defect found -> ``FAIL``;
+* a would-be PASS on data that cannot vouch for the part -> ``INCONCLUSIVE`` with what to do:
+  the scan measured less than ``min_coverage`` of the surface the planned views should measure,
+  or its ISO 25012 data quality is below ``min_quality``;
 * otherwise ``PASS``.
 """
 from __future__ import annotations
@@ -117,6 +121,7 @@ class InspectionOutcome:
     registration_rmse: float = float("nan")
     quality: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+    coverage: float = float("nan")
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -140,8 +145,18 @@ def _jsonable(x):
 
 def decide_verdict(*, failed_stage: StageRecord | None = None, object_score: float | None = None,
                    threshold: float | None = None, n_defects: int = 0,
-                   registration_fitness: float | None = None, min_fitness: float = 0.0) -> tuple[str, str]:
+                   registration_fitness: float | None = None, min_fitness: float = 0.0,
+                   coverage: float | None = None, min_coverage: float = 0.0,
+                   quality_total: float | None = None, min_quality: float = 0.0) -> tuple[str, str]:
     """The verdict rule (see the module docstring).
+
+    Args:
+        failed_stage: the stage that failed, if any.
+        object_score, threshold: the detector's object score and its threshold.
+        n_defects: defect regions found.
+        registration_fitness, min_fitness: share of the scan on the part's surface, and its minimum.
+        coverage, min_coverage: share of the planned surface the scan measured, and its minimum.
+        quality_total, min_quality: ISO 25012 total of the scan, and its minimum.
 
     Returns:
         ``(verdict, reason)``; ``reason`` is non-empty for FAIL and INCONCLUSIVE.
@@ -155,9 +170,10 @@ def decide_verdict(*, failed_stage: StageRecord | None = None, object_score: flo
         raise ValueError("decide_verdict needs object_score and threshold when no stage failed")
     if not np.isfinite(object_score):
         return INCONCLUSIVE, "object score is not finite"
-    if registration_fitness is not None and registration_fitness < min_fitness:
-        return INCONCLUSIVE, (f"registration fitness {registration_fitness:.2f} below the minimum "
-                              f"{min_fitness:.2f}: scores would not be comparable")
+    if registration_fitness is not None and not registration_fitness >= min_fitness:
+        return INCONCLUSIVE, (f"only {100 * registration_fitness:.0f} % of the scan lies on the part's surface "
+                              f"(minimum {100 * min_fitness:.0f} %): wrong part type, part not on the fixture, "
+                              "or a scan in the wrong unit")
     if object_score > threshold or n_defects > 0:
         parts = []
         if object_score > threshold:
@@ -165,6 +181,13 @@ def decide_verdict(*, failed_stage: StageRecord | None = None, object_score: flo
         if n_defects:
             parts.append(f"{n_defects} defect region(s)")
         return FAIL, "; ".join(parts)
+    if coverage is not None and not coverage >= min_coverage:
+        return INCONCLUSIVE, (f"the scan measured {100 * coverage:.0f} % of the surface the planned views should "
+                              f"see (minimum {100 * min_coverage:.0f} %): check the part's placement and the "
+                              "sensor's view (dirt, reflections), then scan again")
+    if quality_total is not None and not quality_total >= min_quality:
+        return INCONCLUSIVE, (f"scan data quality {quality_total:.2f} below the minimum {min_quality:.2f} "
+                              "(ISO 25012): check the sensor's calibration and exposure, then scan again")
     return PASS, ""
 
 

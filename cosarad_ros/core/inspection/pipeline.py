@@ -30,9 +30,20 @@ class ViewScan:
 
 @dataclass(frozen=True)
 class Classified:
-    label: str                  # "unknown" when nothing matched
-    score: float                # percent
+    """The part type named from the survey scan.
+
+    Attributes:
+        label: CAD label, ``"unknown"`` when nothing matched.
+        score: similarity in percent.
+        quality: ISO 25012 quality of the survey scan against the model.
+        transform: ``(4, 4)`` survey scan (part frame) -> model frame, or None: the pose that
+            seeds the inspection's registration.
+    """
+
+    label: str
+    score: float
     quality: dict = field(default_factory=dict)
+    transform: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -71,7 +82,9 @@ class Cell(Protocol):
 
     def classify(self, points: np.ndarray) -> Classified: ...
 
-    def register(self, points: np.ndarray, part_type: str) -> Registered: ...
+    def register(self, points: np.ndarray, part_type: str, init: np.ndarray | None = None) -> Registered:
+        """Register the fused cloud (part frame) onto the part type's reference, from the
+        nominal pose and, when given, ``init`` (the classifier's pose)."""
 
     def detect(self, points: np.ndarray, part_type: str, part_id: str) -> Detected: ...
 
@@ -86,6 +99,7 @@ class InspectionRun:
     point_scores: np.ndarray | None = None
     classified: Classified | None = None
     registered: Registered | None = None
+    fused: np.ndarray | None = None
 
 
 def run_inspection(cell: Cell, *, part_id: str, part_type: str = "", min_fitness: float = 0.5, min_points: int = 200, progress=None) -> InspectionRun:
@@ -106,7 +120,7 @@ def run_inspection(cell: Cell, *, part_id: str, part_type: str = "", min_fitness
     """
     clock = StageClock()
     report = progress or (lambda stage, frac: None)
-    classified = registered = None
+    classified = registered = fused = None
 
     def acquire(plan_for: str, lo: float, hi: float) -> np.ndarray:
         """plan -> (move, scan) per view -> fuse; returns the fused cloud (part frame)."""
@@ -144,7 +158,7 @@ def run_inspection(cell: Cell, *, part_id: str, part_type: str = "", min_fitness
         fused = acquire(part_type, 0.35 if classified else 0.0, 0.75)
         report("register", 0.8)
         with clock.stage("register"):
-            registered = cell.register(fused, part_type)
+            registered = cell.register(fused, part_type, classified.transform if classified else None)
             if not registered.ok:
                 raise StageFailed("register", registered.reason or "registration failed")
             if registered.fitness < min_fitness:
@@ -153,10 +167,14 @@ def run_inspection(cell: Cell, *, part_id: str, part_type: str = "", min_fitness
         report("detect", 0.9)
         with clock.stage("detect"):
             det = cell.detect(registered.points, part_type, part_id)
-        outcome = replace(det.outcome, part_id=part_id, part_type=part_type, stage_seconds=clock.totals(),
-                          registration_fitness=registered.fitness, registration_rmse=registered.rmse,
-                          quality=dict(classified.quality) if classified else {})
-        return InspectionRun(outcome, clock, det.points, det.point_scores, classified, registered)
+        # fitness, coverage and data quality as the detection measured them on the inspection scan;
+        # the registration's where the detector did not measure them
+        o = det.outcome
+        fitness = o.registration_fitness if np.isfinite(o.registration_fitness) else registered.fitness
+        quality = dict(o.quality) if o.quality else (dict(classified.quality) if classified else {})
+        outcome = replace(o, part_id=part_id, part_type=part_type, stage_seconds=clock.totals(),
+                          registration_fitness=fitness, registration_rmse=registered.rmse, quality=quality)
+        return InspectionRun(outcome, clock, det.points, det.point_scores, classified, registered, fused)
     except StageFailed:
         failed = next(r for r in reversed(clock.records) if not r.ok)  # the clock recorded the failure
         verdict, reason = decide_verdict(failed_stage=failed)
@@ -166,4 +184,4 @@ def run_inspection(cell: Cell, *, part_id: str, part_type: str = "", min_fitness
                                     registration_fitness=registered.fitness if registered else float("nan"),
                                     registration_rmse=registered.rmse if registered else float("nan"),
                                     quality=dict(classified.quality) if classified else {})
-        return InspectionRun(outcome, clock, None, None, classified, registered)
+        return InspectionRun(outcome, clock, None, None, classified, registered, fused)
