@@ -50,10 +50,14 @@ from ..geometry import as_points, transform_points
 from .detector import MIN_SCAN_POINTS, AnomalyScore, PartRegistry, _check_slides, find_defect_regions
 from .surfaces import TemplateSurfaces
 
-__all__ = ["DeviationBank", "DeviationDetector", "CAD_INLIER_DISTANCE"]
+__all__ = ["DeviationBank", "DeviationDetector", "LocationScale", "CAD_INLIER_DISTANCE"]
 
 #: a scan point within this distance of the CAD surface counts as on it (registration fitness) [m]
 CAD_INLIER_DISTANCE = 1e-3
+#: pseudo-points of the part's typical point noise added to each location's own estimate
+SHRINK_POINTS = 30.0
+#: a single point's residual must exceed this multiple of the tolerance to count as narrow-defect evidence
+NARROW_TOLERANCE = 3.0
 
 
 @dataclass(frozen=True)
@@ -77,10 +81,7 @@ class DeviationBank:
             does not rebuild them).
         surface: the CAD model (:class:`~cosarad_ros.core.registration.mesh_reference.MeshReference`)
             when the banks were fitted against it, else None (template deviations).
-        within: ``(L,)`` standard deviation of a single point's signed deviation at each
-            location (CAD banks) [m].
-        systematic: ``(L,)`` variation of the location mean between templates beyond what the
-            point noise explains (CAD banks) [m].
+        scales: CAD banks: one :class:`LocationScale` per neighbourhood size.
         n_templates: templates behind the banks.
     """
 
@@ -97,9 +98,31 @@ class DeviationBank:
     location_tree: cKDTree | None = None
     neighbours: object = None
     surface: object = None
-    within: np.ndarray | None = None
-    systematic: np.ndarray | None = None
+    scales: tuple = ()
     n_templates: int = 0
+
+
+@dataclass(frozen=True)
+class LocationScale:
+    """The banks of one neighbourhood size (CAD banks keep several: a narrow scratch shows at a
+    small radius, a wide shallow dent only when many points are averaged).
+
+    Attributes:
+        radius: points within this distance of a location form its sample [m].
+        neighbours: ``(L, L)`` 0/1 matrix of the locations within ``radius`` of each other.
+        mean: ``(L,)`` mean signed deviation of the templates [m] (NaN: seen by fewer than 2).
+        within: ``(L,)`` standard deviation of one point's signed deviation [m].
+        systematic: ``(L,)`` variation of the location mean between templates beyond what the
+            point noise explains [m].
+        counts: ``(L,)`` mean number of template points.
+    """
+
+    radius: float
+    neighbours: object
+    mean: np.ndarray
+    within: np.ndarray
+    systematic: np.ndarray
+    counts: np.ndarray
 
 
 def _neighbour_matrix(loc_tree: cKDTree, radius: float):
@@ -138,6 +161,10 @@ class DeviationDetector(PartRegistry):
             :class:`~.detector.AnomalyDetector`. An addition; needs 2 or more templates.
         symmetry_min_gain: see ``symmetry_check``.
         symmetry_slides: see :class:`~.detector.AnomalyDetector` (``0`` = off).
+        scales: CAD banks: neighbourhood radii as factors of ``location_radius``; a location's
+            score is the largest over them.
+        narrow_points: CAD banks: smallest group of single points that counts as a narrow defect
+            (0: off); see :meth:`_narrow_scores`.
     """
 
     method = "deviation"
@@ -148,9 +175,16 @@ class DeviationDetector(PartRegistry):
                  threshold: float = 6.0, tolerance: float = 2.5e-4, registration_attempts: int = 3,
                  register: bool = True, max_template_points: int = 60_000, min_region_points: int = 10,
                  seed: int = 0, symmetry_check: bool = True, symmetry_min_gain: float = 0.03,
-                 symmetry_slides: float = 0.9):
+                 symmetry_slides: float = 0.9, scales: tuple[float, ...] = (1.0,), narrow_points: int = 0):
         if not (np.isfinite(symmetry_min_gain) and 0 <= symmetry_min_gain < 1):
             raise ValueError(f"symmetry_min_gain must be in [0, 1), got {symmetry_min_gain}")
+        scales = tuple(float(f) for f in scales)
+        if not scales or not all(np.isfinite(f) and f > 0 for f in scales):
+            raise ValueError(f"scales must be positive factors of the location radius, got {scales}")
+        self.scales = scales
+        if narrow_points < 0:
+            raise ValueError(f"narrow_points must be >= 0, got {narrow_points}")
+        self.narrow_points = int(narrow_points)
         self.symmetry_check = bool(symmetry_check)
         self.symmetry_min_gain = float(symmetry_min_gain)
         self.symmetry_slides = _check_slides(symmetry_slides)
@@ -282,6 +316,7 @@ class DeviationDetector(PartRegistry):
         for t in tmpl:
             al = surface.align(t, inlier_distance=CAD_INLIER_DISTANCE, seed=self.seed)
             regs.append(transform_points(al.transform, t) if self.register else t)
+        devs = [surface.signed_distance(t) for t in regs]
         allpts = np.concatenate(regs)
         diag = float(np.linalg.norm(allpts.max(0) - allpts.min(0)))
         spacing = self.location_spacing or self.location_rel * diag
@@ -289,39 +324,103 @@ class DeviationDetector(PartRegistry):
         _, first = np.unique(np.floor(allpts / spacing).astype(np.int64), axis=0, return_index=True)
         locations = allpts[np.sort(first)]
         loc_tree = cKDTree(locations)
-        neighbours = _neighbour_matrix(loc_tree, radius)
         G, L = len(regs), len(locations)
-        M, C, V = np.full((G, L), np.nan), np.zeros((G, L)), np.full((G, L), np.nan)
-        for g, t in enumerate(regs):
-            M[g], C[g], V[g] = self._location_stats(t, surface.signed_distance(t), loc_tree, neighbours, radius)
-        seen = np.isfinite(M).sum(0)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            mean = np.where(seen >= 2, np.nanmean(M, 0), np.nan)
-            between = np.where(seen >= 2, np.nanvar(M, 0, ddof=1), np.nan)
-            within = np.sqrt(np.nanmean(V, 0))
-            counts = np.where(seen > 0, np.nanmean(np.where(C > 0, C, np.nan), 0), 0.0)
-        within = np.nan_to_num(within, nan=0.0)
-        # the part of the between-template variance the point noise does not explain
-        systematic = np.sqrt(np.maximum(np.nan_to_num(between, nan=0.0)
-                                        - within ** 2 / np.maximum(counts, 1.0), 0.0))
-        bank = DeviationBank(part_type, regs[0], None, locations, mean, np.full(L, self.min_std),
-                             C.mean(0), float(radius), self.threshold, self.tolerance, loc_tree, neighbours,
-                             surface=surface, within=within, systematic=systematic, n_templates=G)
+        scales = []
+        for factor in self.scales:
+            r = factor * radius
+            neighbours = _neighbour_matrix(loc_tree, r)
+            M, C, V = np.full((G, L), np.nan), np.zeros((G, L)), np.full((G, L), np.nan)
+            for g, (t, dev) in enumerate(zip(regs, devs)):
+                M[g], C[g], V[g] = self._location_stats(t, dev, loc_tree, neighbours, r)
+            seen = np.isfinite(M).sum(0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean = np.where(seen >= 2, np.nanmean(M, 0), np.nan)
+                between = np.where(seen >= 2, np.nanvar(M, 0, ddof=1), np.nan)
+                within = np.nan_to_num(np.sqrt(np.nanmean(V, 0)), nan=0.0)
+            counts = C.mean(0)
+            # a location's point noise is estimated from few template points: shrink it towards the
+            # part's typical noise (empirical Bayes, SHRINK_POINTS pseudo-points), so a location
+            # that happened to look quiet in the templates does not make ordinary noise a defect
+            typical = float(np.median(within[counts * G >= 20])) if (counts * G >= 20).any() else float(within.max())
+            k = counts * G
+            within = np.sqrt((k * within ** 2 + SHRINK_POINTS * typical ** 2) / (k + SHRINK_POINTS))
+            # the part of the between-template variance the point noise does not explain
+            systematic = np.sqrt(np.maximum(np.nan_to_num(between, nan=0.0)
+                                            - within ** 2 / np.maximum(counts, 1.0), 0.0))
+            scales.append(LocationScale(float(r), neighbours, mean, within, systematic, counts))
+        base = scales[0]
+        bank = DeviationBank(part_type, regs[0], None, locations, base.mean, np.full(L, self.min_std), base.counts,
+                             float(radius), self.threshold, self.tolerance, loc_tree, base.neighbours,
+                             surface=surface, scales=tuple(scales), n_templates=G)
         self._parts[part_type] = bank
         return bank
 
     def _cad_location_scores(self, b: DeviationBank, reg: np.ndarray):
-        """Signed deviations of ``reg`` (model frame) -> per-location ``(scores, excess, n, scored)``."""
+        """Signed deviations of ``reg`` (model frame) -> ``(scores (L,), excess (L,), dev (N,),
+        scored (L,))``: per location the largest score over the scales, the excess of that scale,
+        the points' signed deviations, and whether any scale scored the location."""
         dev = b.surface.signed_distance(reg)
-        m, n, _ = self._location_stats(reg, dev, b.location_tree, b.neighbours, b.radius)
-        scored = np.isfinite(m) & np.isfinite(b.mean) & (n >= self.min_location_fraction * b.counts)
-        excess = m - b.mean
-        noise = np.sqrt(b.within ** 2 / np.maximum(n, 1.0) + b.within ** 2 / np.maximum(b.counts * b.n_templates, 1.0)
-                        + b.systematic ** 2 + self.min_std ** 2)
-        z = np.abs(excess) / noise
-        tol = (b.threshold * np.abs(excess) / b.tolerance) if b.tolerance > 0 else np.full_like(z, np.inf)
-        return np.where(scored, np.minimum(z, tol), np.nan), excess, dev, scored
+        best = np.full(len(b.locations), np.nan)
+        best_excess = np.full(len(b.locations), np.nan)
+        any_scored = np.zeros(len(b.locations), dtype=bool)
+        for sc in b.scales:
+            m, n, _ = self._location_stats(reg, dev, b.location_tree, sc.neighbours, sc.radius)
+            scored = np.isfinite(m) & np.isfinite(sc.mean) & (n >= self.min_location_fraction * sc.counts)
+            excess = m - sc.mean
+            noise = np.sqrt(sc.within ** 2 / np.maximum(n, 1.0)
+                            + sc.within ** 2 / np.maximum(sc.counts * b.n_templates, 1.0)
+                            + sc.systematic ** 2 + self.min_std ** 2)
+            z = np.abs(excess) / noise
+            tol = (b.threshold * np.abs(excess) / b.tolerance) if b.tolerance > 0 else np.full_like(z, np.inf)
+            score = np.where(scored, np.minimum(z, tol), np.nan)
+            better = scored & ~(score <= best)  # NaN-safe: True where best is NaN or lower
+            best = np.where(better, score, best)
+            best_excess = np.where(better, excess, best_excess)
+            any_scored |= scored
+        return best, best_excess, dev, any_scored
+
+    def _narrow_scores(self, b: DeviationBank, reg: np.ndarray, dev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Defects narrower than a location (a scratch, a crack, a small hole): each point's
+        residual from its location's expected deviation (smallest scale) against that location's
+        point noise, ``z_i = |d_i - mu(l_i)| / sigma(l_i)``, limited like the locations by the
+        tolerance (``NARROW_TOLERANCE x tolerance`` for a single point). Points count only in a
+        connected group (link: the smallest scale's radius) of at least ``narrow_points`` points
+        of the same sign above ``threshold``, which scores at its ``narrow_points``-th largest
+        value, so an isolated noisy point never does.
+
+        Returns:
+            ``(scores (N,), residuals (N,))``; 0 outside such groups.
+        """
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        sc = b.scales[0]
+        d, li = b.location_tree.query(reg, k=1, distance_upper_bound=self.assign_factor * sc.radius)
+        ok = np.isfinite(d)
+        li = np.minimum(li, len(b.locations) - 1)
+        mu = np.where(ok, sc.mean[li], np.nan)
+        sigma = np.sqrt(sc.within[li] ** 2 + sc.systematic[li] ** 2 + self.min_std ** 2)
+        r = dev - mu
+        z = np.abs(r) / sigma
+        tol = self.tolerance * NARROW_TOLERANCE
+        s = np.where(np.isfinite(z), np.minimum(z, self.threshold * np.abs(r) / tol if tol > 0 else z), 0.0)
+        out = np.zeros(len(reg))
+        k = self.narrow_points
+        for sign in (1.0, -1.0):
+            hot = np.flatnonzero((s > self.threshold) & (np.sign(r) == sign))
+            if hot.size < k:
+                continue
+            pairs = cKDTree(reg[hot]).query_pairs(sc.radius, output_type="ndarray")
+            n = hot.size
+            g = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n)) if len(pairs) \
+                else coo_matrix((n, n))
+            _, labels = connected_components(g, directed=False)
+            for lab in np.unique(labels):
+                members = hot[labels == lab]
+                if members.size >= k:
+                    out[members] = np.sort(s[members])[-k]
+        return out, np.nan_to_num(r)
 
     def score(self, scan, part_type: str, *, register: bool | None = None, transform=None) -> AnomalyScore:
         """Score a scan of ``part_type`` (``(N, 3)`` metres, any pose).
@@ -413,12 +512,17 @@ class DeviationDetector(PartRegistry):
             raise ValueError(f"the scan overlaps none of the {len(b.locations)} deviation locations of "
                              f"'{b.part_type}' (mean distance to the CAD surface {chamfer:.4g} m); "
                              "is it the right part type?")
-        obj = float(np.nanmax(loc_scores))
         idx = np.flatnonzero(scored)
         near_d, near = cKDTree(b.locations[idx]).query(reg, k=1)
         point_scores = loc_scores[idx][near]
         point_excess = excess[idx][near]
         point_scores[near_d > 2 * b.radius] = float(np.nanmin(loc_scores))
+        if self.narrow_points:
+            narrow, residual = self._narrow_scores(b, reg, dev)
+            take = narrow > point_scores
+            point_scores = np.where(take, narrow, point_scores)
+            point_excess = np.where(take, residual, point_excess)
+        obj = float(max(np.nanmax(loc_scores), np.nanmax(point_scores)))
         defects = find_defect_regions(reg, point_scores, b.threshold, link_distance=b.radius,
                                       min_points=self.min_region_points)
         if obj > b.threshold and not defects:
@@ -433,4 +537,4 @@ class DeviationDetector(PartRegistry):
                             is_anomalous=bool(obj > b.threshold), transform=T, chamfer=chamfer,
                             patch_centres=b.locations.copy(), patch_scores=loc_scores, defects=defects,
                             point_threshold=float(b.threshold), registration_ok=reg_ok, timings=timings,
-                            coverage=float(scored.mean()))
+                            coverage=float(scored.sum() / max(1, int(np.isfinite(b.mean).sum()))))

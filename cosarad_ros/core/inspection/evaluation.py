@@ -3,7 +3,7 @@
 Per part: the verdict against the expected one (a good part must PASS, a defective one FAIL),
 whether a FAIL found the injected defect where it is (a *hit*: a reported defect within
 ``max(10 mm, the defect's footprint)`` of its centre), whether the planned views measured the
-defect at all (at least :data:`MIN_MEASURED_POINTS` fused points within the defect's footprint:
+defect at all (at least :data:`MIN_MEASURED_POINTS` fused points on its anomalous surface:
 a defect nobody saw cannot be found, and is counted apart so that an escape is always a real
 miss), and the seconds per stage.
 
@@ -122,13 +122,21 @@ def locate(defect: Mapping, reported: Sequence) -> tuple[bool, float | None]:
     return d <= max(0.010, float(defect.get("footprint", 0.0))), d
 
 
-def measured_points(defect: Mapping, points) -> int:
-    """Fused scan points (part frame) within the injected defect's footprint (at least 1.5 mm)."""
+def measured_points(defect: Mapping, points, defect_points=None, *, radius: float = 1e-3) -> int:
+    """Scan points (part frame) on the injected defect: within ``radius`` of its anomalous-surface
+    samples (:meth:`~.production.CellPart.defect_points`), or, without those, within its footprint
+    (at least 1.5 mm) of its centre."""
     if points is None or not len(points):
         return 0
+    pts = np.asarray(points, dtype=np.float64)
+    if defect_points is not None and len(defect_points):
+        from scipy.spatial import cKDTree
+
+        d, _ = cKDTree(np.asarray(defect_points, dtype=np.float64)).query(pts, k=1, distance_upper_bound=radius)
+        return int(np.isfinite(d).sum())
     c = np.asarray(defect["centre"], dtype=np.float64)
     r = max(0.5 * float(defect.get("footprint", 0.0)), 0.0015)
-    return int((np.linalg.norm(np.asarray(points) - c, axis=1) <= r).sum())
+    return int((np.linalg.norm(pts - c, axis=1) <= r).sum())
 
 
 @dataclass(frozen=True)
@@ -208,9 +216,14 @@ def fit_pod(sizes, hits, *, min_n: int = 4) -> PodFit:
 
     res = minimize(nll, x0=[float(np.median(x)), math.log(max(float(x.std()), 0.1))], method="Nelder-Mead",
                    options={"xatol": 1e-6, "fatol": 1e-9, "maxiter": 4000})
-    mu, sigma = float(res.x[0]), float(math.exp(res.x[1]))
+    mu, sigma = float(res.x[0]), float(math.exp(min(res.x[1], 10.0)))
+    log90 = mu + sigma * math.log(9.0)
+    if not (x.min() - 2.3 <= mu <= x.max() + 2.3 and log90 <= x.max() + 2.3):
+        # the likelihood is flat (hits and misses mixed at every size): a90 lies far outside the
+        # sizes tested (more than 10x), no usable curve
+        return PodFit(mu=nan, sigma=nan, a50=nan, a90=nan, note="no trend", **base)
     a50 = math.exp(mu)
-    a90 = math.exp(mu + sigma * math.log(9.0))
+    a90 = math.exp(log90)
     return PodFit(mu=mu, sigma=sigma, a50=a50, a90=a90, note="", **base)
 
 
@@ -401,7 +414,7 @@ def record_of(part, run, method: str, *, outcome=None) -> PartRecord:
     measured = hit = err = None
     if defect is not None:
         cloud = run.registered.points if run.registered is not None else run.fused
-        measured = measured_points(defect, cloud) >= MIN_MEASURED_POINTS
+        measured = measured_points(defect, cloud, part.defect_points()) >= MIN_MEASURED_POINTS
         hit, err = locate(defect, o.defects) if o.verdict == FAIL else (False, None)
         if o.verdict == FAIL and err is None:
             hit = False

@@ -89,6 +89,9 @@ class CellPart:
         expected: ``"PASS"`` for good parts, ``"FAIL"`` for defective ones.
         variation: the part's deviation from its CAD model within tolerance (``Variation`` as a
             dict: ``scale`` per axis, ``form`` amplitude [m]), empty for an exact copy.
+        defect_points_path: ``.npy`` file of points sampled on the defect's anomalous surface
+            (part frame, metres; about 2 per square millimetre): a scan measured the defect where
+            it has points close to these ("" for good parts).
     """
 
     part_id: str
@@ -97,6 +100,13 @@ class CellPart:
     defect: dict | None
     expected: str
     variation: dict | None = None
+    defect_points_path: str = ""
+
+    def defect_points(self) -> np.ndarray | None:
+        """The anomalous-surface samples of :attr:`defect_points_path` ``(K, 3)``, or None."""
+        if not self.defect_points_path or not Path(self.defect_points_path).is_file():
+            return None
+        return np.load(self.defect_points_path)
 
 
 @dataclass(frozen=True)
@@ -316,13 +326,18 @@ class _Writer:
             self.library.add(path, label=part.name, metadata=_cad_metadata(part))
         self.say(f"part type {part.name}: {np.round(part.extents * 1000, 1).tolist()} mm")
 
-    def add_part(self, part, mesh, *, defect=None, variation: Variation | None = None) -> CellPart:
+    def add_part(self, part, mesh, *, defect=None, variation: Variation | None = None,
+                 defect_points: np.ndarray | None = None) -> CellPart:
         serial = f"P{len(self.queue) + 1:03d}"
         tag = defect["type"] if defect else "good"
         path = self.parts_dir / f"{serial}_{part.name}_{tag}.stl"
         mesh.export(path)
+        dpath = ""
+        if defect_points is not None:
+            dpath = str(self.parts_dir / f"{serial}_{part.name}_{tag}_defect.npy")
+            np.save(dpath, np.asarray(defect_points, dtype=np.float32))
         cp = CellPart(serial, part.name, str(path), defect, "FAIL" if defect else "PASS",
-                      variation.as_dict() if variation is not None else None)
+                      variation.as_dict() if variation is not None else None, dpath)
         self.queue.append(cp)
         return cp
 
@@ -334,15 +349,18 @@ class _Writer:
 
 
 def _defective(part, kind: str, rng, size: Mapping[str, float], variation: Variation | None):
-    """``(mesh, record dict)`` of ``part`` with defect ``kind`` of ``size``, then varied."""
+    """``(mesh, record dict, anomalous-surface samples (K, 3))`` of ``part`` with defect ``kind``
+    of ``size``, then varied."""
     from cosarad_ros.core.data.defects import apply_defect_to_mesh
+    from cosarad_ros.core.io import sample_mesh
 
     target = part if kind in _HOLE_KINDS else part.mesh
     mesh, record = apply_defect_to_mesh(target, kind, rng, where=visible_from_above, **size)
     if variation is not None:
         bounds = part.mesh.bounds
         mesh, record = _vary_mesh(mesh, variation, bounds), _vary_record(record, variation, bounds)
-    return mesh, record.to_dict()
+    samples, _ = sample_mesh(mesh, int(min(max(2e6 * float(mesh.area), 20000), 400000)), seed=int(rng.integers(2**31)))
+    return mesh, record.to_dict(), samples[record.label_points(samples, tol=3e-4)]
 
 
 def make_cell_scenario(out_dir, *, families: Sequence[str] = DEFAULT_FAMILIES, good_per_type: int = 1,
@@ -395,8 +413,8 @@ def make_cell_scenario(out_dir, *, families: Sequence[str] = DEFAULT_FAMILIES, g
         part = types[k % len(types)]
         size = {key: float(rng.uniform(*lohi)) for key, lohi in sizes.get(kind, {}).items()}
         v = variation(part)
-        mesh, record = _defective(part, kind, rng, size, v)
-        w.add_part(part, mesh, defect=record, variation=v)
+        mesh, record, where = _defective(part, kind, rng, size, v)
+        w.add_part(part, mesh, defect=record, variation=v, defect_points=where)
         w.say(f"defect {kind} on {part.name}: {json.dumps({k: round(x * 1000, 2) for k, x in size.items()})} mm")
     return w.finish(types, rng)
 
@@ -467,10 +485,10 @@ def make_production_run(out_dir, *, types: Sequence[str] = EVAL_TYPES, parts_per
         size = per_kind[kind].pop()
         v = Variation.draw(rng, part.extents) if vary else None
         try:
-            mesh, record = _defective(part, kind, rng, size, v)
+            mesh, record, where = _defective(part, kind, rng, size, v)
         except ValueError as exc:  # e.g. a hole too small to change; the run goes on without it
             w.say(f"skipped {kind} on {part.name}: {exc}")
             continue
-        w.add_part(part, mesh, defect=record, variation=v)
+        w.add_part(part, mesh, defect=record, variation=v, defect_points=where)
     w.say(f"{len(w.queue)} parts of {len(parts)} types ({n_good * len(parts)} good)")
     return w.finish(parts, rng)
