@@ -79,8 +79,9 @@ def test_lifecycle_scan_load_part_and_published_cloud(box_stl):
         assert _change(ros, Transition.TRANSITION_ACTIVATE) and _state(ros) == "active"
         assert node.points_pub.is_activated
         # REP 2003: the driver publishes reliable, so both kinds of subscriber are matched
+        assert node.points_pub.qos_profile.reliability == ReliabilityPolicy.RELIABLE
         offered = ros.client.get_publishers_info_by_topic("/scanner_node/points")
-        assert [i.qos_profile.reliability for i in offered] == [ReliabilityPolicy.RELIABLE]
+        assert offered and {i.qos_profile.reliability for i in offered} == {ReliabilityPolicy.RELIABLE}
 
         r = ros.call(LoadPart, "/scanner_node/load_part", LoadPart.Request(mesh_path=box_stl, part_id="box-1"))
         assert r.success, r.message
