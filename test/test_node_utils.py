@@ -118,3 +118,17 @@ def test_diagnostics_default_status_follows_failures():
         err = ros.wait_for_message(DiagnosticArray, "/diagnostics", timeout=10,
                                    predicate=lambda m: m.status and m.status[0].level == DiagnosticStatus.ERROR)
         assert "ZeroDivisionError" in err.status[0].message
+
+
+def test_parameter_docs_are_current_and_show_ranges():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "scripts" / "param_table.py"), "--check"], timeout=120)
+    assert r.returncode == 0, "docs/parameters.md is stale: run python scripts/param_table.py"
+    text = (root / "docs" / "parameters.md").read_text()
+    assert "| `target_coverage` | `0.95` | `(0, 1]` |" in text
+    assert "| `rate` | `2.0` | `(0, inf)` |" in text
+    assert "| `sim.fail_after` | `-1` | `[-1, inf)` |" in text

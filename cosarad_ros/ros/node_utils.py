@@ -112,7 +112,9 @@ class Range:
     @property
     def interval(self) -> str:
         """``[lo, hi]`` / ``(lo, hi]`` / ... with ``inf`` for an unbounded side."""
-        return f"{'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+        left = "(" if self.lo_open or math.isinf(self.lo) else "["
+        right = ")" if self.hi_open or math.isinf(self.hi) else "]"
+        return f"{left}{self.lo:g}, {self.hi:g}{right}"
 
     def __call__(self, v) -> bool:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
