@@ -17,8 +17,9 @@ from cosarad_ros.ros.launch_params import launch_parameters
 def _node(context):
     get = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
     params = launch_parameters("cad_classifier_node", get("params_file"), use_sim_time=get("use_sim_time"))
-    return [Node(package="cosarad_ros", executable="cad_classifier_node", name=get("node_name"), namespace=get("namespace"),
-                 output="screen", parameters=[params], arguments=["--ros-args", "--log-level", get("log_level")])]
+    return [Node(package="cosarad_ros", executable="cad_classifier_node", name=get("node_name"),
+                 namespace=get("namespace"), output="screen", parameters=[params],
+                 arguments=["--ros-args", "--log-level", get("log_level")])]
 
 
 def generate_launch_description():

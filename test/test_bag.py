@@ -116,7 +116,8 @@ def test_recording_keeps_each_topics_offered_qos(tmp_path):
     qos = {t["topic_metadata"]["name"]: t["topic_metadata"]["offered_qos_profiles"]
            for t in meta["topics_with_message_count"]}
     assert [(q["reliability"], q["durability"]) for q in qos["/inspection/result"]] == [("reliable", "transient_local")]
-    assert [(q["reliability"], q["durability"]) for q in qos["/inspection/defect_markers"]] == [("reliable", "volatile")]
+    markers_qos = qos["/inspection/defect_markers"]
+    assert [(q["reliability"], q["durability"]) for q in markers_qos] == [("reliable", "volatile")]
     back, rb_qos = read_with_rosbags(tmp_path / "cell")
     assert rb_qos["/inspection/result"][0].durability.name == "TRANSIENT_LOCAL"
     assert rb_qos["/inspection/defect_markers"][0].durability.name == "VOLATILE"

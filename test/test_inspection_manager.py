@@ -21,14 +21,6 @@ pytestmark = [pytest.mark.ros,
               pytest.mark.skipif(example_robot_data_share() is None, reason="example-robot-data not installed")]
 
 
-def _wait(fut, timeout):
-    end = time.monotonic() + timeout
-    while not fut.done():
-        assert time.monotonic() < end, "timed out"
-        time.sleep(0.01)
-    return fut.result()
-
-
 def test_cancel_ends_the_inspection_at_the_next_stage(tmp_path):
     from cosarad_ros.core.data.parts import make_part
 
@@ -44,20 +36,20 @@ def test_cancel_ends_the_inspection_at_the_next_stage(tmp_path):
         client = ActionClient(ros.client, InspectPart, "/inspection_manager/inspect")
         assert client.wait_for_server(timeout_sec=10)
         stages = []
-        handle = _wait(client.send_goal_async(InspectPart.Goal(part_id="P-1", part_type="bracket"),
+        handle = ros.wait_future(client.send_goal_async(InspectPart.Goal(part_id="P-1", part_type="bracket"),
                                               feedback_callback=lambda m: stages.append(m.feedback.stage)), 10)
         assert handle.accepted
         ros.wait_until(lambda: "move" in stages, timeout=120, what="the first move")
-        cancel = _wait(handle.cancel_goal_async(), 10)
+        cancel = ros.wait_future(handle.cancel_goal_async(), 10)
         assert cancel.goals_canceling, "the manager refused the cancel"
-        res = _wait(handle.get_result_async(), 120)
+        res = ros.wait_future(handle.get_result_async(), 120)
         assert res.status == GoalStatus.STATUS_CANCELED
         assert res.result.result.verdict_text == "INCONCLUSIVE" and "cancelled" in res.result.result.reason
         assert "scan" not in stages                       # stopped before the next stage
         time.sleep(0.5)
         assert not results                                # a cancelled run is no verdict
         assert not manager._busy.locked()
-        handle = _wait(client.send_goal_async(InspectPart.Goal(part_id="P-2", part_type="bracket")), 10)
+        handle = ros.wait_future(client.send_goal_async(InspectPart.Goal(part_id="P-2", part_type="bracket")), 10)
         assert handle.accepted                            # free for the next part
-        _wait(handle.cancel_goal_async(), 10)
-        assert _wait(handle.get_result_async(), 120).status == GoalStatus.STATUS_CANCELED
+        ros.wait_future(handle.cancel_goal_async(), 10)
+        assert ros.wait_future(handle.get_result_async(), 120).status == GoalStatus.STATUS_CANCELED

@@ -87,12 +87,14 @@ def test_launch_arguments_namespace_and_sim_time(launch_file):
     assert {"namespace", "use_sim_time"} <= declared
     if launch_file.name not in ("inspection.launch.py", "viewpoint_planner.launch.py"):
         assert {"node_name", "params_file"} <= declared            # several instances side by side
-    used = {ast.literal_eval(c.args[0]) for c in _calls(tree, "LaunchConfiguration") if isinstance(c.args[0], ast.Constant)}
+    used = {ast.literal_eval(c.args[0]) for c in _calls(tree, "LaunchConfiguration")
+            if isinstance(c.args[0], ast.Constant)}
     for fn in ast.walk(tree):   # get(name) helpers perform LaunchConfiguration(name)
         if isinstance(fn, ast.Call) and getattr(fn.func, "id", None) == "get" and fn.args and \
                 isinstance(fn.args[0], ast.Constant):
             used.add(fn.args[0].value)
-    tuples = [n for n in ast.walk(tree) if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "PLANNER_ARGS"]
+    tuples = [n for n in ast.walk(tree)
+              if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "PLANNER_ARGS"]
     for t in tuples:
         used |= set(ast.literal_eval(t.value))
     assert used <= declared, f"{launch_file.name} reads undeclared arguments {sorted(used - declared)}"

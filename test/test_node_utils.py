@@ -13,8 +13,8 @@ from rcl_interfaces.srv import DescribeParameters, SetParameters  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 
-from cosarad_ros.ros.node_utils import (NodeDiagnostics, Param, ParameterError, at_least, declare_parameters,  # noqa: E402
-                                        in_range, non_negative, positive, unit_interval)
+from cosarad_ros.ros.node_utils import (NodeDiagnostics, Param, ParameterError, at_least,  # noqa: E402
+                                        declare_parameters, in_range, non_negative, positive, unit_interval)
 from ros_utils import RosHarness  # noqa: E402
 
 PARAMS = (

@@ -135,7 +135,8 @@ def test_cli_runs_from_any_folder_and_cosarad_is_on_the_path(tmp_path):
     assert "--tell-type" in r.stdout                                   # the demo's own --help
 
 
-@pytest.mark.skipif(shutil.which("ctest") is None or not (ROOT / ".ws" / "build" / "cosarad_ros" / "CTestTestfile.cmake").is_file(),
+@pytest.mark.skipif(shutil.which("ctest") is None
+                    or not (ROOT / ".ws" / "build" / "cosarad_ros" / "CTestTestfile.cmake").is_file(),
                     reason="no colcon build tree with tests (scripts/setup_env.sh builds with BUILD_TESTING=ON)")
 def test_colcon_test_runs_the_pytest_suite():
     r = subprocess.run(["ctest", "-N", "--test-dir", str(ROOT / ".ws" / "build" / "cosarad_ros")],

@@ -168,12 +168,12 @@ def test_go_to_view_action_feedback_and_cancel(part_stl):
         assert client.wait_for_server(timeout_sec=10)
 
         def send(index, fb):
-            return _wait(client.send_goal_async(GoToView.Goal(index=index), feedback_callback=fb), 10)
+            return ros.wait_future(client.send_goal_async(GoToView.Goal(index=index), feedback_callback=fb), 10)
 
         progress = []
         handle = send(0, lambda m: progress.append(m.feedback.progress))
         assert handle.accepted
-        res = _wait(handle.get_result_async(), 60)
+        res = ros.wait_future(handle.get_result_async(), 60)
         assert res.status == GoalStatus.STATUS_SUCCEEDED and res.result.success, res.result.message
         assert len(progress) >= 3 and progress == sorted(progress) and progress[-1] == pytest.approx(1.0)
         np.testing.assert_allclose(node.q, plan.joints[0].positions, atol=1e-9)
@@ -184,8 +184,8 @@ def test_go_to_view_action_feedback_and_cancel(part_stl):
         handle = send(1, lambda m: moving.append(m.feedback))
         assert handle.accepted
         ros.wait_until(lambda: moving and moving[-1].progress > 0.05, timeout=30, what="the arm moving")
-        _wait(handle.cancel_goal_async(), 10)
-        res = _wait(handle.get_result_async(), 30)
+        ros.wait_future(handle.cancel_goal_async(), 10)
+        res = ros.wait_future(handle.get_result_async(), 30)
         assert res.status == GoalStatus.STATUS_CANCELED and not res.result.success
         assert "cancelled" in res.result.message
         goal = np.asarray(plan.joints[1].positions)
@@ -195,16 +195,6 @@ def test_go_to_view_action_feedback_and_cancel(part_stl):
         # the blocking service still works afterwards
         m = ros.call(MoveToView, MOVE, MoveToView.Request(index=1), timeout=60)
         assert m.success, m.message
-
-
-def _wait(fut, timeout):
-    import time
-
-    end = time.monotonic() + timeout
-    while not fut.done():
-        assert time.monotonic() < end, "timed out"
-        time.sleep(0.01)
-    return fut.result()
 
 
 def test_joint_states_owned_by_the_driver_with_a_real_controller():
@@ -253,7 +243,8 @@ def test_follow_joint_trajectory_executor_sends_the_arm_trajectory(part_stl):
         move = node._builtin.plan_move(node.q, np.asarray(plan.joints[0].positions))
         msg = trajectory_msg(move.trajectory, node.cell.arm_joint_names)
         assert list(msg.joint_names) == list(CellModel.UR_JOINTS)
-        np.testing.assert_allclose(msg.points[-1].positions, np.asarray(plan.joints[0].positions)[node.cell.arm_indices])
+        goal = np.asarray(plan.joints[0].positions)
+        np.testing.assert_allclose(msg.points[-1].positions, goal[node.cell.arm_indices])
         t = [cv.stamp_to_seconds(p.time_from_start) for p in msg.points]
         assert t[0] == 0.0 and np.all(np.diff(t) > 0)
         with pytest.raises(ValueError, match="not in the trajectory"):

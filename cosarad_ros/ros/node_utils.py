@@ -291,9 +291,9 @@ class NodeDiagnostics:
 
     Args:
         node: the node.
-        status: ``() -> (level, message, values)`` or ``() -> DiagnosticStatus``; default: OK while the node has counted no
-            failure (``node.error_count`` / ``node.last_error``, as :func:`guarded` keeps them),
-            WARN with the last error after one.
+        status: ``() -> (level, message, values)`` or ``() -> DiagnosticStatus``; default: OK
+            while the node has counted no failure (``node.error_count`` / ``node.last_error``, as
+            :func:`guarded` keeps them), WARN with the last error after one.
         what: second half of the status name (default: the node's name).
         period: seconds between messages.
     """

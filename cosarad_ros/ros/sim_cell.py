@@ -47,8 +47,8 @@ class SimulatedCell(BackgroundExecutor):
             sensor_opts = {k: list(v) if isinstance(v, tuple) else v for k, v in cell_sensor_options().items()}
             self.scene = SimulatedScene.inspection_cell()
             # no lifecycle manager here: the scanner configures and activates itself
-            self.scanner = ScannerNode(scene=self.scene, **kw(autostart=True, sensor_type="motioncam",
-                                                              seed=int(seed), sensor_options=yaml.safe_dump(sensor_opts),
+            self.scanner = ScannerNode(scene=self.scene, **kw(autostart=True, sensor_type="motioncam", seed=int(seed),
+                                                              sensor_options=yaml.safe_dump(sensor_opts),
                                                               **{"sim.rest_on_support": False}))
             # fused scans are partial (fixture side unseen) and noisy: 2 mm box tolerance and a 30 %
             # allowed shortfall, the registration residual still separates near-duplicates
