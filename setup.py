@@ -14,14 +14,20 @@ def _requirements() -> list[str]:
     reqs = []
     for line in (here / "requirements.txt").read_text().splitlines():
         line = line.split("#", 1)[0].strip()
-        if line and not line.startswith("pytest"):
+        if line and not line.startswith(("pytest", "rosbags")):   # test-only
             reqs.append(line)
     return reqs
 
 
+def _version() -> str:
+    ns: dict = {}
+    exec((here / "cosarad_ros" / "_version.py").read_text(), ns)
+    return ns["__version__"]
+
+
 setup(
     name="cosarad_ros",
-    version="0.1.0",
+    version=_version(),
     description="Robotic 3D inspection: COSARAD anomaly detection, registration, CAD classification",
     long_description=(here / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",

@@ -13,4 +13,4 @@ and that install tree form one package.
 from pkgutil import extend_path
 
 __path__ = extend_path(__path__, __name__)  # noqa: F821 (set by the import system)
-__version__ = "0.1.0"
+from cosarad_ros._version import __version__  # noqa: E402,F401 (source checkout only)

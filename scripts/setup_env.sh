@@ -80,7 +80,7 @@ if [ "$(cat "$WS/.build_hash" 2>/dev/null)" != "$build_hash" ] || [ ! -f "$WS/in
     colcon --log-base "$WS/log" build --base-paths src --build-base build --install-base install \
       --symlink-install --event-handlers console_cohesion- \
       --cmake-args -DCMAKE_PREFIX_PATH="$VENV" -DPython3_EXECUTABLE="$VENV/bin/python" \
-        -DPYTHON_EXECUTABLE="$VENV/bin/python" -DBUILD_TESTING=OFF -Wno-dev > "$WS/build.log" 2>&1
+        -DPYTHON_EXECUTABLE="$VENV/bin/python" -DBUILD_TESTING=ON -Wno-dev > "$WS/build.log" 2>&1
   ) || { tail -n 40 "$WS/build.log" >&2; die "colcon build failed (full log: .ws/build.log)"; }
   echo "$build_hash" > "$WS/.build_hash"
 fi

@@ -72,6 +72,16 @@ class RosHarness(BackgroundExecutor):
         self.client.create_subscription(msg_type, topic, out.append, qos)
         return out
 
+    @staticmethod
+    def wait_future(future, timeout: float = 30.0, what: str = "future"):
+        """The result of an rclpy future (action goal, result, cancel) that the executor completes."""
+        end = time.monotonic() + timeout
+        while not future.done():
+            if time.monotonic() > end:
+                raise TimeoutError(f"{what} not done within {timeout} s")
+            time.sleep(0.01)
+        return future.result()
+
     def wait_until(self, predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition"):
         end = time.monotonic() + timeout
         while time.monotonic() < end:

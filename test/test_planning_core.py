@@ -348,7 +348,8 @@ def test_moveit_config_and_guarded_import(cell):
     cfg = moveit_config(cell)
     yaml.safe_dump(cfg)   # plain data only (MoveItPy writes it to a parameter file)
     assert cfg["robot_description"] == cell.urdf
-    assert cfg["moveit_simple_controller_manager"]["joint_trajectory_controller"]["joints"] == list(cell.arm_joint_names)
+    assert cfg["moveit_simple_controller_manager"]["scaled_joint_trajectory_controller"]["joints"] == \
+        list(cell.arm_joint_names)
     assert cfg["robot_description_kinematics"]["arm"]["kinematics_solver"].startswith("kdl")
     with pytest.raises(ValueError, match="velocity_scaling"):
         moveit_config(cell, velocity_scaling=1.5)

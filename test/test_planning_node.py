@@ -44,7 +44,8 @@ def test_plan_move_and_scan_cover_the_part(part_stl, tmp_path):
     with RosHarness() as ros:
         ros.add(ViewpointPlannerNode(**ros.node_kwargs(coverage_dir=str(tmp_path), **FAST)))
         # the part exactly at the part frame of the cell (no re-centring on the fixture)
-        ros.add(ScannerNode(**ros.node_kwargs(sensor_options=yaml_opts, **{"sim.part_mesh": str(part_stl),
+        ros.add(ScannerNode(**ros.node_kwargs(autostart=True, sensor_options=yaml_opts,
+                                              **{"sim.part_mesh": str(part_stl),
                                                                           "sim.rest_on_support": False})))
         traj = ros.collect(JointTrajectory, "/viewpoint_planner_node/joint_trajectory", RELIABLE_QOS)
 
@@ -150,3 +151,129 @@ def test_invalid_parameters_are_refused_naming_the_parameter():
             ViewpointPlannerNode(**ros.node_kwargs(target_coverage=0.0))
         with pytest.raises(ParameterError, match="solver"):
             ViewpointPlannerNode(**ros.node_kwargs(solver="simplex"))
+
+
+def test_go_to_view_action_feedback_and_cancel(part_stl):
+    """``~/go_to_view``: progress feedback while the arm moves; a cancel stops it part-way."""
+    from rclpy.action import ActionClient
+    from action_msgs.msg import GoalStatus
+
+    from cosarad_ros.action import GoToView
+
+    with RosHarness() as ros:
+        node = ros.add(ViewpointPlannerNode(**ros.node_kwargs(coverage_dir="-", **dict(FAST, playback_speed=1.0))))
+        plan = ros.call(PlanViews, PLAN, PlanViews.Request(mesh_path=str(part_stl)), timeout=120)
+        assert plan.success, plan.message
+        client = ActionClient(ros.client, GoToView, "/viewpoint_planner_node/go_to_view")
+        assert client.wait_for_server(timeout_sec=10)
+
+        def send(index, fb):
+            return ros.wait_future(client.send_goal_async(GoToView.Goal(index=index), feedback_callback=fb), 10)
+
+        progress = []
+        handle = send(0, lambda m: progress.append(m.feedback.progress))
+        assert handle.accepted
+        res = ros.wait_future(handle.get_result_async(), 60)
+        assert res.status == GoalStatus.STATUS_SUCCEEDED and res.result.success, res.result.message
+        assert len(progress) >= 3 and progress == sorted(progress) and progress[-1] == pytest.approx(1.0)
+        np.testing.assert_allclose(node.q, plan.joints[0].positions, atol=1e-9)
+
+        # the next view, cancelled once the arm is on its way
+        start = node.q.copy()
+        moving = []
+        handle = send(1, lambda m: moving.append(m.feedback))
+        assert handle.accepted
+        ros.wait_until(lambda: moving and moving[-1].progress > 0.05, timeout=30, what="the arm moving")
+        ros.wait_future(handle.cancel_goal_async(), 10)
+        res = ros.wait_future(handle.get_result_async(), 30)
+        assert res.status == GoalStatus.STATUS_CANCELED and not res.result.success
+        assert "cancelled" in res.result.message
+        goal = np.asarray(plan.joints[1].positions)
+        assert not np.allclose(node.q, goal, atol=1e-3) and not np.allclose(node.q, start, atol=1e-6)
+        np.testing.assert_allclose(cv.pose_to_matrix(res.result.sensor_pose.pose), node.cell.fk(node.q), atol=1e-6)
+        assert node.last_view is None
+        # the blocking service still works afterwards
+        m = ros.call(MoveToView, MOVE, MoveToView.Request(index=1), timeout=60)
+        assert m.success, m.message
+
+
+def test_joint_states_owned_by_the_driver_with_a_real_controller():
+    """With a real arm (FollowJointTrajectory executor) the driver's joint_state_broadcaster owns
+    ``joint_states``: the planner publishes none and follows the driver's."""
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+
+    from cosarad_ros.ros.trajectory_client import UR_CONTROLLER
+
+    with RosHarness() as ros:
+        node = ros.add(ViewpointPlannerNode(**ros.node_kwargs(executor="follow_joint_trajectory", coverage_dir="-",
+                                                              **FAST)))
+        assert node.p.controller_name == UR_CONTROLLER == "scaled_joint_trajectory_controller"
+        assert not node.owns_joint_states
+        assert "/joint_states" not in [p_.topic_name for p_ in node.publishers]
+        assert "/joint_states" in [s_.topic_name for s_ in node.subscriptions]
+        warn = ros.wait_for_message(DiagnosticArray, "/diagnostics", timeout=10,
+                                    predicate=lambda m: m.status and m.status[0].name.startswith("viewpoint_planner"))
+        assert warn.status[0].level == DiagnosticStatus.WARN and "joint_states" in warn.status[0].message
+        # the driver publishes; the planner plans from where the real arm is
+        driver = ros.client.create_publisher(JointState, "/joint_states", 10)
+        q = node.cell.home.copy()
+        q[0] += 0.3
+        msg = JointState(name=list(CellModel.UR_JOINTS), position=[float(v) for v in q[node.cell.arm_indices]])
+        ros.wait_until(lambda: driver.get_subscription_count() > 0, timeout=10, what="planner subscribed")
+        driver.publish(msg)
+        ros.wait_until(lambda: np.allclose(node.q, q, atol=1e-12), timeout=10, what="planner following the driver")
+
+    with RosHarness() as ros:
+        node = ros.add(ViewpointPlannerNode(**ros.node_kwargs(coverage_dir="-", **FAST)))   # builtin: simulated arm
+        assert node.owns_joint_states
+        assert "/joint_states" in [p_.topic_name for p_ in node.publishers]
+        assert "/joint_states" not in [s_.topic_name for s_ in node.subscriptions]
+
+
+def test_follow_joint_trajectory_executor_sends_the_arm_trajectory(part_stl):
+    """The controller's goal is the built-in planner's trajectory for the arm joints. Where
+    control_msgs is not installed (PyPI), the move is refused with the reason, the node lives."""
+    from cosarad_ros.ros.trajectory_client import trajectory_msg
+
+    with RosHarness() as ros:
+        node = ros.add(ViewpointPlannerNode(**ros.node_kwargs(executor="follow_joint_trajectory", coverage_dir="-",
+                                                              **FAST)))
+        plan = ros.call(PlanViews, PLAN, PlanViews.Request(mesh_path=str(part_stl)), timeout=120)
+        assert plan.success, plan.message
+        move = node._builtin.plan_move(node.q, np.asarray(plan.joints[0].positions))
+        msg = trajectory_msg(move.trajectory, node.cell.arm_joint_names)
+        assert list(msg.joint_names) == list(CellModel.UR_JOINTS)
+        goal = np.asarray(plan.joints[0].positions)
+        np.testing.assert_allclose(msg.points[-1].positions, goal[node.cell.arm_indices])
+        t = [cv.stamp_to_seconds(p.time_from_start) for p in msg.points]
+        assert t[0] == 0.0 and np.all(np.diff(t) > 0)
+        with pytest.raises(ValueError, match="not in the trajectory"):
+            trajectory_msg(move.trajectory, ["elbow_joint", "gripper_joint"])
+        try:
+            import control_msgs  # noqa: F401
+        except ImportError:
+            r = ros.call(MoveToView, MOVE, MoveToView.Request(index=0))
+            assert not r.success and "control_msgs" in r.message
+            assert node.context.ok()
+        else:
+            pytest.skip("control_msgs installed: the client runs against a real controller (not here)")
+
+
+def test_moveit_controller_defaults_to_the_ur_drivers():
+    from cosarad_ros.core.planning.moveit import moveit_config
+
+    cfg = moveit_config(CellModel.default())
+    assert cfg["moveit_simple_controller_manager"]["controller_names"] == ["scaled_joint_trajectory_controller"]
+    cfg = moveit_config(CellModel.default(), controller="joint_trajectory_controller")
+    assert "joint_trajectory_controller" in cfg["moveit_simple_controller_manager"]
+
+
+def test_cad_library_with_home_folder_is_expanded(part_stl, tmp_path, monkeypatch):
+    lib = tmp_path / "home" / "cad"
+    lib.mkdir(parents=True)
+    (lib / "bracket.stl").write_bytes(part_stl.read_bytes())
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    with RosHarness() as ros:
+        ros.add(ViewpointPlannerNode(**ros.node_kwargs(cad_library="~/cad", coverage_dir="-", **FAST)))
+        r = ros.call(PlanViews, PLAN, PlanViews.Request(part_type="bracket", target_coverage=0.8), timeout=120)
+        assert r.success, r.message

@@ -1,5 +1,7 @@
-"""scanner_node over real DDS: lifecycle, scan / trigger / load_part services, published cloud,
-pose and diagnostics, continuous mode, a device that disappears, the topic relay and GenICam."""
+"""scanner_node over real DDS: lifecycle (unconfigured at start, lifecycle publishers), scan /
+trigger / load_part services, the published cloud (reliable per REP 2003: best-effort and reliable
+subscribers both receive it), pose and diagnostics, continuous mode switched at run time, a device
+that disappears, the topic relay and GenICam."""
 import os
 import time
 
@@ -12,6 +14,10 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from geometry_msgs.msg import PoseStamped  # noqa: E402
 from lifecycle_msgs.msg import Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
+from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue  # noqa: E402
+from rcl_interfaces.srv import SetParameters  # noqa: E402
+from rclpy.lifecycle import LifecyclePublisher  # noqa: E402
+from rclpy.qos import ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import PointCloud2  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
@@ -52,26 +58,40 @@ def _scan_req(T=None, frame="world"):
     return req
 
 
+def _set_param(ros, node_name, name, value: bool):
+    req = SetParameters.Request(parameters=[Parameter(name=name, value=ParameterValue(
+        type=ParameterType.PARAMETER_BOOL, bool_value=value))])
+    return ros.call(SetParameters, f"/{node_name}/set_parameters", req).results[0]
+
+
 def test_lifecycle_scan_load_part_and_published_cloud(box_stl):
     with RosHarness() as ros:
-        node = ros.add(ScannerNode(**ros.node_kwargs(autostart=False, sensor_options=SMALL,
-                                                    **{"sim.rest_on_support": True})))
+        # no autostart by default: a lifecycle manager (launch_ros LifecycleNode) drives it
+        node = ros.add(ScannerNode(**ros.node_kwargs(sensor_options=SMALL, **{"sim.rest_on_support": True})))
         assert _state(ros) == "unconfigured"
+        assert isinstance(node.points_pub, LifecyclePublisher) and isinstance(node.pose_pub, LifecyclePublisher)
+        assert not node.points_pub.is_activated
         r = ros.call(Scan, "/scanner_node/scan", _scan_req())
         assert not r.success and "not configured" in r.message
         assert _change(ros, Transition.TRANSITION_CONFIGURE) and _state(ros) == "inactive"
         assert node.sensor.is_connected                      # configure connects
         assert not ros.call(Scan, "/scanner_node/scan", _scan_req()).success   # inactive: refused
         assert _change(ros, Transition.TRANSITION_ACTIVATE) and _state(ros) == "active"
+        assert node.points_pub.is_activated
+        # REP 2003: the driver publishes reliable, so both kinds of subscriber are matched
+        assert node.points_pub.qos_profile.reliability == ReliabilityPolicy.RELIABLE
+        offered = ros.client.get_publishers_info_by_topic("/scanner_node/points")
+        assert offered and {i.qos_profile.reliability for i in offered} == {ReliabilityPolicy.RELIABLE}
 
         r = ros.call(LoadPart, "/scanner_node/load_part", LoadPart.Request(mesh_path=box_stl, part_id="box-1"))
         assert r.success, r.message
         part = node.scene.bounds("part")
         np.testing.assert_allclose(part[0, 2], 0.12, atol=1e-9)               # resting on the fixture top
         T = look_at(part.mean(axis=0) + [0.0, -0.35, 0.65], part.mean(axis=0))
-        clouds = ros.collect(PointCloud2, "/scanner_node/points", SENSOR_QOS)
+        clouds = ros.collect(PointCloud2, "/scanner_node/points", SENSOR_QOS)            # best effort
+        reliable = ros.collect(PointCloud2, "/scanner_node/points", RELIABLE_QOS)        # RViz / ros2 bag
         poses = ros.collect(PoseStamped, "/scanner_node/sensor_pose", RELIABLE_QOS)
-        time.sleep(0.5)
+        ros.wait_until(lambda: node.points_pub.get_subscription_count() == 2, timeout=10, what="both matched")
         t0 = time.time()
         r = ros.call(Scan, "/scanner_node/scan", _scan_req(T))
         t1 = time.time()
@@ -87,10 +107,12 @@ def test_lifecycle_scan_load_part_and_published_cloud(box_stl):
         assert on_part.sum() > 200                                              # the box is seen
         top = w[on_part & (w[:, 2] > part[1, 2] - 1e-3)]
         assert np.abs(top[:, 2] - part[1, 2]).max() < 2e-3                      # its top face at 0.16 m
-        ros.wait_until(lambda: clouds and poses, timeout=10, what="published cloud and pose")
+        ros.wait_until(lambda: clouds and poses and reliable, timeout=10, what="published cloud and pose")
         assert clouds[0].width == r.cloud.width and poses[0].header.stamp == r.cloud.header.stamp
-        # deactivate / cleanup close the device
+        assert reliable[0].width == r.cloud.width
+        # deactivate / cleanup close the device; the lifecycle publishers stop
         assert _change(ros, Transition.TRANSITION_DEACTIVATE)
+        assert not node.points_pub.is_activated
         assert _change(ros, Transition.TRANSITION_CLEANUP) and not node.sensor.is_connected
         r = ros.call(LoadPart, "/scanner_node/load_part", LoadPart.Request(mesh_path="/no/such.stl"))
         assert not r.success and "no such file" in r.message
@@ -102,8 +124,8 @@ def test_device_that_disappears_is_reported_and_retried():
     sensor = make_sensor({"type": "motioncam", "scene": scene, "resolution": [96, 68], "fail_after": 1,
                           "recover_after": 2})
     with RosHarness() as ros:
-        node = ros.add(ScannerNode(sensor=sensor, **ros.node_kwargs(reconnect_period=0.4, grab_retries=1,
-                                                                    diagnostics_period=0.2)))
+        node = ros.add(ScannerNode(sensor=sensor, **ros.node_kwargs(autostart=True, reconnect_period=0.4,
+                                                                    grab_retries=1, diagnostics_period=0.2)))
         assert ros.call(Scan, "/scanner_node/scan", _scan_req()).success
         r = ros.call(Scan, "/scanner_node/scan", _scan_req())
         assert not r.success and "not found" in r.message     # timed out, the immediate retry was refused
@@ -122,7 +144,7 @@ def test_device_that_disappears_is_reported_and_retried():
 
 def test_trigger_and_continuous_mode():
     with RosHarness() as ros:
-        ros.add(ScannerNode(**ros.node_kwargs(sensor_type="ruler", continuous=True, rate=4.0,
+        ros.add(ScannerNode(**ros.node_kwargs(autostart=True, sensor_type="ruler", continuous=True, rate=4.0,
                                               sensor_options="{columns: 64, travel: 0.02, step: 0.002}")))
         clouds = ros.collect(PointCloud2, "/scanner_node/points", SENSOR_QOS)
         ros.wait_until(lambda: len(clouds) >= 3, timeout=20, what="three continuous clouds")
@@ -132,11 +154,27 @@ def test_trigger_and_continuous_mode():
         assert r.success and "points" in r.message
 
 
+def test_continuous_switched_at_run_time():
+    with RosHarness() as ros:
+        ros.add(ScannerNode(**ros.node_kwargs(autostart=True, sensor_type="ruler", rate=5.0,
+                                              sensor_options="{columns: 64, travel: 0.02, step: 0.002}")))
+        clouds = ros.collect(PointCloud2, "/scanner_node/points", SENSOR_QOS)
+        time.sleep(1.0)
+        assert not clouds                                     # active, but not continuous: nothing
+        assert _set_param(ros, "scanner_node", "continuous", True).successful
+        ros.wait_until(lambda: len(clouds) >= 3, timeout=20, what="clouds after `ros2 param set continuous true`")
+        assert _set_param(ros, "scanner_node", "continuous", False).successful
+        time.sleep(0.6)                                       # a tick in flight may still land
+        n = len(clouds)
+        time.sleep(1.2)
+        assert len(clouds) == n                               # stopped
+
+
 def test_topic_relay_with_frame_correction():
     rng = np.random.default_rng(0)
     link_pts = rng.uniform([0.5, -0.2, -0.1], [0.9, 0.2, 0.1], size=(300, 3))   # x forward, y left, z up
     with RosHarness() as ros:
-        ros.add(ScannerNode(**ros.node_kwargs(sensor_type="topic", **{"topic.input": "/gz/depth/points",
+        ros.add(ScannerNode(**ros.node_kwargs(autostart=True, sensor_type="topic", **{"topic.input": "/gz/depth/points",
                                               "topic.frame_correction": "link_to_optical"})))
         pub = ros.client.create_publisher(PointCloud2, "/gz/depth/points", SENSOR_QOS)
         stop = []
@@ -168,13 +206,13 @@ def test_bad_configuration_fails_configure_and_genicam_through_the_node():
 
     viky = os.path.join(os.path.dirname(genicam.__file__), "viky.cti")
     with RosHarness() as ros:
-        node = ros.add(ScannerNode(**ros.node_kwargs(sensor_type="replay")))   # no replay.path
+        node = ros.add(ScannerNode(**ros.node_kwargs(autostart=True, sensor_type="replay")))   # no replay.path
         assert node.lifecycle_state == "unconfigured" and "replay.path" in node.last_error
         assert node.diagnostic_status().level == DiagnosticStatus.ERROR
         node.destroy_node()
         if not os.path.isfile(viky):
             pytest.skip("viky.cti not shipped with this genicam wheel")
-        ros.add(ScannerNode(**ros.node_kwargs(sensor_type="genicam", **{"genicam.cti_path": viky,
+        ros.add(ScannerNode(**ros.node_kwargs(autostart=True, sensor_type="genicam", **{"genicam.cti_path": viky,
                                               "genicam.timeout": 2.0})))
         r = ros.call(Scan, "/scanner_node/scan", _scan_req())
         assert r.success and r.cloud.width == 400 * 400

@@ -84,7 +84,6 @@ def run(args) -> int:
     from cosarad_ros.msg import InspectionResult
     from cosarad_ros.ros import conversions as cv
     from cosarad_ros.ros.bag import BagWriter
-    from cosarad_ros.ros.node_utils import LATCHED_QOS
     from cosarad_ros.ros.result_msgs import outcome_from_msg
     from cosarad_ros.ros.sim_cell import SimulatedCell
     from cosarad_ros.srv import LoadPart
@@ -103,8 +102,7 @@ def run(args) -> int:
     outcomes, rows = [], []
     try:
         driver = cell.add(Node("cell_demo", context=cell.context))
-        driver.create_subscription(InspectionResult, "/inspection/result",
-                                   lambda m: bag.write("/inspection/result", m), LATCHED_QOS)
+        bag.record(driver, "/inspection/result", InspectionResult)   # with the QoS the manager offers
         action = ActionClient(driver, InspectPart, "/inspection_manager/inspect")
         load = driver.create_client(LoadPart, "/scanner_node/load_part")
         if not action.wait_for_server(timeout_sec=60) or not load.wait_for_service(timeout_sec=60):

@@ -51,7 +51,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         prog="cosarad",
         description="Robotic 3D inspection: scanning, registration, anomaly detection, CAD classification.",
     )
-    from cosarad_ros import __version__
+    from cosarad_ros._version import __version__
 
     parser.add_argument("--version", action="version", version=f"cosarad {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

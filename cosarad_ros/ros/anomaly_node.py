@@ -84,6 +84,9 @@ class AnomalyNode(Node):
         self.result_pub = self.create_publisher(InspectionResult, "/inspection/result", LATCHED_QOS)
         self.create_service(DetectAnomalies, "~/detect", self._on_detect, callback_group=group)
         self.create_subscription(PointCloud2, "~/cloud_in", self._on_cloud, SENSOR_QOS, callback_group=group)
+        from cosarad_ros.ros.node_utils import NodeDiagnostics
+
+        self.diagnostics = NodeDiagnostics(self)   # /diagnostics: OK, WARN with the last failure after one
         self.get_logger().info(f"anomaly_node ready (method={self.p.method})")
 
     def detect(self, points, part_type: str, part_id: str) -> InspectionResult:

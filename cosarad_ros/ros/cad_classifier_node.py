@@ -99,6 +99,9 @@ class CadClassifierNode(Node):
         n_models = len(self.library)  # open (or create) the folder now: a bad path shows at start
         self.srv_classify = self.create_service(ClassifyPart, "~/classify", self._on_classify)
         self.srv_register = self.create_service(RegisterCadModel, "~/register_cad_model", self._on_register)
+        from cosarad_ros.ros.node_utils import NodeDiagnostics
+
+        self.diagnostics = NodeDiagnostics(self)   # /diagnostics: OK, WARN with the last failure after one
         self.get_logger().info(f"cad_classifier_node ready: {n_models} CAD models in {self._library_dir}; "
                                "services ~/classify, ~/register_cad_model")
 

@@ -4,8 +4,13 @@
 plan views -> move -> scan -> fuse -> classify -> register to the reference -> detect -> publish,
 by calling the other nodes' services; the sequence and the verdict rule are
 :func:`cosarad_ros.core.inspection.pipeline.run_inspection`. Publishes the ``InspectionResult`` on
-``/inspection/result`` (transient local: late subscribers get the last one), the defect markers,
-and the part / sensor frames on TF where ``tf2_ros`` is installed.
+``/inspection/result`` (transient local: late subscribers get the last one) and the defect markers.
+A cancelled goal stops at the next stage (the move or service call under way finishes first) and
+ends ``canceled`` with an INCONCLUSIVE result that is not published as a verdict.
+
+TF: the ``part`` frame has one owner, the cell description (robot_state_publisher with
+``urdf/cosarad_cell.urdf.xacro``: fixture -> part, turning with the turntable); this node
+publishes no transform. ``part_pose`` is its nominal pose in ``world`` for fusing the views.
 """
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ import threading
 import time
 
 import numpy as np
-from geometry_msgs.msg import PoseStamped, TransformStamped
+from geometry_msgs.msg import PoseStamped
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
@@ -28,17 +33,18 @@ from cosarad_ros.core.inspection.outcome import InspectionOutcome, StageRecord
 from cosarad_ros.core.inspection.pipeline import Classified, Detected, Registered, ViewScan, run_inspection
 from cosarad_ros.msg import InspectionResult
 from cosarad_ros.ros import conversions as cv
-from cosarad_ros.ros.node_utils import (LATCHED_QOS, RELIABLE_QOS, Param, declare_parameters, non_negative,
-                                        positive, run_node, unit_interval)
+from cosarad_ros.ros.node_utils import (LATCHED_QOS, RELIABLE_QOS, NodeDiagnostics, Param, declare_parameters,
+                                        non_negative, positive, run_node, unit_interval)
 from cosarad_ros.ros.result_msgs import defect_markers, outcome_from_msg, result_msg, timing_msgs
 from cosarad_ros.srv import ClassifyPart, DetectAnomalies, MoveToView, PlanViews, RegisterCloud, Scan
 
 PARAMS = (
-    Param("planner_ns", "/viewpoint_planner_node", "Namespace of the planner's plan_views / move_to_view services"),
-    Param("scanner_ns", "/scanner_node", "Namespace of the scanner's scan service"),
-    Param("registration_ns", "/registration_node", "Namespace of the registration service"),
-    Param("classifier_ns", "/cad_classifier_node", "Namespace of the classify service"),
-    Param("anomaly_ns", "/anomaly_node", "Namespace of the detect service"),
+    Param("planner_ns", "viewpoint_planner_node", "Namespace of the planner's plan_views / move_to_view services "
+          "(relative: in this node's namespace)"),
+    Param("scanner_ns", "scanner_node", "Namespace of the scanner's scan service (relative: in this node's namespace)"),
+    Param("registration_ns", "registration_node", "Namespace of the registration service"),
+    Param("classifier_ns", "cad_classifier_node", "Namespace of the classify service"),
+    Param("anomaly_ns", "anomaly_node", "Namespace of the detect service"),
     Param("world_frame", "world", "Fixed frame of the cell (REP 105)"),
     Param("part_frame", "part", "Frame of the part on the fixture; results are published in it"),
     Param("part_pose", [0.45, 0.0, 0.12, 0.0, 0.0, 0.0, 1.0],
@@ -61,6 +67,10 @@ PARAMS = (
 
 class StageError(RuntimeError):
     """A service call failed; the message is the stage's reason."""
+
+
+class InspectionCancelled(Exception):
+    """The action goal was cancelled; raised from the progress callback between stages."""
 
 
 class ServiceCell:
@@ -164,10 +174,13 @@ class InspectionManager(Node):
         self.result_pub = self.create_publisher(InspectionResult, "/inspection/result", LATCHED_QOS)
         self.marker_pub = self.create_publisher(MarkerArray, "/inspection/defect_markers", RELIABLE_QOS)
         self._busy = threading.Lock()
-        self._tf = self._make_tf_broadcaster()
+        self.inspections = 0
+        self.error_count = 0
+        self.last_error = ""
         self.action = ActionServer(self, InspectPart, "~/inspect", execute_callback=self._execute,
-                                   goal_callback=self._on_goal, cancel_callback=lambda _g: CancelResponse.REJECT,
+                                   goal_callback=self._on_goal, cancel_callback=lambda _g: CancelResponse.ACCEPT,
                                    callback_group=MutuallyExclusiveCallbackGroup())
+        self.diagnostics = NodeDiagnostics(self, self._diagnostic_status, what="inspections")
         self.get_logger().info("inspection_manager ready: action ~/inspect")
 
     def _write_survey_mesh(self) -> str:
@@ -179,19 +192,17 @@ class InspectionManager(Node):
         envelope_mesh(self.p.survey_box).export(path)
         return path
 
-    def _make_tf_broadcaster(self):
-        try:
-            from tf2_ros import StaticTransformBroadcaster  # only on a full ROS install
-        except ImportError:
-            self.get_logger().info("tf2_ros not installed: part/sensor frames are not broadcast on TF")
-            return None
-        b = StaticTransformBroadcaster(self)
-        t = TransformStamped()
-        t.header.frame_id, t.child_frame_id = self.p.world_frame, self.p.part_frame
-        t.header.stamp = self.get_clock().now().to_msg()
-        t.transform = cv.matrix_to_transform(self.part_pose)
-        b.sendTransform(t)
-        return b
+    def _diagnostic_status(self):
+        from diagnostic_msgs.msg import DiagnosticStatus
+
+        last = self.last_result
+        values = {"busy": self._busy.locked(), "inspections": self.inspections, "errors": self.error_count,
+                  "last_part": last.part_id if last else "", "last_verdict": last.verdict_text if last else "",
+                  "last_error": self.last_error}
+        if self.error_count:
+            return DiagnosticStatus.WARN, f"{self.error_count} inspection(s) ended by an internal error", values
+        state = "inspecting" if self._busy.locked() else "idle"
+        return DiagnosticStatus.OK, state + (f"; last: {last.part_id} {last.verdict_text}" if last else ""), values
 
     def _on_goal(self, _goal):
         return GoalResponse.REJECT if self._busy.locked() else GoalResponse.ACCEPT
@@ -214,6 +225,7 @@ class InspectionManager(Node):
             self.result_pub.publish(msg)
             self.marker_pub.publish(markers)
             self.last_result = msg
+            self.inspections += 1
             text = f"part {part_id!r} ({o.part_type or '?'}): {o.verdict} {o.reason}"
             # rclpy fixes one severity per call site: one call per level
             if o.verdict == "PASS":
@@ -226,12 +238,24 @@ class InspectionManager(Node):
         req = goal_handle.request
 
         def feedback(stage, fraction):
+            if goal_handle.is_cancel_requested:
+                raise InspectionCancelled(stage)
             fb = InspectPart.Feedback(stage=stage, progress=float(fraction))
             goal_handle.publish_feedback(fb)
 
         try:
             msg = self.inspect(req.part_id, req.part_type, feedback)
+        except InspectionCancelled as exc:
+            self.get_logger().info(f"inspection of {req.part_id!r} cancelled before stage {exc}")
+            o = InspectionOutcome(part_id=req.part_id, part_type=req.part_type, verdict="INCONCLUSIVE",
+                                  reason=f"cancelled before stage {exc}", object_score=float("nan"),
+                                  threshold=float("nan"))
+            goal_handle.canceled()
+            return InspectPart.Result(result=result_msg(o, frame_id=self.p.part_frame,
+                                                        stamp=self.get_clock().now().to_msg()))
         except Exception as exc:  # a bug must not leave the caller without a verdict
+            self.error_count += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
             self.get_logger().error(f"inspection of {req.part_id!r} raised {type(exc).__name__}: {exc}")
             o = InspectionOutcome(part_id=req.part_id, part_type=req.part_type, verdict="INCONCLUSIVE",
                                   reason=f"internal error: {type(exc).__name__}: {exc}",

@@ -1,6 +1,7 @@
 """Shared plumbing for the cosarad_ros nodes (convention: every node class takes ``**node_kwargs``
 forwarded to ``rclpy.node.Node.__init__``, so tests can pass ``context=`` and ``parameter_overrides=``): typed, described, validated parameters; QoS
-profiles; guarded callbacks; and a ``main`` helper.
+profiles; guarded callbacks; ``/diagnostics``; core ``warnings`` routed to ``/rosout``; and a
+``main`` helper.
 
 Parameters are declared from a list of :class:`Param` specs::
 
@@ -10,6 +11,10 @@ Parameters are declared from a list of :class:`Param` specs::
     )
     self.params = declare_parameters(self, PARAMS)   # -> SimpleNamespace(voxel_size=..., method=...)
 
+Numeric checks made with :func:`in_range` (``positive``, ``non_negative``, ``at_least``,
+``unit_interval``) also go into the parameter descriptor as a ``FloatingPointRange`` /
+``IntegerRange``, which ``ros2 param describe`` and rqt show and rclpy enforces.
+
 An invalid value at start raises :class:`ParameterError` naming the parameter (``run_node``
 turns it into one fatal log line and exit code 2); invalid runtime changes (``ros2 param set``)
 are refused with the same message.
@@ -18,21 +23,28 @@ from __future__ import annotations
 
 import array
 import functools
+import math
+import os
 import sys
+import threading
 import traceback
+import warnings
+import weakref
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Callable, Sequence
 
 import rclpy
-from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType,
+                                 SetParametersResult)
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
 
 __all__ = [
-    "Param", "ParameterError", "declare_parameters", "positive", "non_negative", "in_range",
-    "unit_interval", "SENSOR_QOS", "LATCHED_QOS", "RELIABLE_QOS", "guarded", "run_node", "BackgroundExecutor",
+    "Param", "ParameterError", "declare_parameters", "positive", "non_negative", "in_range", "at_least",
+    "unit_interval", "Range", "SENSOR_QOS", "SENSOR_PUB_QOS", "LATCHED_QOS", "RELIABLE_QOS", "guarded",
+    "run_node", "BackgroundExecutor", "NodeDiagnostics", "forward_warnings",
 ]
 
 
@@ -79,27 +91,70 @@ class Param:
                 raise ParameterError(f"parameter '{self.name}' = {value!r}: {self_text or 'invalid value'}")
 
 
-def positive(v) -> bool:
-    return v > 0
+class Range:
+    """A numeric interval check, ``lo <= v <= hi`` (``lo_open`` / ``hi_open``: strict); ``text``
+    says it in words and :meth:`descriptor_range` gives the ``FloatingPointRange`` /
+    ``IntegerRange`` of the parameter descriptor (ranges there are closed: an open bound is
+    the closed one in the descriptor and the strict test stays in the check)."""
+
+    def __init__(self, lo: float = -math.inf, hi: float = math.inf, *, lo_open: bool = False,
+                 hi_open: bool = False):
+        if not lo <= hi:
+            raise ValueError(f"empty range [{lo}, {hi}]")
+        self.lo, self.hi, self.lo_open, self.hi_open = lo, hi, lo_open, hi_open
+        if math.isinf(hi):
+            self.text = f"must be {'>' if lo_open else '>='} {lo:g}"
+        elif math.isinf(lo):
+            self.text = f"must be {'<' if hi_open else '<='} {hi:g}"
+        else:
+            self.text = f"must be in {self.interval}"
+
+    @property
+    def interval(self) -> str:
+        """``[lo, hi]`` / ``(lo, hi]`` / ... with ``inf`` for an unbounded side."""
+        left = "(" if self.lo_open or math.isinf(self.lo) else "["
+        right = ")" if self.hi_open or math.isinf(self.hi) else "]"
+        return f"{left}{self.lo:g}, {self.hi:g}{right}"
+
+    def __call__(self, v) -> bool:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return False
+        above = v > self.lo if self.lo_open else v >= self.lo
+        below = v < self.hi if self.hi_open else v <= self.hi
+        return above and below
+
+    def descriptor_range(self, ptype: int) -> dict:
+        """``{"floating_point_range": [...]}`` / ``{"integer_range": [...]}`` for a double /
+        integer parameter (empty for other types)."""
+        if ptype == ParameterType.PARAMETER_DOUBLE:
+            big = sys.float_info.max
+            return {"floating_point_range": [FloatingPointRange(
+                from_value=max(float(self.lo), -big), to_value=min(float(self.hi), big), step=0.0)]}
+        if ptype == ParameterType.PARAMETER_INTEGER:
+            if math.isinf(self.lo):
+                lo = -2 ** 63
+            else:
+                lo = math.floor(self.lo) + 1 if self.lo_open else math.ceil(self.lo)
+            if math.isinf(self.hi):
+                hi = 2 ** 63 - 1
+            else:
+                hi = math.ceil(self.hi) - 1 if self.hi_open else math.floor(self.hi)
+            return {"integer_range": [IntegerRange(from_value=int(lo), to_value=int(hi), step=1)]}
+        return {}
 
 
-positive.text = "must be > 0"  # type: ignore[attr-defined]
+def in_range(lo, hi, *, lo_open: bool = False, hi_open: bool = False) -> Range:
+    """``lo <= v <= hi`` (strict on an ``_open`` side)."""
+    return Range(lo, hi, lo_open=lo_open, hi_open=hi_open)
 
 
-def non_negative(v) -> bool:
-    return v >= 0
+def at_least(lo) -> Range:
+    """``v >= lo``."""
+    return Range(lo, math.inf)
 
 
-non_negative.text = "must be >= 0"  # type: ignore[attr-defined]
-
-
-def in_range(lo, hi) -> Callable[[Any], bool]:
-    def _check(v):
-        return lo <= v <= hi
-    _check.text = f"must be in [{lo}, {hi}]"  # type: ignore[attr-defined]
-    return _check
-
-
+positive = Range(0, math.inf, lo_open=True)
+non_negative = Range(0, math.inf)
 unit_interval = in_range(0.0, 1.0)
 
 _TYPE_OF = {
@@ -147,8 +202,12 @@ def declare_parameters(node, params: Sequence[Param]) -> SimpleNamespace:
             p = Param(p.name, p.default, p.description, p.check, text, p.choices, p.read_only, p.type_)
             specs[p.name] = p
         constraint = text or (f"one of {list(p.choices)}" if p.choices else "")
+        ranges = p.check.descriptor_range(ptype) if isinstance(p.check, Range) else {}
         desc = ParameterDescriptor(name=p.name, type=ptype, description=p.description,
-                                   read_only=p.read_only, additional_constraints=constraint)
+                                   read_only=p.read_only, additional_constraints=constraint, **ranges)
+        override = getattr(node, "_parameter_overrides", {}).get(p.name)
+        if override is not None and override.value is not None:
+            p.validate(override.value)   # our message, before rclpy's own range check refuses it
         default = list(p.default) if isinstance(p.default, tuple) else p.default
         if isinstance(default, list) and not default:
             # an empty list says nothing of its element type (rclpy would guess a byte array):
@@ -186,8 +245,14 @@ def declare_parameters(node, params: Sequence[Param]) -> SimpleNamespace:
     return values
 
 
-# Point clouds from sensors: best effort, keep last 5 (REP 2003 / rclpy's sensor-data profile).
+# Subscriptions to sensor data: best effort, keep last 5 (REP 2003: consumers subscribe with the
+# sensor-data profile, which matches reliable and best-effort publishers alike).
 SENSOR_QOS: QoSProfile = qos_profile_sensor_data
+# Publishers of sensor data (drivers): reliable, volatile (REP 2003: the system default), so RViz,
+# `ros2 bag record` and reliable subscribers receive as well as best-effort ones.
+SENSOR_PUB_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
+                            reliability=ReliabilityPolicy.RELIABLE,
+                            durability=DurabilityPolicy.VOLATILE)
 # Latest-value topics (results, the cell description): late subscribers get the last message.
 LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                          reliability=ReliabilityPolicy.RELIABLE,
@@ -219,6 +284,105 @@ def guarded(what: str):
     return deco
 
 
+class NodeDiagnostics:
+    """Publish a node's health on ``/diagnostics`` (``diagnostic_msgs/DiagnosticArray``, one
+    ``DiagnosticStatus`` named ``<node>: <what>``) every ``period`` seconds, as
+    ``diagnostic_updater`` does for C++ nodes.
+
+    Args:
+        node: the node.
+        status: ``() -> (level, message, values)`` or ``() -> DiagnosticStatus``; default: OK
+            while the node has counted no failure (``node.error_count`` / ``node.last_error``, as
+            :func:`guarded` keeps them), WARN with the last error after one.
+        what: second half of the status name (default: the node's name).
+        period: seconds between messages.
+    """
+
+    def __init__(self, node, status: Callable[[], tuple] | None = None, *, what: str = "",
+                 period: float = 1.0, callback_group=None):
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        self.node = node
+        self.status_fn = status or self.default_status
+        self.name = f"{node.get_name()}: {what or 'node'}"
+        self.pub = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.timer = node.create_timer(period, self.publish, callback_group=callback_group)
+
+    def default_status(self) -> tuple:
+        from diagnostic_msgs.msg import DiagnosticStatus
+
+        errors = int(getattr(self.node, "error_count", 0))
+        last = str(getattr(self.node, "last_error", "") or "")
+        if errors:
+            return DiagnosticStatus.WARN, f"{errors} failure(s); last: {last}", {"errors": errors, "last_error": last}
+        return DiagnosticStatus.OK, "running", {"errors": 0}
+
+    def status(self):
+        """The current ``DiagnosticStatus``."""
+        from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+
+        result = self.status_fn()
+        if isinstance(result, DiagnosticStatus):   # a status function that builds the message itself
+            return result
+        level, message, values = result
+        st = DiagnosticStatus(level=level, name=self.name, message=str(message),
+                              hardware_id=self.node.get_fully_qualified_name())
+        st.values = [KeyValue(key=str(k), value=str(v)) for k, v in (values or {}).items()]
+        return st
+
+    def publish(self) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        msg = DiagnosticArray()
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        try:
+            msg.status = [self.status()]
+        except Exception as exc:  # noqa: BLE001 - a broken status function is itself a diagnosis
+            from diagnostic_msgs.msg import DiagnosticStatus
+
+            msg.status = [DiagnosticStatus(level=DiagnosticStatus.ERROR, name=self.name,
+                                           message=f"status unavailable: {type(exc).__name__}: {exc}")]
+        self.pub.publish(msg)
+
+
+_warning_nodes: list = []           # weak references to the nodes that log Python warnings
+_warning_lock = threading.Lock()
+_previous_showwarning: list = []    # what warnings.showwarning was before the first registration
+
+
+def _showwarning(message, category, filename, lineno, file=None, line=None):
+    with _warning_lock:
+        nodes = [n for n in (r() for r in _warning_nodes) if n is not None]
+    if not nodes:
+        return warnings._showwarning_orig(message, category, filename, lineno, file, line)
+    nodes[0].get_logger().warning(f"{category.__name__}: {message} ({os.path.basename(filename)}:{lineno})")
+
+
+def forward_warnings(node) -> Callable[[], None]:
+    """Log Python ``warnings`` (how the core library reports recoverable trouble, e.g. a template
+    that did not register) through ``node``'s logger, so that they reach ``/rosout`` and
+    ``ros2 launch``'s output instead of only the process's stderr. In a process with several
+    nodes, the first registered node that is still alive logs them.
+
+    Returns:
+        a function that undoes the registration (the last one restores Python's handler).
+    """
+    ref = weakref.ref(node)
+    with _warning_lock:
+        if not _warning_nodes:
+            _previous_showwarning[:] = [warnings.showwarning]
+            warnings.showwarning = _showwarning
+        _warning_nodes.append(ref)
+
+    def undo():
+        with _warning_lock:
+            if ref in _warning_nodes:
+                _warning_nodes.remove(ref)
+                if not _warning_nodes and _previous_showwarning:
+                    warnings.showwarning = _previous_showwarning.pop()
+    return undo
+
+
 def run_node(factory: Callable[[], Any], args: Sequence[str] | None = None, *,
              threads: int | None = None) -> int:
     """``main()`` of a node executable: init, build the node, spin until Ctrl-C, clean up.
@@ -234,12 +398,15 @@ def run_node(factory: Callable[[], Any], args: Sequence[str] | None = None, *,
         except ParameterError as exc:
             print(f"[FATAL] {exc}", file=sys.stderr)
             return 2
+        undo = forward_warnings(node)
         executor = MultiThreadedExecutor(num_threads=threads)
         executor.add_node(node)
         try:
             executor.spin()
         except (KeyboardInterrupt, ExternalShutdownException):
             pass
+        finally:
+            undo()
         return 0
     finally:
         if node is not None:
@@ -257,12 +424,11 @@ class BackgroundExecutor:
     """
 
     def __init__(self, threads: int = 4):
-        import threading
-
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.executor = MultiThreadedExecutor(num_threads=threads, context=self.context)
         self.nodes: list = []
+        self._undo_warnings: list = []
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
 
@@ -283,12 +449,15 @@ class BackgroundExecutor:
                 "parameter_overrides": [Parameter(k, value=v) for k, v in params.items()]}
 
     def add(self, node):
-        """Spin ``node`` (built with this context); returns it."""
+        """Spin ``node`` (built with this context) and log Python warnings through it; returns it."""
         self.nodes.append(node)
+        self._undo_warnings.append(forward_warnings(node))
         self.executor.add_node(node)
         return node
 
     def close(self, timeout: float = 2.0):
+        for undo in self._undo_warnings:
+            undo()
         for n in self.nodes:
             try:
                 self.executor.remove_node(n)

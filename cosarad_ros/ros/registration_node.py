@@ -100,6 +100,9 @@ class RegistrationNode(Node):
         self.error_count = 0
         self.aligned_pub = self.create_publisher(PointCloud2, "~/aligned", RELIABLE_QOS)
         self.srv = self.create_service(RegisterCloud, "~/register", self._on_register)
+        from cosarad_ros.ros.node_utils import NodeDiagnostics
+
+        self.diagnostics = NodeDiagnostics(self)   # /diagnostics: OK, WARN with the last failure after one
         self.get_logger().info("registration_node ready: service ~/register")
 
     # ------------------------------------------------------------------ references

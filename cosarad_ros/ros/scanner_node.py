@@ -5,9 +5,12 @@ simulated cell), ``genicam`` (real cameras through a GenTL producer), ``replay``
 recordings) and ``topic`` (relay any PointCloud2 topic, e.g. a Gazebo depth camera through
 ``ros_gz_bridge``, with an optional fixed frame correction).
 
-Lifecycle (REP 2002 / ``rclpy.lifecycle``): *configure* builds the sensor and connects,
-*activate* starts publishing (and the continuous timer), *deactivate* stops it, *cleanup*
-closes the device. With ``autostart`` (default) the node configures and activates itself.
+Lifecycle (``rclpy.lifecycle``, managed nodes): *configure* builds the sensor and connects,
+*activate* starts publishing (lifecycle publishers) and the continuous timer, *deactivate* stops
+them, *cleanup* closes the device. The node starts unconfigured: ``scanner.launch.py`` starts it
+as a launch_ros ``LifecycleNode`` and drives configure and activate (launch argument
+``autostart``); ``autostart:=true`` as a node parameter does the same without launch.
+``continuous`` can be switched at run time (``ros2 param set``) and takes effect at once.
 
 Interfaces (``~`` = ``/scanner_node``):
 
@@ -15,7 +18,8 @@ Interfaces (``~`` = ``/scanner_node``):
   current pose); returns the cloud and the pose it was taken from, and publishes both;
 * ``~/trigger`` (``std_srvs/Trigger``): software trigger, publishes one cloud;
 * ``~/load_part`` (``cosarad_ros/srv/LoadPart``, simulation only): put a mesh on the fixture;
-* ``~/points`` (``sensor_msgs/PointCloud2``, sensor-data QoS): metres, in ``frame_id`` (the
+* ``~/points`` (``sensor_msgs/PointCloud2``, reliable as REP 2003 asks of drivers, so best-effort
+  and reliable subscribers, RViz and ``ros2 bag`` all receive): metres, in ``frame_id`` (the
   sensor's REP 103 optical frame), stamped with the acquisition time;
 * ``~/sensor_pose`` (``geometry_msgs/PoseStamped``): the pose each cloud was taken from;
 * ``/diagnostics`` (``diagnostic_msgs/DiagnosticArray``): connection, counters, last error.
@@ -32,7 +36,7 @@ import time
 
 import numpy as np
 import yaml
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import ParameterType
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -46,8 +50,9 @@ from cosarad_ros.core.sensors import (Sensor, SensorError, SensorFrame, SensorTi
 from cosarad_ros.core.sensors.base import DEFAULT_FRAME_ID
 from cosarad_ros.core.sensors.simulated import SimulatedSensor
 from cosarad_ros.ros import conversions as cv
-from cosarad_ros.ros.node_utils import (RELIABLE_QOS, SENSOR_QOS, Param, ParameterError, declare_parameters,
-                                        non_negative, positive, run_node)
+from cosarad_ros.ros.node_utils import (RELIABLE_QOS, SENSOR_PUB_QOS, SENSOR_QOS, NodeDiagnostics, Param,
+                                        ParameterError, at_least, declare_parameters, non_negative, positive,
+                                        run_node)
 from cosarad_ros.srv import LoadPart, Scan
 
 _DOUBLES = ParameterType.PARAMETER_DOUBLE_ARRAY
@@ -80,8 +85,9 @@ PARAMS = (
     Param("sensor_pose", [], "Sensor pose [x y z qx qy qz qw] in world_frame used when a scan gives none "
           "(empty: the simulated device's working-distance view of the part; real devices: unknown)",
           check=_pose7, type_=_DOUBLES),
-    Param("autostart", True, "Configure and activate on start-up (no lifecycle manager needed)", read_only=True),
-    Param("continuous", False, "Publish clouds continuously at 'rate' while active"),
+    Param("autostart", False, "Configure and activate on start-up without a lifecycle manager (launch files "
+          "drive the transitions instead)", read_only=True),
+    Param("continuous", False, "Publish clouds continuously at 'rate' while active (switchable at run time)"),
     Param("rate", 2.0, "Continuous acquisition rate [Hz]", check=positive, read_only=True),
     Param("reconnect_period", 2.0, "Seconds between reconnection attempts to a missing device",
           check=positive, read_only=True),
@@ -99,9 +105,9 @@ PARAMS = (
     Param("sim.cell", True, "Simulate the cell's table and fixture (urdf/cosarad_cell.urdf.xacro defaults)",
           read_only=True),
     Param("sim.fail_after", -1, "Fault injection: the simulated device stops answering after this many grabs "
-          "(-1: never)", check=lambda v: v >= -1, check_text="must be >= -1", read_only=True),
+          "(-1: never)", check=at_least(-1), read_only=True),
     Param("sim.recover_after", -1, "Fault injection: refused reconnections before the device comes back "
-          "(-1: never)", check=lambda v: v >= -1, check_text="must be >= -1", read_only=True),
+          "(-1: never)", check=at_least(-1), read_only=True),
     # genicam
     Param("genicam.cti_path", "", "GenTL producer (.cti file or folder); empty: $GENICAM_GENTL64_PATH", read_only=True),
     Param("genicam.device", "", "Serial number / id / name of the camera; empty: the first found", read_only=True),
@@ -231,13 +237,15 @@ class ScannerNode(LifecycleNode):
         self._sub_group = ReentrantCallbackGroup()
         self._continuous_timer = None
         self._reconnect_timer = None
-        self.points_pub = self.create_publisher(PointCloud2, "~/points", SENSOR_QOS)
-        self.pose_pub = self.create_publisher(PoseStamped, "~/sensor_pose", RELIABLE_QOS)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        # lifecycle publishers: they publish only while the node is active
+        self.points_pub = self.create_lifecycle_publisher(PointCloud2, "~/points", SENSOR_PUB_QOS)
+        self.pose_pub = self.create_lifecycle_publisher(PoseStamped, "~/sensor_pose", RELIABLE_QOS)
         self.create_service(Scan, "~/scan", self._on_scan, callback_group=self._srv_group)
         self.create_service(Trigger, "~/trigger", self._on_trigger, callback_group=self._srv_group)
         self.create_service(LoadPart, "~/load_part", self._on_load_part, callback_group=self._srv_group)
-        self.create_timer(self.p.diagnostics_period, self.publish_diagnostics, callback_group=self._timer_group)
+        self.diagnostics = NodeDiagnostics(self, self.diagnostic_status, period=self.p.diagnostics_period,
+                                           callback_group=self._timer_group)
+        self.add_post_set_parameters_callback(self._on_parameters_set)
         self.get_logger().info(f"scanner_node created (sensor_type={self.p.sensor_type})")
         if self.p.autostart:
             self.trigger_configure()
@@ -264,12 +272,26 @@ class ScannerNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        result = super().on_activate(state)       # activates the lifecycle publishers
         self._active = True
-        if self.p.continuous and self.p.sensor_type != "topic":
+        self._apply_continuous()
+        self.get_logger().info("scanner_node active" + (" (continuous)" if self.p.continuous else ""))
+        return result
+
+    def _apply_continuous(self) -> None:
+        """Start or stop the continuous timer to match ``continuous`` and the lifecycle state
+        (the topic backend relays from its subscription instead of a timer)."""
+        want = self._active and self.p.continuous and self.p.sensor_type != "topic"
+        if want and self._continuous_timer is None:
             self._continuous_timer = self.create_timer(1.0 / self.p.rate, self._continuous_tick,
                                                        callback_group=self._timer_group)
-        self.get_logger().info("scanner_node active" + (" (continuous)" if self.p.continuous else ""))
-        return super().on_activate(state)
+        elif not want:
+            self._destroy_timer("_continuous_timer")
+
+    def _on_parameters_set(self, params) -> None:
+        if any(p.name == "continuous" for p in params):
+            self._apply_continuous()
+            self.get_logger().info(f"continuous acquisition {'on' if self.p.continuous else 'off'}")
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._active = False
@@ -565,7 +587,7 @@ class ScannerNode(LifecycleNode):
 
     def diagnostic_status(self) -> DiagnosticStatus:
         st = DiagnosticStatus()
-        st.name = f"scanner_node: {self.p.sensor_type}"
+        st.name = f"{self.get_name()}: {self.p.sensor_type}"
         info = self.sensor.info() if self.sensor is not None else {}
         st.hardware_id = str(info.get("serial") or info.get("device") or
                              ("simulated" if info.get("simulated") else self.p.sensor_type))
@@ -589,10 +611,7 @@ class ScannerNode(LifecycleNode):
         return st
 
     def publish_diagnostics(self) -> None:
-        msg = DiagnosticArray()
-        msg.header.stamp = self.get_clock().now().to_msg()
-        msg.status = [self.diagnostic_status()]
-        self.diag_pub.publish(msg)
+        self.diagnostics.publish()
 
 
 def main(args=None) -> int:

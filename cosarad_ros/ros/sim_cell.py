@@ -46,7 +46,8 @@ class SimulatedCell(BackgroundExecutor):
             cad, work = str(cad_dir), Path(work_dir)
             sensor_opts = {k: list(v) if isinstance(v, tuple) else v for k, v in cell_sensor_options().items()}
             self.scene = SimulatedScene.inspection_cell()
-            self.scanner = ScannerNode(scene=self.scene, **kw(sensor_type="motioncam", seed=int(seed),
+            # no lifecycle manager here: the scanner configures and activates itself
+            self.scanner = ScannerNode(scene=self.scene, **kw(autostart=True, sensor_type="motioncam", seed=int(seed),
                                                               sensor_options=yaml.safe_dump(sensor_opts),
                                                               **{"sim.rest_on_support": False}))
             # fused scans are partial (fixture side unseen) and noisy: 2 mm box tolerance and a 30 %

@@ -4,14 +4,28 @@ Services:
     ``~/plan_views`` (cosarad_ros/srv/PlanViews): plan views for ``mesh_path`` (metres, part
         frame) or ``part_type`` (a label of the CAD library ``cad_library``). Writes a coverage
         PNG (``coverage_dir``) and publishes the views.
-    ``~/move_to_view`` (cosarad_ros/srv/MoveToView): move to planned view ``index`` through
-        MoveIt 2 when ``executor`` is ``moveit`` (or ``auto`` with moveit_py installed), else with
-        the built-in executor (collision-checked joint path, trapezoidal time parameterisation,
-        played back as joint states). The response carries the sensor optical frame pose
-        reached (forward kinematics of the reached joints), in ``world``.
+    ``~/move_to_view`` (cosarad_ros/srv/MoveToView): move to planned view ``index`` and answer
+        when the arm is there. The response carries the sensor optical frame pose reached
+        (forward kinematics of the reached joints), in ``world``.
+
+Actions:
+    ``~/go_to_view`` (cosarad_ros/action/GoToView): the same move with feedback (share of the
+        trajectory done, commanded joints) and cancel (the arm stops where it is).
+
+Executors (``executor``): ``builtin`` (collision-checked joint path, trapezoidal time
+parameterisation, played back as joint states: the simulated arm), ``follow_joint_trajectory``
+(the same trajectory sent to a ros2_control controller, ``controller_name``, through
+``control_msgs/action/FollowJointTrajectory``: a real arm) or ``moveit`` (MoveIt 2's
+``moveit_py``, executing through the same controller); ``auto``: MoveIt where installed.
+
+Joint states: the node publishes ``joint_states`` only when it owns the robot model (the
+built-in executor moves a simulated arm); with a real arm or MoveIt the driver's
+joint_state_broadcaster owns that topic and the node subscribes to it (``joint_states``
+parameter: ``auto`` | ``publish`` | ``subscribe``).
 
 Topics (published):
-    ``joint_states`` (sensor_msgs/JointState) the cell's joints, at ``joint_state_rate``.
+    ``joint_states`` (sensor_msgs/JointState) the cell's joints, at ``joint_state_rate`` (built-in
+        executor; else subscribed).
     ``~/joint_trajectory`` (trajectory_msgs/JointTrajectory) every trajectory executed.
     ``~/sensor_pose`` (geometry_msgs/PoseStamped, latched) sensor pose after each move.
     ``~/part_pose`` (geometry_msgs/PoseStamped, latched) the part frame in ``world`` (updated
@@ -28,17 +42,19 @@ import time
 from pathlib import Path
 
 import numpy as np
-from builtin_interfaces.msg import Duration
 from geometry_msgs.msg import PoseArray, PoseStamped
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from cosarad_ros.action import GoToView
 from cosarad_ros.ros import conversions as cv
-from cosarad_ros.ros.node_utils import (LATCHED_QOS, RELIABLE_QOS, Param, declare_parameters, guarded,
-                                        non_negative, positive, run_node)
+from cosarad_ros.ros.node_utils import (LATCHED_QOS, RELIABLE_QOS, NodeDiagnostics, Param, at_least,
+                                        declare_parameters, guarded, in_range, non_negative, positive, run_node)
+from cosarad_ros.ros.trajectory_client import UR_CONTROLLER, duration_msg, trajectory_msg
 from cosarad_ros.srv import MoveToView, PlanViews
 
 PARAMS = (
@@ -60,20 +76,26 @@ PARAMS = (
     Param("mount_rpy", [0.0, -1.5707963267948966, 0.0], "Sensor mount orientation in tool0, rpy [rad]",
           check=lambda v: len(v) == 3, check_text="must be 3 numbers", read_only=True),
     Param("target_coverage", 0.95, "Share of the reachable visible surface to cover (0-1]",
-          check=lambda v: 0.0 < v <= 1.0, check_text="must be in (0, 1]"),
-    Param("n_samples", 3000, "Surface samples (coverage resolution)", check=lambda v: v >= 100,
-          check_text="must be >= 100"),
-    Param("n_candidates", 240, "Candidate views generated", check=lambda v: v >= 4, check_text="must be >= 4"),
+          check=in_range(0.0, 1.0, lo_open=True)),
+    Param("n_samples", 3000, "Surface samples (coverage resolution)", check=at_least(100)),
+    Param("n_candidates", 240, "Candidate views generated", check=at_least(4)),
     Param("solver", "ilp", "Set-cover solver (ilp: exact within 5 s, falls back to greedy)",
           choices=("ilp", "greedy", "random")),
     Param("max_views", 0, "Cap on the number of views (0: none)", check=non_negative),
     Param("seed", 0, "Random seed of sampling, candidates and IK seeds", check=non_negative),
     Param("mesh_scale", 1.0, "Scale applied to loaded meshes (0.001 for millimetre files)", check=positive),
     Param("cad_library", "", "CAD library folder to find part_type meshes (<folder>/<label>.stl|ply|obj)"),
-    Param("executor", "auto", "auto: MoveIt 2 when moveit_py is installed, else the built-in executor",
-          choices=("auto", "builtin", "moveit")),
+    Param("executor", "auto", "How moves are executed: builtin (simulated arm), follow_joint_trajectory (a "
+          "ros2_control controller of a real arm), moveit (moveit_py); auto: moveit when installed, else builtin",
+          choices=("auto", "builtin", "follow_joint_trajectory", "moveit"), read_only=True),
+    Param("controller_name", UR_CONTROLLER, "Joint trajectory controller that executes moves (its "
+          "<name>/follow_joint_trajectory action; MoveIt's controller too); the UR driver's default",
+          read_only=True),
+    Param("joint_states", "auto", "publish: this node owns the robot model and publishes joint_states; subscribe: "
+          "the driver's joint_state_broadcaster does and this node follows it; auto: publish with the builtin "
+          "executor only", choices=("auto", "publish", "subscribe"), read_only=True),
     Param("velocity_scale", 0.5, "Share of the joint velocity limits used by the built-in executor",
-          check=lambda v: 0.0 < v <= 1.0, check_text="must be in (0, 1]"),
+          check=in_range(0.0, 1.0, lo_open=True)),
     Param("acceleration", 2.0, "Joint acceleration limit of the built-in executor [rad/s^2]", check=positive),
     Param("trajectory_dt", 0.05, "Sampling period of published trajectories [s]", check=positive),
     Param("playback_speed", 1.0, "Built-in executor playback speed (1: real time, 0: jump to the goal)",
@@ -103,9 +125,27 @@ def _mesh_hash(mesh) -> str:
     return h.hexdigest()
 
 
-def _duration(seconds: float) -> Duration:
-    t = cv.seconds_to_stamp(max(0.0, float(seconds)))
-    return Duration(sec=t.sec, nanosec=t.nanosec)
+def cell_config(params) -> dict:
+    """The cell model's arguments (:class:`~cosarad_ros.core.planning.cell.CellConfig` fields, which
+    are the xacro arguments of ``urdf/cosarad_cell.urdf.xacro``) from this node's parameters
+    (a mapping or a namespace with ``ur_type``, ``arm_source``, ``sensor_type``, ``turntable``,
+    ``fixture_xyz``, ``part_xyz``, ``part_rpy``, ``mount_xyz``, ``mount_rpy``). The node builds its
+    cell from it and ``viewpoint_planner.launch.py`` runs xacro with it for
+    robot_state_publisher, so RViz / TF and the planner show the same cell."""
+    get = params.get if isinstance(params, dict) else (lambda k: getattr(params, k))
+    fx, fy, fh = (float(v) for v in get("fixture_xyz"))
+    return dict(ur_type=get("ur_type"), arm_source=get("arm_source"), sensor_type=get("sensor_type"),
+                turntable=bool(get("turntable")), fixture_x=fx, fixture_y=fy, fixture_height=fh,
+                part_xyz=[float(v) for v in get("part_xyz")], part_rpy=[float(v) for v in get("part_rpy")],
+                mount_xyz=[float(v) for v in get("mount_xyz")], mount_rpy=[float(v) for v in get("mount_rpy")])
+
+
+class MoveCancelled(RuntimeError):
+    """A move was cancelled; ``q`` is where the arm stopped."""
+
+    def __init__(self, q, message: str = "cancelled"):
+        super().__init__(message)
+        self.q = q
 
 
 class ViewpointPlannerNode(Node):
@@ -116,12 +156,9 @@ class ViewpointPlannerNode(Node):
         from cosarad_ros.core.planning import CellModel, SensorViewModel
 
         self.error_count = 0
+        self.last_error = ""
         p = self.p = declare_parameters(self, PARAMS)
-        fx, fy, fh = p.fixture_xyz
-        cfg = dict(ur_type=p.ur_type, arm_source=p.arm_source, sensor_type=p.sensor_type, turntable=p.turntable,
-                   fixture_x=fx, fixture_y=fy, fixture_height=fh, part_xyz=p.part_xyz, part_rpy=p.part_rpy,
-                   mount_xyz=p.mount_xyz, mount_rpy=p.mount_rpy)
-        self.cell = CellModel.default(cfg)
+        self.cell = CellModel.default(cell_config(p))
         self.sensor = SensorViewModel.preset(p.sensor_type)
         self._lock = threading.RLock()          # plan / move / state
         self.q = self.cell.home.copy()           # current configuration
@@ -131,9 +168,18 @@ class ViewpointPlannerNode(Node):
         self.last_view = None                    # index of the view the arm is at
         self.last_png: Path | None = None
         self._moveit = None
+        self._fjt = None
+        self._motion = threading.Lock()          # one move at a time (service or action)
         self._plans: dict = {}                   # (mesh hash, target) -> (plan, collision checker)
+        self.executor_kind = self._executor_kind()
+        self.owns_joint_states = p.joint_states == "publish" or (p.joint_states == "auto"
+                                                                 and self.executor_kind == "builtin")
+        self.joint_state_time = None             # last joint state received (subscribe mode)
 
-        self.js_pub = self.create_publisher(JointState, "joint_states", 10)
+        self.js_pub = self.create_publisher(JointState, "joint_states", 10) if self.owns_joint_states else None
+        if not self.owns_joint_states:
+            self.create_subscription(JointState, "joint_states", self._on_joint_state, 10,
+                                     callback_group=MutuallyExclusiveCallbackGroup())
         self.traj_pub = self.create_publisher(JointTrajectory, "~/joint_trajectory", RELIABLE_QOS)
         self.pose_pub = self.create_publisher(PoseStamped, "~/sensor_pose", LATCHED_QOS)
         self.part_pub = self.create_publisher(PoseStamped, "~/part_pose", LATCHED_QOS)
@@ -145,14 +191,22 @@ class ViewpointPlannerNode(Node):
         self.pose_pub.publish(_pose_stamped(self.cell.fk(self.q), p.world_frame, stamp))
 
         srv_group = MutuallyExclusiveCallbackGroup()
+        self._client_group = ReentrantCallbackGroup()
         self.create_service(PlanViews, "~/plan_views", self._on_plan, callback_group=srv_group)
         self.create_service(MoveToView, "~/move_to_view", self._on_move, callback_group=srv_group)
-        self.create_timer(1.0 / p.joint_state_rate, self._publish_joint_state,
-                          callback_group=MutuallyExclusiveCallbackGroup())
+        self.go_action = ActionServer(self, GoToView, "~/go_to_view", execute_callback=self._execute_go,
+                                      goal_callback=self._on_go_goal, cancel_callback=lambda _g: CancelResponse.ACCEPT,
+                                      callback_group=ReentrantCallbackGroup())
+        if self.owns_joint_states:
+            self.create_timer(1.0 / p.joint_state_rate, self._publish_joint_state,
+                              callback_group=MutuallyExclusiveCallbackGroup())
+        self.diagnostics = NodeDiagnostics(self, self._diagnostic_status, what="arm and plan")
         self.get_logger().info(
             f"viewpoint_planner_node ready: {p.ur_type} + {p.sensor_type}, part at "
             f"{np.round(self.cell.part_pose()[:3, 3], 3).tolist()} m in {p.world_frame}, executor "
-            f"{self._executor_kind()}; services ~/plan_views, ~/move_to_view")
+            f"{self.executor_kind} ({p.controller_name if self.executor_kind != 'builtin' else 'simulated arm'}), "
+            f"joint_states {'published' if self.owns_joint_states else 'subscribed'}; "
+            "services ~/plan_views, ~/move_to_view; action ~/go_to_view")
 
     # ------------------------------------------------------------------------------------------
     def _executor_kind(self) -> str:
@@ -162,8 +216,36 @@ class ViewpointPlannerNode(Node):
             return "moveit" if moveit_available() else "builtin"
         return self.p.executor
 
+    def _diagnostic_status(self):
+        from diagnostic_msgs.msg import DiagnosticStatus
+
+        values = {"executor": self.executor_kind, "controller": self.p.controller_name,
+                  "joint_states": "published" if self.owns_joint_states else "subscribed",
+                  "plan_views": len(self.plan.views) if self.plan is not None else 0,
+                  "at_view": "" if self.last_view is None else self.last_view, "errors": self.error_count,
+                  "last_error": self.last_error}
+        if not self.owns_joint_states and self.joint_state_time is None:
+            return DiagnosticStatus.WARN, "no joint_states received from the robot driver yet", values
+        if self.error_count:
+            return DiagnosticStatus.WARN, f"{self.error_count} failure(s); last: {self.last_error}", values
+        return DiagnosticStatus.OK, "ready" if self.plan is None else f"plan of {len(self.plan.views)} views", values
+
+    @guarded("joint states in")
+    def _on_joint_state(self, msg: JointState) -> None:
+        """Follow the robot driver's joint states (joints of the cell by name; others ignored)."""
+        names = list(self.cell.joint_names)
+        with self._lock:
+            q = self.q.copy()
+            for name, pos in zip(msg.name, msg.position):
+                if name in names:
+                    q[names.index(name)] = float(pos)
+            self.q = q
+        self.joint_state_time = time.monotonic()
+
     @guarded("joint state")
     def _publish_joint_state(self):
+        if self.js_pub is None:
+            return
         with self._lock:
             q = self.q.copy()
         msg = JointState()
@@ -177,7 +259,7 @@ class ViewpointPlannerNode(Node):
         import trimesh
 
         if request.mesh_path:
-            path = Path(request.mesh_path).expanduser()
+            path = Path(os.path.expandvars(request.mesh_path)).expanduser()
             if not path.is_file():
                 raise FileNotFoundError(f"mesh not found: {path}")
             try:
@@ -193,7 +275,7 @@ class ViewpointPlannerNode(Node):
                                  "set it or send mesh_path")
             from cosarad_ros.core.cad.library import CadLibrary
 
-            lib = CadLibrary(self.p.cad_library, strict=False)
+            lib = CadLibrary(os.path.expanduser(os.path.expandvars(self.p.cad_library)), strict=False)
             if request.part_type not in lib:
                 raise ValueError(f"part_type '{request.part_type}' is not in the CAD library {self.p.cad_library} "
                                  f"(labels: {', '.join(lib.labels) or 'none'})")
@@ -259,7 +341,7 @@ class ViewpointPlannerNode(Node):
             t_acc += float(np.max(np.abs(v.joints - prev) / (self.cell.velocity_limits * self.p.velocity_scale)))
             prev = v.joints
             response.joints.append(JointTrajectoryPoint(positions=[float(x) for x in v.joints],
-                                                        time_from_start=_duration(t_acc)))
+                                                        time_from_start=duration_msg(t_acc)))
         response.planning_time = float(plan.planning_time)
         png = self._write_png(mesh, plan, name) if cached is None else None
         response.message = (f"{len(plan.views)} views cover {100 * plan.coverage:.1f} % of the reachable visible "
@@ -288,65 +370,126 @@ class ViewpointPlannerNode(Node):
 
     # ------------------------------------------------------------------------------------------
     def _on_move(self, request, response):
-        with self._lock:
-            plan = self.plan
-            start = self.q.copy()
-        if plan is None:
-            response.success = False
-            response.message = "no plan yet: call ~/plan_views first"
-            return response
-        k = int(request.index)
-        if k >= len(plan.views):
-            response.success = False
-            response.message = f"view index {k} out of range (the plan has {len(plan.views)} views)"
-            return response
-        view = plan.views[k]
-        try:
-            if self._executor_kind() == "moveit":
-                q_reached = self._move_moveit(view.joints)
-            else:
-                q_reached = self._move_builtin(start, view)
-        except Exception as exc:  # noqa: BLE001 - report every failure to the caller
-            response.success = False
-            response.message = f"move to view {k} failed: {exc}"
-            self.get_logger().error(response.message)
-            return response
-        T = self.cell.fk(q_reached)
-        stamp = self.get_clock().now().to_msg()
-        response.sensor_pose = _pose_stamped(T, self.p.world_frame, stamp)
-        response.success = True
-        err = float(np.linalg.norm(T[:3, 3] - view.sensor_pose[:3, 3]))
-        response.message = f"at view {k} (position error {1000 * err:.2f} mm)"
-        with self._lock:
-            self.last_view = k
-        self.pose_pub.publish(response.sensor_pose)
-        if self.cell.turntable_index is not None:   # the turntable moved the part
-            self.part_pub.publish(_pose_stamped(self.cell.part_pose(q_reached[self.cell.turntable_index]),
-                                                self.p.world_frame, stamp))
+        ok, message, pose = self.move_to_view(int(request.index))
+        response.success, response.message = ok, message
+        if pose is not None:
+            response.sensor_pose = pose
         return response
 
-    def _move_builtin(self, start, view) -> np.ndarray:
+    def _on_go_goal(self, _goal):
+        return GoalResponse.REJECT if self._motion.locked() else GoalResponse.ACCEPT
+
+    def _execute_go(self, goal_handle):
+        def feedback(fraction, q):
+            goal_handle.publish_feedback(GoToView.Feedback(
+                progress=float(fraction), joint_names=list(self.cell.joint_names), positions=[float(x) for x in q]))
+
+        cancel = threading.Event()
+        watcher_done = threading.Event()
+
+        def watch():   # the cancel request arrives on the action server's own service
+            while not watcher_done.wait(0.02):
+                if goal_handle.is_cancel_requested:
+                    cancel.set()
+                    return
+
+        th = threading.Thread(target=watch, daemon=True)
+        th.start()
+        try:
+            ok, message, pose = self.move_to_view(int(goal_handle.request.index), feedback=feedback, cancel=cancel)
+        finally:
+            watcher_done.set()
+            th.join()
+        result = GoToView.Result(success=ok, message=message)
+        if pose is not None:
+            result.sensor_pose = pose
+        if cancel.is_set() and goal_handle.is_cancel_requested:
+            goal_handle.canceled()
+        elif ok:
+            goal_handle.succeed()
+        else:
+            goal_handle.abort()
+        return result
+
+    def move_to_view(self, k: int, *, feedback=None, cancel: threading.Event | None = None):
+        """Move to view ``k`` of the current plan with the configured executor.
+
+        Args:
+            feedback: optional ``callback(fraction, q)`` while moving.
+            cancel: set it to stop the arm where it is.
+
+        Returns:
+            ``(success, message, PoseStamped of the sensor where the arm is, or None)``.
+        """
+        if not self._motion.acquire(blocking=False):
+            return False, "the arm is already moving (one move at a time)", None
+        try:
+            with self._lock:
+                plan = self.plan
+                start = self.q.copy()
+            if plan is None:
+                return False, "no plan yet: call ~/plan_views first", None
+            if k >= len(plan.views):
+                return False, f"view index {k} out of range (the plan has {len(plan.views)} views)", None
+            view = plan.views[k]
+            kind = self.executor_kind
+            try:
+                if kind == "moveit":
+                    q_reached = self._move_moveit(view.joints, feedback)
+                elif kind == "follow_joint_trajectory":
+                    q_reached = self._move_controller(start, view, feedback, cancel)
+                else:
+                    q_reached = self._move_builtin(start, view, feedback, cancel)
+            except MoveCancelled as exc:
+                pose = self._publish_reached(exc.q)
+                with self._lock:
+                    self.last_view = None
+                return False, f"move to view {k} cancelled: {exc}", pose
+            except Exception as exc:  # noqa: BLE001 - report every failure to the caller
+                message = f"move to view {k} failed: {exc}"
+                self.error_count += 1
+                self.last_error = message
+                self.get_logger().error(message)
+                return False, message, None
+            pose = self._publish_reached(q_reached)
+            err = float(np.linalg.norm(self.cell.fk(q_reached)[:3, 3] - view.sensor_pose[:3, 3]))
+            with self._lock:
+                self.last_view = k
+            if feedback is not None:
+                feedback(1.0, q_reached)
+            return True, f"at view {k} (position error {1000 * err:.2f} mm)", pose
+        finally:
+            self._motion.release()
+
+    def _publish_reached(self, q) -> PoseStamped:
+        stamp = self.get_clock().now().to_msg()
+        pose = _pose_stamped(self.cell.fk(q), self.p.world_frame, stamp)
+        self.pose_pub.publish(pose)
+        if self.cell.turntable_index is not None:   # the turntable moved the part
+            self.part_pub.publish(_pose_stamped(self.cell.part_pose(q[self.cell.turntable_index]),
+                                                self.p.world_frame, stamp))
+        return pose
+
+    def _move_builtin(self, start, view, feedback=None, cancel=None) -> np.ndarray:
         # the planned path is reused when the arm is where it starts (the previous view)
         move = self._builtin.plan_move(start, view.joints, waypoints=view.path)
         traj = move.trajectory
-        msg = JointTrajectory()
-        msg.header.stamp = self.get_clock().now().to_msg()
-        msg.header.frame_id = self.p.world_frame
-        msg.joint_names = list(traj.joint_names)
-        msg.points = [JointTrajectoryPoint(positions=[float(x) for x in traj.positions[i]],
-                                           velocities=[float(x) for x in traj.velocities[i]],
-                                           accelerations=[float(x) for x in traj.accelerations[i]],
-                                           time_from_start=_duration(traj.times[i]))
-                      for i in range(len(traj.times))]
-        self.traj_pub.publish(msg)
+        self.traj_pub.publish(trajectory_msg(traj, frame_id=self.p.world_frame,
+                                             stamp=self.get_clock().now().to_msg()))
         speed = float(self.p.playback_speed)
         if speed > 0:
             period = 1.0 / float(self.p.joint_state_rate)
             t0 = time.monotonic()
             while True:
                 t = (time.monotonic() - t0) * speed
+                q = traj.sample(t)
                 with self._lock:
-                    self.q = traj.sample(t)
+                    self.q = q
+                if cancel is not None and cancel.is_set():
+                    self._publish_joint_state()
+                    raise MoveCancelled(q, f"stopped at {100 * min(1.0, t / traj.duration):.0f} % of the trajectory")
+                if feedback is not None:
+                    feedback(min(1.0, t / traj.duration) if traj.duration > 0 else 1.0, q)
                 if t >= traj.duration:
                     break
                 time.sleep(period)
@@ -355,12 +498,44 @@ class ViewpointPlannerNode(Node):
         self._publish_joint_state()
         return traj.positions[-1].copy()
 
-    def _move_moveit(self, q_goal) -> np.ndarray:
-        from cosarad_ros.core.planning.moveit import MoveItExecutor
+    def _move_controller(self, start, view, feedback=None, cancel=None) -> np.ndarray:
+        """The built-in planner's trajectory (arm joints) executed by the robot's controller."""
+        from cosarad_ros.ros.trajectory_client import FollowJointTrajectoryClient
+
+        if self.cell.turntable_index is not None and \
+                abs(view.joints[self.cell.turntable_index] - start[self.cell.turntable_index]) > 1e-6:
+            raise ValueError("this view turns the turntable, which has no trajectory controller here")
+        if self._fjt is None:
+            self._fjt = FollowJointTrajectoryClient(self, self.p.controller_name, callback_group=self._client_group)
+        move = self._builtin.plan_move(start, view.joints, waypoints=view.path)
+        msg = trajectory_msg(move.trajectory, self.cell.arm_joint_names, stamp=self.get_clock().now().to_msg())
+        self.traj_pub.publish(msg)
+        arm = list(self.cell.arm_indices)
+
+        def fb(fraction, actual):
+            if feedback is not None and len(actual) == len(arm):
+                q = self.q.copy()
+                q[arm] = actual
+                feedback(fraction, q)
+
+        try:
+            self._fjt.execute(msg, feedback=fb, cancel=cancel)
+        except Exception as exc:
+            if cancel is not None and cancel.is_set():
+                raise MoveCancelled(self.q.copy(), str(exc)) from exc
+            raise
+        with self._lock:   # the driver's joint_states tell where the arm is; the goal if none came
+            if self.joint_state_time is None:
+                self.q = np.asarray(view.joints, dtype=np.float64).copy()
+            return self.q.copy()
+
+    def _move_moveit(self, q_goal, feedback=None) -> np.ndarray:
+        from cosarad_ros.core.planning.moveit import MoveItExecutor, moveit_config
 
         if self._moveit is None:
-            self._moveit = MoveItExecutor(self.cell, node_name=f"{self.get_name()}_moveit_py", part_mesh=self.mesh)
-        q = self._moveit.move_to(q_goal)
+            self._moveit = MoveItExecutor(self.cell, node_name=f"{self.get_name()}_moveit_py", part_mesh=self.mesh,
+                                          config=moveit_config(self.cell, controller=self.p.controller_name))
+        q = self._moveit.move_to(q_goal)   # moveit_py executes blocking: no progress until done
         with self._lock:
             self.q = q.copy()
         return q

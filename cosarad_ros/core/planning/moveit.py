@@ -85,7 +85,8 @@ def cell_srdf(cell, checker=None, *, group: str = DEFAULT_GROUP) -> str:
 
 def moveit_config(cell, *, srdf: str | None = None, group: str = DEFAULT_GROUP, planner_id: str = "RRTConnectkConfigDefault",
                   planning_time: float = 5.0, velocity_scaling: float = 0.5, acceleration_scaling: float = 0.5,
-                  joint_state_topic: str = "/joint_states", controller: str = "joint_trajectory_controller") -> dict:
+                  joint_state_topic: str = "/joint_states",
+                  controller: str = "scaled_joint_trajectory_controller") -> dict:
     """Node parameters for ``MoveItPy(config_dict=...)``.
 
     Args:
@@ -96,7 +97,8 @@ def moveit_config(cell, *, srdf: str | None = None, group: str = DEFAULT_GROUP, 
         planning_time: seconds per planning request.
         velocity_scaling, acceleration_scaling: shares of the joint limits (0-1].
         joint_state_topic: where the robot's joint states are published.
-        controller: FollowJointTrajectory controller name (moveit_simple_controller_manager).
+        controller: FollowJointTrajectory controller name (moveit_simple_controller_manager); the
+            default is the Universal Robots driver's.
     """
     for name, v in (("velocity_scaling", velocity_scaling), ("acceleration_scaling", acceleration_scaling)):
         if not (0.0 < v <= 1.0):
