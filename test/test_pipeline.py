@@ -19,6 +19,7 @@ class SphereCell:
         self.object_score, self.threshold, self.n_views = object_score, threshold, n_views
         self.calls = []
         self.planned = []
+        self.envelopes = []
         rng = np.random.default_rng(0)
         v = rng.normal(size=(3000, 3))
         self.sphere = 0.05 * v / np.linalg.norm(v, axis=1, keepdims=True)
@@ -28,9 +29,10 @@ class SphereCell:
         if self.fail == stage:
             raise RuntimeError(f"{stage} device stopped answering")
 
-    def plan(self, part_type):
+    def plan(self, part_type, envelope=None):
         self._maybe_fail("plan")
-        self.planned.append(part_type)
+        self.planned.append(part_type or ("survey" if envelope is not None else "locate"))
+        self.envelopes.append(envelope)
         return self.n_views
 
     def move(self, index):
@@ -72,13 +74,17 @@ def cell_plans(run):
 def test_good_part_passes_with_every_stage_timed():
     cell = SphereCell()
     run = run_inspection(cell, part_id="p1", min_points=100)
-    assert cell.planned == ["", "sphere"]
+    assert cell.planned == ["locate", "survey", "sphere"]
     assert run.outcome.verdict == PASS and run.outcome.reason == ""
     assert run.outcome.part_type == "sphere"  # classified, since no type was given
     assert set(run.outcome.stage_seconds) == {"plan", "move", "scan", "fuse", "classify", "register", "detect"}
-    # survey (3 generic views) to classify, then the part type's own 3 views
-    assert [r.stage for r in run.clock.records].count("scan") == 6
-    assert cell_plans(run) == ["plan", "plan"]
+    # locate (3 views), survey of the located envelope (3 more) to classify, then the type's own 3 views
+    assert [r.stage for r in run.clock.records].count("scan") == 9
+    assert cell_plans(run) == ["plan", "plan", "plan"]
+    lo, hi = cell.envelopes[1]  # the survey covers the located sphere (radius 5 cm) with a margin
+    np.testing.assert_allclose(lo[:2], [-0.055, -0.055], atol=2e-3)
+    np.testing.assert_allclose(hi, [0.055, 0.055, 0.055], atol=2e-3)
+    assert lo[2] == 0.0
     assert run.outcome.quality["grade"] == "A"
 
 

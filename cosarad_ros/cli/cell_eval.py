@@ -164,6 +164,7 @@ def run(args) -> int:
         print(f"[cell-eval] seed {seed}: {n} parts of {len(scenario.part_types)} types", flush=True)
         with InProcessCell(scenario.cad_dir, work_dir=out / f"seed_{seed}", method=methods, n_templates=args.templates,
                            seed=seed, progress=lambda m: print(f"[cell-eval]   {m}", flush=True)) as cell:
+            cell.prepare(scenario.part_types)
             t_part = [time.perf_counter()]
 
             def on_record(rec, run, n=n):

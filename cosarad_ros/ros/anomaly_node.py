@@ -20,12 +20,14 @@ from rclpy.node import Node
 from sensor_msgs.msg import PointCloud2
 from visualization_msgs.msg import MarkerArray
 
-from cosarad_ros.core.inspection.detection import FolderTemplates, PartInspector
+from cosarad_ros.core.anomaly.deviation import DEFAULT_THRESHOLD, DEFAULT_TOLERANCE
+from cosarad_ros.core.inspection.detection import PartInspector, make_inspector
 from cosarad_ros.core.inspection.outcome import StageRecord
 from cosarad_ros.msg import InspectionResult
 from cosarad_ros.ros.conversions import pointcloud2_to_xyz
 from cosarad_ros.ros.node_utils import (LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, Param, declare_parameters,
-                                        guarded, non_negative, positive, run_node)
+                                        guarded, non_negative, positive, run_node,
+                                        unit_interval)
 from cosarad_ros.ros.result_msgs import defect_markers, result_msg
 from cosarad_ros.srv import DetectAnomalies
 
@@ -36,40 +38,38 @@ PARAMS = (
     Param("model_path", "", "COSARAD weights (.safetensors); empty: the model shipped with the package"),
     Param("template_dir", "", "Folder of good scans: <template_dir>/<part_type>/*.pcd|ply|xyz (metres)"),
     Param("cad_library", "", "CAD library folder; part types without template scans get simulated templates"),
-    Param("n_templates", 4, "Templates simulated per part type from CAD", check=positive),
+    Param("n_templates", 3, "Templates simulated per part type from CAD", check=positive),
     Param("cache_dir", "", "Memory-bank cache folder; empty: $ROS_HOME/cosarad_banks (~/.ros/cosarad_banks)"),
     Param("frame_id", "part", "Frame of the published scored cloud and markers (the template frame)"),
     Param("default_part_type", "", "Part type assumed for clouds arriving on ~/cloud_in"),
     Param("min_points", 200, "Scans with fewer points are refused", check=positive),
-    Param("deviation_threshold", 6.0, "method deviation: Cohen's d above which a location is anomalous",
-          check=positive),
-    Param("deviation_tolerance", 0.00025, "method deviation: smallest excess deviation that can be a defect [m]",
-          check=non_negative),
+    Param("deviation_threshold", DEFAULT_THRESHOLD, "method deviation: score (Cohen's d against the location's "
+          "noise) above which a location is anomalous", check=positive),
+    Param("deviation_tolerance", DEFAULT_TOLERANCE, "method deviation: smallest excess deviation from the good "
+          "parts that can be a defect (what a drawing would allow) [m]", check=non_negative),
+    Param("min_fitness", 0.5, "A scan with a smaller share of its points on the part's surface is INCONCLUSIVE",
+          check=unit_interval),
+    Param("min_coverage", 0.85, "A would-be PASS that measured a smaller share of the surface the planned views "
+          "should see is INCONCLUSIVE", check=unit_interval),
+    Param("min_quality", 0.0, "A would-be PASS with a lower ISO 25012 data-quality total is INCONCLUSIVE",
+          check=unit_interval),
     Param("score_vmax", 0.0, "Score mapped to the top colour; 0: twice the threshold", check=non_negative),
 )
 
 
 def build_inspector(p) -> PartInspector:
-    """The core object from the node's parameters (also used by the demo)."""
-    from cosarad_ros.core.anomaly import make_detector
-
-    cfg = {"method": p.method}
+    """The core object from the node's parameters (:func:`~cosarad_ros.core.inspection.detection.make_inspector`)."""
+    detector = {}
     if p.method == "deviation":
-        cfg.update(threshold=float(p.deviation_threshold), tolerance=float(p.deviation_tolerance))
+        detector.update(threshold=float(p.deviation_threshold), tolerance=float(p.deviation_tolerance))
     if p.model_path:
         if not os.path.isfile(p.model_path):
             raise FileNotFoundError(f"parameter 'model_path': no such file {p.model_path}")
-        cfg["model"] = p.model_path
-    detector = make_detector(cfg)
-    sources = []
-    if p.template_dir:
-        sources.append(FolderTemplates(p.template_dir))
-    if p.cad_library:
-        from cosarad_ros.core.inspection.templates import cad_template_source
-
-        sources.append(cad_template_source(p.cad_library, n_templates=p.n_templates))
+        detector["model"] = p.model_path
     cache = p.cache_dir or os.path.join(os.environ.get("ROS_HOME", os.path.expanduser("~/.ros")), "cosarad_banks")
-    return PartInspector(detector, sources, cache_dir=cache, min_points=p.min_points)
+    return make_inspector(method=p.method, cad_library=p.cad_library, template_dir=p.template_dir,
+                          n_templates=p.n_templates, cache_dir=cache, detector=detector, min_points=p.min_points,
+                          min_fitness=p.min_fitness, min_coverage=p.min_coverage, min_quality=p.min_quality)
 
 
 class AnomalyNode(Node):
@@ -89,10 +89,11 @@ class AnomalyNode(Node):
         self.diagnostics = NodeDiagnostics(self)   # /diagnostics: OK, WARN with the last failure after one
         self.get_logger().info(f"anomaly_node ready (method={self.p.method})")
 
-    def detect(self, points, part_type: str, part_id: str) -> InspectionResult:
-        """Score ``(N, 3)`` points, publish the scored cloud and markers; return the result."""
+    def detect(self, points, part_type: str, part_id: str, *, registered: bool = False) -> InspectionResult:
+        """Score ``(N, 3)`` points (already registered onto the part type's reference with
+        ``registered``), publish the scored cloud and markers; return the result."""
         t0 = time.perf_counter()
-        rep = self.inspector.inspect(points, part_type, part_id=part_id)
+        rep = self.inspector.inspect(points, part_type, part_id=part_id, registered=registered)
         records = [StageRecord("detect", time.perf_counter() - t0)]
         vmax = self.p.score_vmax or 2.0 * rep.outcome.threshold or None
         msg = result_msg(rep.outcome, frame_id=self.p.frame_id, stamp=self.get_clock().now().to_msg(),
@@ -104,7 +105,8 @@ class AnomalyNode(Node):
 
     def _on_detect(self, req, resp):
         try:
-            resp.result = self.detect(pointcloud2_to_xyz(req.cloud), req.part_type, req.part_id)
+            resp.result = self.detect(pointcloud2_to_xyz(req.cloud), req.part_type, req.part_id,
+                                      registered=bool(req.registered))
             resp.success, resp.message = True, ""
         except (ValueError, FileNotFoundError) as exc:
             self.error_count += 1

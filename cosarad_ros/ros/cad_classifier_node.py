@@ -166,6 +166,8 @@ class CadClassifierNode(Node):
                                               registration_rmse=float(c.registration_rmse))
                                for c in res.candidates]
         response.quality = quality_msg(res.quality)
+        if res.known and res.transform is not None:
+            response.transform = np.asarray(res.transform, dtype=np.float64).reshape(-1).tolist()
         self.get_logger().info(f"classified {len(pts)} points as {res.label} ({res.score:.1f} %) in "
                                f"{time.perf_counter() - t0:.2f} s")
         return response

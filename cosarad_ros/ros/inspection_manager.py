@@ -57,9 +57,9 @@ PARAMS = (
           check=lambda v: len(v) == 3, check_text="must have 3 numbers"),
     Param("min_registration_fitness", 0.5, "Registrations below this fitness give INCONCLUSIVE", check=unit_interval),
     Param("min_points", 500, "Fused clouds with fewer points give INCONCLUSIVE", check=positive),
-    Param("survey_box", [0.12, 0.12, 0.10], "Envelope [x y z] (m) on the fixture covered by the survey views "
-          "taken to classify a part of unknown type", check=lambda v: len(v) == 3 and min(v) > 0,
-          check_text="must be 3 positive numbers"),
+    Param("locate_area", [0.20, 0.20], "Area [x y] (m) of the fixture, centred on the part frame, looked at from "
+          "above to locate a part of unknown type before its survey views are planned",
+          check=lambda v: len(v) == 2 and min(v) > 0, check_text="must be 2 positive numbers"),
     Param("service_timeout", 120.0, "Seconds to wait for any one service answer [s]", check=positive),
     Param("wait_for_services", 30.0, "Seconds to wait for a service to appear [s]", check=non_negative),
 )
@@ -107,9 +107,11 @@ class ServiceCell:
         return resp
 
     # --- Cell protocol ---
-    def plan(self, part_type: str) -> int:
-        req = PlanViews.Request(part_type=part_type) if part_type else PlanViews.Request(
-            mesh_path=self.node.survey_mesh_path)
+    def plan(self, part_type: str, envelope=None) -> int:
+        if part_type:
+            req = PlanViews.Request(part_type=part_type)
+        else:
+            req = PlanViews.Request(mesh_path=self.node.envelope_mesh_path(envelope))
         resp = self._call(self.plan_cli, req, "plan_views")
         self.node.last_plan = resp
         return len(resp.views.poses)
@@ -137,12 +139,18 @@ class ServiceCell:
         cloud = cv.xyz_to_pointcloud2(points, frame_id=self.node.p.part_frame)
         resp = self._call(self.cls_cli, ClassifyPart.Request(cloud=cloud), "classify")
         q = resp.quality
+        T = np.asarray(resp.transform, dtype=np.float64)
         return Classified(resp.label, float(resp.score),
                           {k: getattr(q, k) for k in ("accuracy", "consistency", "completeness", "validity",
-                                                      "uniqueness", "total", "grade")})
+                                                      "uniqueness", "total", "grade")},
+                          T.reshape(4, 4) if T.size == 16 else None)
 
     def register(self, points: np.ndarray, part_type: str, init: np.ndarray | None = None) -> Registered:
-        req = RegisterCloud.Request(reference=part_type)
+        # the fused cloud is in the part frame: refine from the fixture's nominal pose and from the
+        # classifier's pose, onto the part type's CAD model (the inspection's one registration)
+        seeds = [np.eye(4)] + ([np.asarray(init, dtype=np.float64)] if init is not None else [])
+        req = RegisterCloud.Request(reference=part_type,
+                                    initial_transforms=np.concatenate([T.reshape(-1) for T in seeds]).tolist())
         req.source = cv.xyz_to_pointcloud2(points, frame_id=self.node.p.part_frame)
         resp = self._call(self.reg_cli, req, "register")
         T = np.asarray(resp.transform, dtype=np.float64).reshape(4, 4)
@@ -150,7 +158,7 @@ class ServiceCell:
         return Registered(True, "", aligned, T, float(resp.fitness), float(resp.rmse))
 
     def detect(self, points: np.ndarray, part_type: str, part_id: str) -> Detected:
-        req = DetectAnomalies.Request(part_type=part_type, part_id=part_id)
+        req = DetectAnomalies.Request(part_type=part_type, part_id=part_id, registered=True)
         req.cloud = cv.xyz_to_pointcloud2(points, frame_id=self.node.p.part_frame)
         resp = self._call(self.det_cli, req, "detect")
         r = resp.result
@@ -169,7 +177,7 @@ class InspectionManager(Node):
         self.last_plan = None
         self.last_sensor_pose = None
         self.last_result: InspectionResult | None = None
-        self.survey_mesh_path = self._write_survey_mesh()
+        self._tmp = tempfile.TemporaryDirectory(prefix="cosarad_manager_")
         self.cell = ServiceCell(self)
         self.result_pub = self.create_publisher(InspectionResult, "/inspection/result", LATCHED_QOS)
         self.marker_pub = self.create_publisher(MarkerArray, "/inspection/defect_markers", RELIABLE_QOS)
@@ -183,13 +191,22 @@ class InspectionManager(Node):
         self.diagnostics = NodeDiagnostics(self, self._diagnostic_status, what="inspections")
         self.get_logger().info("inspection_manager ready: action ~/inspect")
 
-    def _write_survey_mesh(self) -> str:
-        """The envelope the survey views must cover, as a mesh file for the planner."""
-        from cosarad_ros.core.inspection.fusion import envelope_mesh
+    def envelope_mesh_path(self, envelope=None) -> str:
+        """A mesh file for the planner: the fixture area seen from above (``envelope`` None: to
+        locate a part of unknown type), or the box ``(lo (3,), hi (3,))`` a located part occupies
+        (rounded out to 5 mm, so similar parts share the planner's cached plan)."""
+        from cosarad_ros.core.inspection.fusion import LOCATE_BOX, envelope_mesh
 
-        self._tmp = tempfile.TemporaryDirectory(prefix="cosarad_manager_")
-        path = os.path.join(self._tmp.name, "survey_envelope.stl")
-        envelope_mesh(self.p.survey_box).export(path)
+        if envelope is None:
+            ax, ay = self.p.locate_area
+            lo, hi = np.array([-ax / 2, -ay / 2, 0.0]), np.array([ax / 2, ay / 2, LOCATE_BOX[1][2]])
+        else:
+            lo, hi = (np.asarray(v, dtype=np.float64) for v in envelope)
+            lo, hi = np.floor(lo / 0.005) * 0.005, np.ceil(hi / 0.005) * 0.005
+        name = "envelope_" + "_".join(f"{v * 1000:.0f}" for v in (*lo, *hi)) + ".stl"
+        path = os.path.join(self._tmp.name, name)
+        if not os.path.exists(path):
+            envelope_mesh((lo, hi)).export(path)
         return path
 
     def _diagnostic_status(self):

@@ -36,7 +36,7 @@ from rcl_interfaces.msg import ParameterType
 from rclpy.node import Node
 from sensor_msgs.msg import PointCloud2
 
-from cosarad_ros.core.registration import register
+from cosarad_ros.core.registration import RegistrationResult, register
 from cosarad_ros.core.registration.global_registration import GLOBAL_ALIGNERS
 from cosarad_ros.core.registration.refine import REFINERS
 from cosarad_ros.ros import conversions as cv
@@ -185,6 +185,46 @@ class RegistrationNode(Node):
         self.get_logger().info(f"loaded reference '{name}' ({len(pts)} points) from {key}")
         return pts
 
+    def _cad_model(self, name: str):
+        """The CAD model called ``name`` when the request's reference is a CAD library label."""
+        if not name or not self.p.cad_library or self._reference_file(name) is not None:
+            return None
+        from cosarad_ros.core.cad.library import CadLibrary
+
+        lib = CadLibrary(os.path.expanduser(self.p.cad_library))
+        return lib.get(name) if name in lib else None
+
+    def _local(self, src: np.ndarray, seeds: np.ndarray, request, tgt: np.ndarray | None):
+        """Local refinement from the request's initial transforms: onto the CAD surface itself
+        when the reference is a CAD model (:meth:`MeshReference.align`), else ICP from each seed
+        against the reference cloud; the best is kept."""
+        from cosarad_ros.core.anomaly.deviation import CAD_INLIER_DISTANCE
+
+        if seeds.size % 16:
+            raise ValueError(f"initial_transforms must hold 16 values per 4x4 pose, got {seeds.size}")
+        Ts = seeds.reshape(-1, 4, 4)
+        p = self.p
+        name = request.reference or p.default_reference
+        model = self._cad_model(name) if request.target.width * request.target.height == 0 else None
+        if model is not None:
+            key = ("surface", name, self.p.cad_library)
+            with self._lock:
+                surface = self._cache.get(key)
+                if surface is None:
+                    surface = self._cache[key] = model.surface
+            inlier = p.inlier_distance or CAD_INLIER_DISTANCE
+            al = surface.align(src, init=tuple(Ts), inlier_distance=inlier, seed=p.seed)
+            ok = al.fitness >= p.min_fitness
+            return RegistrationResult(transform=al.transform, scale=1.0, fitness=al.fitness, rmse=al.rmse,
+                                      chamfer=al.trimmed_distance, attempts=len(Ts), ok=ok,
+                                      reason="" if ok else f"fitness {al.fitness:.3f} < {p.min_fitness:.3f} "
+                                                           f"(inliers within {inlier:.4g})",
+                                      inlier_distance=inlier)
+        results = [register(src, tgt, init=T, inlier_distance=p.inlier_distance or None, min_fitness=p.min_fitness,
+                            max_chamfer=p.max_chamfer or None, outlier_std=p.outlier_std or None,
+                            max_refine_points=p.max_refine_points, seed=p.seed) for T in Ts]
+        return min(results, key=lambda r: r.chamfer)
+
     # ------------------------------------------------------------------ service
     def _on_register(self, request, response):
         self.request_count += 1
@@ -207,12 +247,16 @@ class RegistrationNode(Node):
                 tgt = self.reference(name)
                 target_frame = self.p.reference_frame
             p = self.p
-            res = register(src, tgt, voxel_size=p.voxel_size or None, attempts=p.attempts,
-                           allow_scale=bool(request.allow_scale), global_method=p.global_method,
-                           refine_method=p.refine_method, inlier_distance=p.inlier_distance or None,
-                           min_fitness=p.min_fitness, max_chamfer=p.max_chamfer or None,
-                           scale_range=(p.scale_min, p.scale_max), outlier_std=p.outlier_std or None,
-                           max_refine_points=p.max_refine_points, seed=p.seed)
+            seeds = np.asarray(request.initial_transforms, dtype=np.float64)
+            if seeds.size:
+                res = self._local(src, seeds, request, tgt)
+            else:
+                res = register(src, tgt, voxel_size=p.voxel_size or None, attempts=p.attempts,
+                               allow_scale=bool(request.allow_scale), global_method=p.global_method,
+                               refine_method=p.refine_method, inlier_distance=p.inlier_distance or None,
+                               min_fitness=p.min_fitness, max_chamfer=p.max_chamfer or None,
+                               scale_range=(p.scale_min, p.scale_max), outlier_std=p.outlier_std or None,
+                               max_refine_points=p.max_refine_points, seed=p.seed)
         except (ValueError, FileNotFoundError, OSError) as exc:
             self.error_count += 1
             response.success = False

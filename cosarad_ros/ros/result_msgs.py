@@ -71,6 +71,7 @@ def result_msg(outcome: InspectionOutcome, *, frame_id: str, stamp=None, points=
     msg.quality = quality_msg(quality if quality is not None else outcome.quality or None)
     msg.registration_fitness = float(np.nan_to_num(outcome.registration_fitness, nan=0.0))
     msg.registration_rmse = float(np.nan_to_num(outcome.registration_rmse, nan=0.0))
+    msg.coverage = float(np.nan_to_num(outcome.coverage, nan=0.0))
     msg.timings = timing_msgs(records)
     return msg
 
@@ -88,7 +89,7 @@ def outcome_from_msg(msg: InspectionResult) -> InspectionOutcome:
                                     (d.extent.x, d.extent.y, d.extent.z), float(d.score), int(d.point_count))
                       for d in msg.defects),
         stage_seconds=seconds, registration_fitness=float(msg.registration_fitness),
-        registration_rmse=float(msg.registration_rmse),
+        registration_rmse=float(msg.registration_rmse), coverage=float(msg.coverage),
         quality={k: getattr(q, k) for k in ("accuracy", "consistency", "completeness", "validity",
                                             "uniqueness", "total", "grade")})
 

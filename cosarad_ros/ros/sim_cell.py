@@ -31,6 +31,7 @@ class SimulatedCell(BackgroundExecutor):
     def __init__(self, cad_dir, *, part_pose, seed: int = 0, method: str = "deviation", n_templates: int = 3,
                  work_dir, classifier_params: dict | None = None, anomaly_params: dict | None = None,
                  manager_params: dict | None = None):
+        from cosarad_ros.core.inspection.inprocess import CLASSIFIER_OPTIONS, REGISTRATION_MIN_FITNESS
         from cosarad_ros.core.sensors import SimulatedScene
         from cosarad_ros.core.inspection.templates import cell_sensor_options
         from cosarad_ros.ros.anomaly_node import AnomalyNode
@@ -50,16 +51,16 @@ class SimulatedCell(BackgroundExecutor):
             self.scanner = ScannerNode(scene=self.scene, **kw(autostart=True, sensor_type="motioncam", seed=int(seed),
                                                               sensor_options=yaml.safe_dump(sensor_opts),
                                                               **{"sim.rest_on_support": False}))
-            # fused scans are partial (fixture side unseen) and noisy: 2 mm box tolerance and a 30 %
-            # allowed shortfall, the registration residual still separates near-duplicates
-            cls_params = {"library_dir": cad, "dim_tolerance": 0.002, "max_shortfall": 0.3, **(classifier_params or {})}
+            # the in-process cell's settings, so both judge a part alike
+            cls_params = {"library_dir": cad, **CLASSIFIER_OPTIONS, **(classifier_params or {})}
             det_params = {"cad_library": cad, "cache_dir": str(work / "banks"), "method": method,
                           "n_templates": int(n_templates), **(anomaly_params or {})}
             for node in [
                 self.scanner,
                 ViewpointPlannerNode(**kw(cad_library=cad, playback_speed=0.0, coverage_dir=str(work / "coverage"),
                                           seed=int(seed))),
-                RegistrationNode(**kw(cad_library=cad, outer_surface_only=False)),
+                RegistrationNode(**kw(cad_library=cad, outer_surface_only=False,
+                                      min_fitness=REGISTRATION_MIN_FITNESS)),
                 CadClassifierNode(**kw(**cls_params)),
                 AnomalyNode(**kw(**det_params)),
                 InspectionManager(**kw(part_pose=[float(x) for x in part_pose], **(manager_params or {}))),

@@ -50,10 +50,16 @@ from ..geometry import as_points, transform_points
 from .detector import MIN_SCAN_POINTS, AnomalyScore, PartRegistry, _check_slides, find_defect_regions
 from .surfaces import TemplateSurfaces
 
-__all__ = ["DeviationBank", "DeviationDetector", "LocationScale", "CAD_INLIER_DISTANCE"]
+__all__ = ["DeviationBank", "DeviationDetector", "LocationScale", "CAD_INLIER_DISTANCE", "DEFAULT_THRESHOLD",
+           "DEFAULT_TOLERANCE"]
 
 #: a scan point within this distance of the CAD surface counts as on it (registration fitness) [m]
 CAD_INLIER_DISTANCE = 1e-3
+#: defaults (measured on production runs of the cell; docs/anomaly.md)
+DEFAULT_THRESHOLD = 6.0
+DEFAULT_TOLERANCE = 1e-4
+DEFAULT_MIN_STD = 1e-5
+DEFAULT_SCALES = (1.0, 2.5)
 #: pseudo-points of the part's typical point noise added to each location's own estimate
 SHRINK_POINTS = 30.0
 #: a single point's residual must exceed this multiple of the tolerance to count as narrow-defect evidence
@@ -171,11 +177,12 @@ class DeviationDetector(PartRegistry):
 
     def __init__(self, *, location_spacing: float | None = None, location_rel: float = 0.013,
                  location_radius: float | None = None, min_location_points: int = 3, assign_factor: float = 4.0,
-                 min_location_fraction: float = 0.25, min_std: float = 5e-5,
-                 threshold: float = 6.0, tolerance: float = 2.5e-4, registration_attempts: int = 3,
+                 min_location_fraction: float = 0.25, min_std: float = DEFAULT_MIN_STD,
+                 threshold: float = DEFAULT_THRESHOLD, tolerance: float = DEFAULT_TOLERANCE,
+                 registration_attempts: int = 3,
                  register: bool = True, max_template_points: int = 60_000, min_region_points: int = 10,
                  seed: int = 0, symmetry_check: bool = True, symmetry_min_gain: float = 0.03,
-                 symmetry_slides: float = 0.9, scales: tuple[float, ...] = (1.0,), narrow_points: int = 0):
+                 symmetry_slides: float = 0.9, scales: tuple[float, ...] = DEFAULT_SCALES, narrow_points: int = 0):
         if not (np.isfinite(symmetry_min_gain) and 0 <= symmetry_min_gain < 1):
             raise ValueError(f"symmetry_min_gain must be in [0, 1), got {symmetry_min_gain}")
         scales = tuple(float(f) for f in scales)
@@ -385,7 +392,7 @@ class DeviationDetector(PartRegistry):
         residual from its location's expected deviation (smallest scale) against that location's
         point noise, ``z_i = |d_i - mu(l_i)| / sigma(l_i)``, limited like the locations by the
         tolerance (``NARROW_TOLERANCE x tolerance`` for a single point). Points count only in a
-        connected group (link: the smallest scale's radius) of at least ``narrow_points`` points
+        connected group (link: twice the smallest scale's radius) of at least ``narrow_points`` points
         of the same sign above ``threshold``, which scores at its ``narrow_points``-th largest
         value, so an isolated noisy point never does.
 
@@ -411,7 +418,7 @@ class DeviationDetector(PartRegistry):
             hot = np.flatnonzero((s > self.threshold) & (np.sign(r) == sign))
             if hot.size < k:
                 continue
-            pairs = cKDTree(reg[hot]).query_pairs(sc.radius, output_type="ndarray")
+            pairs = cKDTree(reg[hot]).query_pairs(2.0 * sc.radius, output_type="ndarray")
             n = hot.size
             g = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n)) if len(pairs) \
                 else coo_matrix((n, n))

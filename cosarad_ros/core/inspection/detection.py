@@ -23,7 +23,7 @@ import numpy as np
 from cosarad_ros.core.geometry import as_points
 from cosarad_ros.core.inspection.outcome import (DefectSummary, InspectionOutcome, decide_verdict)
 
-__all__ = ["TemplateSource", "FolderTemplates", "CadTemplates", "PartInspector", "DetectionReport"]
+__all__ = ["TemplateSource", "FolderTemplates", "CadTemplates", "PartInspector", "DetectionReport", "make_inspector"]
 
 CLOUD_SUFFIXES = (".pcd", ".ply", ".xyz", ".txt", ".pts")
 #: a registered scan point within this distance of the part's surface counts as on it [m]
@@ -124,7 +124,7 @@ class PartInspector:
     """
 
     def __init__(self, detector, sources: Sequence[TemplateSource] = (), *, cache_dir: str | None = None,
-                 min_points: int = 100, min_fitness: float = 0.8, min_coverage: float = 0.85,
+                 min_points: int = 100, min_fitness: float = 0.5, min_coverage: float = 0.85,
                  min_quality: float = 0.0):
         for name, v in (("min_fitness", min_fitness), ("min_coverage", min_coverage), ("min_quality", min_quality)):
             if not 0.0 <= v <= 1.0:
@@ -204,3 +204,37 @@ class PartInspector:
                                     defects=defects, registration_fitness=fitness, quality=quality,
                                     coverage=float(s.coverage), extra={"chamfer": float(s.chamfer)})
         return DetectionReport(outcome, reg, np.asarray(s.point_scores), np.asarray(s.transform))
+
+
+def make_inspector(*, method: str = "deviation", cad_library: str = "", template_dir: str = "",
+                   n_templates: int = 3, cache_dir: str | None = None, detector: dict | None = None,
+                   min_points: int = 200, min_fitness: float = 0.5, min_coverage: float = 0.85,
+                   min_quality: float = 0.0) -> PartInspector:
+    """The part inspector of a cell: the ``anomaly_node`` builds it from its parameters, the
+    in-process cell from the same values, so both judge a part alike.
+
+    Args:
+        method: detector (``deviation``, ``cosarad``, ``fpfh``, ``global-bank``).
+        cad_library: CAD library folder; part types without template scans get templates
+            simulated from their CAD model (and the deviation banks measure against it).
+        template_dir: folder of good scans ``<template_dir>/<part_type>/*``.
+        n_templates: templates simulated per part type.
+        cache_dir: memory-bank cache (None: none).
+        detector: further detector options (constructor arguments of the method's class).
+        min_points, min_fitness, min_coverage, min_quality: see :class:`PartInspector`.
+
+    Raises:
+        ValueError: unknown method or option, bad minima.
+    """
+    from cosarad_ros.core.anomaly import make_detector
+
+    det = make_detector({"method": method, **(detector or {})})
+    sources: list = []
+    if template_dir:
+        sources.append(FolderTemplates(template_dir))
+    if cad_library:
+        from cosarad_ros.core.inspection.templates import cad_template_source
+
+        sources.append(cad_template_source(cad_library, n_templates=n_templates, cache_dir=cache_dir))
+    return PartInspector(det, sources, cache_dir=cache_dir, min_points=min_points, min_fitness=min_fitness,
+                         min_coverage=min_coverage, min_quality=min_quality)

@@ -14,11 +14,14 @@ import numpy as np
 
 from cosarad_ros.core.geometry import as_transform
 
-__all__ = ["fuse_scans", "envelope_mesh", "DEFAULT_ROI"]
+__all__ = ["fuse_scans", "envelope_mesh", "part_envelope", "DEFAULT_ROI", "LOCATE_BOX"]
 
 #: part-frame box kept around the part [m]: 30 cm square, from 1.5 mm above the support (3-5 sigma of
 #: the depth noise, so the fixture top stays out) up to 30 cm
 DEFAULT_ROI = ((-0.15, -0.15, 0.0015), (0.15, 0.15, 0.30))
+#: what the views that locate a part of unknown type look at: a plate over the fixture area
+#: (part frame, metres), seen from above
+LOCATE_BOX = ((-0.10, -0.10, 0.0), (0.10, 0.10, 0.005))
 
 
 def fuse_scans(scans: Sequence, *, part_pose=None, voxel_size: float | None = None,
@@ -80,13 +83,44 @@ def fuse_scans(scans: Sequence, *, part_pose=None, voxel_size: float | None = No
 
 
 def envelope_mesh(size):
-    """A box ``size`` = ``(x, y, z)`` [m] standing on the part frame's ``z = 0``, centred in x, y:
-    the volume a part of unknown type may occupy on the fixture (planned for survey views)."""
+    """A box mesh: ``size`` = ``(x, y, z)`` [m] standing on the part frame's ``z = 0``, centred in
+    x, y, or ``(lo (3,), hi (3,))`` corners in the part frame: the volume a part of unknown type
+    occupies on the fixture (planned for survey views)."""
     import trimesh
 
-    size = np.asarray(size, dtype=np.float64).reshape(-1)
-    if size.shape != (3,) or not (size > 0).all():
-        raise ValueError(f"envelope size must be 3 positive lengths, got {size.tolist()}")
-    box = trimesh.creation.box(extents=size)
-    box.apply_translation([0.0, 0.0, size[2] / 2.0])
+    arr = np.asarray(size, dtype=np.float64)
+    if arr.shape == (2, 3):
+        lo, hi = arr
+    elif arr.reshape(-1).shape == (3,):
+        s = arr.reshape(-1)
+        lo, hi = np.array([-s[0] / 2, -s[1] / 2, 0.0]), np.array([s[0] / 2, s[1] / 2, s[2]])
+    else:
+        raise ValueError(f"envelope must be 3 lengths or (lo, hi) corners, got shape {arr.shape}")
+    if not (np.isfinite(lo).all() and np.isfinite(hi).all() and (hi > lo).all()):
+        raise ValueError(f"envelope must have positive lengths, got {lo.tolist()} .. {hi.tolist()}")
+    box = trimesh.creation.box(extents=hi - lo)
+    box.apply_translation((lo + hi) / 2.0)
     return box
+
+
+def part_envelope(points, *, margin: float = 0.005, min_height: float = 0.005,
+                  quantile: float = 0.002) -> tuple[np.ndarray, np.ndarray]:
+    """The box a part occupies on the fixture, from a scan of it in the part frame: robust
+    extents (``quantile`` of the points left out per side, against stray points), grown by
+    ``margin`` sideways and upwards, from the fixture top (``z = 0``), at least ``min_height``
+    tall.
+
+    Returns:
+        ``(lo (3,), hi (3,))`` [m].
+
+    Raises:
+        ValueError: fewer than 10 points.
+    """
+    from cosarad_ros.core.geometry import as_points
+
+    pts = as_points(points, name="points", min_points=10)
+    lo = np.quantile(pts, quantile, axis=0) - margin
+    hi = np.quantile(pts, 1.0 - quantile, axis=0) + margin
+    lo[2] = 0.0
+    hi[2] = max(hi[2], min_height)
+    return lo, hi

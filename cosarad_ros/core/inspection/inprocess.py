@@ -14,13 +14,15 @@ import numpy as np
 
 from .pipeline import Classified, Detected, Registered, ViewScan
 
-__all__ = ["InProcessCell", "CLASSIFIER_OPTIONS", "SURVEY_BOX"]
+__all__ = ["InProcessCell", "CLASSIFIER_OPTIONS", "REGISTRATION_MIN_FITNESS"]
 
 #: classifier settings of the simulated cell (the ``cad_classifier_node`` gets the same): fused
 #: scans are partial (fixture side unseen) and noisy: 2 mm box tolerance and a 30 % allowed shortfall
 CLASSIFIER_OPTIONS = {"dim_tolerance": 0.002, "max_shortfall": 0.3}
-#: envelope [x y z] (m) on the fixture covered by the survey views of a part of unknown type
-SURVEY_BOX = (0.12, 0.12, 0.10)
+#: the registration of an inspection fails below this share of points on the CAD surface (the
+#: simulated cell's ``registration_node`` gets the same ``min_fitness``): a grossly bent or broken
+#: part still registers, and must FAIL rather than be INCONCLUSIVE
+REGISTRATION_MIN_FITNESS = 0.5
 
 
 def _mesh_key(mesh) -> str:
@@ -44,13 +46,12 @@ class InProcessCell:
 
     def __init__(self, cad_dir, *, work_dir, method: str = "deviation", n_templates: int = 3, seed: int = 0,
                  progress=None):
-        from cosarad_ros.core.anomaly import make_detector
         from cosarad_ros.core.cad import CadClassifier, CadLibrary
         from cosarad_ros.core.planning import CellModel
         from cosarad_ros.core.sensors import SimulatedScene, make_sensor
 
-        from .detection import PartInspector
-        from .templates import cad_template_source, cell_sensor_options
+        from .detection import make_inspector
+        from .templates import cell_sensor_options
 
         self.cad_dir = str(cad_dir)
         self.work_dir = Path(work_dir)
@@ -64,10 +65,9 @@ class InProcessCell:
         self.sensor.connect()
         self.classifier = CadClassifier(self.library, **CLASSIFIER_OPTIONS)
         methods = [method] if isinstance(method, str) else list(method)
-        sources = [cad_template_source(self.cad_dir, n_templates=n_templates)]
         self.method = methods[0]
-        self.inspectors = {m: PartInspector(make_detector({"method": m}), sources,
-                                            cache_dir=str(self.work_dir / "banks"))
+        self.inspectors = {m: make_inspector(method=m, cad_library=self.cad_dir, n_templates=n_templates,
+                                             cache_dir=str(self.work_dir / "banks"))
                            for m in methods}
         self._plans: dict = {}
         self._references: dict = {}
@@ -83,6 +83,22 @@ class InProcessCell:
     def __exit__(self, *exc):
         self.close()
 
+    def prepare(self, part_types=None) -> None:
+        """Get part types ready before the first part arrives: views planned, good templates
+        simulated (kept on disk), memory banks fitted, the CAD model's distance structures built.
+
+        Args:
+            part_types: labels (default: every model of the library).
+        """
+        labels = list(self.library.labels if part_types is None else part_types)
+        for i, t in enumerate(labels, 1):
+            self.say(f"preparing part type {t} ({i}/{len(labels)})")
+            self._mesh_for_plan(t, None)
+            self.plan(t)
+            for inspector in self.inspectors.values():
+                inspector.ensure(t)
+            self.reference(t).sample()
+
     # ------------------------------------------------------------------ the part on the fixture
     def load_part(self, mesh_path, *, part_id: str = "") -> None:
         """Put the part ``mesh_path`` (metres, part frame) on the fixture."""
@@ -91,30 +107,36 @@ class InProcessCell:
         self.scene.set_part(read_mesh(mesh_path), self.part_pose, part_id=part_id)
 
     # ------------------------------------------------------------------ Cell protocol
-    def _mesh_for_plan(self, part_type: str):
+    def _mesh_for_plan(self, part_type: str, envelope):
+        from .fusion import LOCATE_BOX, envelope_mesh
+
         if part_type:
             if part_type not in self.library:
                 raise ValueError(f"part type '{part_type}' is not in the CAD library {self.cad_dir}")
             return self.library.get(part_type).mesh, part_type
-        from .fusion import envelope_mesh
+        if envelope is None:
+            return envelope_mesh(LOCATE_BOX), "locate"
+        # survey envelopes are rounded out to 5 mm, so similar parts share a cached plan
+        lo, hi = (np.asarray(v, dtype=np.float64) for v in envelope)
+        lo, hi = np.floor(lo / 0.005) * 0.005, np.ceil(hi / 0.005) * 0.005
+        return envelope_mesh((lo, hi)), "survey"
 
-        return envelope_mesh(SURVEY_BOX), "survey"
-
-    def plan(self, part_type: str) -> int:
+    def plan(self, part_type: str, envelope=None) -> int:
         from cosarad_ros.core.planning import plan_views
 
-        mesh, name = self._mesh_for_plan(part_type)
+        mesh, name = self._mesh_for_plan(part_type, envelope)
         key = _mesh_key(mesh)
         plan = self._plans.get(key)
         if plan is None:
             self.say(f"planning views of {name}")
-            plan = self._plans[key] = plan_views(mesh, cell=self.model, seed=0)
-            try:
-                from cosarad_ros.core.planning.render import save_coverage_png
+            plan = self._plans[key] = plan_views(mesh, cell=self.model, seed=0, max_views=1 if name == "locate" else 0)
+            if name not in ("locate", "survey"):
+                try:
+                    from cosarad_ros.core.planning.render import save_coverage_png
 
-                save_coverage_png(mesh, plan, self.work_dir / "coverage" / f"coverage_{name}.png", title=name)
-            except Exception as exc:  # noqa: BLE001 - a picture must not fail the plan
-                self.say(f"coverage picture of {name} not written: {exc}")
+                    save_coverage_png(mesh, plan, self.work_dir / "coverage" / f"coverage_{name}.png", title=name)
+                except Exception as exc:  # noqa: BLE001 - a picture must not fail the plan
+                    self.say(f"coverage picture of {name} not written: {exc}")
         self.views, self.last_plan = plan.views, plan
         return len(plan.views)
 
@@ -151,12 +173,18 @@ class InProcessCell:
         return ref
 
     def register(self, points: np.ndarray, part_type: str, init=None) -> Registered:
+        """The inspection's one registration: from the nominal pose (the fused cloud is in the
+        part frame) and the classifier's pose onto the CAD model, as the ``registration_node``
+        does for a request with initial transforms."""
         from cosarad_ros.core.anomaly.deviation import CAD_INLIER_DISTANCE
         from cosarad_ros.core.geometry import transform_points
 
         seeds = [np.eye(4)] + ([np.asarray(init, dtype=np.float64)] if init is not None else [])
         al = self.reference(part_type).align(points, init=seeds, inlier_distance=CAD_INLIER_DISTANCE)
-        return Registered(True, "", transform_points(al.transform, points), al.transform, al.fitness, al.rmse)
+        ok = al.fitness >= REGISTRATION_MIN_FITNESS
+        reason = "" if ok else (f"fitness {al.fitness:.3f} < {REGISTRATION_MIN_FITNESS:.3f} "
+                                f"(inliers within {CAD_INLIER_DISTANCE:.4g})")
+        return Registered(ok, reason, transform_points(al.transform, points), al.transform, al.fitness, al.rmse)
 
     def detect(self, points: np.ndarray, part_type: str, part_id: str, *, method: str | None = None) -> Detected:
         rep = self.inspectors[method or self.method].inspect(points, part_type, part_id=part_id, registered=True)

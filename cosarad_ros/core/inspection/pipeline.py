@@ -13,6 +13,7 @@ from typing import Protocol
 import numpy as np
 
 from cosarad_ros.core.geometry import as_points
+from cosarad_ros.core.inspection.fusion import part_envelope
 from cosarad_ros.core.inspection.outcome import (InspectionOutcome, StageClock, StageFailed,
                                          decide_verdict)
 
@@ -68,9 +69,11 @@ class Detected:
 class Cell(Protocol):
     """What an inspection cell must offer (arm, sensor, and the analysis services)."""
 
-    def plan(self, part_type: str) -> int:
-        """Plan views for the part type (empty: survey views of the fixture's envelope);
-        return their number."""
+    def plan(self, part_type: str, envelope: tuple | None = None) -> int:
+        """Plan views and return their number: of the part type's CAD model; with an empty part
+        type, of ``envelope`` (``(lo (3,), hi (3,))`` box in the part frame, survey views of a
+        part of unknown type), or, without one, views from above that locate whatever lies on the
+        fixture."""
 
     def move(self, index: int) -> np.ndarray:
         """Move to view ``index``; return the sensor pose reached ``(4, 4)``."""
@@ -108,8 +111,9 @@ def run_inspection(cell: Cell, *, part_id: str, part_type: str = "", min_fitness
     Args:
         cell: the stages.
         part_id: caller's id for this part.
-        part_type: CAD label; empty: survey the fixture (``cell.plan("")`` gives generic views),
-            classify the survey scan (``unknown`` -> INCONCLUSIVE), then inspect as that type.
+        part_type: CAD label; empty: locate the part from above (``cell.plan("")``), survey
+            its envelope (``cell.plan("", envelope)``), classify the fused survey (``unknown`` ->
+            INCONCLUSIVE), then inspect as that type.
         min_fitness: registrations with lower fitness give INCONCLUSIVE.
         min_points: a fused cloud with fewer points gives INCONCLUSIVE.
         progress: optional ``callback(stage: str, fraction: float)``.
@@ -122,11 +126,12 @@ def run_inspection(cell: Cell, *, part_id: str, part_type: str = "", min_fitness
     report = progress or (lambda stage, frac: None)
     classified = registered = fused = None
 
-    def acquire(plan_for: str, lo: float, hi: float) -> np.ndarray:
-        """plan -> (move, scan) per view -> fuse; returns the fused cloud (part frame)."""
+    def acquire(plan_for: str, lo: float, hi: float, *, envelope=None, earlier=()) -> tuple[np.ndarray, list]:
+        """plan -> (move, scan) per view -> fuse (with the ``earlier`` scans); returns the fused
+        cloud (part frame) and this acquisition's scans."""
         report("plan", lo)
         with clock.stage("plan"):
-            n_views = int(cell.plan(plan_for))
+            n_views = int(cell.plan(plan_for, envelope) if envelope is not None else cell.plan(plan_for))
             if n_views <= 0:
                 raise StageFailed("plan", "the planner returned no views")
         scans: list[ViewScan] = []
@@ -139,23 +144,27 @@ def run_inspection(cell: Cell, *, part_id: str, part_type: str = "", min_fitness
                 scans.append(cell.scan(pose))
         report("fuse", lo + (hi - lo) * 0.95)
         with clock.stage("fuse"):
-            fused = cell.fuse(scans)
+            fused = cell.fuse(list(earlier) + scans)
             if len(fused) < min_points:
                 raise StageFailed("fuse", f"fused cloud has {len(fused)} points (< {min_points}): "
                                           "the part is not where the sensor looked")
-            return as_points(fused, name="fused cloud")
+            return as_points(fused, name="fused cloud"), scans
 
     try:
         if not part_type:
-            # survey: generic views of the fixture's envelope, enough to tell the part type
-            fused = acquire("", 0.0, 0.3)
+            # locate what lies on the fixture from above, then survey views planned for its
+            # envelope (thin, low and off-centre parts included), then classify all of it
+            located, first = acquire("", 0.0, 0.1)
+            box = part_envelope(located)
+            fused, _ = acquire("", 0.1, 0.3, envelope=box, earlier=first)
             report("classify", 0.3)
             with clock.stage("classify"):
                 classified = cell.classify(fused)
                 if classified.label in ("", "unknown"):
-                    raise StageFailed("classify", "part type unknown: no CAD model matches the scan")
+                    raise StageFailed("classify", "part type unknown: no CAD model matches the scan (add the "
+                                                  "part's CAD model to the library, or check the part)")
                 part_type = classified.label
-        fused = acquire(part_type, 0.35 if classified else 0.0, 0.75)
+        fused, _ = acquire(part_type, 0.35 if classified else 0.0, 0.75)
         report("register", 0.8)
         with clock.stage("register"):
             registered = cell.register(fused, part_type, classified.transform if classified else None)

@@ -15,7 +15,8 @@ import numpy as np
 
 from cosarad_ros.core.inspection.detection import CadTemplates
 
-__all__ = ["simulate_templates", "cad_template_source", "cell_sensor_options", "DEFAULT_SIM_RESOLUTION"]
+__all__ = ["simulate_templates", "cached_templates", "cad_template_source", "cell_sensor_options",
+           "DEFAULT_SIM_RESOLUTION"]
 
 
 DEFAULT_SIM_RESOLUTION = (560, 400)
@@ -84,9 +85,45 @@ def simulate_templates(mesh, n_templates: int = 4, seed: int = 0, *, cell=None, 
     return out
 
 
+#: modules whose code determines a simulated template (part of the template cache key)
+TEMPLATE_CODE = ("cosarad_ros.core.planning", "cosarad_ros.core.sensors", "cosarad_ros.core.inspection.fusion",
+                 "cosarad_ros.core.registration.fusion", "cosarad_ros.core.inspection.templates")
+
+
+def cached_templates(mesh, n_templates: int, seed: int = 0, *, cache_dir=None, sensor: Mapping | None = None,
+                     progress=None) -> list[np.ndarray]:
+    """:func:`simulate_templates`, kept on disk in ``cache_dir`` (``templates_<key>.npz``; the key
+    hashes the mesh, the count, the seed, the sensor options and the simulation's source code)."""
+    from pathlib import Path
+
+    from cosarad_ros.core.cachekey import content_key, source_fingerprint
+
+    if cache_dir is None:
+        return simulate_templates(mesh, n_templates, seed, sensor=sensor)
+    opts = dict(sensor) if sensor is not None else cell_sensor_options()
+    key = content_key(mesh, int(n_templates), int(seed), {k: str(v) for k, v in opts.items()},
+                      source_fingerprint(*TEMPLATE_CODE))
+    path = Path(cache_dir) / f"templates_{key}.npz"
+    if path.is_file():
+        try:
+            with np.load(path) as z:
+                return [z[f"t{i}"] for i in range(int(n_templates))]
+        except (OSError, KeyError, ValueError):
+            pass  # unreadable cache entry: simulate again and overwrite it
+    if progress is not None:
+        progress(f"simulating {n_templates} good templates")
+    out = simulate_templates(mesh, n_templates, seed, sensor=sensor)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **{f"t{i}": t for i, t in enumerate(out)})
+    tmp.replace(path)
+    return out
+
+
 def cad_template_source(cad_library: str, *, n_templates: int = 4, seed: int = 0,
-                        sensor: Mapping | None = None) -> CadTemplates:
-    """A :class:`~cosarad_ros.core.inspection.detection.CadTemplates` over a CAD library folder."""
+                        sensor: Mapping | None = None, cache_dir=None) -> CadTemplates:
+    """A :class:`~cosarad_ros.core.inspection.detection.CadTemplates` over a CAD library folder
+    (templates kept on disk in ``cache_dir`` when given, see :func:`cached_templates`)."""
     from cosarad_ros.core.cad import CadLibrary
 
     lock = threading.Lock()
@@ -100,6 +137,6 @@ def cad_template_source(cad_library: str, *, n_templates: int = 4, seed: int = 0
             return lib.get(part_type).mesh if part_type in lib else None
 
     def make(mesh, n, s):
-        return simulate_templates(mesh, n, s, sensor=sensor)
+        return cached_templates(mesh, n, s, sensor=sensor, cache_dir=cache_dir)
 
     return CadTemplates(mesh_for=mesh_for, make_templates=make, n_templates=n_templates, seed=seed)
