@@ -1,4 +1,4 @@
-"""Benchmark of the CAD classifier and the rule-based defect checks (issue 6).
+"""Benchmark of the CAD classifier and the rule-based defect checks.
 
 Measured in this run, on the procedural catalogue of ``cosarad_ros.core.data`` (default 36 part
 types, a third of them near-duplicates differing by 1-2 mm in a box extent or in a feature):

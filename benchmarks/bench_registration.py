@@ -4,7 +4,7 @@
     python benchmarks/bench_registration.py --quick          # 4 parts x 3 trials
     python benchmarks/bench_registration.py --trials 40 --out /tmp/bench_reg
 
-Protocol (issue 5): each part is normalised to a size drawn log-uniformly in 30-300 mm (metres);
+Protocol: each part is normalised to a size drawn log-uniformly in 30-300 mm (metres);
 the reference is a sample of its outer (scannable) surface; the source is a partial view of an
 independent denser sample (hidden-point removal from a random direction) with Gaussian noise of
 0.05-0.3 % of the size, moved by a rotation uniform over SO(3) and a translation of about the

@@ -4,7 +4,7 @@ Prints medians and ratios measured in this run:
 
 * ``cosarad synth`` on ``--classes`` classes (default 4: 2 procedural + 2 package meshes) with
   the default per-class sizes (4 templates of 40k points, 34 test scans of 20k points), the
-  rate in scans/s, and the time extrapolated linearly to 12 classes (issue 3 target: < 600 s).
+  rate in scans/s, and the time extrapolated linearly to 12 classes (target: < 600 s).
   ``--classes 12`` measures the full size instead of extrapolating.
 * per-stage medians: building a procedural part, ``apply_defect_to_mesh`` per defect type,
   ``apply_defect`` on a 20k-point cloud, one partial (ray-cast) scan, one full scan, labelling a
