@@ -11,6 +11,10 @@ Measured in one run, on the same scans, with the same cached registrations:
 * inference time per 50k-point scan with the banks cached (registration included): median and
   per-stage medians (target <= 2 s on the 2-core CPU).
 
+Writes the record (figures, date, machine, commit; see ``record.py``) to
+``benchmarks/results/bench_anomaly.json`` (``--timing-only``: ``bench_anomaly_timing.json``;
+``--record`` changes it) and the same record to ``OUT/summary.json`` (``OUT/timing.json``).
+
 Usage::
 
     python benchmarks/bench_anomaly.py --data data/synth_real3d --out out/bench_anomaly
@@ -30,6 +34,8 @@ import warnings
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from record import add_record_option, default_record_path, write_record  # noqa: E402
 
 
 def _fifty_k_scans(cls, n_scans: int, rng, n_points: int = 50_000):
@@ -73,7 +79,10 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="3 classes, 8 scans each, 3 timing scans")
     ap.add_argument("--timing-only", action="store_true",
                     help="skip the AUROC evaluation; time the methods only (banks from --cache)")
+    add_record_option(ap, "bench_anomaly")
     args = ap.parse_args(argv)
+    if args.timing_only and args.record == str(default_record_path("bench_anomaly")):
+        args.record = str(default_record_path("bench_anomaly_timing"))
     if args.timing_scans < 0:
         ap.error("--timing-scans must be >= 0")
     if args.seeds < 1:
@@ -169,10 +178,10 @@ def main(argv=None) -> int:
     for m, t in timing.items():
         st = ", ".join(f"{k} {v:.2f}" for k, v in t["stages_median_s"].items())
         print(f"{m}: median {t['median_s']:.2f} s per {t['points']}-point scan ({st})")
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "timing.json" if args.timing_only else "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    print(f"written to {os.path.join(args.out, 'timing.json' if args.timing_only else 'summary.json')}")
+    legacy = os.path.join(args.out, "timing.json" if args.timing_only else "summary.json")
+    write_record(args.record, "bench_anomaly", summary, argv=argv,
+                 also=[legacy])
+    print(f"written to {legacy}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Benchmark of the CAD classifier and the rule-based defect checks (issue 6).
+"""Benchmark of the CAD classifier and the rule-based defect checks.
 
 Measured in this run, on the procedural catalogue of ``cosarad_ros.core.data`` (default 36 part
 types, a third of them near-duplicates differing by 1-2 mm in a box extent or in a feature):
@@ -19,7 +19,8 @@ Kwon et al. (Electronics 2025) report 99.00 % classification accuracy and a 97.9
 defect detection; the script prints our figures next to them.
 
 Writes ``bench_cad.json`` and PNGs (confusion matrix, per-type F1, one inspected scan) to
-``--out`` (default ``reports/bench_cad``).
+``--out`` (default ``reports/bench_cad``), and the same record to
+``benchmarks/results/bench_cad.json`` (``--record``; see ``record.py``).
 
 Usage::
 
@@ -28,7 +29,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -38,6 +38,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
+
+from record import add_record_option, write_record  # noqa: E402
 
 PAPER_ACCURACY = 99.00
 PAPER_DEFECT_MACRO_F1 = 97.9
@@ -131,6 +133,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--single-view", action="store_true", help="also classify single-view scans")
     ap.add_argument("--out", default="reports/bench_cad", help="folder for the JSON and PNGs")
+    add_record_option(ap, "bench_cad")
     args = ap.parse_args()
 
     from cosarad_ros.core.cad import CadClassifier, classify, detect_defects
@@ -218,7 +221,7 @@ def main() -> int:
               f"{len(lib)} models)")
         report["time_per_part_seconds"] = statistics.median(times)
         _plot_example(out / "defect_example.png", lib, parts, args.seed + 5)
-    (out / "bench_cad.json").write_text(json.dumps(report, indent=2, default=float))
+    write_record(args.record, "bench_cad", report, also=[out / "bench_cad.json"])
     print(f"\nwrote {out}/bench_cad.json, classification_confusion.png, defects_f1.png, defect_example.png")
     return 0
 

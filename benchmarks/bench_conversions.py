@@ -4,6 +4,7 @@ Prints medians of repeated runs and the ratio naive / ours, measured in the same
 baseline is what hand-written nodes often do: ``struct.pack`` per point into a ``bytes`` object
 assigned to ``msg.data`` (which makes rclpy validate every byte), and ``struct.unpack_from`` per
 point when reading. The naive loops run on a subset and are scaled linearly (stated in the output).
+Writes the figures to ``benchmarks/results/bench_conversions.json`` (``--record``; see ``record.py``).
 
     python benchmarks/bench_conversions.py [--points 1000000] [--repeats 5]
 """
@@ -16,6 +17,7 @@ import numpy as np
 from sensor_msgs.msg import PointCloud2, PointField
 
 from cosarad_ros.ros.conversions import pointcloud2_to_xyz, xyz_to_pointcloud2
+from record import add_record_option, write_record
 
 
 def naive_write(pts: np.ndarray) -> PointCloud2:
@@ -48,6 +50,7 @@ def main():
     ap.add_argument("--points", type=int, default=1_000_000)
     ap.add_argument("--naive-points", type=int, default=100_000, help="subset size for the naive loops")
     ap.add_argument("--repeats", type=int, default=5)
+    add_record_option(ap, "bench_conversions")
     a = ap.parse_args()
     pts = np.random.default_rng(0).normal(size=(a.points, 3)).astype(np.float32)
     sub = pts[: a.naive_points]
@@ -68,6 +71,12 @@ def main():
     print(f"{'write xyz -> PointCloud2':<34}{t_write * 1e3:>12.2f}{t_nwrite * 1e3:>14.1f}{t_nwrite / t_write:>12.0f}")
     print(f"{'read PointCloud2 -> xyz (view)':<34}{t_read * 1e3:>12.3f}{t_nread * 1e3:>14.1f}{t_nread / t_read:>12.0f}")
     print(f"{'read + drop NaN points':<34}{t_read_nan * 1e3:>12.2f}{t_nread * 1e3:>14.1f}{t_nread / t_read_nan:>12.0f}")
+    write_record(a.record, "bench_conversions", {
+        "points": a.points, "naive_points": len(sub), "repeats": a.repeats,
+        "median_s": {"write": t_write, "read_view": t_read, "read_drop_nan": t_read_nan,
+                     "naive_write": t_nwrite, "naive_read": t_nread},
+        "naive_over_ours": {"write": t_nwrite / t_write, "read_view": t_nread / t_read,
+                            "read_drop_nan": t_nread / t_read_nan}})
 
 
 if __name__ == "__main__":

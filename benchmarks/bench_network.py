@@ -14,7 +14,9 @@ backbone costs, not what a scan holds:
   time of one epoch of ``--epoch-triplets`` triplets (4218, the shipped fold-0 set).
 
 Medians over ``--repeats`` timed runs after one warm-up, and the ratio of each backbone to the
-first one, measured in the same run. CUDA timings synchronise before reading the clock.
+first one, measured in the same run. CUDA timings synchronise before reading the clock. Writes
+the figures to ``benchmarks/results/bench_network.json`` (``--record``; see ``record.py``) and, with
+``--json``, the same record to that path too.
 
 Usage::
 
@@ -25,13 +27,14 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import statistics
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from record import add_record_option, write_record  # noqa: E402
 
 
 def _random_patches(n: int, points: int, channels: int, generator):
@@ -116,7 +119,8 @@ def main(argv=None) -> int:
     ap.add_argument("--inputs", default="xyz+deviation", choices=("xyz", "xyz+deviation"))
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    ap.add_argument("--json", default=None, help="also write the figures here")
+    ap.add_argument("--json", default=None, help="also write the record here")
+    add_record_option(ap, "bench_network")
     args = ap.parse_args(argv)
     for name in ("patches", "points", "batch", "triplets", "repeats", "epoch_triplets", "threads"):
         if getattr(args, name) < 1:
@@ -152,9 +156,8 @@ def main(argv=None) -> int:
     for r in rows[1:]:
         print(f"{r['backbone']} / {base['backbone']}: features x{r['features_s_per_scan'] / base['features_s_per_scan']:.1f}, "
               f"train step x{r['train_step_s'] / base['train_step_s']:.1f}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"device": where, "torch": torch.__version__, "rows": rows}, f, indent=2)
+    write_record(args.record, "bench_network", {"device": where, "torch": torch.__version__, "rows": rows},
+                 argv=argv, also=[args.json] if args.json else [])
     return 0
 
 

@@ -15,7 +15,8 @@ For every part the candidate views (with visibility and reachability) are evalua
 * the full ``plan_views`` wall time (median of ``--repeats`` runs) and its stages;
 * joint travel time of the ordered path vs the cover's pick order.
 
-Prints a table with medians and ratios and writes ``coverage_vs_views.png``.
+Prints a table with medians and ratios, writes ``coverage_vs_views.png`` to ``--out`` and the
+figures to ``benchmarks/results/bench_planning.json`` (``--record``; see ``record.py``).
 """
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from record import add_record_option, write_record  # noqa: E402
 
 OCC = Path("/usr/share/opencascade/data/stl")
 
@@ -74,6 +77,7 @@ def main(argv=None) -> int:
     ap.add_argument("--turntable", action="store_true")
     ap.add_argument("--ilp-time", type=float, default=20.0, help="HiGHS time limit per part [s]")
     ap.add_argument("--out", default="/tmp/cosarad_bench_planning")
+    add_record_option(ap, "bench_planning")
     args = ap.parse_args(argv)
     samples = args.samples or (1500 if args.quick else 3000)
     repeats = args.repeats or (1 if args.quick else 3)
@@ -165,6 +169,18 @@ def main(argv=None) -> int:
     fig.tight_layout()
     fig.savefig(out / "coverage_vs_views.png", dpi=120)
     print(f"curve: {out / 'coverage_vs_views.png'}")
+    write_record(args.record, "bench_planning", {
+        "cell": f"{cell.config.ur_type} + {sensor.name}", "turntable": args.turntable, "samples": samples,
+        "candidates": args.candidates, "target": args.target, "random_draws": args.random_draws, "repeats": repeats,
+        "parts": rows,
+        "median": {"views_greedy": med("greedy"), "views_ilp": med("ilp"), "views_random": med("random"),
+                   "random_over_greedy": float(np.median([r["random"] / r["greedy"] for r in rows])),
+                   "ilp_saves_a_view_on": int(sum(r["ilp"] < r["greedy"] for r in rows)),
+                   "ilp_s": med("ilp_s"), "plan_views_s": med("plan_s"),
+                   "plan_views_stages_s": {k: float(np.median([r["stages"][k] for r in rows]))
+                                           for k in rows[0]["stages"]},
+                   "travel_s": med("travel"), "travel_unordered_s": med("travel_unordered")},
+        "coverage_after_k_views": {"greedy": G, "random": R}}, argv=argv)
     return 0
 
 

@@ -4,7 +4,7 @@
     python benchmarks/bench_registration.py --quick          # 4 parts x 3 trials
     python benchmarks/bench_registration.py --trials 40 --out /tmp/bench_reg
 
-Protocol (issue 5): each part is normalised to a size drawn log-uniformly in 30-300 mm (metres);
+Protocol: each part is normalised to a size drawn log-uniformly in 30-300 mm (metres);
 the reference is a sample of its outer (scannable) surface; the source is a partial view of an
 independent denser sample (hidden-point removal from a random direction) with Gaussian noise of
 0.05-0.3 % of the size, moved by a rotation uniform over SO(3) and a translation of about the
@@ -14,7 +14,8 @@ wrong; ICP has no ``ok``, so every ICP miss is silent), median time. Also: scale
 of +-5 %, success = ok and scale within 0.2 %, or honestly not ok), and pairs of different parts
 (success = reported not ok).
 
-Prints a table with medians and ratios and writes ``registration_errors.png``.
+Prints a table with medians and ratios, writes ``registration_errors.png`` to ``--out`` and the
+figures to ``benchmarks/results/bench_registration.json`` (``--record``; see ``record.py``).
 """
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from record import add_record_option, write_record  # noqa: E402
 
 PARTS = ("bunny", "duck", "head", "motor", "sh2", "shape", "tr12j", "bracket")
 QUICK_PARTS = ("bunny", "duck", "head", "bracket")
@@ -68,6 +71,7 @@ def main(argv=None) -> int:
     ap.add_argument("--wrong-pairs", type=int, default=None, help="different-part pairs (default 16; quick 4)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="/tmp/cosarad_bench_registration")
+    add_record_option(ap, "bench_registration")
     args = ap.parse_args(argv)
 
     import matplotlib
@@ -131,12 +135,18 @@ def main(argv=None) -> int:
     print(f"\nRigid trials: {len(rows['register'])} ({n_rigid} per part), rotation uniform over SO(3), "
           f"partial view, noise 0.05-0.3 % of size, sizes 30-300 mm")
     print(f"{'method':<34}{'success':>10}{'silent fail':>13}{'median s':>10}{'p90 s':>8}")
+    figures = {"parts": list(names), "rigid_trials_per_part": n_rigid, "seed": args.seed, "rigid": {}}
     for method, label in (("register", "register (FPFH RANSAC + ICP)"), ("icp", "Open3D p2p ICP from identity")):
         r = rows[method]
         succ = np.mean([good(x) for x in r])
         silent = np.mean([x[3] and not good(x) for x in r])
         ts = np.array([x[4] for x in r])
         print(f"{label:<34}{100 * succ:>9.1f}%{100 * silent:>12.1f}%{np.median(ts):>10.3f}{np.quantile(ts, 0.9):>8.2f}")
+        figures["rigid"][method] = {"trials": len(r), "success": float(succ), "silent_failures": float(silent),
+                                    "median_s": float(np.median(ts)), "p90_s": float(np.quantile(ts, 0.9))}
+    figures["rigid"]["register"]["per_part"] = {
+        n: [int(sum(good(x) for x in rows["register"] if x[0] == n)), int(sum(x[0] == n for x in rows["register"]))]
+        for n in names}
     t_reg = np.median([x[4] for x in rows["register"]])
     t_icp = np.median([x[4] for x in rows["icp"]])
     s_reg = np.mean([good(x) for x in rows["register"]])
@@ -151,6 +161,9 @@ def main(argv=None) -> int:
     if len(errs):
         print(f"successful registrations: median error {1000 * np.median(errs):.3f} mm "
               f"(p95 {1000 * np.quantile(errs, 0.95):.3f} mm), median angle {np.median(angs):.3f} deg")
+        figures["rigid"]["register"].update(median_error_mm=1000 * float(np.median(errs)),
+                                            p95_error_mm=1000 * float(np.quantile(errs, 0.95)),
+                                            median_angle_deg=float(np.median(angs)))
     if scale_rows:
         ok_rows = [r for r in scale_rows if r[1]]
         within = [r for r in ok_rows if r[2] < 0.002 and r[3] < 1e-3 and r[4] < 0.5]
@@ -162,10 +175,17 @@ def main(argv=None) -> int:
         refused = [r for r in scale_rows if not r[1]]
         if refused:
             print("  not ok (honest): " + ", ".join(r[0] for r in refused))
+        figures["scale"] = {"trials": len(scale_rows), "ok": len(ok_rows), "ok_within_0.2pct": len(within),
+                            "ok_but_scale_off": len(wrong_ok), "not_ok": [r[0] for r in refused],
+                            "median_abs_scale_error_pct": (100 * float(np.median([r[2] for r in ok_rows]))
+                                                           if ok_rows else None),
+                            "median_s": float(np.median([r[5] for r in scale_rows]))}
     if wrong_rows:
         rej = np.mean([not r[2] for r in wrong_rows])
         print(f"\nDifferent-part pairs ({len(wrong_rows)}): reported not registered {100 * rej:.1f}%, "
               f"median time {np.median([r[3] for r in wrong_rows]):.2f} s")
+        figures["different_parts"] = {"pairs": len(wrong_rows), "reported_not_ok": float(rej),
+                                      "median_s": float(np.median([r[3] for r in wrong_rows]))}
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for method, colour in (("register", "tab:blue"), ("icp", "tab:orange")):
@@ -188,6 +208,7 @@ def main(argv=None) -> int:
     png = out / "registration_errors.png"
     fig.savefig(png, dpi=110)
     print(f"\nwrote {png}")
+    write_record(args.record, "bench_registration", figures, argv=argv)
     return 0
 
 

@@ -8,6 +8,8 @@ Rows:
 * simulated Ruler-like linear pass (1536 points per profile, 0.5 mm steps across the part);
 * GenICam grab through harvesters from the simulated producer (viky.cti, 400 x 400 range);
 * MCAP write and read of the full-resolution cloud.
+
+Writes the figures to ``benchmarks/results/bench_sensors.json`` (``--record``; see ``record.py``).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from cosarad_ros.core.io import read_mesh  # noqa: E402
 from cosarad_ros.core.sensors import SimulatedScene, make_sensor  # noqa: E402
 from cosarad_ros.core.sensors.mcap_io import read_pointcloud_mcap, write_pointcloud_mcap  # noqa: E402
+from record import add_record_option, write_record  # noqa: E402
 
 PART = "/usr/share/opencascade/data/stl/motor.stl"
 
@@ -43,6 +46,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="3 repeats, skip GenICam")
+    add_record_option(ap, "bench_sensors")
     args = ap.parse_args()
     reps = 3 if args.quick else args.repeats
     scene = SimulatedScene.inspection_cell()
@@ -97,6 +101,11 @@ def main() -> int:
           f"({size / max(len(f_full), 1):.1f} B/point)")
     stats = dict(f_full.meta["stats"])
     print("motioncam losses at full resolution: " + ", ".join(f"{k}={v}" for k, v in stats.items()))
+    write_record(args.record, "bench_sensors", {
+        "part": os.path.basename(PART), "repeats": reps,
+        "rows": [{"operation": name, "median_s": t, "points": n, "per_s": work / t} for name, t, n, work in rows],
+        "full_over_half_resolution_time": t_full / t_half, "ruler_profiles_per_s": ruler.num_profiles / t_ruler,
+        "mcap_bytes": size, "mcap_points": len(f_full), "motioncam_losses": stats})
     return 0
 
 

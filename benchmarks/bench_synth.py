@@ -4,7 +4,7 @@ Prints medians and ratios measured in this run:
 
 * ``cosarad synth`` on ``--classes`` classes (default 4: 2 procedural + 2 package meshes) with
   the default per-class sizes (4 templates of 40k points, 34 test scans of 20k points), the
-  rate in scans/s, and the time extrapolated linearly to 12 classes (issue 3 target: < 600 s).
+  rate in scans/s, and the time extrapolated linearly to 12 classes (target: < 600 s).
   ``--classes 12`` measures the full size instead of extrapolating.
 * per-stage medians: building a procedural part, ``apply_defect_to_mesh`` per defect type,
   ``apply_defect`` on a 20k-point cloud, one partial (ray-cast) scan, one full scan, labelling a
@@ -12,6 +12,8 @@ Prints medians and ratios measured in this run:
 * PCD read/write: our reader vs Open3D's on the same 100k-point file (binary and ASCII). In
   ASCII files our reader restores the declared float32 values exactly; Open3D keeps the decimal
   text as float64, hence differences of about 1e-8.
+
+Writes the figures to ``benchmarks/results/bench_synth.json`` (``--record``; see ``record.py``).
 
 Usage::
 
@@ -31,6 +33,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
 
+from record import add_record_option, write_record  # noqa: E402
+
 
 def _median_time(fn, repeats):
     ts = []
@@ -46,6 +50,7 @@ def main() -> int:
     ap.add_argument("--classes", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", default=None, help="scratch folder (default: a temporary one)")
+    add_record_option(ap, "bench_synth")
     args = ap.parse_args()
 
     import open3d as o3d
@@ -90,6 +95,7 @@ def main() -> int:
 
     print("== PCD I/O, 100k points: ours vs Open3D ==")
     big = np.random.default_rng(1).normal(size=(100_000, 3))
+    pcd_read = {}
     for binary in (True, False):
         p = write_points(scratch / f"io_{int(binary)}.pcd", big, binary=binary)
         ours = _median_time(lambda: read_points(p), R)
@@ -97,6 +103,7 @@ def main() -> int:
         diff = np.abs(read_points(p) - np.asarray(o3d.io.read_point_cloud(str(p)).points)).max()
         print(f"read {'binary' if binary else 'ascii ':6s} ours {ours * 1e3:7.1f} ms   open3d {theirs * 1e3:7.1f} ms"
               f"   ratio open3d/ours {theirs / ours:5.2f}   max |ours - open3d| {diff:.1e}")
+        pcd_read["binary" if binary else "ascii"] = {"ours_s": ours, "open3d_s": theirs, "max_abs_difference": diff}
     pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(big))
     w_ours = _median_time(lambda: write_points(scratch / "w_ours.pcd", big), R)
     w_o3d = _median_time(lambda: o3d.io.write_point_cloud(str(scratch / "w_o3d.pcd"), pc), R)
@@ -120,6 +127,16 @@ def main() -> int:
         print(f"12 classes measured: {res.seconds:.0f} s (target < 600 s: ratio {res.seconds / 600:.2f})")
     if args.out is None:
         shutil.rmtree(scratch, ignore_errors=True)
+    write_record(args.record, "bench_synth", {
+        "repeats": R,
+        "stage_median_s": {"build_part": t_part, "partial_scan_20k": t_partial, "full_scan_40k": t_full,
+                           "label_scan": t_label, "write_test_sample": t_write},
+        "defect_median_s": {k: {"mesh": mesh_t[k], "point_cloud": point_t[k]} for k in DEFECT_TYPES},
+        "pcd_100k": {"read": pcd_read, "write_binary": {"ours_s": w_ours, "open3d_s": w_o3d}},
+        "generation": {"classes": res.n_classes, "scans": scans, "defective": res.n_defective, "seconds": res.seconds,
+                       "scans_per_s": scans / res.seconds, "s_per_class": per_class,
+                       "seconds_for_12_classes": res.seconds if res.n_classes == 12 else 12 * per_class,
+                       "extrapolated": res.n_classes != 12}})
     return 0
 
 

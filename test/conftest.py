@@ -1,4 +1,4 @@
-"""Test-session set-up shared by every test file.
+"""Set-up shared by every test file of a pytest run.
 
 * Each pytest process gets its own ROS domain (random, unless ``ROS_DOMAIN_ID`` is set by
   ``COSARAD_TEST_DOMAIN``) and discovery limited to this machine, so parallel test runs do not

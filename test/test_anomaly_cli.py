@@ -25,7 +25,7 @@ def bench(tmp_path_factory):
 FAST = '{"num_patches": 24, "registration_attempts": 1}'
 
 
-def test_eval_writes_metrics_in_the_issue_schema(bench, tmp_path, capsys):
+def test_eval_writes_metrics_json_with_per_class_and_mean_aurocs(bench, tmp_path, capsys):
     out = str(tmp_path / "eval")
     assert main(["eval", "--data", bench, "--layout", "real3d", "--method", "fpfh", "--out", out,
                  "--config", FAST, "--attempts", "1", "--quiet"]) == 0
@@ -39,7 +39,7 @@ def test_eval_writes_metrics_in_the_issue_schema(bench, tmp_path, capsys):
     from cosarad_ros.core.anomaly.evaluation import auroc
 
     for v in doc["classes"].values():
-        assert {"o_auroc", "p_auroc", "n_good", "n_bad"} <= set(v)  # the issue's keys; extensions below
+        assert {"o_auroc", "p_auroc", "n_good", "n_bad"} <= set(v)  # the required keys; extensions below
         assert v["n_good"] == 2 and v["n_bad"] == 2 and 0.0 <= v["o_auroc"] <= 1.0 and 0.0 <= v["p_auroc"] <= 1.0
         # per-scan object scores: the O-AUROC can be recomputed from them
         scans = v["scans"]
@@ -96,7 +96,7 @@ def test_cli_errors_are_one_line(bench, tmp_path, capsys):
 
 
 def test_deviation_method_through_eval_and_inspect(bench, tmp_path, capsys):
-    """The deviation detector goes through the same CLI: metrics in the issue's schema, a bulged
+    """The deviation detector goes through the same CLI: metrics.json with the same keys, a bulged
     scan FAILs and a good one PASSes."""
     out = str(tmp_path / "dev")
     assert main(["eval", "--data", bench, "--layout", "real3d", "--method", "deviation", "--out", out,

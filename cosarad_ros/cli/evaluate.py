@@ -1,6 +1,6 @@
 """``cosarad eval``: evaluate an anomaly detector on a benchmark folder.
 
-Writes ``OUT/metrics.json`` (schema of issue 4), ``OUT/roc.png`` (object and point ROC curves per
+Writes ``OUT/metrics.json`` (schema in :func:`~cosarad_ros.core.anomaly.evaluation.write_metrics`), ``OUT/roc.png`` (object and point ROC curves per
 class), ``OUT/maps/*.png`` (anomaly maps of the top-scoring defective scans and the top-scoring
 good scan of each class) and prints a per-class table.
 

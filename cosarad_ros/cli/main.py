@@ -17,15 +17,15 @@ import sys
 
 # command name -> module under cosarad_ros.cli
 COMMANDS: dict[str, str] = {
-    "synth": "synth",            # issue: datasets
-    "train": "train",            # issue: COSARAD detector
-    "eval": "evaluate",          # issue: COSARAD detector
+    "synth": "synth",            # synthetic benchmarks
+    "train": "train",            # COSARAD feature extractor
+    "eval": "evaluate",          # anomaly detectors on a benchmark
     "inspect": "inspect",        # offline inspection of one scan file
-    "register": "register",      # issue: registration
-    "classify": "classify",      # issue: CAD classifier
-    "cad": "cad",                # issue: CAD classifier (library management)
-    "scan": "scan",              # issue: scanner
-    "plan-views": "plan_views",  # issue: viewpoint planner
+    "register": "register",      # point-cloud registration
+    "classify": "classify",      # zero-shot CAD classification
+    "cad": "cad",                # CAD library management
+    "scan": "scan",              # simulated scanners
+    "plan-views": "plan_views",  # view planning
     "demo": "demo",              # the simulated inspection cell
     "cell-eval": "cell_eval",    # production runs through the in-process cell
 }

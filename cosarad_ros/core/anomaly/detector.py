@@ -1,7 +1,8 @@
 """The inference object: :class:`AnomalyDetector` (fit memory banks per part type, score scans).
 
-Pipeline of :meth:`AnomalyDetector.score` (COSARAD, Tarvo, Wan, Chen; section numbers refer to
-the project's issue 4, which lists the paper's facts):
+Pipeline of :meth:`AnomalyDetector.score` (COSARAD: Tarvo, Wan, Chen, *Contrastive Learning on
+3D Point Clouds for Robotic Geometric Defect Detection*, ICRA 2026; additions to the paper are
+marked as such in the constructor's arguments):
 
 1. register the scan onto the part type's reference template (FPFH + RANSAC + ICP, several
    attempts, the lowest one-sided Chamfer distance wins; :func:`cosarad_ros.core.registration.register`),

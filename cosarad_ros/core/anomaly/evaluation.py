@@ -266,7 +266,7 @@ def format_table(results: list[ClassResult], *, method: str = "") -> str:
 
 def write_metrics(path: str, results: list[ClassResult], *, method: str, models: list[str],
                   classes_seen: list[str], folds: list[dict] | None = None) -> dict:
-    """Write ``metrics.json`` in the schema of issue 4 and return it::
+    """Write ``metrics.json`` and return it; its keys::
 
         {"classes": {"<class>": {"o_auroc", "p_auroc", "n_good", "n_bad"}},
          "mean": {"o_auroc", "p_auroc"}, "method", "model", "classes_seen_in_training"}

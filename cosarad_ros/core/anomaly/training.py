@@ -328,8 +328,7 @@ class TrainConfig:
         select: which weights become the model file: ``"best"`` (the epoch of the best validation
             triplet accuracy; the shipped models) or ``"last"`` (the end of the cosine schedule).
             Neither tracks held-out detection well: validation accuracy on the training classes
-            sits at 0.94-0.96 from epoch 2 on (session 8 measurements in
-            ``cosarad_ros/models/TRAINING.md``).
+            sits at 0.94-0.96 from epoch 2 on (``CHANGELOG.md``, 2026-12-05).
         augment: augmentation magnitudes.
         num_threads: torch threads (CPU).
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.

@@ -1,4 +1,4 @@
-"""View planning for robotic 3D inspection (issue 8): the cell model (URDF, pinocchio kinematics,
+"""View planning for robotic 3D inspection: the cell model (URDF, pinocchio kinematics,
 coal collisions), sensor visibility by ray casting, set-cover view selection, joint-travel
 ordering and trajectory execution.
 
