@@ -100,3 +100,21 @@ def test_locate_needs_a_defect_near_the_injected_one():
     assert locate(d, [{"centroid": [0.005, 0, 0]}]) == (True, 0.005)
     assert locate(d, [{"centroid": [0.03, 0, 0]}])[0] is False
     assert locate(d, []) == (False, None)
+
+
+def test_seen_from_above_excludes_the_inside_of_a_deep_hole():
+    import trimesh
+
+    from cosarad_ros.core.inspection.production import seen_from_above
+
+    # a 40 mm cube with a 4 mm wide, 30 mm deep blind hole from the top
+    box = trimesh.creation.box(extents=[0.04, 0.04, 0.04])
+    box.apply_translation([0, 0, 0.02])
+    hole = trimesh.creation.cylinder(radius=0.002, height=0.03, sections=32)
+    hole.apply_translation([0, 0, 0.04 - 0.015 + 1e-4])
+    part = box.difference(hole)
+    where = seen_from_above(part)
+    pts = np.array([[0.0, 0.0, 0.04], [0.01, 0.01, 0.04], [0.0, -0.002, 0.015], [0.02, 0.0, 0.02]])
+    nrm = np.array([[0, 0, 1.0], [0, 0, 1.0], [0, 1.0, 0], [1.0, 0, 0]])
+    # the top face and a side face are seen; the hole's wall 25 mm down is not
+    assert where(pts[1:], nrm[1:]).tolist() == [True, False, True]

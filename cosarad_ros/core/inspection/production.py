@@ -8,8 +8,8 @@ everything is deterministic for a seed.
 Like real production, good parts are not copies of their CAD model: each varies within a stated
 tolerance (:class:`Variation`: every box dimension within +-0.05 mm, plus a gentle form
 deviation of at most 0.02 mm), and must PASS. Defects are centred only where a cell can see them
-(not on the fixture contact face, not on faces that look down at the fixture; see
-:func:`visible_from_above`).
+(not on the fixture contact face, not on faces that look down at the fixture, not where the part
+hides the surface from every direction above; see :func:`seen_from_above`).
 
 Part types are procedural families (``block``, ``pocket_block``, ``flange``, ``bracket``,
 ``mold_insert``, ``boss_plate``, ``u_channel``; :mod:`cosarad_ros.core.data.parts`) or real meshes
@@ -27,7 +27,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 __all__ = ["CellPart", "CellScenario", "Variation", "make_cell_scenario", "make_production_run",
-           "make_part_type", "visible_from_above", "graded_sizes", "DEFAULT_FAMILIES", "DEFAULT_DEFECTS",
+           "make_part_type", "visible_from_above", "seen_from_above", "graded_sizes", "DEFAULT_FAMILIES", "DEFAULT_DEFECTS",
            "EVAL_TYPES", "EVAL_DEFECTS", "GRADED_SIZES_MM", "GROSS_SIZES_MM", "SIZE_PRESETS",
            "severity_of"]
 
@@ -236,12 +236,47 @@ def _vary_record(record, variation: Variation, bounds):
 
 
 def visible_from_above(points, normals, *, min_height: float = 0.003, max_down: float = -0.2) -> np.ndarray:
-    """Surface a cell's views from above can measure: above the fixture contact band
-    (``z > min_height`` in the part frame, whose ``z = 0`` is the fixture top) and not facing
-    down (normal ``z >= max_down``). ``(N,)`` bool."""
+    """Surface a cell's views from above can measure, by orientation alone: above the fixture
+    contact band (``z > min_height`` in the part frame, whose ``z = 0`` is the fixture top) and
+    not facing down (normal ``z >= max_down``). ``(N,)`` bool."""
     p = np.asarray(points, dtype=np.float64)
     n = np.asarray(normals, dtype=np.float64)
     return (p[:, 2] > min_height) & (n[:, 2] >= max_down)
+
+
+def seen_from_above(mesh, *, max_incidence_deg: float = 65.0, min_elevation_deg: float = 20.0):
+    """A ``where`` for :func:`~cosarad_ros.core.data.defects.apply_defect_to_mesh`: surface points
+    :func:`visible_from_above` that a sensor above the fixture could actually see -- a ray leaves
+    the point towards at least one direction at least ``min_elevation_deg`` above the horizon and
+    within ``max_incidence_deg`` of the surface normal without hitting the part again (so not the
+    inside of a deep hole, a pocket's undercut or a face hidden by the part itself)."""
+    import open3d as o3d
+
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(o3d.core.Tensor(np.asarray(mesh.vertices, dtype=np.float32)),
+                        o3d.core.Tensor(np.asarray(mesh.faces, dtype=np.uint32)))
+    az = np.radians(np.arange(0.0, 360.0, 30.0))
+    dirs = []
+    for el in np.radians([min_elevation_deg, 40.0, 60.0, 80.0]):
+        dirs += [[np.cos(e) * np.cos(a), np.cos(e) * np.sin(a), np.sin(e)] for e, a in zip([el] * len(az), az)]
+    dirs = np.asarray(dirs)
+    cos_max = np.cos(np.radians(max_incidence_deg))
+
+    def where(points, normals):
+        p = np.asarray(points, dtype=np.float64)
+        n = np.asarray(normals, dtype=np.float64)
+        ok = visible_from_above(p, n)
+        idx = np.flatnonzero(ok)
+        if idx.size == 0:
+            return ok
+        facing = (n[idx] @ dirs.T) >= cos_max                      # (K, D) directions the sensor could use
+        rays = np.concatenate([np.repeat(p[idx] + 2e-4 * n[idx], len(dirs), axis=0),
+                               np.tile(dirs, (idx.size, 1))], axis=1).astype(np.float32)
+        hit = np.isfinite(scene.cast_rays(o3d.core.Tensor(rays))["t_hit"].numpy()).reshape(idx.size, len(dirs))
+        ok[idx] = (facing & ~hit).any(axis=1)
+        return ok
+
+    return where
 
 
 def _primary_key(kind: str, sizes: Mapping[str, tuple]) -> str:
@@ -355,7 +390,7 @@ def _defective(part, kind: str, rng, size: Mapping[str, float], variation: Varia
     from cosarad_ros.core.io import sample_mesh
 
     target = part if kind in _HOLE_KINDS else part.mesh
-    mesh, record = apply_defect_to_mesh(target, kind, rng, where=visible_from_above, **size)
+    mesh, record = apply_defect_to_mesh(target, kind, rng, where=seen_from_above(part.mesh), **size)
     if variation is not None:
         bounds = part.mesh.bounds
         mesh, record = _vary_mesh(mesh, variation, bounds), _vary_record(record, variation, bounds)
