@@ -38,7 +38,10 @@ class TemplateSource(Protocol):
     def templates(self, part_type: str) -> list[np.ndarray]: ...
 
     def mesh(self, part_type: str):
-        """The part type's CAD model (trimesh, metres, part frame), or None."""
+        """The part type's CAD mesh (trimesh, metres, part frame), or None."""
+
+    def model(self, part_type: str):
+        """The part type's :class:`~cosarad_ros.core.cad.library.CadModel`, or None."""
 
 
 @dataclass(frozen=True)
@@ -65,28 +68,35 @@ class FolderTemplates:
     def mesh(self, part_type: str):
         return None
 
+    def model(self, part_type: str):
+        return None
+
 
 @dataclass(frozen=True)
 class CadTemplates:
-    """Templates simulated from CAD: ``mesh_for(part_type) -> trimesh | None`` and
-    ``make_templates(mesh, n, seed) -> list[(N, 3)]``."""
+    """Templates simulated from CAD: ``model_for(part_type) -> CadModel | None`` (the library's
+    model: mesh, holes, tolerances) and ``make_templates(mesh, n, seed) -> list[(N, 3)]``."""
 
-    mesh_for: Callable[[str], object]
+    model_for: Callable[[str], object]
     make_templates: Callable[[object, int, int], list]
     n_templates: int = 4
     seed: int = 0
 
     def has(self, part_type: str) -> bool:
-        return self.mesh_for(part_type) is not None
+        return self.model_for(part_type) is not None
 
     def templates(self, part_type: str) -> list[np.ndarray]:
-        mesh = self.mesh_for(part_type)
-        if mesh is None:
+        model = self.model_for(part_type)
+        if model is None:
             raise ValueError(f"no CAD model for part type '{part_type}'")
-        return list(self.make_templates(mesh, self.n_templates, self.seed))
+        return list(self.make_templates(model.mesh, self.n_templates, self.seed))
 
     def mesh(self, part_type: str):
-        return self.mesh_for(part_type)
+        model = self.model_for(part_type)
+        return None if model is None else model.mesh
+
+    def model(self, part_type: str):
+        return self.model_for(part_type)
 
 
 @dataclass(frozen=True)
@@ -121,11 +131,17 @@ class PartInspector:
             templates (simulated through the planned views) measured is INCONCLUSIVE.
         min_quality: a would-be PASS whose ISO 25012 total (against the reference template) is
             lower is INCONCLUSIVE.
+        rules: run the rule-based checks of the hybrid inspection (Kwon et al., Electronics 2025:
+            scratch, dent, hole position and diameter against the CAD model and its hole
+            metadata; :class:`~cosarad_ros.core.cad.rules.RuleBasedInspector`) on the registered
+            scan where the part type has a CAD model; their findings are typed defects and count
+            toward the verdict. ``None``: the rules' defaults; a sequence or mapping selects and
+            configures them; ``()``: off.
     """
 
     def __init__(self, detector, sources: Sequence[TemplateSource] = (), *, cache_dir: str | None = None,
                  min_points: int = 100, min_fitness: float = 0.5, min_coverage: float = 0.85,
-                 min_quality: float = 0.0):
+                 min_quality: float = 0.0, rules=None):
         for name, v in (("min_fitness", min_fitness), ("min_coverage", min_coverage), ("min_quality", min_quality)):
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {v}")
@@ -134,6 +150,11 @@ class PartInspector:
         self.cache_dir = cache_dir
         self.min_points = int(min_points)
         self.min_fitness, self.min_coverage, self.min_quality = float(min_fitness), float(min_coverage), float(min_quality)
+        self.rules = None
+        if rules is None or len(rules):
+            from cosarad_ros.core.cad.rules import RuleBasedInspector
+
+            self.rules = RuleBasedInspector(rules)
         self._lock = threading.Lock()
 
     def known(self, part_type: str) -> bool:
@@ -171,6 +192,18 @@ class PartInspector:
         spacing = float(np.median(tree.query(ref[:: max(1, len(ref) // 2000)], k=2)[0][:, 1]))
         return float((tree.query(reg, k=1)[0] <= max(ON_SURFACE, 3.0 * spacing)).mean())
 
+    def _rule_defects(self, reg: np.ndarray, part_type: str) -> tuple[DefectSummary, ...]:
+        """Findings of the rule-based checks on the registered scan (scores in millimetres of
+        deviation, as the rules report them)."""
+        if self.rules is None:
+            return ()
+        model = next((src.model(part_type) for src in self.sources if src.has(part_type)), None)
+        if model is None:
+            return ()
+        report = self.rules.inspect(reg, model)
+        return tuple(DefectSummary(f.type, tuple(map(float, f.centroid)), tuple(map(float, f.extent)),
+                                   float(f.score) * 1e3, int(f.point_count)) for f in report.defects)
+
     def inspect(self, points, part_type: str, *, part_id: str = "", registered: bool = False) -> DetectionReport:
         """Score a scan of ``part_type`` (metres; any frame, or already registered onto the part
         type's reference with ``registered=True``, when the detector does not register again).
@@ -194,6 +227,7 @@ class PartInspector:
         defects = tuple(
             DefectSummary(getattr(d, "kind", "anomaly"), tuple(map(float, d.centroid)), tuple(map(float, d.extent)),
                           float(d.score), int(d.point_count)) for d in s.defects)
+        defects += self._rule_defects(reg, part_type)
         verdict, reason = decide_verdict(object_score=float(s.object_score), threshold=float(s.threshold),
                                          n_defects=len(defects), registration_fitness=fitness,
                                          min_fitness=self.min_fitness, coverage=float(s.coverage),

@@ -129,14 +129,14 @@ def cad_template_source(cad_library: str, *, n_templates: int = 4, seed: int = 0
     lock = threading.Lock()
     state: dict = {}
 
-    def mesh_for(part_type: str):
+    def model_for(part_type: str):
         with lock:
             lib = state.get("lib")
             if lib is None or part_type not in lib:
                 lib = state["lib"] = CadLibrary(cad_library)  # models added at run time are seen
-            return lib.get(part_type).mesh if part_type in lib else None
+            return lib.get(part_type) if part_type in lib else None
 
     def make(mesh, n, s):
         return cached_templates(mesh, n, s, sensor=sensor, cache_dir=cache_dir)
 
-    return CadTemplates(mesh_for=mesh_for, make_templates=make, n_templates=n_templates, seed=seed)
+    return CadTemplates(model_for=model_for, make_templates=make, n_templates=n_templates, seed=seed)
