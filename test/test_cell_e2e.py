@@ -3,8 +3,9 @@
 Both parts are classified, registered and scored (every stage timed, a scored cloud); the good
 part passes and the bulged one fails with a defect within 15 mm of the bulge; a sensor that stops
 answering gives INCONCLUSIVE (never PASS); the nodes keep running after malformed clouds on their
-inputs. The detector is the anomaly node's default (``deviation``; ``COSARAD_E2E_METHOD`` picks
-another). One cell start-up serves every check.
+inputs; the in-process cell of ``cosarad cell-eval`` gives both parts the same verdicts through
+the same stages. The detector is the anomaly node's default (``deviation``; ``COSARAD_E2E_METHOD``
+picks another). One cell start-up serves every check.
 """
 import os
 import time
@@ -108,3 +109,16 @@ def test_cell_passes_good_fails_defective_and_survives_faults(tmp_path):
     assert ok.verdict_text == "PASS", f"good part: {ok.reason} (score {ok.object_score:.3g}, thr {ok.threshold:.3g})"
     assert ko.verdict_text == "FAIL", f"bulged part: {ko.reason} (score {ko.object_score:.3g})"
     assert dists and min(dists) < 0.015, f"no defect within 15 mm of the bulge: {[round(d, 4) for d in dists]}"
+
+    # the in-process cell (core objects, no DDS; what `cosarad cell-eval` runs) judges the same
+    # parts the same way, from the same stages
+    from cosarad_ros.core.inspection.inprocess import InProcessCell
+    from cosarad_ros.core.inspection.pipeline import run_inspection
+
+    with InProcessCell(scenario.cad_dir, work_dir=tmp_path / "inprocess", method=METHOD, n_templates=4) as local:
+        for part, ros in ((good, ok), (bad, ko)):
+            local.load_part(part.mesh_path, part_id=part.part_id)
+            run = run_inspection(local, part_id=part.part_id)
+            assert (run.outcome.verdict, run.outcome.part_type) == (ros.verdict_text, ros.part_type), run.outcome.reason
+            assert [r.stage for r in run.clock.records if r.stage != "move"] == \
+                [t.stage for t in ros.timings if t.stage not in ("move", "publish")]

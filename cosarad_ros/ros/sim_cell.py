@@ -57,8 +57,7 @@ class SimulatedCell(BackgroundExecutor):
                           "n_templates": int(n_templates), **(anomaly_params or {})}
             for node in [
                 self.scanner,
-                ViewpointPlannerNode(**kw(cad_library=cad, playback_speed=0.0, coverage_dir=str(work / "coverage"),
-                                          seed=int(seed))),
+                ViewpointPlannerNode(**kw(cad_library=cad, playback_speed=0.0, coverage_dir=str(work / "coverage"))),
                 RegistrationNode(**kw(cad_library=cad, outer_surface_only=False,
                                       min_fitness=REGISTRATION_MIN_FITNESS)),
                 CadClassifierNode(**kw(**cls_params)),

@@ -129,7 +129,7 @@ class InProcessCell:
         plan = self._plans.get(key)
         if plan is None:
             self.say(f"planning views of {name}")
-            plan = self._plans[key] = plan_views(mesh, cell=self.model, seed=0, max_views=1 if name == "locate" else 0)
+            plan = self._plans[key] = plan_views(mesh, cell=self.model, seed=0)
             if name not in ("locate", "survey"):
                 try:
                     from cosarad_ros.core.planning.render import save_coverage_png
