@@ -36,8 +36,10 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from cosarad_ros.core.geometry import check_mesh
+from cosarad_ros.core.names import check_name
 from cosarad_ros.ros import conversions as cv
-from cosarad_ros.ros.node_utils import (LATCHED_QOS, RELIABLE_QOS, Param, declare_parameters, guarded,
+from cosarad_ros.ros.node_utils import (LATCHED_QOS, RELIABLE_QOS, GuardedCallbacks, Param, declare_parameters,
                                         non_negative, positive, run_node)
 from cosarad_ros.srv import MoveToView, PlanViews
 
@@ -108,7 +110,7 @@ def _duration(seconds: float) -> Duration:
     return Duration(sec=t.sec, nanosec=t.nanosec)
 
 
-class ViewpointPlannerNode(Node):
+class ViewpointPlannerNode(GuardedCallbacks, Node):
     """The view planner node (see the module docstring)."""
 
     def __init__(self, **node_kwargs):
@@ -162,7 +164,6 @@ class ViewpointPlannerNode(Node):
             return "moveit" if moveit_available() else "builtin"
         return self.p.executor
 
-    @guarded("joint state")
     def _publish_joint_state(self):
         with self._lock:
             q = self.q.copy()
@@ -188,6 +189,7 @@ class ViewpointPlannerNode(Node):
                 mesh = trimesh.load(path, force="mesh")
             name = path.stem
         elif request.part_type:
+            check_name(request.part_type, what="part type")
             if not self.p.cad_library:
                 raise ValueError(f"part_type '{request.part_type}' given but parameter 'cad_library' is empty; "
                                  "set it or send mesh_path")
@@ -204,6 +206,7 @@ class ViewpointPlannerNode(Node):
         if self.p.mesh_scale != 1.0:
             mesh = mesh.copy()
             mesh.apply_scale(self.p.mesh_scale)
+        check_mesh(mesh, name=f"mesh {name!r}")  # a flat or degenerate mesh would crash the convex hull
         return mesh, name
 
     def _on_plan(self, request, response):
@@ -211,30 +214,23 @@ class ViewpointPlannerNode(Node):
         from cosarad_ros.core.planning.executor import BuiltinExecutor
 
         t0 = time.perf_counter()
-        try:
-            mesh, name = self._load_mesh(request)
-            target = float(request.target_coverage) or float(self.p.target_coverage)
-            if not (0.0 < target <= 1.0):
-                raise ValueError(f"target_coverage must be in (0, 1], got {target}")
-            with self._lock:
-                start = self.q.copy()
-            key = (_mesh_hash(mesh), round(target, 6))
-            cached = self._plans.get(key) if self.p.cache_plans else None
-            if cached is None:
-                plan = plan_views(mesh, cell=self.cell, sensor=self.sensor, target_coverage=target,
-                                  n_samples=self.p.n_samples, n_candidates=self.p.n_candidates,
-                                  solver=self.p.solver, max_views=self.p.max_views, start=start, seed=self.p.seed)
-                checker = self.cell.collision_checker(mesh)
-                if self.p.cache_plans:
-                    self._plans[key] = (plan, checker)
-            else:
-                plan, checker = cached
-        except Exception as exc:  # noqa: BLE001 - every failure goes back to the caller
-            response.success = False
-            response.message = str(exc) if isinstance(exc, (ValueError, FileNotFoundError)) else \
-                f"{type(exc).__name__}: {exc}"
-            self.get_logger().error(f"plan_views failed: {response.message}")
-            return response
+        mesh, name = self._load_mesh(request)
+        target = float(request.target_coverage) or float(self.p.target_coverage)
+        if not (0.0 < target <= 1.0):
+            raise ValueError(f"target_coverage must be in (0, 1], got {target}")
+        with self._lock:
+            start = self.q.copy()
+        key = (_mesh_hash(mesh), round(target, 6))
+        cached = self._plans.get(key) if self.p.cache_plans else None
+        if cached is None:
+            plan = plan_views(mesh, cell=self.cell, sensor=self.sensor, target_coverage=target,
+                              n_samples=self.p.n_samples, n_candidates=self.p.n_candidates,
+                              solver=self.p.solver, max_views=self.p.max_views, start=start, seed=self.p.seed)
+            checker = self.cell.collision_checker(mesh)
+            if self.p.cache_plans:
+                self._plans[key] = (plan, checker)
+        else:
+            plan, checker = cached
         with self._lock:
             self.plan, self.mesh, self.checker, self.last_view = plan, mesh, checker, None
             self._builtin = BuiltinExecutor(self.cell, checker, velocity_scale=self.p.velocity_scale,
