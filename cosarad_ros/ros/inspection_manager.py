@@ -28,8 +28,8 @@ from cosarad_ros.core.inspection.outcome import InspectionOutcome, StageRecord
 from cosarad_ros.core.inspection.pipeline import Classified, Detected, Registered, ViewScan, run_inspection
 from cosarad_ros.msg import InspectionResult
 from cosarad_ros.ros import conversions as cv
-from cosarad_ros.ros.node_utils import (LATCHED_QOS, RELIABLE_QOS, Param, declare_parameters, non_negative,
-                                        positive, run_node, unit_interval)
+from cosarad_ros.ros.node_utils import (LATCHED_QOS, RELIABLE_QOS, GuardedCallbacks, Param, declare_parameters,
+                                        non_negative, positive, run_node, unit_interval)
 from cosarad_ros.ros.result_msgs import defect_markers, outcome_from_msg, result_msg, timing_msgs
 from cosarad_ros.srv import ClassifyPart, DetectAnomalies, MoveToView, PlanViews, RegisterCloud, Scan
 
@@ -54,7 +54,13 @@ PARAMS = (
     Param("survey_box", [0.12, 0.12, 0.10], "Envelope [x y z] (m) on the fixture covered by the survey views "
           "taken to classify a part of unknown type", check=lambda v: len(v) == 3 and min(v) > 0,
           check_text="must be 3 positive numbers"),
-    Param("service_timeout", 120.0, "Seconds to wait for any one service answer [s]", check=positive),
+    Param("service_timeout", 120.0, "Longest wait for one service answer [s]; the whole wait while a service has "
+          "not answered yet", check=positive),
+    Param("timeout_factor", 4.0, "Once a service has answered, later calls wait at most this many times its "
+          "longest answer so far (at least min_service_timeout, at most service_timeout)",
+          check=lambda v: v >= 1.0, check_text="must be >= 1"),
+    Param("min_service_timeout", 10.0, "Shortest wait for an answer from a service that has answered before [s]",
+          check=positive),
     Param("wait_for_services", 30.0, "Seconds to wait for a service to appear [s]", check=non_negative),
 )
 
@@ -78,17 +84,47 @@ class ServiceCell:
         self.cls_cli = mk(ClassifyPart, f"{p.classifier_ns}/classify", callback_group=g)
         self.det_cli = mk(DetectAnomalies, f"{p.anomaly_ns}/detect", callback_group=g)
         self.part_type_for_plan = ""
+        self.longest_answer: dict[str, float] = {}   # service name -> longest answer so far [s]
+
+    def answer_limit(self, srv_name: str) -> float:
+        """Seconds to wait for ``srv_name``: ``service_timeout`` until it has answered once, then
+        ``timeout_factor`` times its longest answer, within ``[min_service_timeout, service_timeout]``."""
+        p = self.node.p
+        longest = self.longest_answer.get(srv_name)
+        if longest is None:
+            return float(p.service_timeout)
+        return float(min(p.service_timeout, max(p.min_service_timeout, p.timeout_factor * longest)))
 
     def _call(self, cli, req, what: str):
+        """Call a service and wait for the answer; a server that leaves the ROS graph while the
+        call is in flight (its node stopped or died) or exceeds :meth:`answer_limit` fails the
+        stage at once."""
         p = self.node.p
         if not cli.wait_for_service(timeout_sec=p.wait_for_services):
             raise StageError(f"{what}: service {cli.srv_name} is not available")
+        limit = self.answer_limit(cli.srv_name)
+        t0 = time.monotonic()
         fut = cli.call_async(req)
         done = threading.Event()
         fut.add_done_callback(lambda _f: done.set())
-        if not done.wait(p.service_timeout):
-            cli.remove_pending_request(fut)
-            raise StageError(f"{what}: service {cli.srv_name} did not answer within {p.service_timeout:g} s")
+        absent_since = None
+        while not done.wait(0.25):
+            now = time.monotonic()
+            if now - t0 > limit:
+                cli.remove_pending_request(fut)
+                seen = self.longest_answer.get(cli.srv_name)
+                why = f"; its longest answer so far took {seen:.2f} s" if seen is not None else ""
+                raise StageError(f"{what}: service {cli.srv_name} did not answer within {limit:.3g} s{why}")
+            if cli.service_is_ready():
+                absent_since = None
+            elif absent_since is None:
+                absent_since = now
+            elif now - absent_since > 1.0:
+                cli.remove_pending_request(fut)
+                raise StageError(f"{what}: service {cli.srv_name} went away after {now - t0:.1f} s without "
+                                 "answering (its node stopped)")
+        took = time.monotonic() - t0
+        self.longest_answer[cli.srv_name] = max(took, self.longest_answer.get(cli.srv_name, 0.0))
         resp = fut.result()
         if resp is None:
             raise StageError(f"{what}: service {cli.srv_name} returned nothing")
@@ -150,7 +186,7 @@ class ServiceCell:
         return Detected(outcome_from_msg(r), pts, scores)
 
 
-class InspectionManager(Node):
+class InspectionManager(GuardedCallbacks, Node):
     def __init__(self, **node_kwargs):
         super().__init__("inspection_manager", **node_kwargs)
         self.p = declare_parameters(self, PARAMS)
