@@ -5,6 +5,7 @@ to CDR, and the ``ros2msg`` schema is the message definition with its dependenci
 """
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -135,6 +136,15 @@ class BagWriter:
             self._counts[topic] += 1
             self._first = t if self._first is None else min(self._first, t)
             self._last = t if self._last is None else max(self._last, t)
+
+    def flush(self) -> None:
+        """Write every message received so far to the MCAP file (the chunk in progress is finished)
+        and sync it to disk, so that a later crash or Ctrl-C cannot lose them."""
+        with self._lock:
+            if self._closed:
+                return
+            self._writer.flush()
+            os.fsync(self._fh.fileno())
 
     def close(self) -> Path:
         with self._lock:
