@@ -184,7 +184,8 @@ def run(args) -> int:
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
         try:
             bag.close()
-            cell.close(timeout=1.0)
+            if not interrupted:
+                cell.close()
         finally:
             signal.signal(signal.SIGINT, previous)
     if interrupted:
@@ -192,8 +193,9 @@ def run(args) -> int:
         print(f"cosarad demo: interrupted after {len(outcomes)} of {len(queue) or '?'} inspections; "
               f"{out / 'results.json'} and the recording hold the finished ones", file=sys.stderr, flush=True)
         sys.stdout.flush()
-        # nodes may still be inside a long computation (template simulation, bank fitting) on
-        # executor threads that Python would wait for at exit: everything is saved, leave now
+        # the nodes may be inside a long computation (template simulation, bank fitting) on executor
+        # threads that neither stop nor survive their nodes being destroyed under them: everything
+        # is saved, so the process ends here, nodes and all
         os._exit(130)
     compute = [o.extra["compute_seconds"] for o in outcomes if o.verdict != "INCONCLUSIVE"]
     correct = sum(o.extra["correct"] for o in outcomes)
