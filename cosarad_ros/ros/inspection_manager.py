@@ -56,10 +56,10 @@ PARAMS = (
           check_text="must be 3 positive numbers"),
     Param("service_timeout", 120.0, "Longest wait for one service answer [s]; the whole wait while a service has "
           "not answered yet", check=positive),
-    Param("timeout_factor", 4.0, "Once a service has answered, later calls wait at most this many times its "
+    Param("timeout_factor", 5.0, "Once a service has answered, later calls wait at most this many times its "
           "longest answer so far (at least min_service_timeout, at most service_timeout)",
           check=lambda v: v >= 1.0, check_text="must be >= 1"),
-    Param("min_service_timeout", 10.0, "Shortest wait for an answer from a service that has answered before [s]",
+    Param("min_service_timeout", 30.0, "Shortest wait for an answer from a service that has answered before [s]",
           check=positive),
     Param("wait_for_services", 30.0, "Seconds to wait for a service to appear [s]", check=non_negative),
 )
