@@ -142,12 +142,15 @@ def _ros_value(v) -> str:
 class NodeProcess:
     """One node as a separate process (source tree on the path), logging to a file."""
 
-    def __init__(self, module: str, params: dict, log: Path, *, unprivileged: bool = False, env: dict):
+    def __init__(self, module: str, params: dict, log: Path, *, unprivileged: bool = False, env: dict,
+                 namespace: str = ""):
         args = (DROP_CAPS if unprivileged else []) + [
             sys.executable, "-c", f"import sys; from cosarad_ros.ros.{module} import main; sys.exit(main())",
             "--ros-args"]
         for k, v in params.items():
             args += ["-p", f"{k}:={_ros_value(v)}"]
+        if namespace:
+            args += ["-r", f"__ns:={namespace}"]
         self.log = log
         self._fh = open(log, "wb")
         self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self._fh, stderr=subprocess.STDOUT)
@@ -391,12 +394,14 @@ def test_manager_notices_a_scanner_that_stops_answering(corpus_root):
     work = corpus_root / "manager"
     work.mkdir()
     scanner = NodeProcess("scanner_node", {"sensor_type": "topic", "topic.input": "/hostile/points",
-                                           "topic.timeout": 90.0}, work / "scanner.log", env=_env(ROS_LOG_DIR=work))
+                                           "topic.timeout": 90.0}, work / "scanner.log", env=_env(ROS_LOG_DIR=work),
+                          namespace="/stalled")
     cloud = cloud_msg(box_points(2000) + np.array([0.0, 0.0, 0.3]), frame_id="camera")
     try:
         with RosHarness() as ros:
             mgr = ros.add(InspectionManager(**ros.node_kwargs(min_service_timeout=3.0, timeout_factor=4.0,
-                                                              wait_for_services=60.0)))
+                                                              wait_for_services=60.0,
+                                                              scanner_ns="/stalled/scanner_node")))
             assert mgr.p.service_timeout == 120.0
             feeder = ros.add(Node("hostile_feeder", context=ros.context))
             pub = feeder.create_publisher(PointCloud2, "/hostile/points", SENSOR_QOS)
@@ -405,7 +410,7 @@ def test_manager_notices_a_scanner_that_stops_answering(corpus_root):
             timer = feeder.create_timer(0.1, lambda: feeding.is_set() and pub.publish(cloud))
             view = mgr.cell.scan(np.eye(4))  # answers: the scanner relays a cloud
             assert len(view.points) == 2000
-            assert mgr.cell.answer_limit("/scanner_node/scan") == pytest.approx(3.0)
+            assert mgr.cell.answer_limit("/stalled/scanner_node/scan") == pytest.approx(3.0)
             feeding.clear()
             time.sleep(0.3)
 
@@ -442,21 +447,22 @@ def test_manager_notices_a_scanner_that_stops_answering(corpus_root):
 @pytest.mark.slow
 @pytest.mark.ros
 def test_demo_ctrl_c_keeps_finished_inspections(corpus_root):
-    """SIGINT while the demo inspects its second part: out within seconds, exit 130, no traceback;
-    results.json and the recording hold the first, finished part."""
+    """SIGINT while the demo inspects its second part (a good one: templates and plan are cached,
+    the inspection itself takes seconds): out within seconds, exit 130, no traceback; results.json
+    and the recording hold the first, finished part."""
     pytest.importorskip("rclpy")
     out = corpus_root / "demo"
     log = corpus_root / "demo.log"
     with open(log, "wb") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "cosarad_ros", "demo", "--out", str(out), "--families",
-                                 "bracket", "--defects", "hole", "--good-per-type", "0", "--tell-type", "--fault"],
+                                 "bracket", "--defects", "hole", "--good-per-type", "1", "--tell-type"],
                                 cwd=ROOT, env=_env(ROS_LOG_DIR=corpus_root), stdout=fh, stderr=subprocess.STDOUT)
         try:
             end = time.monotonic() + 400
             while b"[demo] 1/2" not in log.read_bytes():
                 assert proc.poll() is None and time.monotonic() < end, log.read_text()[-3000:]
                 time.sleep(0.2)
-            time.sleep(1.0)  # the second inspection is under way
+            time.sleep(0.5)  # the second inspection is under way
             proc.send_signal(signal.SIGINT)
             t0 = time.monotonic()
             rc = proc.wait(timeout=30)
@@ -468,7 +474,9 @@ def test_demo_ctrl_c_keeps_finished_inspections(corpus_root):
     assert rc == 130 and took < 10.0, (rc, took, text[-3000:])
     assert "Traceback" not in text, text[-3000:]
     doc = json.loads((out / "results.json").read_text())
-    assert [p["part_id"] for p in doc["parts"]] == ["P001"], doc
+    first = text.split("[demo] 1/2 ", 1)[1].split()[0]
+    assert [p["part_id"] for p in doc["parts"]] == [first], doc
+    assert "interrupted after 1 of 2 inspections" in text, text[-3000:]
     from mcap.reader import make_reader
 
     with open(out / "inspection_results" / "inspection_results_0.mcap", "rb") as fh:

@@ -109,7 +109,6 @@ class AnomalyNode(GuardedCallbacks, Node):
         return cloud_points(msg, name=name, min_points=self.p.min_points, max_points=self.p.max_points)
 
     def _on_detect(self, req, resp):
-        check_name(req.part_type, what="part type")
         resp.result = self.detect(self._points(req.cloud, "cloud"), req.part_type, req.part_id)
         resp.success, resp.message = True, ""
         return resp

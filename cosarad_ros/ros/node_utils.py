@@ -39,8 +39,8 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityP
 
 __all__ = [
     "Param", "ParameterError", "declare_parameters", "positive", "non_negative", "in_range",
-    "unit_interval", "SENSOR_QOS", "LATCHED_QOS", "RELIABLE_QOS", "guard", "GuardedCallbacks", "cloud_points", "run_node",
-    "BackgroundExecutor",
+    "unit_interval", "SENSOR_QOS", "LATCHED_QOS", "RELIABLE_QOS", "guard", "GuardedCallbacks", "cloud_points",
+    "run_node", "BackgroundExecutor",
 ]
 
 
