@@ -445,6 +445,7 @@ class NodeCase:
             ``verdict`` or for a good request.
         verdict: for a request that must succeed with an ``InspectionResult``: the verdicts
             allowed (e.g. ``("INCONCLUSIVE",)`` for a cloud that did not register onto the part).
+        succeeds: the request must succeed (an oversized cloud cut to ``max_points``, say).
         topic: publish the message on this topic instead of calling the service.
         max_seconds: the answer's time bound.
         check: ``check(ctx) -> str | None`` after the answer (files left behind, ...).
@@ -455,6 +456,7 @@ class NodeCase:
     request: Callable[[dict], object]
     expect: str = ""
     verdict: tuple = ()
+    succeeds: bool = False
     topic: str = ""
     max_seconds: float = 15.0
     check: Callable[[dict], str | None] | None = None
@@ -510,8 +512,10 @@ def node_cases(node: str) -> tuple[NodeCase, ...]:
             NodeCase("part-type-traversal", "names", det(part="../templates/box"), "not a valid name"),
             NodeCase("part-type-trailing-newline", "names", det(part="box\n"), "not a valid name"),
             NodeCase("template-file-unreadable", "files", det(part="locked"), "permission denied"),
-            NodeCase("cloud-in-huge-coordinates", "clouds", lambda ctx: cloud_msg(huge_points()),
+            NodeCase("cloud-in-huge-coordinates", "clouds", lambda ctx: cloud_msg(huge_points()), "beyond 1e+09",
                      topic="/anomaly_node/cloud_in"),
+            NodeCase("over-max-points", "resources", det(box_points(300_000, seed=8)),
+                     verdict=("PASS", "FAIL", "INCONCLUSIVE"), max_seconds=30),
         )
     if node == "registration":
         def reg(src=None, tgt=None, ref="box", src_msg=None):
@@ -531,6 +535,8 @@ def node_cases(node: str) -> tuple[NodeCase, ...]:
             NodeCase("source-byte-order-lie", "clouds", reg(src_msg=cloud_msg(lie_points(), big_endian_flag=True)),
                      "beyond"),
             NodeCase("target-millimetres", "clouds", reg(tgt=box_points(2000) * 1000), "looks like millimetres"),
+            NodeCase("over-max-points", "resources", reg(src=box_points(300_000, seed=9)), succeeds=True,
+                     max_seconds=30),
         )
     if node == "classifier":
         def add(mesh_key, label="", meta=""):
