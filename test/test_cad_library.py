@@ -69,7 +69,7 @@ def test_add_errors_are_clear(tmp_path):
     bad.write_bytes(b"solid nonsense\nthis is not an stl\n")
     with pytest.raises(ValueError, match="broken.stl"):
         lib.add(bad)
-    with pytest.raises(ValueError, match="invalid label"):
+    with pytest.raises(ValueError, match="not a valid name"):
         lib.add(src, label="../escape")
     with pytest.raises(ValueError, match="YAML"):
         lib.add(src, label="q", metadata="holes: [unclosed")

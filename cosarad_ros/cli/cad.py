@@ -61,12 +61,22 @@ def run(args: argparse.Namespace) -> int:
             if not path.is_file():
                 raise FileNotFoundError(f"metadata file not found: {path}")
             from cosarad_ros.core.cad import parse_metadata
+            from cosarad_ros.core.io import YAML_MAX_BYTES
 
+            if path.stat().st_size > YAML_MAX_BYTES:
+                raise ValueError(f"metadata file {path} is {path.stat().st_size} bytes; the limit is "
+                                 f"{YAML_MAX_BYTES} bytes")
             meta = parse_metadata(path.read_text(encoding="utf-8"))
         if args.units:
             meta["units"] = args.units
+        created = not Path(args.library).exists()
         lib = CadLibrary(args.library, create=True)
-        m = lib.add(args.mesh, label=args.label, metadata=meta, overwrite=args.overwrite)
+        try:
+            m = lib.add(args.mesh, label=args.label, metadata=meta, overwrite=args.overwrite)
+        except BaseException:
+            if created and not any(lib.folder.iterdir()):
+                lib.folder.rmdir()  # a refused first model leaves no empty library behind
+            raise
         d = ", ".join(f"{v * 1000:.2f}" for v in m.dimensions)
         print(f"added {m.label} -> {m.path} (box [{d}] mm, {len(m.holes)} holes); library has {len(lib)} models")
         return 0

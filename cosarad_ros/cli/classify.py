@@ -38,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="classifier option, e.g. --set max_rmse=0.001 --set max_shortfall=0.3")
     parser.add_argument("--rules", metavar="YAML",
                         help="defect rules as YAML text, e.g. '{scratch: {depth_threshold: 0.0002}}'")
+    parser.add_argument("--max-points", type=int, default=200_000,
+                        help="scans with more points are cut to a random subset of this many first (default 200000)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -65,11 +67,9 @@ def run(args: argparse.Namespace) -> int:
     import yaml
 
     from cosarad_ros.core.cad import CadClassifier, CadLibrary
-    from cosarad_ros.core.io import read_points
+    from cosarad_ros.core.io import read_scan
 
-    scan = read_points(args.scan)
-    if args.scan_units == "mm":
-        scan = scan * 1e-3
+    scan = read_scan(args.scan, scale=1e-3 if args.scan_units == "mm" else 1.0, max_points=args.max_points)
     lib = CadLibrary(args.library)
     opts = parse_sets(args.set)
     try:

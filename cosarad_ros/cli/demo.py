@@ -12,13 +12,20 @@ goes through the ``InspectPart`` action one part at a time. Output folder:
 * ``inspection_results/`` -- rosbag2 (MCAP) recording of ``/inspection/result``
   (``ros2 bag play reports/demo/inspection_results``);
 * ``coverage/`` -- the planner's coverage pictures; ``cell/`` -- CAD library and part meshes.
+
+Each finished inspection is saved before the next one starts (``results.json`` rewritten
+atomically, the recording flushed to disk), so Ctrl-C -- which stops the run within a few
+seconds, exit code 130 -- or a crash loses only the part in progress.
 """
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -100,9 +107,21 @@ def run(args) -> int:
                          n_templates=args.templates, work_dir=out)
     bag = BagWriter(out / "inspection_results")
     outcomes, rows = [], []
+    recorded = threading.Semaphore(0)
+
+    def save():
+        compute = [o.extra["compute_seconds"] for o in outcomes if o.verdict != "INCONCLUSIVE"]
+        write_results_json(out / "results.json", outcomes, seed=args.seed, method=args.method,
+                           correct=sum(o.extra["correct"] for o in outcomes), total=len(outcomes),
+                           median_compute_seconds=statistics.median(compute) if compute else None,
+                           bag=str(out / "inspection_results"))
+
+    queue: list = []
+    interrupted = False
     try:
         driver = cell.add(Node("cell_demo", context=cell.context))
-        bag.record(driver, "/inspection/result", InspectionResult)   # with the QoS the manager offers
+        # with the QoS the manager offers; each result written releases the wait below
+        bag.record(driver, "/inspection/result", InspectionResult, then=lambda _m: recorded.release())
         action = ActionClient(driver, InspectPart, "/inspection_manager/inspect")
         load = driver.create_client(LoadPart, "/scanner_node/load_part")
         if not action.wait_for_server(timeout_sec=60) or not load.wait_for_service(timeout_sec=60):
@@ -138,6 +157,9 @@ def run(args) -> int:
                      "compute_seconds": float(sum(t.seconds for t in msg.timings if t.stage != "move"))}
             o = type(o)(**{**o.__dict__, "extra": extra})
             outcomes.append(o)
+            recorded.acquire(timeout=5.0)  # the published result reaches the recording (latched: it arrives)
+            bag.flush()
+            save()
             if len(msg.scored_cloud.data):
                 arr = cv.pointcloud2_to_array(msg.scored_cloud)
                 pts = cv.pointcloud2_to_xyz(msg.scored_cloud, skip_nans=False)
@@ -152,15 +174,28 @@ def run(args) -> int:
                   f"{wall:6.1f} s  {mark}  {o.reason}", flush=True)
             if part.expected == "INCONCLUSIVE":
                 cell.scanner.sensor.plug_in()
+    except KeyboardInterrupt:
+        interrupted = True
     finally:
-        bag.close()
-        cell.close()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        try:
+            bag.close()
+            if not interrupted:
+                cell.close()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    if interrupted:
+        save()
+        print(f"cosarad demo: interrupted after {len(outcomes)} of {len(queue) or '?'} inspections; "
+              f"{out / 'results.json'} and the recording hold the finished ones", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        # the nodes may be inside a long computation (template simulation, bank fitting) on executor
+        # threads that neither stop nor survive their nodes being destroyed under them: everything
+        # is saved, so the process ends here, nodes and all
+        os._exit(130)
     compute = [o.extra["compute_seconds"] for o in outcomes if o.verdict != "INCONCLUSIVE"]
     correct = sum(o.extra["correct"] for o in outcomes)
-    write_results_json(out / "results.json", outcomes, seed=args.seed, method=args.method,
-                       correct=correct, total=len(outcomes),
-                       median_compute_seconds=statistics.median(compute) if compute else None,
-                       bag=str(out / "inspection_results"))
+    save()
     print()
     print(summary_table(outcomes))
     print()

@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="{}", help="detector options as JSON")
     parser.add_argument("--cache", default=None, help="memory-bank cache folder")
     parser.add_argument("--png", default=None, help="anomaly map PNG (default: <scan stem>_anomaly.png here)")
+    parser.add_argument("--max-points", type=int, default=200_000,
+                        help="scans and templates with more points are cut to a random subset of this many first "
+                             "(default 200000)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -56,16 +59,20 @@ def run(args: argparse.Namespace) -> int:
     from cosarad_ros.core.anomaly.dataset import UNIT_SCALES
     from cosarad_ros.core.anomaly.evaluation import plot_anomaly_map
     from cosarad_ros.core.geometry import transform_points
-    from cosarad_ros.core.io import read_points
+    from cosarad_ros.core.io import read_scan
+    from cosarad_ros.core.names import NAME_PATTERN, check_name
 
     try:
         cfg = json.loads(args.config)
     except json.JSONDecodeError as exc:
         raise ValueError(f"--config is not valid JSON: {exc}") from None
     k = UNIT_SCALES[args.unit]
-    scan = read_points(args.scan) * k
-    templates = [read_points(p) * k for p in _template_files(args.templates)]
-    part = args.part_type or Path(args.scan).resolve().parent.name or "part"
+    folder = Path(args.scan).resolve().parent.name
+    part = check_name(args.part_type, what="--part-type") if args.part_type is not None else \
+        (folder if NAME_PATTERN.fullmatch(folder) and ".." not in folder else "part")
+    files = _template_files(args.templates)
+    scan = read_scan(args.scan, scale=k, max_points=args.max_points)
+    templates = [read_scan(p, scale=k, max_points=args.max_points) for p in files]
     det = make_detector({**cfg, "method": args.method, "model": args.model})
     det.fit(part, templates, cache_dir=args.cache)
     s = det.score(scan, part)

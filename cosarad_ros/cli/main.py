@@ -8,6 +8,10 @@ Each sub-command lives in its own module ``cosarad_ros.cli.<module>`` that defin
 
 Modules are imported only when their command runs, so ``cosarad --help`` stays fast and a
 command whose optional dependency is missing does not break the others.
+
+Errors: every failure prints one line ``cosarad <command>: error: <what>`` on stderr and exits
+non-zero -- 2 for bad input (``ValueError``, a missing or unreadable file), 1 for anything else,
+130 on Ctrl-C. ``--debug`` (anywhere on the command line) prints the Python traceback too.
 """
 from __future__ import annotations
 
@@ -54,6 +58,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     from cosarad_ros._version import __version__
 
     parser.add_argument("--version", action="version", version=f"cosarad {__version__}")
+    parser.add_argument("--debug", action="store_true", help="print the Python traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         p = sub.add_parser(name, help=SUMMARIES.get(name, ""), description=SUMMARIES.get(name, ""))
@@ -64,8 +69,20 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    """The first line of an error message, at most 400 characters."""
+    text = (str(exc).strip().splitlines() or [""])[0].strip()
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror}"
+    if isinstance(exc, MemoryError):
+        text = "out of memory: the input is too large"
+    return text[:400] + ("..." if len(text) > 400 else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     command = next((a for a in argv if not a.startswith("-")), None)
     if command is not None and command not in COMMANDS:
         command = None  # let argparse report the unknown command
@@ -76,13 +93,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args._run(args) or 0)
-    except (ValueError, FileNotFoundError) as exc:
-        # Bad input is the user's to fix: one clear line, no traceback.
-        print(f"cosarad {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"cosarad {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - one clear line for every failure, the traceback on --debug
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        bad_input = isinstance(exc, (ValueError, OSError))
+        what = _one_line(exc) if bad_input else f"{type(exc).__name__}: {_one_line(exc)}"
+        hint = "" if debug or bad_input else " (run with --debug for the traceback)"
+        print(f"cosarad {args.command}: error: {what}{hint}", file=sys.stderr)
+        return 2 if bad_input else 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -42,9 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mesh-samples", type=int, default=100_000, help="points sampled from mesh inputs")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--out", default=None, help="write the transformed SOURCE to this cloud file")
+    parser.add_argument("--max-points", type=int, default=200_000,
+                        help="clouds with more points are cut to a random subset of this many first (default 200000)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from cosarad_ros.core.geometry import cap_points
     from cosarad_ros.core.io import read_points, write_points
     from cosarad_ros.core.registration import register
 
@@ -52,8 +55,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--attempts must be >= 1, got {args.attempts}")
     if args.voxel is not None and not args.voxel > 0:
         raise ValueError(f"--voxel must be > 0, got {args.voxel}")
-    src = read_points(args.source, mesh_samples=args.mesh_samples, seed=args.seed)
-    tgt = read_points(args.target, mesh_samples=args.mesh_samples, seed=args.seed + 1)
+    src = cap_points(read_points(args.source, mesh_samples=args.mesh_samples, seed=args.seed), args.max_points,
+                     seed=args.seed)
+    tgt = cap_points(read_points(args.target, mesh_samples=args.mesh_samples, seed=args.seed + 1), args.max_points,
+                     seed=args.seed + 1)
     res = register(src, tgt, voxel_size=args.voxel, attempts=args.attempts, allow_scale=args.scale,
                    global_method=args.method, refine_method=args.refine, min_fitness=args.min_fitness,
                    max_chamfer=args.max_chamfer, seed=args.seed)

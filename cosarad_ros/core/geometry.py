@@ -11,6 +11,12 @@ import numpy as np
 
 __all__ = [
     "as_points",
+    "check_metres",
+    "cap_points",
+    "check_mesh",
+    "MAX_ABS_COORDINATE",
+    "MAX_COORDINATE_M",
+    "MAX_EXTENT_M",
     "as_transform",
     "transform_points",
     "quaternion_to_matrix",
@@ -21,6 +27,15 @@ __all__ = [
     "rotation_angle_deg",
     "look_at",
 ]
+
+#: largest |coordinate| :func:`as_points` accepts in any unit (1e9: a kilometre in micrometres);
+#: beyond it values are garbage (a byte-order mix-up, a corrupt file) that overflow voxel indices
+MAX_ABS_COORDINATE = 1e9
+#: largest |coordinate| of a cloud or mesh in metres (REP 103) [m]: an inspection cell is a few
+#: metres across, robot base at the origin
+MAX_COORDINATE_M = 100.0
+#: largest extent (bounding-box diagonal) of one scan or part in metres [m]
+MAX_EXTENT_M = 10.0
 
 
 def as_points(points, *, name: str = "points", min_points: int = 1, allow_nan: bool = False,
@@ -38,7 +53,8 @@ def as_points(points, *, name: str = "points", min_points: int = 1, allow_nan: b
         ``(N, 3)`` contiguous array of ``dtype``.
 
     Raises:
-        ValueError: wrong shape, too few points, or non-finite values (unless ``allow_nan``).
+        ValueError: wrong shape, too few points, non-finite values (unless ``allow_nan``), or a
+            coordinate beyond ``MAX_ABS_COORDINATE`` (garbage in any unit).
     """
     arr = np.asarray(points)
     if arr.ndim != 2 or arr.shape[1] != 3:
@@ -53,7 +69,97 @@ def as_points(points, *, name: str = "points", min_points: int = 1, allow_nan: b
     if not allow_nan and not np.isfinite(arr).all():
         bad = int((~np.isfinite(arr).all(axis=1)).sum())
         raise ValueError(f"{name} contains {bad} non-finite (NaN/inf) points; drop them first")
+    vals = arr[np.isfinite(arr)] if allow_nan else arr
+    if vals.size:
+        big = float(np.abs(vals).max())
+        if big > MAX_ABS_COORDINATE:
+            raise ValueError(f"{name} has coordinates up to {big:.3g}, beyond {MAX_ABS_COORDINATE:g} in any unit: "
+                             "corrupt data (wrong byte order or field type?)")
     return arr
+
+
+def check_metres(points, *, name: str = "points") -> np.ndarray:
+    """Refuse ``(N, 3)`` finite points that cannot be metres of an inspection cell (REP 103).
+
+    Coordinates must stay within ``MAX_COORDINATE_M`` and the bounding-box diagonal within
+    ``MAX_EXTENT_M``; when the data would fit once divided by 1000 the message says it looks like
+    millimetres.
+
+    Returns:
+        ``points`` unchanged (as an array).
+
+    Raises:
+        ValueError: too large for metres, naming ``name``, the size and the unit.
+    """
+    arr = np.asarray(points)
+    if arr.size == 0:
+        return arr
+    big = float(np.abs(arr).max())
+    extent = float(np.linalg.norm(arr.max(axis=0) - arr.min(axis=0)))
+    if big <= MAX_COORDINATE_M and extent <= MAX_EXTENT_M:
+        return arr
+    if big / 1000.0 <= MAX_COORDINATE_M and extent / 1000.0 <= MAX_EXTENT_M:
+        hint = "it looks like millimetres given as metres: scale it by 0.001"
+    else:
+        hint = "not a plausible size in metres"
+    raise ValueError(f"{name} is {extent:.4g} m across with coordinates up to {big:.4g} m (limits "
+                     f"{MAX_EXTENT_M:g} m across, {MAX_COORDINATE_M:g} m from the origin): {hint}")
+
+
+def cap_points(points, max_points: int, *, seed: int = 0) -> np.ndarray:
+    """At most ``max_points`` of ``(N, 3)`` points: a seeded random subset in the original order
+    (the same input and seed give the same subset). Returns ``points`` itself when small enough."""
+    n = len(points)
+    if max_points < 1:
+        raise ValueError(f"max_points must be >= 1, got {max_points}")
+    if n <= max_points:
+        return points
+    sel = np.random.default_rng(seed).choice(n, int(max_points), replace=False)
+    return points[np.sort(sel)]
+
+
+def check_mesh(mesh, *, name: str = "mesh", metres: bool = True):
+    """Refuse a degenerate triangle mesh; return it unchanged.
+
+    A usable mesh has finite vertices, at least 4 of them, triangles of positive total area, and
+    vertices that span a volume (at least a tetrahedron: not all in one plane or on one line);
+    with ``metres`` (REP 103) its size must also be plausible in metres (see :func:`check_metres`).
+
+    Args:
+        mesh: anything with ``vertices (V, 3)`` and ``faces (F, 3)`` (``trimesh.Trimesh``).
+        name: what to call it in messages (the file name, say).
+        metres: apply the size check for metres.
+
+    Raises:
+        ValueError: naming ``name`` and the defect.
+    """
+    V = np.asarray(getattr(mesh, "vertices", ()), dtype=np.float64).reshape(-1, 3)
+    F = np.asarray(getattr(mesh, "faces", ()), dtype=np.int64).reshape(-1, 3)
+    if len(F) == 0:
+        raise ValueError(f"{name}: mesh has no triangles")
+    if not np.isfinite(V).all():
+        raise ValueError(f"{name}: mesh has non-finite vertices")
+    if len(V) < 4:
+        raise ValueError(f"{name}: mesh has {len(V)} vertices; a part needs at least 4 (a tetrahedron)")
+    if F.min() < 0 or F.max() >= len(V):
+        raise ValueError(f"{name}: mesh faces index missing vertices")
+    a, b, c = V[F[:, 0]], V[F[:, 1]], V[F[:, 2]]
+    area = 0.5 * float(np.linalg.norm(np.cross(b - a, c - a), axis=1).sum())
+    if not area > 0.0:
+        raise ValueError(f"{name}: mesh has zero surface area")
+    big = float(np.abs(V).max())
+    if big > MAX_ABS_COORDINATE:
+        raise ValueError(f"{name}: mesh has coordinates up to {big:.3g}: corrupt data")
+    used = V[np.unique(F)]
+    sub = used if len(used) <= 20000 else used[np.random.default_rng(0).choice(len(used), 20000, replace=False)]
+    centred = sub - sub.mean(axis=0)
+    s = np.linalg.svd(centred, compute_uv=False) if len(centred) >= 3 else np.zeros(3)
+    if len(s) < 3 or not s[2] > 1e-6 * s[0]:
+        raise ValueError(f"{name}: mesh is flat (all vertices in one plane or on one line): it encloses no "
+                         "volume, a part needs at least a tetrahedron")
+    if metres:
+        check_metres(used, name=name)
+    return mesh
 
 
 def as_transform(T, *, name: str = "transform") -> np.ndarray:

@@ -43,6 +43,7 @@ __all__ = [
     "MESH_EXTENSIONS",
     "read_points",
     "read_point_cloud",
+    "read_scan",
     "write_points",
     "read_labelled_points",
     "write_labelled_points",
@@ -50,6 +51,9 @@ __all__ = [
     "write_mesh",
     "sample_mesh",
     "lzf_decompress",
+    "load_yaml",
+    "YAML_MAX_BYTES",
+    "YAML_MAX_NODES",
 ]
 
 POINT_EXTENSIONS = (".pcd", ".ply", ".xyz", ".xyzn", ".xyzrgb", ".txt", ".pts", ".asc", ".csv")
@@ -89,9 +93,17 @@ def _check_file(path) -> Path:
         raise FileNotFoundError(f"no such file: {p}")
     if p.is_dir():
         raise ValueError(f"{p} is a directory, not a file")
+    if not p.is_file():
+        raise ValueError(f"{p} is not a regular file")
+    if not os.access(p, os.R_OK):
+        raise ValueError(f"{p}: permission denied (the file is not readable)")
     if p.stat().st_size == 0:
         raise ValueError(f"{p} is empty (0 bytes)")
     return p
+
+
+def _unreadable(p: Path, exc: OSError) -> ValueError:
+    return ValueError(f"{p}: cannot read the file ({exc.strerror or type(exc).__name__})")
 
 
 def _ext(path) -> str:
@@ -135,6 +147,10 @@ def _pack_rgb(colors: np.ndarray) -> np.ndarray:
     return (c[:, 0] << 16) | (c[:, 1] << 8) | c[:, 2]
 
 
+#: LZF's largest expansion: a 3-byte back reference copies at most 264 bytes (88x)
+LZF_MAX_RATIO = 88
+
+
 def lzf_decompress(data: bytes, expected_size: int) -> bytes:
     """Decompress an LZF block (Lehmann's liblzf format, used by PCD ``binary_compressed``).
 
@@ -143,8 +159,12 @@ def lzf_decompress(data: bytes, expected_size: int) -> bytes:
         expected_size: the uncompressed size stored in the PCD file.
 
     Raises:
-        ValueError: the stream is corrupt or does not decompress to ``expected_size`` bytes.
+        ValueError: the stream is corrupt or does not decompress to ``expected_size`` bytes, or
+            ``expected_size`` is more than LZF can expand ``data`` to (checked before allocating).
     """
+    if expected_size < 0 or expected_size > LZF_MAX_RATIO * len(data) + 64:
+        raise ValueError(f"LZF block of {len(data)} bytes cannot hold {expected_size} bytes (LZF expands at most "
+                         f"{LZF_MAX_RATIO}x): the size in the header is wrong")
     out = bytearray(expected_size)
     ip, op, n = 0, 0, len(data)
     while ip < n:
@@ -230,6 +250,9 @@ def _parse_pcd_header(raw: bytes, path) -> tuple[dict, int]:
             raise ValueError(f"{path}: unsupported PCD field type {t}{s}")
     if npts < 0:
         raise ValueError(f"{path}: negative POINTS in PCD header")
+    if "POINTS" in header and "WIDTH" in header and width * height != npts:
+        raise ValueError(f"{path}: PCD header disagrees with itself: WIDTH {width} x HEIGHT {height} = "
+                         f"{width * height} but POINTS {npts}")
     return dict(fields=fields, sizes=sizes, types=types, counts=counts, points=npts,
                 data=header["DATA"][0].lower()), pos
 
@@ -261,6 +284,9 @@ def _read_pcd(path: Path) -> PointCloudFile:
         if flat.size < ncols * npts:
             raise ValueError(f"{path}: truncated ASCII PCD data: {flat.size // max(ncols, 1)} of "
                              f"{npts} points")
+        if flat.size >= ncols * (npts + 1):
+            raise ValueError(f"{path}: the PCD header says {npts} points but the data holds "
+                             f"{flat.size // max(ncols, 1)}")
         table = flat[: ncols * npts].reshape(npts, ncols)
         col = {}
         c0 = 0
@@ -277,6 +303,9 @@ def _read_pcd(path: Path) -> PointCloudFile:
         if len(raw) - pos < need:
             raise ValueError(f"{path}: truncated binary PCD data: {len(raw) - pos} bytes, "
                              f"need {need} for {npts} points")
+        if len(raw) - pos >= need + dtype.itemsize:
+            raise ValueError(f"{path}: the PCD header says {npts} points but the data holds "
+                             f"{(len(raw) - pos) // dtype.itemsize}")
         arr = np.frombuffer(raw, dtype=dtype, count=npts, offset=pos)
         get = arr.__getitem__
         rgb_from_ascii = False
@@ -286,9 +315,13 @@ def _read_pcd(path: Path) -> PointCloudFile:
         csize, usize = struct.unpack("<II", raw[pos:pos + 8])
         if len(raw) - pos - 8 < csize:
             raise ValueError(f"{path}: truncated binary_compressed PCD data")
-        buf = lzf_decompress(raw[pos + 8:pos + 8 + csize], usize)
-        if usize < dtype.itemsize * npts:
-            raise ValueError(f"{path}: binary_compressed PCD data too short for {npts} points")
+        if usize != dtype.itemsize * npts:
+            raise ValueError(f"{path}: the PCD header says {npts} points ({dtype.itemsize * npts} bytes) but the "
+                             f"compressed block claims {usize} bytes")
+        try:
+            buf = lzf_decompress(raw[pos + 8:pos + 8 + csize], usize)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
         # Decompressed data is field-major: all values of field 0, then field 1, ...
         col = {}
         off = 0
@@ -425,6 +458,9 @@ def _read_ply_points(path: Path, raw: bytes, fmt: str, elements: list, body: int
         rows = [ln.split() for ln in lines[:n]]
         if len(rows) < n:
             raise ValueError(f"{path}: truncated ASCII PLY: {len(rows)} of {n} vertices")
+        if len(elements) == 1 and any(ln.strip() for ln in lines[n:]):
+            raise ValueError(f"{path}: the PLY header says {n} vertices but the data holds "
+                             f"{n + sum(1 for ln in lines[n:] if ln.strip())}")
         try:
             table = np.array([r[:len(names)] for r in rows], dtype=np.float64)
         except ValueError as exc:
@@ -439,6 +475,9 @@ def _read_ply_points(path: Path, raw: bytes, fmt: str, elements: list, body: int
         if len(raw) - body < dt.itemsize * n:
             raise ValueError(f"{path}: truncated binary PLY: need {dt.itemsize * n} bytes for "
                              f"{n} vertices, have {len(raw) - body}")
+        if len(elements) == 1 and len(raw) - body >= dt.itemsize * (n + 1):
+            raise ValueError(f"{path}: the PLY header says {n} vertices but the data holds "
+                             f"{(len(raw) - body) // dt.itemsize}")
         arr = np.frombuffer(raw, dtype=dt, count=n, offset=body)
         get = arr.__getitem__
     pts = np.stack([np.asarray(get(k), dtype=np.float64) for k in ("x", "y", "z")], axis=1)
@@ -592,6 +631,13 @@ def read_point_cloud(path, *, mesh_samples: int = 100_000, seed: int = 0) -> Poi
         ValueError: empty, corrupt, truncated or unknown format.
     """
     p = _check_file(path)
+    try:
+        return _read_cloud(p, mesh_samples=mesh_samples, seed=seed)
+    except OSError as exc:  # permission, I/O error, ... while reading
+        raise _unreadable(p, exc) from None
+
+
+def _read_cloud(p: Path, *, mesh_samples: int, seed: int) -> PointCloudFile:
     ext = _ext(p)
     if ext == ".pcd":
         return _read_pcd(p)
@@ -617,6 +663,25 @@ def read_points(path, *, mesh_samples: int = 100_000, seed: int = 0) -> np.ndarr
     See :func:`read_point_cloud` for formats and errors.
     """
     return read_point_cloud(path, mesh_samples=mesh_samples, seed=seed).points
+
+
+def read_scan(path, *, scale: float = 1.0, max_points: int | None = None, seed: int = 0) -> np.ndarray:
+    """Read a scan for inspection in metres: :func:`read_points`, times ``scale`` (file unit ->
+    metres, 0.001 for millimetres), checked for a plausible size in metres (REP 103; the message
+    says when it looks like millimetres) and cut to a seeded random subset of ``max_points``.
+
+    Returns:
+        ``(N, 3)`` float64 points, ``N <= max_points``.
+
+    Raises:
+        FileNotFoundError / ValueError: as :func:`read_points`, or not a size in metres.
+    """
+    from .geometry import cap_points, check_metres
+
+    pts = read_points(path)
+    if max_points is not None:
+        pts = cap_points(pts, max_points, seed=seed)
+    return check_metres(as_points(pts * scale, name=str(path)), name=str(path))
 
 
 def write_points(path, points, *, normals=None, colors=None, binary: bool = True,
@@ -744,6 +809,8 @@ def read_mesh(path):
         raise ValueError(f"{p}: unknown mesh format {ext!r} (supported: {', '.join(MESH_EXTENSIONS)})")
     try:
         loaded = trimesh.load(str(p), force="mesh", process=False)
+    except OSError as exc:
+        raise _unreadable(p, exc) from None
     except Exception as exc:  # trimesh raises many types on corrupt input
         raise ValueError(f"{p}: cannot read mesh ({type(exc).__name__}: {exc})") from None
     if isinstance(loaded, trimesh.Scene):
@@ -815,3 +882,68 @@ def sample_mesh(mesh, n: int, *, seed: int = 0, return_faces: bool = False):
     if return_faces:
         return pts, nrm, face
     return pts, nrm
+
+
+# --------------------------------------------------------------------------------------------
+# YAML from outside (CAD metadata files, service requests)
+# --------------------------------------------------------------------------------------------
+#: largest YAML text :func:`load_yaml` reads [bytes]
+YAML_MAX_BYTES = 256 * 1024
+#: most nodes of the document once every alias is expanded (a "billion laughs" stops here)
+YAML_MAX_NODES = 100_000
+
+
+def load_yaml(text, *, name: str = "YAML", max_bytes: int = YAML_MAX_BYTES, max_nodes: int = YAML_MAX_NODES):
+    """Parse YAML that came from outside with the safe loader (plain data only, no ``!!python``
+    tags), refusing a text over ``max_bytes`` and a document that expands, through its aliases,
+    to more than ``max_nodes`` nodes -- counted on the parsed node graph before anything is built,
+    so the check costs time and memory in proportion to the text.
+
+    Args:
+        text: the YAML text (``str`` or ``bytes``).
+        name: what to call it in errors (a file name, ``"metadata_yaml"``).
+
+    Returns:
+        the document (``None`` for an empty one).
+
+    Raises:
+        ValueError: too large, not valid YAML, too deeply nested, or expanding too far.
+    """
+    import yaml
+
+    size = len(text.encode("utf-8") if isinstance(text, str) else text)
+    if size > max_bytes:
+        raise ValueError(f"{name} is {size} bytes; the limit is {max_bytes} bytes")
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        sizes: dict[int, int] = {}
+        open_: set[int] = set()
+        stack = [(node, False)]
+        while stack:  # expanded size per node, each shared (aliased) node counted once per use
+            n, done = stack.pop()
+            kids = ([c for kv in n.value for c in kv] if isinstance(n, yaml.MappingNode) else
+                    n.value if isinstance(n, yaml.SequenceNode) else [])
+            if done:
+                open_.discard(id(n))
+                sizes[id(n)] = min(1 + sum(sizes[id(k)] for k in kids), max_nodes + 1)
+                continue
+            if id(n) in sizes:
+                continue
+            if id(n) in open_:
+                raise ValueError(f"{name} contains a recursive alias: refused")
+            open_.add(id(n))
+            stack.append((n, True))
+            stack.extend((k, False) for k in kids if id(k) not in sizes)
+        if sizes[id(node)] > max_nodes:
+            raise ValueError(f"{name} expands to more than {max_nodes} YAML nodes through its aliases "
+                             "(an alias bomb?): refused")
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{name} is not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"{name} is nested too deeply") from None
+    finally:
+        loader.dispose()

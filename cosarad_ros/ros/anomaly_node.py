@@ -4,6 +4,9 @@
   returns an ``InspectionResult`` (used by the ``inspection_manager``);
 * topic ``~/cloud_in`` (sensor-data QoS): stand-alone mode without a manager; clouds are scored
   as ``default_part_type`` and the verdict is published on ``/inspection/result``;
+* every cloud is checked first (at least ``min_points`` finite points, a plausible size in metres)
+  and cut to ``max_points`` points; part types are names (:mod:`cosarad_ros.core.names`), so a
+  request can only reach templates inside ``template_dir`` and models of ``cad_library``;
 * publishes the scored cloud (``x y z rgb anomaly_score``) on ``/inspection/scored_cloud`` and
   one box + label per defect on ``/inspection/defect_markers`` (reliable, so RViz's default
   subscription receives them).
@@ -23,11 +26,10 @@ from visualization_msgs.msg import MarkerArray
 from cosarad_ros.core.anomaly.deviation import DEFAULT_THRESHOLD, DEFAULT_TOLERANCE
 from cosarad_ros.core.inspection.detection import PartInspector, make_inspector
 from cosarad_ros.core.inspection.outcome import StageRecord
+from cosarad_ros.core.names import check_name
 from cosarad_ros.msg import InspectionResult
-from cosarad_ros.ros.conversions import pointcloud2_to_xyz
-from cosarad_ros.ros.node_utils import (LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, Param, declare_parameters,
-                                        guarded, non_negative, positive, run_node,
-                                        unit_interval)
+from cosarad_ros.ros.node_utils import (LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, GuardedCallbacks, Param, cloud_points,
+                                        declare_parameters, non_negative, positive, run_node, unit_interval)
 from cosarad_ros.ros.result_msgs import defect_markers, result_msg
 from cosarad_ros.srv import DetectAnomalies
 
@@ -43,6 +45,8 @@ PARAMS = (
     Param("frame_id", "part", "Frame of the published scored cloud and markers (the template frame)"),
     Param("default_part_type", "", "Part type assumed for clouds arriving on ~/cloud_in"),
     Param("min_points", 200, "Scans with fewer points are refused", check=positive),
+    Param("max_points", 200000, "Scans with more points are cut to a random subset of this many before scoring",
+          check=positive),
     Param("deviation_threshold", DEFAULT_THRESHOLD, "method deviation: score (Cohen's d against the location's "
           "noise) above which a location is anomalous", check=positive),
     Param("deviation_tolerance", DEFAULT_TOLERANCE, "method deviation: smallest excess deviation from the good "
@@ -72,7 +76,7 @@ def build_inspector(p) -> PartInspector:
                           min_fitness=p.min_fitness, min_coverage=p.min_coverage, min_quality=p.min_quality)
 
 
-class AnomalyNode(Node):
+class AnomalyNode(GuardedCallbacks, Node):
     def __init__(self, inspector: PartInspector | None = None, **node_kwargs):
         super().__init__("anomaly_node", **node_kwargs)
         self.p = declare_parameters(self, PARAMS)
@@ -92,6 +96,7 @@ class AnomalyNode(Node):
     def detect(self, points, part_type: str, part_id: str, *, registered: bool = False) -> InspectionResult:
         """Score ``(N, 3)`` points (already registered onto the part type's reference with
         ``registered``), publish the scored cloud and markers; return the result."""
+        check_name(part_type, what="part type")
         t0 = time.perf_counter()
         rep = self.inspector.inspect(points, part_type, part_id=part_id, registered=registered)
         records = [StageRecord("detect", time.perf_counter() - t0)]
@@ -103,22 +108,19 @@ class AnomalyNode(Node):
                                                stamp=msg.header.stamp))
         return msg
 
+    def _points(self, msg: PointCloud2, name: str):
+        return cloud_points(msg, name=name, min_points=self.p.min_points, max_points=self.p.max_points)
+
     def _on_detect(self, req, resp):
-        try:
-            resp.result = self.detect(pointcloud2_to_xyz(req.cloud), req.part_type, req.part_id,
-                                      registered=bool(req.registered))
-            resp.success, resp.message = True, ""
-        except (ValueError, FileNotFoundError) as exc:
-            self.error_count += 1
-            resp.success, resp.message = False, str(exc)
-            self.get_logger().error(f"detect: {exc}")
+        resp.result = self.detect(self._points(req.cloud, "cloud"), req.part_type, req.part_id,
+                                  registered=bool(req.registered))
+        resp.success, resp.message = True, ""
         return resp
 
-    @guarded("cloud_in")
     def _on_cloud(self, msg: PointCloud2):
-        points = pointcloud2_to_xyz(msg)  # a malformed cloud is refused here, with the reason logged
         if not self.p.default_part_type:
             raise ValueError("cloud received on ~/cloud_in but parameter 'default_part_type' is empty")
+        points = self._points(msg, "cloud")  # a malformed cloud is refused here, with the reason logged
         self.result_pub.publish(self.detect(points, self.p.default_part_type, part_id=""))
 
 

@@ -208,9 +208,10 @@ class BagWriter:
         self._counts[topic] = 0
         return self._channels[topic]
 
-    def record(self, node, topic: str, msg_type, *, wait: float = 5.0):
+    def record(self, node, topic: str, msg_type, *, wait: float = 5.0, then=None):
         """Subscribe ``node`` to ``topic`` and write every message it receives, keeping the QoS
-        its publishers offer (see :func:`subscription_qos`); returns the subscription.
+        its publishers offer (see :func:`subscription_qos`); ``then(msg)`` is called after each
+        message is written. Returns the subscription.
 
         Raises:
             ValueError: no publisher of ``topic`` appeared within ``wait`` seconds.
@@ -224,8 +225,12 @@ class BagWriter:
             raise ValueError(f"no publisher of {topic} within {wait:g} s: nothing to record")
         offered = [i.qos_profile for i in infos]
         self.add_topic(topic, msg_type, offered)
-        return node.create_subscription(msg_type, topic, lambda m: self.write(topic, m),
-                                        subscription_qos(offered))
+        def on_message(m):
+            self.write(topic, m)
+            if then is not None:
+                then(m)
+
+        return node.create_subscription(msg_type, topic, on_message, subscription_qos(offered))
 
     def write(self, topic: str, msg, stamp_ns: int | None = None) -> None:
         with self._lock:
@@ -238,6 +243,15 @@ class BagWriter:
             self._counts[topic] += 1
             self._first = t if self._first is None else min(self._first, t)
             self._last = t if self._last is None else max(self._last, t)
+
+    def flush(self) -> None:
+        """Write every message received so far to the MCAP file (the chunk in progress is finished)
+        and sync it to disk, so that a later crash or Ctrl-C cannot lose them."""
+        with self._lock:
+            if self._closed:
+                return
+            self._writer.flush()
+            os.fsync(self._fh.fileno())
 
     def close(self) -> Path:
         with self._lock:

@@ -9,7 +9,10 @@ Services:
   running.
 * ``~/register_cad_model`` (``cosarad_ros/srv/RegisterCadModel``): copies a mesh (with optional
   YAML metadata) into the library folder; the next ``~/classify`` call already knows it. No
-  retraining (Kwon et al., Electronics 2025, sec. 3.5).
+  retraining (Kwon et al., Electronics 2025, sec. 3.5). The label must be a name
+  (:mod:`cosarad_ros.core.names`), the mesh at least a tetrahedron of plausible size in metres and
+  the YAML small and alias-free enough (:func:`cosarad_ros.core.io.load_yaml`); a refused model
+  leaves the library folder as it was.
 
 The library folder is the ``library_dir`` parameter; every classifier and quality threshold is
 a parameter (metres / percent, see ``config/cad_classifier_node.yaml`` and ``docs/cad.md``) and
@@ -21,14 +24,13 @@ import os
 import threading
 import time
 
-import numpy as np
 from geometry_msgs.msg import Vector3
 from rclpy.node import Node
 
 from cosarad_ros.core.cad import CadClassifier, CadLibrary
 from cosarad_ros.core.cad.align import ALIGNERS
-from cosarad_ros.ros import conversions as cv
-from cosarad_ros.ros.node_utils import Param, declare_parameters, in_range, non_negative, positive, run_node
+from cosarad_ros.ros.node_utils import (GuardedCallbacks, Param, cloud_points, declare_parameters, in_range,
+                                        non_negative, positive, run_node)
 from cosarad_ros.ros.result_msgs import quality_msg
 from cosarad_ros.msg import ClassCandidate
 from cosarad_ros.srv import ClassifyPart, RegisterCadModel
@@ -85,7 +87,7 @@ PARAMS = (
 )
 
 
-class CadClassifierNode(Node):
+class CadClassifierNode(GuardedCallbacks, Node):
     """Service node around :class:`cosarad_ros.core.cad.CadClassifier`."""
 
     def __init__(self, **node_kwargs):
@@ -138,24 +140,12 @@ class CadClassifierNode(Node):
     def _on_classify(self, request, response):
         self.request_count += 1
         t0 = time.perf_counter()
-        try:
-            pts = cv.pointcloud2_to_xyz(request.cloud).astype(np.float64)
-            if len(pts) < self.p.min_points:
-                raise ValueError(f"cloud has {len(pts)} finite points; need at least {self.p.min_points}")
-            if len(pts) > self.p.max_points:
-                sel = np.random.default_rng(self.p.seed).choice(len(pts), self.p.max_points, replace=False)
-                pts = pts[np.sort(sel)]
-            lib = self.library
-            if self.p.rescan_library:
-                lib.reload()
-            res = self.classifier().classify(pts)
-        except Exception as exc:  # noqa: BLE001 - a bad request must never take the node down
-            self.error_count += 1
-            response.success = False
-            response.message = f"classify failed: {exc}"
-            response.label = ""
-            self.get_logger().error(response.message)
-            return response
+        pts = cloud_points(request.cloud, name="cloud", min_points=self.p.min_points,
+                           max_points=self.p.max_points, seed=self.p.seed)
+        lib = self.library
+        if self.p.rescan_library:
+            lib.reload()
+        res = self.classifier().classify(pts)
         response.success = True
         response.label = res.label
         response.score = float(res.score)
@@ -174,17 +164,10 @@ class CadClassifierNode(Node):
 
     def _on_register(self, request, response):
         self.request_count += 1
-        try:
-            if not request.mesh_path:
-                raise ValueError("mesh_path is empty")
-            model = self.library.add(os.path.expanduser(request.mesh_path), label=request.label or None,
-                                     metadata=request.metadata_yaml or None)
-        except Exception as exc:  # noqa: BLE001 - duplicate labels, unreadable files, bad YAML ...
-            self.error_count += 1
-            response.success = False
-            response.message = f"register_cad_model failed: {exc}"
-            self.get_logger().error(response.message)
-            return response
+        if not request.mesh_path:
+            raise ValueError("mesh_path is empty")
+        model = self.library.add(os.path.expanduser(request.mesh_path), label=request.label or None,
+                                 metadata=request.metadata_yaml or None)
         response.success = True
         d = ", ".join(f"{v * 1000:.2f}" for v in model.dimensions)
         response.message = f"added '{model.label}' (box [{d}] mm, {len(model.holes)} holes) as {model.path}"

@@ -33,7 +33,8 @@ from cosarad_ros.core.inspection.outcome import InspectionOutcome, StageRecord
 from cosarad_ros.core.inspection.pipeline import Classified, Detected, Registered, ViewScan, run_inspection
 from cosarad_ros.msg import InspectionResult
 from cosarad_ros.ros import conversions as cv
-from cosarad_ros.ros.node_utils import (LATCHED_QOS, RELIABLE_QOS, NodeDiagnostics, Param, declare_parameters,
+from cosarad_ros.ros.node_utils import (LATCHED_QOS, RELIABLE_QOS, GuardedCallbacks, NodeDiagnostics, Param,
+                                        declare_parameters,
                                         non_negative, positive, run_node, unit_interval)
 from cosarad_ros.ros.result_msgs import defect_markers, outcome_from_msg, result_msg, timing_msgs
 from cosarad_ros.srv import ClassifyPart, DetectAnomalies, MoveToView, PlanViews, RegisterCloud, Scan
@@ -60,7 +61,13 @@ PARAMS = (
     Param("locate_area", [0.20, 0.20], "Area [x y] (m) of the fixture, centred on the part frame, looked at from "
           "above to locate a part of unknown type before its survey views are planned",
           check=lambda v: len(v) == 2 and min(v) > 0, check_text="must be 2 positive numbers"),
-    Param("service_timeout", 120.0, "Seconds to wait for any one service answer [s]", check=positive),
+    Param("service_timeout", 120.0, "Longest wait for one service answer [s]; the whole wait while a service has "
+          "not answered yet", check=positive),
+    Param("timeout_factor", 5.0, "Once a service has answered, later calls wait at most this many times its "
+          "longest answer so far (at least min_service_timeout, at most service_timeout)",
+          check=lambda v: v >= 1.0, check_text="must be >= 1"),
+    Param("min_service_timeout", 30.0, "Shortest wait for an answer from a service that has answered before [s]",
+          check=positive),
     Param("wait_for_services", 30.0, "Seconds to wait for a service to appear [s]", check=non_negative),
 )
 
@@ -88,17 +95,52 @@ class ServiceCell:
         self.cls_cli = mk(ClassifyPart, f"{p.classifier_ns}/classify", callback_group=g)
         self.det_cli = mk(DetectAnomalies, f"{p.anomaly_ns}/detect", callback_group=g)
         self.part_type_for_plan = ""
+        self.longest_answer: dict[tuple, float] = {}   # (service name, work) -> longest answer so far [s]
 
-    def _call(self, cli, req, what: str):
+    def answer_limit(self, srv_name: str, work: str = "") -> float:
+        """Seconds to wait for ``srv_name`` working on ``work``: ``service_timeout`` until it has
+        answered once for that work, then ``timeout_factor`` times its longest answer, within
+        ``[min_service_timeout, service_timeout]``."""
+        p = self.node.p
+        key = srv_name if isinstance(srv_name, tuple) else (srv_name, work)
+        longest = self.longest_answer.get(key)
+        if longest is None:
+            return float(p.service_timeout)
+        return float(min(p.service_timeout, max(p.min_service_timeout, p.timeout_factor * longest)))
+
+    def _call(self, cli, req, what: str, work: str = ""):
+        """Call a service and wait for the answer; a server that leaves the ROS graph while the
+        call is in flight (its node stopped or died) or exceeds :meth:`answer_limit` fails the
+        stage at once. ``work`` names what the call works on (a part type, an envelope): the
+        first call for new work may prepare it (plan views, simulate templates, fit banks) and
+        waits the full ``service_timeout``."""
         p = self.node.p
         if not cli.wait_for_service(timeout_sec=p.wait_for_services):
             raise StageError(f"{what}: service {cli.srv_name} is not available")
+        key = (cli.srv_name, work)
+        limit = self.answer_limit(key)
+        t0 = time.monotonic()
         fut = cli.call_async(req)
         done = threading.Event()
         fut.add_done_callback(lambda _f: done.set())
-        if not done.wait(p.service_timeout):
-            cli.remove_pending_request(fut)
-            raise StageError(f"{what}: service {cli.srv_name} did not answer within {p.service_timeout:g} s")
+        absent_since = None
+        while not done.wait(0.25):
+            now = time.monotonic()
+            if now - t0 > limit:
+                cli.remove_pending_request(fut)
+                seen = self.longest_answer.get(key)
+                why = f"; its longest answer so far took {seen:.2f} s" if seen is not None else ""
+                raise StageError(f"{what}: service {cli.srv_name} did not answer within {limit:.3g} s{why}")
+            if cli.service_is_ready():
+                absent_since = None
+            elif absent_since is None:
+                absent_since = now
+            elif now - absent_since > 1.0:
+                cli.remove_pending_request(fut)
+                raise StageError(f"{what}: service {cli.srv_name} went away after {now - t0:.1f} s without "
+                                 "answering (its node stopped)")
+        took = time.monotonic() - t0
+        self.longest_answer[key] = max(took, self.longest_answer.get(key, 0.0))
         resp = fut.result()
         if resp is None:
             raise StageError(f"{what}: service {cli.srv_name} returned nothing")
@@ -112,7 +154,7 @@ class ServiceCell:
             req = PlanViews.Request(part_type=part_type)
         else:
             req = PlanViews.Request(mesh_path=self.node.envelope_mesh_path(envelope))
-        resp = self._call(self.plan_cli, req, "plan_views")
+        resp = self._call(self.plan_cli, req, "plan_views", work=part_type or req.mesh_path)
         self.node.last_plan = resp
         return len(resp.views.poses)
 
@@ -152,7 +194,7 @@ class ServiceCell:
         req = RegisterCloud.Request(reference=part_type,
                                     initial_transforms=np.concatenate([T.reshape(-1) for T in seeds]).tolist())
         req.source = cv.xyz_to_pointcloud2(points, frame_id=self.node.p.part_frame)
-        resp = self._call(self.reg_cli, req, "register")
+        resp = self._call(self.reg_cli, req, "register", work=part_type)
         T = np.asarray(resp.transform, dtype=np.float64).reshape(4, 4)
         aligned = cv.pointcloud2_to_xyz(resp.aligned).astype(np.float64)
         return Registered(True, "", aligned, T, float(resp.fitness), float(resp.rmse))
@@ -160,7 +202,7 @@ class ServiceCell:
     def detect(self, points: np.ndarray, part_type: str, part_id: str) -> Detected:
         req = DetectAnomalies.Request(part_type=part_type, part_id=part_id, registered=True)
         req.cloud = cv.xyz_to_pointcloud2(points, frame_id=self.node.p.part_frame)
-        resp = self._call(self.det_cli, req, "detect")
+        resp = self._call(self.det_cli, req, "detect", work=part_type)
         r = resp.result
         arr = cv.pointcloud2_to_array(r.scored_cloud)
         pts = cv.pointcloud2_to_xyz(r.scored_cloud, skip_nans=False).astype(np.float64)
@@ -168,7 +210,7 @@ class ServiceCell:
         return Detected(outcome_from_msg(r), pts, scores)
 
 
-class InspectionManager(Node):
+class InspectionManager(GuardedCallbacks, Node):
     def __init__(self, **node_kwargs):
         super().__init__("inspection_manager", **node_kwargs)
         self.p = declare_parameters(self, PARAMS)

@@ -3,6 +3,13 @@ forwarded to ``rclpy.node.Node.__init__``, so tests can pass ``context=`` and ``
 profiles; guarded callbacks; ``/diagnostics``; core ``warnings`` routed to ``/rosout``; and a
 ``main`` helper.
 
+Every node class derives from :class:`GuardedCallbacks` (before ``Node`` / ``LifecycleNode``):
+each service, subscription and timer callback it creates goes through :func:`guard`, so one
+bad request or message can never take a node down. A service whose callback raises answers
+``success=False`` with a message naming the service and the error (a fresh response: nothing
+half-filled leaks out); a subscription or timer callback that raises logs one error line. The
+node counts failures in ``error_count`` / ``last_error`` and answers the next request as usual.
+
 Parameters are declared from a list of :class:`Param` specs::
 
     PARAMS = (
@@ -43,8 +50,8 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityP
 
 __all__ = [
     "Param", "ParameterError", "declare_parameters", "positive", "non_negative", "in_range", "at_least",
-    "unit_interval", "Range", "SENSOR_QOS", "SENSOR_PUB_QOS", "LATCHED_QOS", "RELIABLE_QOS", "guarded",
-    "run_node", "BackgroundExecutor", "NodeDiagnostics", "forward_warnings",
+    "unit_interval", "Range", "SENSOR_QOS", "SENSOR_PUB_QOS", "LATCHED_QOS", "RELIABLE_QOS", "guard",
+    "GuardedCallbacks", "cloud_points", "run_node", "BackgroundExecutor", "NodeDiagnostics", "forward_warnings",
 ]
 
 
@@ -263,25 +270,123 @@ RELIABLE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
                           durability=DurabilityPolicy.VOLATILE)
 
 
-def guarded(what: str):
-    """Decorate a node method used as a subscription/timer callback so that an exception (a
-    malformed message, say) is logged as one error line and counted in ``self.error_count``
-    instead of killing the executor. Service callbacks should instead return
-    ``success=False`` with the message."""
-    def deco(fn):
-        @functools.wraps(fn)
-        def wrapper(self, *args, **kwargs):
+def _error_text(exc: BaseException) -> str:
+    """A bad-input error speaks for itself; anything else also names its type."""
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, (ValueError, FileNotFoundError)) and not isinstance(exc, UnicodeError):
+        return text
+    if isinstance(exc, MemoryError):
+        return "out of memory (MemoryError): the input is too large"
+    return f"{type(exc).__name__}: {text}"
+
+
+def _record_failure(node, what: str, exc: BaseException) -> str:
+    text = f"{what} failed: {_error_text(exc)}"
+    node.error_count = getattr(node, "error_count", 0) + 1
+    node.last_error = text
+    try:
+        node.get_logger().error(text)
+        if not isinstance(exc, ValueError):
+            node.get_logger().debug(traceback.format_exc())
+    except Exception:  # noqa: BLE001 - the node is being destroyed: nothing left to log to
+        pass
+    return text
+
+
+def guard(node, what: str, callback: Callable, response_type=None) -> Callable:
+    """Wrap a callback of ``node`` so that no exception escapes into the executor.
+
+    Args:
+        node: the node (its ``error_count`` / ``last_error`` record failures).
+        what: what the callback serves (``"service /anomaly_node/detect"``), used in messages.
+        callback: the callback.
+        response_type: for a service callback, the response class: on an exception (or a
+            callback that returns no response of this type) a fresh response is returned with
+            ``success=False`` and ``message`` set, where the service type has them. ``None``
+            for a subscription or timer: the exception is logged and swallowed.
+
+    Returns:
+        the wrapped callback.
+    """
+    if response_type is None:
+        @functools.wraps(callback)
+        def on_message(*args, **kwargs):
             try:
-                return fn(self, *args, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - we report every failure and keep running
-                self.error_count = getattr(self, "error_count", 0) + 1
-                self.last_error = f"{what}: {exc}"
-                self.get_logger().error(f"{what} failed: {exc}")
-                if not isinstance(exc, ValueError):
-                    self.get_logger().debug(traceback.format_exc())
+                return callback(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - report every failure and keep running
+                _record_failure(node, what, exc)
                 return None
-        return wrapper
-    return deco
+        return on_message
+
+    @functools.wraps(callback)
+    def on_request(request, response):
+        try:
+            out = callback(request, response)
+            if not isinstance(out, response_type):
+                raise TypeError(f"the callback returned {type(out).__name__}, not a {response_type.__name__}")
+            return out
+        except Exception as exc:  # noqa: BLE001 - a service always answers; the node keeps running
+            text = _record_failure(node, what, exc)
+            fresh = response_type()
+            if hasattr(fresh, "success"):
+                fresh.success = False
+            if hasattr(fresh, "message"):
+                fresh.message = text
+            return fresh
+    return on_request
+
+
+class GuardedCallbacks:
+    """Mixin for node classes (``class MyNode(GuardedCallbacks, Node)``): every service,
+    subscription and timer callback the node creates goes through :func:`guard`."""
+
+    def _resolved(self, name: str) -> str:
+        return f"{self.get_fully_qualified_name().rstrip('/')}/{name[2:]}" if name.startswith("~/") else name
+
+    def create_service(self, srv_type, srv_name, callback, **kwargs):
+        return super().create_service(srv_type, srv_name, guard(self, self._resolved(srv_name), callback,
+                                                                srv_type.Response), **kwargs)
+
+    def create_subscription(self, msg_type, topic, callback, qos_profile, **kwargs):
+        return super().create_subscription(msg_type, topic, guard(self, f"topic {self._resolved(topic)}", callback),
+                                           qos_profile, **kwargs)
+
+    def create_timer(self, timer_period_sec, callback, *args, **kwargs):
+        name = getattr(callback, "__name__", "timer")
+        return super().create_timer(timer_period_sec, guard(self, f"timer {name}", callback), *args, **kwargs)
+
+
+def cloud_points(msg, *, name: str = "cloud", min_points: int = 1, max_points: int | None = None,
+                 seed: int = 0):
+    """The points of a ``sensor_msgs/PointCloud2`` as checked input for a node's core object.
+
+    Non-finite points are dropped; the rest must number at least ``min_points`` and be a
+    plausible size in metres (REP 103; :func:`cosarad_ros.core.geometry.check_metres` says so
+    when the cloud looks like millimetres); a cloud of more than ``max_points`` points is cut to
+    a seeded random subset of that many up front, before any work is done on it.
+
+    Returns:
+        ``(N, 3)`` float64 points, ``N <= max_points``.
+
+    Raises:
+        ValueError: a malformed message, too few points, or not metres; the message names ``name``.
+    """
+    import numpy as np
+
+    from cosarad_ros.core.geometry import as_points, cap_points, check_metres
+    from cosarad_ros.ros.conversions import pointcloud2_to_xyz
+
+    try:
+        raw = pointcloud2_to_xyz(msg, dtype=np.float64)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+    n = len(raw)
+    if n < min_points:
+        raise ValueError(f"{name} has {n} finite points; need at least {min_points}")
+    if max_points is not None:
+        raw = cap_points(raw, int(max_points), seed=seed)
+    pts = as_points(raw, name=name, min_points=min_points).astype(np.float64, copy=False)
+    return check_metres(pts, name=name)
 
 
 class NodeDiagnostics:
@@ -293,7 +398,7 @@ class NodeDiagnostics:
         node: the node.
         status: ``() -> (level, message, values)`` or ``() -> DiagnosticStatus``; default: OK
             while the node has counted no failure (``node.error_count`` / ``node.last_error``, as
-            :func:`guarded` keeps them), WARN with the last error after one.
+            :func:`guard` keeps them), WARN with the last error after one.
         what: second half of the status name (default: the node's name).
         period: seconds between messages.
     """

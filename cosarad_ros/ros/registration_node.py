@@ -12,8 +12,12 @@ Service ``~/register`` (``cosarad_ros/srv/RegisterCloud``):
 
   Mesh references are sampled with ``reference_points`` points, keeping only the outer surface a
   sensor can see (internal faces would spoil the features). Loaded references are cached until
-  the file changes.
+  the file changes. A reference name is a name (:mod:`cosarad_ros.core.names`: no path, no
+  ``..``), so a request only reaches files inside ``reference_dir`` and models of ``cad_library``.
 * ``allow_scale``: estimate a scale factor too (second sensor with scale drift).
+
+Clouds must hold finite points of a plausible size in metres; larger ones than ``max_points`` are
+cut to a random subset up front.
 
 The response carries ``success`` (the registration passed every check), ``message`` (the reason
 otherwise, or the error for a malformed request), the row-major 4x4 ``transform`` mapping source
@@ -36,12 +40,13 @@ from rcl_interfaces.msg import ParameterType
 from rclpy.node import Node
 from sensor_msgs.msg import PointCloud2
 
+from cosarad_ros.core.names import check_name, path_in_folder
 from cosarad_ros.core.registration import RegistrationResult, register
 from cosarad_ros.core.registration.global_registration import GLOBAL_ALIGNERS
 from cosarad_ros.core.registration.refine import REFINERS
 from cosarad_ros.ros import conversions as cv
-from cosarad_ros.ros.node_utils import (RELIABLE_QOS, Param, declare_parameters, non_negative, positive, run_node,
-                                        unit_interval)
+from cosarad_ros.ros.node_utils import (RELIABLE_QOS, GuardedCallbacks, Param, cloud_points, declare_parameters,
+                                        non_negative, positive, run_node, unit_interval)
 from cosarad_ros.srv import RegisterCloud
 
 _STRINGS = ParameterType.PARAMETER_STRING_ARRAY
@@ -72,6 +77,8 @@ PARAMS = (
     Param("outlier_std", 2.0, "Statistical outlier removal band on the source (mu + k sigma); 0: off",
           check=non_negative),
     Param("max_refine_points", 40000, "Source points used by the final ICP (random subset above)", check=positive),
+    Param("max_points", 200000, "Source and target clouds with more points are cut to a random subset of this many "
+          "before any work", check=positive),
     Param("seed", 0, "Random seed", check=non_negative),
     # default [""] rather than []: an empty list default makes rclpy type the parameter as a byte array
     Param("references", [""], "Named references 'name=/path' (clouds or meshes, metres unless mesh_scale)",
@@ -88,7 +95,7 @@ PARAMS = (
 )
 
 
-class RegistrationNode(Node):
+class RegistrationNode(GuardedCallbacks, Node):
     """Service node around :func:`cosarad_ros.core.registration.register`."""
 
     def __init__(self, **node_kwargs):
@@ -107,6 +114,7 @@ class RegistrationNode(Node):
 
     # ------------------------------------------------------------------ references
     def _reference_file(self, name: str) -> Path | None:
+        check_name(name, what="reference")
         for entry in self.p.references:
             if not entry:
                 continue
@@ -123,7 +131,7 @@ class RegistrationNode(Node):
             from cosarad_ros.core.io import MESH_EXTENSIONS, POINT_EXTENSIONS
 
             for ext in dict.fromkeys(POINT_EXTENSIONS + MESH_EXTENSIONS):
-                p = folder / f"{name}{ext}"
+                p = path_in_folder(folder, name, what="reference", suffix=ext)
                 if p.is_file():
                     return p
         return None
@@ -231,14 +239,11 @@ class RegistrationNode(Node):
         response.transform = np.eye(4).reshape(-1).tolist()
         response.scale = 1.0
         try:
-            src = cv.pointcloud2_to_xyz(request.source).astype(np.float64)
-            if len(src) == 0:
-                raise ValueError("source cloud is empty (no finite points)")
+            src = cloud_points(request.source, name="source cloud", max_points=self.p.max_points, seed=self.p.seed)
             target_frame = request.source.header.frame_id
             if request.target.width * request.target.height > 0:
-                tgt = cv.pointcloud2_to_xyz(request.target).astype(np.float64)
-                if len(tgt) == 0:
-                    raise ValueError("target cloud has no finite points")
+                tgt = cloud_points(request.target, name="target cloud", max_points=self.p.max_points,
+                                   seed=self.p.seed)
                 target_frame = request.target.header.frame_id or target_frame
             else:
                 name = request.reference or self.p.default_reference
@@ -261,12 +266,6 @@ class RegistrationNode(Node):
             self.error_count += 1
             response.success = False
             response.message = f"bad request: {exc}"
-            self.get_logger().error(response.message)
-            return response
-        except Exception as exc:  # noqa: BLE001 - a service must answer; the node keeps running
-            self.error_count += 1
-            response.success = False
-            response.message = f"registration error: {type(exc).__name__}: {exc}"
             self.get_logger().error(response.message)
             return response
         T = np.asarray(res.transform, dtype=np.float64)

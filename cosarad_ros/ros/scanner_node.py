@@ -50,8 +50,8 @@ from cosarad_ros.core.sensors import (Sensor, SensorError, SensorFrame, SensorTi
 from cosarad_ros.core.sensors.base import DEFAULT_FRAME_ID
 from cosarad_ros.core.sensors.simulated import SimulatedSensor
 from cosarad_ros.ros import conversions as cv
-from cosarad_ros.ros.node_utils import (RELIABLE_QOS, SENSOR_PUB_QOS, SENSOR_QOS, NodeDiagnostics, Param,
-                                        ParameterError, at_least, declare_parameters, non_negative, positive,
+from cosarad_ros.ros.node_utils import (RELIABLE_QOS, SENSOR_PUB_QOS, SENSOR_QOS, GuardedCallbacks, NodeDiagnostics,
+                                        Param, ParameterError, at_least, declare_parameters, non_negative, positive,
                                         run_node)
 from cosarad_ros.srv import LoadPart, Scan
 
@@ -209,7 +209,7 @@ def _pose_msg(v):
                 orientation=Quaternion(x=float(v[3]), y=float(v[4]), z=float(v[5]), w=float(v[6])))
 
 
-class ScannerNode(LifecycleNode):
+class ScannerNode(GuardedCallbacks, LifecycleNode):
     """The scanner lifecycle node.
 
     Args:
@@ -526,9 +526,12 @@ class ScannerNode(LifecycleNode):
 
         if self.scene is None:
             raise ValueError("load_part is simulation-only; sensor_type is " + self.p.sensor_type)
+        from cosarad_ros.core.geometry import check_mesh
+
         mesh = read_mesh(mesh_path)
         if self.p.sim_mesh_scale != 1.0:
             mesh.apply_scale(self.p.sim_mesh_scale)
+        check_mesh(mesh, name=str(mesh_path))
         T = _matrix_from7(self.p.sim_part_pose)
         if self.p.sim_rest_on_support:
             return self.scene.place_part(mesh, xy=T[:2, 3], rotation=T[:3, :3], part_id=part_id)

@@ -51,9 +51,11 @@ from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from cosarad_ros.action import GoToView
+from cosarad_ros.core.geometry import check_mesh
+from cosarad_ros.core.names import check_name
 from cosarad_ros.ros import conversions as cv
-from cosarad_ros.ros.node_utils import (LATCHED_QOS, RELIABLE_QOS, NodeDiagnostics, Param, at_least,
-                                        declare_parameters, guarded, in_range, non_negative, positive, run_node)
+from cosarad_ros.ros.node_utils import (LATCHED_QOS, RELIABLE_QOS, GuardedCallbacks, NodeDiagnostics, Param, at_least,
+                                        declare_parameters, in_range, non_negative, positive, run_node)
 from cosarad_ros.ros.trajectory_client import UR_CONTROLLER, duration_msg, trajectory_msg
 from cosarad_ros.srv import MoveToView, PlanViews
 
@@ -148,7 +150,7 @@ class MoveCancelled(RuntimeError):
         self.q = q
 
 
-class ViewpointPlannerNode(Node):
+class ViewpointPlannerNode(GuardedCallbacks, Node):
     """The view planner node (see the module docstring)."""
 
     def __init__(self, **node_kwargs):
@@ -230,7 +232,6 @@ class ViewpointPlannerNode(Node):
             return DiagnosticStatus.WARN, f"{self.error_count} failure(s); last: {self.last_error}", values
         return DiagnosticStatus.OK, "ready" if self.plan is None else f"plan of {len(self.plan.views)} views", values
 
-    @guarded("joint states in")
     def _on_joint_state(self, msg: JointState) -> None:
         """Follow the robot driver's joint states (joints of the cell by name; others ignored)."""
         names = list(self.cell.joint_names)
@@ -242,7 +243,6 @@ class ViewpointPlannerNode(Node):
             self.q = q
         self.joint_state_time = time.monotonic()
 
-    @guarded("joint state")
     def _publish_joint_state(self):
         if self.js_pub is None:
             return
@@ -270,6 +270,7 @@ class ViewpointPlannerNode(Node):
                 mesh = trimesh.load(path, force="mesh")
             name = path.stem
         elif request.part_type:
+            check_name(request.part_type, what="part type")
             if not self.p.cad_library:
                 raise ValueError(f"part_type '{request.part_type}' given but parameter 'cad_library' is empty; "
                                  "set it or send mesh_path")
@@ -286,6 +287,7 @@ class ViewpointPlannerNode(Node):
         if self.p.mesh_scale != 1.0:
             mesh = mesh.copy()
             mesh.apply_scale(self.p.mesh_scale)
+        check_mesh(mesh, name=f"mesh {name!r}")  # a flat or degenerate mesh would crash the convex hull
         return mesh, name
 
     def _on_plan(self, request, response):
@@ -293,30 +295,23 @@ class ViewpointPlannerNode(Node):
         from cosarad_ros.core.planning.executor import BuiltinExecutor
 
         t0 = time.perf_counter()
-        try:
-            mesh, name = self._load_mesh(request)
-            target = float(request.target_coverage) or float(self.p.target_coverage)
-            if not (0.0 < target <= 1.0):
-                raise ValueError(f"target_coverage must be in (0, 1], got {target}")
-            with self._lock:
-                start = self.q.copy()
-            key = (_mesh_hash(mesh), round(target, 6))
-            cached = self._plans.get(key) if self.p.cache_plans else None
-            if cached is None:
-                plan = plan_views(mesh, cell=self.cell, sensor=self.sensor, target_coverage=target,
-                                  n_samples=self.p.n_samples, n_candidates=self.p.n_candidates,
-                                  solver=self.p.solver, max_views=self.p.max_views, start=start, seed=self.p.seed)
-                checker = self.cell.collision_checker(mesh)
-                if self.p.cache_plans:
-                    self._plans[key] = (plan, checker)
-            else:
-                plan, checker = cached
-        except Exception as exc:  # noqa: BLE001 - every failure goes back to the caller
-            response.success = False
-            response.message = str(exc) if isinstance(exc, (ValueError, FileNotFoundError)) else \
-                f"{type(exc).__name__}: {exc}"
-            self.get_logger().error(f"plan_views failed: {response.message}")
-            return response
+        mesh, name = self._load_mesh(request)
+        target = float(request.target_coverage) or float(self.p.target_coverage)
+        if not (0.0 < target <= 1.0):
+            raise ValueError(f"target_coverage must be in (0, 1], got {target}")
+        with self._lock:
+            start = self.q.copy()
+        key = (_mesh_hash(mesh), round(target, 6))
+        cached = self._plans.get(key) if self.p.cache_plans else None
+        if cached is None:
+            plan = plan_views(mesh, cell=self.cell, sensor=self.sensor, target_coverage=target,
+                              n_samples=self.p.n_samples, n_candidates=self.p.n_candidates,
+                              solver=self.p.solver, max_views=self.p.max_views, start=start, seed=self.p.seed)
+            checker = self.cell.collision_checker(mesh)
+            if self.p.cache_plans:
+                self._plans[key] = (plan, checker)
+        else:
+            plan, checker = cached
         with self._lock:
             self.plan, self.mesh, self.checker, self.last_view = plan, mesh, checker, None
             self._builtin = BuiltinExecutor(self.cell, checker, velocity_scale=self.p.velocity_scale,

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .pointnet2 import BackboneConfig, PointNet2MSG
+from .pointnet2 import BACKBONE_PRESETS, BackboneConfig, PointNet2MSG
 
-__all__ = ["CosaradNet", "ModelInfo", "save_model", "load_model", "default_model_path", "fold_batchnorm", "FORMAT_VERSION",
+__all__ = ["CosaradNet", "ModelInfo", "save_model", "load_model", "check_arch", "default_model_path", "fold_batchnorm",
+           "FORMAT_VERSION",
            "INPUT_CHANNELS"]
 
 FORMAT_VERSION = "cosarad-model/1"
@@ -129,15 +130,59 @@ def save_model(path: str, model: CosaradNet, info: ModelInfo | None = None, *, h
     os.replace(tmp, path)
 
 
+#: bounds of the head sizes a model file may ask for (the backbone must be a known preset)
+MAX_FEATURE_DIM = 1024
+MAX_HIDDEN_DIM = 4096
+
+
+def check_arch(arch, *, name: str = "model") -> dict:
+    """Validate an architecture record from a model file against the known architectures.
+
+    The backbone must be one of :data:`~cosarad_ros.core.anomaly.pointnet2.BACKBONE_PRESETS`,
+    ``feature_dim`` in ``[1, MAX_FEATURE_DIM]``, ``hidden_dim`` in ``[1, MAX_HIDDEN_DIM]``,
+    ``dropout`` in ``[0, 1)`` and ``inputs`` one of :data:`INPUT_CHANNELS`: nothing is built
+    from a record that fails, so a crafted file cannot make the loader allocate a huge network.
+
+    Returns:
+        ``arch`` (a dict).
+
+    Raises:
+        ValueError: naming ``name`` and the offending entry.
+    """
+    if not isinstance(arch, dict):
+        raise ValueError(f"{name}: architecture record must be a JSON object, got {type(arch).__name__}")
+    try:
+        backbone = BackboneConfig.from_dict(arch["backbone"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ValueError(f"{name}: architecture has no valid backbone ({str(exc)[:200]})") from None
+    if backbone not in BACKBONE_PRESETS.values():
+        raise ValueError(f"{name}: the backbone is none of the known architectures ({', '.join(BACKBONE_PRESETS)})")
+    for key, hi in (("feature_dim", MAX_FEATURE_DIM), ("hidden_dim", MAX_HIDDEN_DIM)):
+        v = arch.get(key)
+        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= hi:
+            raise ValueError(f"{name}: architecture {key} must be an integer in [1, {hi}], got {v!r}")
+    d = arch.get("dropout")
+    if not isinstance(d, (int, float)) or isinstance(d, bool) or not 0.0 <= d < 1.0:
+        raise ValueError(f"{name}: architecture dropout must be in [0, 1), got {d!r}")
+    if arch.get("inputs", "xyz") not in INPUT_CHANNELS:
+        raise ValueError(f"{name}: architecture inputs must be one of {sorted(INPUT_CHANNELS)}, "
+                         f"got {arch.get('inputs')!r}")
+    return arch
+
+
 def load_model(path: str | None = None, *, device: str | torch.device = "cpu") -> tuple[CosaradNet, ModelInfo]:
     """Load a model written by :func:`save_model` (``None`` -> the shipped default).
+
+    The metadata is read and checked (:func:`check_arch`), the network built and every tensor's
+    name, dtype and shape in the file's header compared with it before any weight is read.
 
     Returns:
         ``(model in eval mode, ModelInfo)``.
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is not a COSARAD safetensors model or does not match its architecture.
+        ValueError: the file is not a COSARAD safetensors model, asks for an unknown
+            architecture, or does not match its architecture.
     """
     from safetensors import safe_open
 
@@ -147,19 +192,36 @@ def load_model(path: str | None = None, *, device: str | torch.device = "cpu") -
     try:
         with safe_open(path, framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}
+            if meta.get("format") != FORMAT_VERSION:
+                raise ValueError(f"{path} is not a COSARAD model (format {meta.get('format')!r}, "
+                                 f"expected {FORMAT_VERSION!r})")
+            try:
+                arch = json.loads(meta["arch"])
+                info = ModelInfo(classes_seen=tuple(json.loads(meta.get("classes_seen", "[]"))),
+                                 patch_points=int(meta.get("patch_points", 512)),
+                                 extra=json.loads(meta.get("extra", "{}")))
+            except (KeyError, ValueError, TypeError) as exc:
+                raise ValueError(f"{path}: corrupt model metadata ({exc})") from None
+            model = CosaradNet.from_arch(check_arch(arch, name=path))
+            expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+            keys = set(f.keys())
+            if keys != set(expected):
+                missing, extra = sorted(set(expected) - keys), sorted(keys - set(expected))
+                raise ValueError(f"{path}: weights do not match the stored architecture (missing "
+                                 f"{missing[:3]}, unexpected {extra[:3]})")
+            for k in expected:
+                sl = f.get_slice(k)
+                shape = tuple(sl.get_shape())
+                if shape != expected[k]:
+                    raise ValueError(f"{path}: tensor {k} has shape {list(shape)}, the architecture needs "
+                                     f"{list(expected[k])}")
+                if sl.get_dtype() not in ("F16", "BF16", "F32", "F64", "I64"):
+                    raise ValueError(f"{path}: tensor {k} has unsupported dtype {sl.get_dtype()}")
+            state = {k: f.get_tensor(k) for k in expected}
+    except ValueError:
+        raise
     except Exception as exc:  # safetensors raises its own error types for corrupt headers
         raise ValueError(f"{path} is not a readable safetensors model file: {exc}") from exc
-    if meta.get("format") != FORMAT_VERSION:
-        raise ValueError(f"{path} is not a COSARAD model (format {meta.get('format')!r}, expected {FORMAT_VERSION!r})")
-    try:
-        arch = json.loads(meta["arch"])
-        info = ModelInfo(classes_seen=tuple(json.loads(meta.get("classes_seen", "[]"))),
-                         patch_points=int(meta.get("patch_points", 512)),
-                         extra=json.loads(meta.get("extra", "{}")))
-    except (KeyError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: corrupt model metadata ({exc})") from exc
-    model = CosaradNet.from_arch(arch)
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
     try:
         model.load_state_dict(state, strict=True)

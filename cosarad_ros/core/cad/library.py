@@ -31,7 +31,6 @@ classifier is training-free (Kwon et al., Electronics 2025, sec. 3.5).
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
 import threading
@@ -44,6 +43,7 @@ import numpy as np
 import yaml
 
 from cosarad_ros.core.cad.features import BoxFeatures, mesh_box_features
+from cosarad_ros.core.names import check_name
 
 __all__ = [
     "CadLibrary",
@@ -60,7 +60,6 @@ __all__ = [
 UNIT_SCALE = {"m": 1.0, "cm": 0.01, "mm": 0.001, "um": 1e-6, "in": 0.0254}
 MESH_SUFFIXES = (".stl", ".ply", ".obj", ".off", ".glb")
 CAD_SUFFIXES = (".step", ".stp", ".iges", ".igs")
-_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 
 
 def step_supported() -> bool:
@@ -124,18 +123,21 @@ def _positive(value, what: str) -> float:
 def parse_metadata(source: str | Mapping | None) -> dict:
     """Validate metadata given as YAML text or a dict; returns a plain dict (lengths untouched).
 
+    YAML text is read by :func:`cosarad_ros.core.io.load_yaml` (safe loader, size and alias
+    limits).
+
     Raises:
-        ValueError: not YAML, not a mapping, unknown unit, malformed holes / dimensions.
+        ValueError: not YAML, too large, not a mapping, unknown unit, invalid label, malformed
+            holes / dimensions.
     """
     if source is None:
         return {}
     if isinstance(source, str):
         if not source.strip():
             return {}
-        try:
-            data = yaml.safe_load(source)
-        except yaml.YAMLError as exc:
-            raise ValueError(f"metadata is not valid YAML: {exc}") from None
+        from cosarad_ros.core.io import load_yaml
+
+        data = load_yaml(source, name="metadata")
         if data is None:
             return {}
     else:
@@ -147,9 +149,8 @@ def parse_metadata(source: str | Mapping | None) -> dict:
         units = data.get(key, "m")
         if units not in UNIT_SCALE:
             raise ValueError(f"metadata {key} {units!r} unknown; choose one of {sorted(UNIT_SCALE)}")
-    if "label" in data and data["label"] is not None and not _LABEL_RE.match(str(data["label"])):
-        raise ValueError(f"metadata label {data['label']!r} is not a valid label "
-                         "(letters, digits, '_', '-', '.', starting with a letter or digit)")
+    if "label" in data and data["label"] is not None:
+        check_name(str(data["label"]), what="metadata label")
     if "nominal_dimensions" in data and data["nominal_dimensions"] is not None:
         dims = _vec3(data["nominal_dimensions"], "nominal_dimensions")
         if (dims <= 0).any():
@@ -235,8 +236,11 @@ def load_cad_mesh(path, *, units: str = "m"):
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: unreadable / empty mesh, unsupported format or unit.
+        ValueError: unreadable / empty / degenerate mesh (see
+            :func:`cosarad_ros.core.geometry.check_mesh`: at least a tetrahedron, positive area, a
+            plausible size in metres), unsupported format or unit.
     """
+    from cosarad_ros.core.geometry import check_mesh
     from cosarad_ros.core.io import read_mesh
 
     p = Path(os.fspath(path))
@@ -249,7 +253,7 @@ def load_cad_mesh(path, *, units: str = "m"):
         if not step_supported():
             raise ValueError(f"{p}: reading {ext} needs the 'gmsh' Python package (pip install gmsh)")
         try:
-            return _read_step(p)
+            return check_mesh(_read_step(p), name=p.name)
         except ValueError:
             raise
         except Exception as exc:
@@ -262,7 +266,12 @@ def load_cad_mesh(path, *, units: str = "m"):
     if scale != 1.0:
         mesh = mesh.copy()
         mesh.apply_scale(scale)
-    return mesh
+    try:
+        return check_mesh(mesh, name=p.name)
+    except ValueError as exc:
+        if "millimetres" in str(exc) and units == "m":
+            raise ValueError(f"{exc} (give units: mm in the metadata, or --units mm)") from None
+        raise
 
 
 @dataclass(frozen=True, eq=False)
@@ -407,9 +416,13 @@ class CadLibrary:
     def _read_yaml(path: Path) -> dict:
         if not path.is_file():
             return {}
+        from cosarad_ros.core.io import YAML_MAX_BYTES
+
         try:
+            if path.stat().st_size > YAML_MAX_BYTES:
+                raise ValueError(f"{path.stat().st_size} bytes; the limit is {YAML_MAX_BYTES} bytes")
             return parse_metadata(path.read_text(encoding="utf-8"))
-        except ValueError as exc:
+        except (ValueError, OSError, UnicodeDecodeError) as exc:
             raise ValueError(f"{path.name}: {exc}") from None
 
     # -- access ------------------------------------------------------------------------------
@@ -454,7 +467,9 @@ class CadLibrary:
         """Add a model to the library and persist it into the folder.
 
         The mesh is copied to ``<folder>/<label><ext>`` and the metadata (when any, plus the
-        label) written to ``<folder>/<label>.yaml``; the model is usable at once.
+        label) written to ``<folder>/<label>.yaml``; the model is usable at once. The mesh and
+        metadata are fully checked first and both files are written to temporary names then
+        renamed, so a refused or failed add leaves the folder as it was.
 
         Args:
             mesh_path: STL / PLY / OBJ / OFF / GLB (STEP / IGES with gmsh) file.
@@ -473,15 +488,18 @@ class CadLibrary:
         if not src.is_file():
             raise FileNotFoundError(f"CAD file not found: {src}")
         meta = parse_metadata(metadata)
-        label = str(label or meta.get("label") or src.stem)
-        if not _LABEL_RE.match(label):
-            raise ValueError(f"invalid label {label!r}: use letters, digits, '_', '-', '.' "
-                             "(starting with a letter or digit)")
+        label = check_name(str(label or meta.get("label") or src.stem), what="CAD label")
         if src.suffix.lower() not in self._suffixes():
             raise ValueError(f"{src}: unsupported CAD format {src.suffix!r}; use one of "
                              f"{', '.join(self._suffixes())}")
         meta["label"] = label
+        with self._lock:
+            if label in self._models and not overwrite:
+                raise ValueError(f"a CAD model labelled {label!r} already exists in {self.folder} "
+                                 f"({self._models[label].path.name})")
         model = _model_from_files(src, meta, label)  # validates the mesh before touching the folder
+        model.box  # noqa: B018 - the features the classifier needs must compute before anything is written
+        text = yaml.safe_dump(_plain(meta), sort_keys=False, allow_unicode=True)
         with self._lock:
             if label in self._models and not overwrite:
                 raise ValueError(f"a CAD model labelled {label!r} already exists in {self.folder} "
@@ -490,12 +508,11 @@ class CadLibrary:
                         if p.is_file() and p.stem == label and p.suffix.lower() in self._suffixes()]
             if existing and not overwrite:
                 raise ValueError(f"{existing[0]} already exists in the library folder")
-            for p in existing:
-                p.unlink()
             dst = self.folder / f"{label}{src.suffix.lower()}"
-            _atomic_copy(src, dst)
-            _atomic_write(self.folder / f"{label}.yaml",
-                          yaml.safe_dump(_plain(meta), sort_keys=False, allow_unicode=True))
+            _replace_files([(self.folder / f"{label}.yaml", text), (dst, src)])
+            for p in existing:
+                if p != dst:
+                    p.unlink()
             model = CadModel(label=model.label, mesh=model.mesh, metadata=meta, path=dst,
                              code=model.code, holes=model.holes, tolerances=model.tolerances)
             self._models[label] = model
@@ -526,25 +543,52 @@ def _plain(obj):
     return obj
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp_", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+_UMASK_LOCK = threading.Lock()
 
 
-def _atomic_copy(src: Path, dst: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=".tmp_", suffix=dst.suffix)
-    os.close(fd)
+def _file_mode() -> int:
+    """Mode of a new file under the process umask (what ``open()`` would give; mkstemp gives 0600)."""
+    with _UMASK_LOCK:
+        mask = os.umask(0)
+        os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _replace_files(items: list[tuple[Path, str | Path]]) -> None:
+    """Write each ``(destination, text or source file)`` to a temporary file beside it, then
+    rename them into place; on any failure the temporaries are removed and destinations renamed
+    already are put back as they were (restored, or removed when they did not exist)."""
+    temps: list[tuple[str, Path]] = []
+    done: list[tuple[Path, str | None]] = []
     try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
+        for dst, content in items:
+            fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=".tmp_", suffix=dst.suffix)
+            temps.append((tmp, dst))
+            with os.fdopen(fd, "wb") as fh:
+                if isinstance(content, Path):
+                    with open(content, "rb") as src:
+                        shutil.copyfileobj(src, fh)
+                else:
+                    fh.write(content.encode("utf-8"))
+            os.chmod(tmp, _file_mode())
+        for tmp, dst in temps:
+            backup = None
+            if dst.exists():
+                fd, backup = tempfile.mkstemp(dir=dst.parent, prefix=".old_", suffix=dst.suffix)
+                os.close(fd)
+                os.replace(dst, backup)
+            done.append((dst, backup))
+            os.replace(tmp, dst)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for dst, backup in reversed(done):
+            if backup is not None:
+                os.replace(backup, dst)
+            elif dst.exists():
+                dst.unlink()
+        for tmp, _ in temps:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
         raise
+    for _, backup in done:
+        if backup is not None and os.path.exists(backup):
+            os.unlink(backup)

@@ -556,6 +556,10 @@ class CollisionChecker:
         gm = cell.geometry_model().copy()
         model = cell.model
         if part_mesh is not None:
+            from cosarad_ros.core.geometry import check_mesh
+
+            # qhull / coal crash on flat or degenerate input: refuse it with a message instead
+            check_mesh(part_mesh, name="part mesh", metres=False)
             verts = np.asarray(part_mesh.vertices, dtype=np.float64)
             faces = np.asarray(part_mesh.faces, dtype=np.int64)
             if part_collision == "hull":
