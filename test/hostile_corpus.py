@@ -497,6 +497,13 @@ def node_cases(node: str) -> tuple[NodeCase, ...]:
     from cosarad_ros.srv import ClassifyPart, DetectAnomalies, LoadPart, PlanViews, RegisterCadModel, RegisterCloud
 
     if node == "anomaly":
+        def det_req(pts, part="box"):
+            return DetectAnomalies.Request(part_type=part, part_id="x", cloud=cloud_msg(pts))
+
+        def patch(pts, n):
+            """The ``n`` points nearest to one point of ``pts``: a small piece of the part."""
+            return pts[np.argsort(np.linalg.norm(pts - pts[0], axis=1))[:n]]
+
         def det(pts=None, part="box", msg=None):
             return lambda ctx: DetectAnomalies.Request(part_type=part, part_id="x",
                                                        cloud=msg if msg is not None else cloud_msg(
@@ -516,6 +523,15 @@ def node_cases(node: str) -> tuple[NodeCase, ...]:
                      topic="/anomaly_node/cloud_in"),
             NodeCase("over-max-points", "resources", det(box_points(300_000, seed=8)),
                      verdict=("PASS", "FAIL", "INCONCLUSIVE"), max_seconds=30),
+            # garbage that is no scan of the part: refused ("") or INCONCLUSIVE, never a verdict
+            NodeCase("garbage-copies-of-one-point", "garbage", lambda ctx: det_req(np.tile(ctx["scan"][:1], (8729, 1))),
+                     verdict=("", "INCONCLUSIVE"), max_seconds=30),
+            NodeCase("garbage-all-at-origin", "garbage", det(np.zeros((5000, 3))), verdict=("", "INCONCLUSIVE"),
+                     max_seconds=30),
+            NodeCase("garbage-300-point-patch", "garbage", lambda ctx: det_req(patch(ctx["scan"], 300)),
+                     verdict=("", "INCONCLUSIVE"), max_seconds=30),
+            NodeCase("garbage-micrometres", "garbage", lambda ctx: det_req(ctx["scan"] * 1e-3),
+                     verdict=("", "INCONCLUSIVE"), max_seconds=30),
         )
     if node == "registration":
         def reg(src=None, tgt=None, ref="box", src_msg=None):

@@ -24,6 +24,8 @@ import os
 import threading
 import time
 
+import numpy as np
+
 from geometry_msgs.msg import Vector3
 from rclpy.node import Node
 

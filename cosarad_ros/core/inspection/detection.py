@@ -174,8 +174,12 @@ class PartInspector:
             for src in self.sources:
                 if src.has(part_type):
                     kwargs = {}
-                    if "mesh" in inspect.signature(self.detector.fit).parameters:
-                        kwargs["mesh"] = src.mesh(part_type)  # detectors that measure against the CAD model
+                    mesh = src.mesh(part_type)
+                    params = inspect.signature(self.detector.fit).parameters
+                    if mesh is not None and "mesh" in params:
+                        kwargs["mesh"] = mesh  # detectors that measure against the CAD model
+                    elif mesh is not None and "aligned" in params:
+                        kwargs["aligned"] = True  # templates simulated in the part (CAD) frame
                     self.detector.fit(part_type, src.templates(part_type), cache_dir=self.cache_dir, **kwargs)
                     return
         raise ValueError(f"unknown part type '{part_type}': no templates or CAD model for it")
