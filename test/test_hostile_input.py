@@ -192,7 +192,7 @@ def cell(corpus_root):
         "classifier": {"library_dir": ctx["library"], "quality_points": 2000, "compute_quality": False},
         "planner": {"n_candidates": 60, "n_samples": 600, "playback_speed": 0.0,
                     "coverage_dir": shared / "coverage"},
-        "scanner": {},
+        "scanner": {"autostart": True},   # no lifecycle manager in the test: configure and activate at once
     }
     procs = {key: NodeProcess(NODES[key], params[key], corpus_root / "nodes" / f"{key}.log", env=env,
                               unprivileged=UNPRIVILEGED and key == "anomaly") for key in NODES}
@@ -397,7 +397,7 @@ def test_manager_notices_a_scanner_that_stops_answering(corpus_root):
     work = corpus_root / "manager"
     work.mkdir()
     scanner = NodeProcess("scanner_node", {"sensor_type": "topic", "topic.input": "/hostile/points",
-                                           "topic.timeout": 90.0}, work / "scanner.log", env=_env(ROS_LOG_DIR=work),
+                                           "topic.timeout": 90.0, "autostart": True}, work / "scanner.log", env=_env(ROS_LOG_DIR=work),
                           namespace="/stalled")
     cloud = cloud_msg(box_points(2000) + np.array([0.0, 0.0, 0.3]), frame_id="camera")
     try:

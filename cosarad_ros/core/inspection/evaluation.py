@@ -3,7 +3,8 @@
 Per part: the verdict against the expected one (a good part must PASS, a defective one FAIL),
 whether a FAIL found the injected defect where it is (a *hit*: a reported defect within
 ``max(10 mm, the defect's footprint)`` of its centre), whether the planned views measured the
-defect at all (at least :data:`MIN_MEASURED_POINTS` fused points on its anomalous surface:
+defect at all (at least :data:`MIN_MEASURED_POINTS` fused points on its anomalous surface, covering
+at least :data:`MIN_MEASURED_SHARE` of it:
 a defect nobody saw cannot be found, and is counted apart so that an escape is always a real
 miss), and the seconds per stage.
 
@@ -24,11 +25,15 @@ import numpy as np
 from .outcome import FAIL, INCONCLUSIVE, PASS
 from .production import severity_of
 
-__all__ = ["PartRecord", "PodFit", "fit_pod", "pod_size", "summarize", "MIN_MEASURED_POINTS",
+__all__ = ["PartRecord", "PodFit", "fit_pod", "pod_size", "summarize", "MIN_MEASURED_POINTS", "MIN_MEASURED_SHARE",
+           "measured_share",
            "GROSS_DEPTH", "GROSS_ACROSS", "plot_pod", "plot_confusion"]
 
-#: fused points within a defect's footprint for it to count as measured by the planned views
+#: a defect counts as measured by the planned views when the scan has at least this many points on
+#: it and covers at least MIN_MEASURED_SHARE of its anomalous surface (the share of its surface
+#: samples with a scan point within 1 mm); a defect seen only at its rim cannot be judged
 MIN_MEASURED_POINTS = 5
+MIN_MEASURED_SHARE = 0.25
 #: the specification the cell must never miss: at least 0.5 mm deep (or high) and 5 mm across
 GROSS_DEPTH, GROSS_ACROSS = 5e-4, 5e-3
 
@@ -120,6 +125,17 @@ def locate(defect: Mapping, reported: Sequence) -> tuple[bool, float | None]:
     d = min(float(np.linalg.norm(np.asarray(r.centroid if hasattr(r, "centroid") else r["centroid"]) - c))
             for r in reported)
     return d <= max(0.010, float(defect.get("footprint", 0.0))), d
+
+
+def measured_share(points, defect_points, *, radius: float = 1e-3) -> float:
+    """Share of a defect's anomalous-surface samples ``(K, 3)`` with a scan point within ``radius``."""
+    if points is None or not len(points) or defect_points is None or not len(defect_points):
+        return 0.0
+    from scipy.spatial import cKDTree
+
+    d, _ = cKDTree(np.asarray(points, dtype=np.float64)).query(np.asarray(defect_points, dtype=np.float64), k=1,
+                                                                 distance_upper_bound=radius)
+    return float(np.isfinite(d).mean())
 
 
 def measured_points(defect: Mapping, points, defect_points=None, *, radius: float = 1e-3) -> int:
@@ -414,7 +430,9 @@ def record_of(part, run, method: str, *, outcome=None) -> PartRecord:
     measured = hit = err = None
     if defect is not None:
         cloud = run.registered.points if run.registered is not None else run.fused
-        measured = measured_points(defect, cloud, part.defect_points()) >= MIN_MEASURED_POINTS
+        samples = part.defect_points()
+        measured = measured_points(defect, cloud, samples) >= MIN_MEASURED_POINTS and (
+            samples is None or measured_share(cloud, samples) >= MIN_MEASURED_SHARE)
         hit, err = locate(defect, o.defects) if o.verdict == FAIL else (False, None)
         if o.verdict == FAIL and err is None:
             hit = False
