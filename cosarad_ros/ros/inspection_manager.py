@@ -28,7 +28,7 @@ from visualization_msgs.msg import MarkerArray
 
 from cosarad_ros.action import InspectPart
 from cosarad_ros.core.geometry import pose_to_matrix as pose_list_to_matrix
-from cosarad_ros.core.inspection.fusion import DEFAULT_ROI, fuse_scans
+from cosarad_ros.core.inspection.fusion import CELL_VOXEL, DEFAULT_ROI, fuse_scans
 from cosarad_ros.core.inspection.outcome import InspectionOutcome, StageRecord
 from cosarad_ros.core.inspection.pipeline import Classified, Detected, Registered, ViewScan, run_inspection
 from cosarad_ros.msg import InspectionResult
@@ -51,7 +51,8 @@ PARAMS = (
     Param("part_pose", [0.45, 0.0, 0.12, 0.0, 0.0, 0.0, 1.0],
           "Nominal pose of the part frame in the world frame: x y z [m] qx qy qz qw",
           check=lambda v: len(v) == 7, check_text="must have 7 numbers: x y z qx qy qz qw"),
-    Param("fuse_voxel", 0.0015, "Voxel edge for de-duplicating fused views [m]", check=positive),
+    Param("fuse_voxel", CELL_VOXEL, "Voxel edge for de-duplicating fused views [m] (the simulated templates "
+          "are fused alike)", check=positive),
     Param("roi_min", list(DEFAULT_ROI[0]), "Region of interest kept around the part, min corner in the part frame [m] "
           "(z above 0 drops the fixture)", check=lambda v: len(v) == 3, check_text="must have 3 numbers"),
     Param("roi_max", list(DEFAULT_ROI[1]), "Region of interest, max corner in the part frame [m]",

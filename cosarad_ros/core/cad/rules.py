@@ -48,6 +48,7 @@ __all__ = [
     "RULES",
     "RuleBasedInspector",
     "detect_defects",
+    "hole_allowances",
     "surface_variation",
     "dbscan",
     "fit_circle",
@@ -330,6 +331,7 @@ class InspectionContext:
     local_spacing: np.ndarray   # (N,) mean distance to the 4 nearest neighbours
     surface: np.ndarray         # (N, 3) closest points on the CAD surface (shapes of defects on it)
     hole_measurements: list = field(default_factory=list)  # filled by HoleRule
+    allowances: Mapping = field(default_factory=dict)      # hole name -> (position, diameter) extra tolerance [m]
 
     def eps(self, eps: float | None, factor: float = 3.0, idx: np.ndarray | None = None) -> float:
         """DBSCAN radius: ``eps`` when given, else ``factor`` x the point spacing where the
@@ -760,12 +762,14 @@ class HoleRule(Rule):
                        "measured_diameter": m.diameter, "centre_error": m.centre_error,
                        "diameter_error": m.diameter_error}
             kinds = []
+            extra_pos, extra_dia = ctx.allowances.get(hole.name, (0.0, 0.0))
             if not m.found:
-                kinds.append(("missing", hole.diameter))
+                if np.isfinite(extra_pos):
+                    kinds.append(("missing", hole.diameter))
             else:
-                if m.centre_error > self.position_tolerance:
+                if m.centre_error > self.position_tolerance + extra_pos:
                     kinds.append(("hole_position", m.centre_error))
-                if abs(m.diameter_error) > self.diameter_tolerance:
+                if abs(m.diameter_error) > self.diameter_tolerance + extra_dia:
                     kinds.append(("hole_diameter", abs(m.diameter_error)))
             centre = m.centre if m.found else hole.centre.copy()
             extent = np.ptp(ctx.points[idx], axis=0) if len(idx) else np.zeros(3)
@@ -910,8 +914,11 @@ class RuleBasedInspector:
                     break
         return others + scratches
 
-    def inspect(self, scan, model: CadModel, *, transform=None) -> DefectReport:
-        """Apply the rules. ``transform`` ``(4, 4)`` maps the scan into the model frame."""
+    def inspect(self, scan, model: CadModel, *, transform=None, allowances: Mapping | None = None) -> DefectReport:
+        """Apply the rules. ``transform`` ``(4, 4)`` maps the scan into the model frame;
+        ``allowances`` maps hole names to ``(position, diameter)`` [m] added to the hole rule's
+        tolerances (the measurement uncertainty of that hole in this cell; ``inf``: do not judge
+        it, see :func:`hole_allowances`)."""
         pts = as_points(scan, name="scan", min_points=10)
         if transform is not None:
             pts = transform_points(transform, pts)
@@ -920,6 +927,8 @@ class RuleBasedInspector:
         if n_all > self.max_points:
             sel = np.sort(np.random.default_rng(self.seed).choice(n_all, self.max_points, replace=False))
         ctx = self.context(pts[sel], model)
+        if allowances:
+            ctx.allowances = dict(allowances)
         findings: list[DefectFinding] = []
         for rule in self.rules:
             findings.extend(rule.find(ctx))
@@ -938,6 +947,32 @@ class RuleBasedInspector:
         curv = np.full(n_all, np.nan)
         curv[sel] = ctx.curvature
         return DefectReport(tuple(findings), holes, dev, curv, labels, ctx.noise_sigma, ctx.spacing)
+
+
+def hole_allowances(inspector: "RuleBasedInspector", templates, model: CadModel, *,
+                    margin: float = 2.5e-4) -> dict[str, tuple[float, float]]:
+    """How well a cell measures each hole of ``model``: the hole rule run on scans of good parts
+    (``templates``, model frame, e.g. simulated through the cell's views) -- a hole is measured
+    as far off as the worst of them, plus ``margin``, before it is judged defective; a hole that
+    is not found in every good scan is not judged at all (``inf``). A measurement-system check in
+    the spirit of a gauge study: the tolerance a drawing gives is widened by what the cell cannot
+    resolve.
+
+    Returns:
+        ``{hole name: (position allowance, diameter allowance)}`` [m].
+    """
+    worst: dict[str, list] = {h.name: [0.0, 0.0, True] for h in model.holes}
+    for t in templates:
+        report = inspector.inspect(t, model)
+        for m in report.holes:
+            w = worst[m.hole.name]
+            if not (m.observed and m.found):
+                w[2] = False
+                continue
+            w[0] = max(w[0], float(m.centre_error))
+            w[1] = max(w[1], abs(float(m.diameter_error)))
+    return {name: ((p + margin, d + margin) if ok else (float("inf"), float("inf")))
+            for name, (p, d, ok) in worst.items()}
 
 
 def detect_defects(scan, model: CadModel, *, transform=None, rules: Sequence | Mapping | None = None,

@@ -28,6 +28,11 @@ __all__ = ["TemplateSource", "FolderTemplates", "CadTemplates", "PartInspector",
 CLOUD_SUFFIXES = (".pcd", ".ply", ".xyz", ".txt", ".pts")
 #: a registered scan point within this distance of the part's surface counts as on it [m]
 ON_SURFACE = 1e-3
+#: the rule-based checks as the cell runs them: the paper's hole tolerances (widened per hole by
+#: what good scans of the part show, :func:`~cosarad_ros.core.cad.rules.hole_allowances`), dents
+#: and scratches from 1 mm deep (shallower ones are the deviation banks' work, which know each
+#: location's noise; the rules' global noise estimate false-alarms on complex parts below that)
+CELL_RULES = {"hole": {}, "dent": {"min_depth": 1e-3}, "scratch": {"depth_threshold": 1e-3}}
 
 
 class TemplateSource(Protocol):
@@ -154,7 +159,8 @@ class PartInspector:
         if rules is None or len(rules):
             from cosarad_ros.core.cad.rules import RuleBasedInspector
 
-            self.rules = RuleBasedInspector(rules)
+            self.rules = RuleBasedInspector(CELL_RULES if rules is None else rules)
+        self._hole_allowances: dict = {}
         self._lock = threading.Lock()
 
     def known(self, part_type: str) -> bool:
@@ -201,10 +207,18 @@ class PartInspector:
         deviation, as the rules report them)."""
         if self.rules is None:
             return ()
-        model = next((src.model(part_type) for src in self.sources if src.has(part_type)), None)
-        if model is None:
+        src = next((s for s in self.sources if s.has(part_type) and s.model(part_type) is not None), None)
+        if src is None:
             return ()
-        report = self.rules.inspect(reg, model)
+        model = src.model(part_type)
+        with self._lock:
+            allowances = self._hole_allowances.get(part_type)
+            if allowances is None and model.holes:
+                from cosarad_ros.core.cad.rules import hole_allowances
+
+                allowances = self._hole_allowances[part_type] = hole_allowances(
+                    self.rules, src.templates(part_type), model)
+        report = self.rules.inspect(reg, model, allowances=allowances)
         return tuple(DefectSummary(f.type, tuple(map(float, f.centroid)), tuple(map(float, f.extent)),
                                    float(f.score) * 1e3, int(f.point_count)) for f in report.defects)
 

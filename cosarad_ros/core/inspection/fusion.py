@@ -14,11 +14,15 @@ import numpy as np
 
 from cosarad_ros.core.geometry import as_transform
 
-__all__ = ["fuse_scans", "envelope_mesh", "part_envelope", "DEFAULT_ROI", "LOCATE_BOX"]
+__all__ = ["fuse_scans", "envelope_mesh", "part_envelope", "DEFAULT_ROI", "LOCATE_BOX", "CELL_VOXEL"]
 
 #: part-frame box kept around the part [m]: 30 cm square, from 1.5 mm above the support (3-5 sigma of
 #: the depth noise, so the fixture top stays out) up to 30 cm
 DEFAULT_ROI = ((-0.15, -0.15, 0.0015), (0.15, 0.15, 0.30))
+#: voxel edge of the cell's fused clouds [m]: the templates, the inspection manager and the
+#: in-process cell fuse alike. About two pixels of the sensor at its working distance, so a fused
+#: point still averages the views' noise while hole rims and narrow defects keep their shape.
+CELL_VOXEL = 0.00075
 #: what the views that locate a part of unknown type look at: a plate over the fixture area
 #: (part frame, metres), seen from above
 LOCATE_BOX = ((-0.10, -0.10, 0.0), (0.10, 0.10, 0.005))

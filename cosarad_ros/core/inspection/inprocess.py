@@ -150,9 +150,9 @@ class InProcessCell:
         return ViewScan(np.asarray(frame.points, dtype=np.float64), np.asarray(frame.sensor_pose, dtype=np.float64))
 
     def fuse(self, scans: list[ViewScan]) -> np.ndarray:
-        from .fusion import DEFAULT_ROI, fuse_scans
+        from .fusion import CELL_VOXEL, DEFAULT_ROI, fuse_scans
 
-        return fuse_scans(scans, part_pose=self.part_pose, voxel_size=0.0015, roi=DEFAULT_ROI)
+        return fuse_scans(scans, part_pose=self.part_pose, voxel_size=CELL_VOXEL, roi=DEFAULT_ROI)
 
     def classify(self, points: np.ndarray) -> Classified:
         self.library.reload()

@@ -36,7 +36,7 @@ def cell_sensor_options(cell=None, **overrides) -> dict:
 
 
 def simulate_templates(mesh, n_templates: int = 4, seed: int = 0, *, cell=None, sensor: Mapping | None = None,
-                       plan: object | None = None, voxel_size: float | None = 0.0015,
+                       plan: object | None = None, voxel_size: float | None = None,
                        max_views: int = 0) -> list[np.ndarray]:
     """Simulated multi-view scans of a CAD model, fused in the part frame.
 
@@ -47,7 +47,7 @@ def simulate_templates(mesh, n_templates: int = 4, seed: int = 0, *, cell=None, 
         cell: ``CellModel`` (default: ``CellModel.default()``).
         sensor: simulated-sensor options (``make_sensor`` keys); default :func:`cell_sensor_options`.
         plan: a ``ViewPlan`` to reuse; None: plan the views here.
-        voxel_size: fusion voxel [m].
+        voxel_size: fusion voxel [m] (default the cell's, :data:`~.fusion.CELL_VOXEL`).
         max_views: cap on planned views (0: none).
 
     Returns:
@@ -56,7 +56,7 @@ def simulate_templates(mesh, n_templates: int = 4, seed: int = 0, *, cell=None, 
     Raises:
         ValueError: bad mesh, unreachable part, or a scan that sees nothing.
     """
-    from cosarad_ros.core.inspection.fusion import fuse_scans
+    from cosarad_ros.core.inspection.fusion import CELL_VOXEL, fuse_scans
     from cosarad_ros.core.inspection.pipeline import ViewScan
     from cosarad_ros.core.planning import CellModel, plan_views
     from cosarad_ros.core.sensors import SimulatedScene, make_sensor
@@ -81,7 +81,7 @@ def simulate_templates(mesh, n_templates: int = 4, seed: int = 0, *, cell=None, 
                 scans.append(ViewScan(np.asarray(frame.points, np.float64), np.asarray(frame.sensor_pose)))
         finally:
             sim.close()
-        out.append(fuse_scans(scans, part_pose=plan.views[0].part_pose, voxel_size=voxel_size))
+        out.append(fuse_scans(scans, part_pose=plan.views[0].part_pose, voxel_size=voxel_size or CELL_VOXEL))
     return out
 
 
