@@ -181,3 +181,35 @@ def test_finding_at_the_far_opening_of_an_unmeasured_through_hole_is_that_hole()
                                              np.nan, True)]
     out = RuleBasedInspector._attribute_to_holes(ctx, [dent(np.arange(40))])
     assert [f.type for f in out] == ["dent"]
+
+
+def test_hole_allowances_widen_the_tolerance_by_what_good_scans_show(plate):
+    """A hole the good scans measure well keeps (nearly) the paper's tolerance; a hole the good
+    scans do not see is not judged at all; a moved hole beyond the widened tolerance is still
+    found."""
+    from cosarad_ros.core.cad.rules import hole_allowances
+
+    part, model = plate
+    insp = RuleBasedInspector(TUNED_RULES)
+    goods = []
+    for seed in (10, 11, 12):
+        pts, _, T, _ = defective_sample(part, "none", np.random.default_rng(seed), points_per_view=6000)
+        al = BoxIcpAligner().align(pts, box_features(pts), model)
+        goods.append(pts @ al.transform[:3, :3].T + al.transform[:3, 3])
+    allow = hole_allowances(insp, goods, model)
+    assert set(allow) == {h.name for h in model.holes}
+    seen = [v for v in allow.values() if np.isfinite(v[0])]
+    assert seen and all(2.5e-4 <= p < 4e-4 and 2.5e-4 <= d < 4e-4 for p, d in seen)
+
+    # a hole hidden from the good scans (the points around hole 0 removed) is never judged
+    h0 = model.holes[0]
+    hidden = [g[np.linalg.norm(g[:, :2] - h0.centre[:2], axis=1) > h0.diameter] for g in goods]
+    assert hole_allowances(insp, hidden, model)[h0.name] == (float("inf"), float("inf"))
+
+    pts, _, _, _ = defective_sample(part, "hole_position", np.random.default_rng(3), points_per_view=6000,
+                                    hole_index=0, offset=0.0012)
+    al = BoxIcpAligner().align(pts, box_features(pts), model)
+    widened = insp.inspect(pts, model, transform=al.transform, allowances=allow)
+    assert widened.of_type("hole_position")
+    assert not insp.inspect(pts, model, transform=al.transform,
+                            allowances={h.name: (0.002, 0.002) for h in model.holes}).of_type("hole_position")
