@@ -3,23 +3,27 @@
 Two interchangeable aligners behind one interface (chosen by a config string or dict, see
 :func:`make_aligner`):
 
-* ``"box_icp"`` (default): seeds from the pose-normalised box frames of scan and model (the
-  four half-turn ambiguities of a box, plus axis swaps when two extents are nearly equal),
-  screens the seeds by mean nearest-neighbour distance, then refines the best ones with Open3D
-  point-to-plane ICP (Chen and Medioni, "Object modelling by registration of multiple range
-  images", IVC 1992). Cheap, because the box gate already fixes the pose up to those symmetries.
+* ``"box_icp"`` (default), coarse to fine. Seeds come from the pose-normalised box frames of
+  scan and model (the four half turns of a box, axis swaps where two extents are nearly equal,
+  turns about the axis of a round part, and end shifts where a partial scan is shorter than the
+  model); :meth:`BoxIcpAligner.coarse` screens every seed by exact point-to-mesh distances of a
+  few scan points and refines the best few with Open3D point-to-plane ICP (Chen and Medioni,
+  "Object modelling by registration of multiple range images", IVC 1992) on a subset, which is
+  cheap enough to run on every candidate model; :meth:`BoxIcpAligner.refine` then refines the
+  best pose on more points (a fine turn search for round parts, a last Tukey-weighted step so a
+  deviating region does not pull the part off) for the few candidates that remain.
 * ``"registration"``: the project's general pipeline
   :func:`cosarad_ros.core.registration.register` (global FPFH + RANSAC and ICP), for scans
   whose box frame is unreliable.
 
-Both report the residual as the RMS of exact point-to-mesh distances of the aligned scan
-(Open3D ``RaycastingScene``), so the residual does not depend on how densely the CAD is sampled.
+Both report the residual from exact point-to-mesh distances of the aligned scan (Open3D
+``RaycastingScene``), so it does not depend on how densely the CAD is sampled.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -35,7 +39,8 @@ class Alignment:
 
     Attributes:
         transform: ``(4, 4)`` maps scan points into the model frame.
-        rmse: RMS point-to-mesh distance of the aligned scan [m].
+        rmse: RMS point-to-mesh distance of the aligned scan [m], each distance capped at
+            ``3 * inlier_distance`` (a stray point counts as a miss, not as its distance).
         fitness: share of scan points within ``inlier_distance`` of the mesh.
         median: median point-to-mesh distance [m].
     """
@@ -48,17 +53,21 @@ class Alignment:
 
 def residuals(model, points: np.ndarray, transform: np.ndarray, inlier_distance: float,
               trim: float = 0.0) -> tuple[float, float, float]:
-    """``(rmse, fitness, median)`` of ``points`` moved by ``transform`` onto ``model``'s mesh.
+    """``(rmse, fitness, median)`` of ``points`` ``(N, 3)`` moved by ``transform`` onto ``model``'s mesh.
 
-    ``rmse`` is the RMS of the ``1 - trim`` closest points (``trim > 0`` gives a trimmed RMS that
-    ignores stray sensor points, but also hides small features such as a missing hole, so the
-    default keeps every point), ``fitness`` the share within ``inlier_distance``.
+    ``rmse`` is the RMS of the ``1 - trim`` closest points, each distance capped at
+    ``3 * inlier_distance``; ``fitness`` the share within ``inlier_distance``.
     """
     moved = points @ transform[:3, :3].T + transform[:3, 3]
-    d = np.sort(model.distance(moved))
+    return _summary(model.distance(moved), inlier_distance, trim)
+
+
+def _summary(d: np.ndarray, inlier_distance: float, trim: float = 0.0) -> tuple[float, float, float]:
+    """``(rmse, fitness, median)`` of point-to-mesh distances ``d`` ``(N,)`` (see :func:`residuals`)."""
+    d = np.sort(d)
     keep = max(1, int(np.ceil(len(d) * (1.0 - trim))))
-    return (float(np.sqrt(np.mean(d[:keep] ** 2))), float(np.mean(d <= inlier_distance)),
-            float(np.median(d)))
+    capped = np.minimum(d[:keep], 3.0 * inlier_distance)
+    return (float(np.sqrt(np.mean(capped ** 2))), float(np.mean(d <= inlier_distance)), float(np.median(d)))
 
 
 class Aligner(ABC):
@@ -74,9 +83,9 @@ class Aligner(ABC):
 def _o3d_cloud(points, normals=None):
     import open3d as o3d
 
-    pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.asarray(points, dtype=np.float64)))
+    pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.array(points, dtype=np.float64)))
     if normals is not None:
-        pcd.normals = o3d.utility.Vector3dVector(np.asarray(normals, dtype=np.float64))
+        pcd.normals = o3d.utility.Vector3dVector(np.array(normals, dtype=np.float64))
     return pcd
 
 
@@ -91,38 +100,43 @@ def _subset(points: np.ndarray, n: int, seed: int) -> np.ndarray:
     return points[np.random.default_rng(seed).choice(len(points), n, replace=False)]
 
 
+def _moved(points: np.ndarray, T: np.ndarray) -> np.ndarray:
+    return points @ T[:3, :3].T + T[:3, 3]
+
+
 class BoxIcpAligner(Aligner):
-    """Box-frame seeds + point-to-plane ICP.
+    """Box-frame seeds + point-to-plane ICP, coarse (:meth:`coarse`) then fine (:meth:`refine`).
 
     Args:
-        model_points: surface samples of the CAD model used as ICP target.
-        icp_points: scan points (random subset) used by ICP.
-        residual_points: scan points (random subset) of the residual.
-        screen_points: scan points used to screen the seeds (half of them for all seeds, all of
-            them for the best ``3 * keep_seeds``).
-        keep_seeds: seeds refined by ICP after screening.
-        shift_threshold: when the scan's box is shorter than the model's by more than twice this
+        model_points: CAD surface samples used as ICP target.
+        icp_points: scan points (random subset) of the coarse ICP.
+        residual_points: scan points (random subset) of the fine ICP and the residual.
+        screen_points: scan points that screen the seeds.
+        keep_seeds: seeds refined by the coarse ICP after screening.
+        shift_threshold: where the scan's box is shorter than the model's by more than twice this
             [m] on an axis (a partial scan), seeds also put the scan at either end of that axis.
-        spin_step_deg: when two model extents are within ``swap_tolerance`` (a round part),
-            seeds also turn about the third axis in these steps (0 = off).
-        robust_kernel: Tukey width [m] of a last robust ICP step (``None`` = off).
-        swap_tolerance: extents closer than this [m] also try the axis swap between them;
-            ``None``: 2 % of the longest extent.
-        coarse_distance: ICP correspondence distance of the first stage [m]; ``None``: 5 % of the
-            model diagonal.
-        fine_distance: ICP correspondence distance of the second stage [m]; ``None``: 1 % of the
-            model diagonal (at least 1 mm).
+        spin_step_deg: when two model extents are within 2 % of the longest (a round part),
+            seeds also turn about the third axis in these steps, and :meth:`refine` searches the
+            whole turn in 3-degree, then 0.5-degree steps (0 = off).
+        robust_kernel: Tukey width [m] of the last ICP step (``None`` = off).
+        swap_tolerance: scan extents that, swapped, are within this [m] of the model's also try
+            that axis swap; ``None``: 15 % of each model extent plus 3.5 mm (a partial scan falls
+            short, see the classifier's box gate).
+        coarse_distance: ICP correspondence distance of the first stage [m]; ``None``: 6 % of the
+            model diagonal (at least 4 mm).
+        fine_distance: ICP correspondence distance of the later stages [m]; ``None``: 1 % of the
+            model diagonal (at least 1.5 mm).
         iterations: ICP iterations per stage.
-        inlier_distance: distance for ``fitness`` [m].
+        inlier_distance: distance for ``fitness`` [m]; distances are capped at three times this.
         trim: share of farthest points left out of the residual RMS.
         seed: sampling seed.
     """
 
     name = "box_icp"
 
-    def __init__(self, *, model_points: int = 6000, icp_points: int = 3000, residual_points: int = 20000,
-                 screen_points: int = 1000, keep_seeds: int = 4, shift_threshold: float = 0.001,
-                 spin_step_deg: float = 5.0, robust_kernel: float | None = 0.0003,
+    def __init__(self, *, model_points: int = 4000, icp_points: int = 1000, residual_points: int = 4000,
+                 screen_points: int = 120, keep_seeds: int = 4, shift_threshold: float = 0.0015,
+                 spin_step_deg: float = 10.0, robust_kernel: float | None = 0.001,
                  swap_tolerance: float | None = None, coarse_distance: float | None = None,
                  fine_distance: float | None = None, iterations: int = 30, inlier_distance: float = 0.001,
                  trim: float = 0.0, seed: int = 0):
@@ -132,6 +146,10 @@ class BoxIcpAligner(Aligner):
             raise ValueError(f"box_icp: inlier_distance must be > 0, got {inlier_distance}")
         if icp_points < 50 or residual_points < 50:
             raise ValueError("box_icp: icp_points and residual_points must be >= 50")
+        if robust_kernel is not None and robust_kernel <= 0:
+            raise ValueError(f"box_icp: robust_kernel must be > 0 or None, got {robust_kernel}")
+        if not 0.0 <= trim < 0.5:
+            raise ValueError(f"box_icp: trim must be in [0, 0.5), got {trim}")
         self.model_points = int(model_points)
         self.icp_points = int(icp_points)
         self.residual_points = int(residual_points)
@@ -139,18 +157,21 @@ class BoxIcpAligner(Aligner):
         self.keep_seeds = int(keep_seeds)
         self.shift_threshold = float(shift_threshold)
         self.spin_step_deg = float(spin_step_deg)
-        if robust_kernel is not None and robust_kernel <= 0:
-            raise ValueError(f"box_icp: robust_kernel must be > 0 or None, got {robust_kernel}")
         self.robust_kernel = robust_kernel
         self.swap_tolerance = swap_tolerance
         self.coarse_distance = coarse_distance
         self.fine_distance = fine_distance
         self.iterations = int(iterations)
         self.inlier_distance = float(inlier_distance)
-        if not 0.0 <= trim < 0.5:
-            raise ValueError(f"box_icp: trim must be in [0, 0.5), got {trim}")
         self.trim = float(trim)
         self.seed = int(seed)
+
+    # ------------------------------------------------------------------------------------------
+    def _swap_tol(self, model_box: BoxFeatures) -> np.ndarray | float:
+        if self.swap_tolerance is not None:
+            return float(self.swap_tolerance)
+        # a partial scan's extent may fall short by as much as the classifier's gate admits
+        return 0.15 * model_box.dimensions + 0.0035
 
     @staticmethod
     def _free_axis(model_box: BoxFeatures, tol: float) -> int | None:
@@ -161,101 +182,168 @@ class BoxIcpAligner(Aligner):
                 return free
         return None
 
-    def seeds(self, scan_box: BoxFeatures, model) -> list[np.ndarray]:
+    def seeds(self, scan_box: BoxFeatures, model_box: BoxFeatures) -> list[np.ndarray]:
         """Initial scan -> model transforms ``(4, 4)`` from the two box frames."""
-        mb = model.box
-        tol = 0.02 * float(mb.dimensions.max()) if self.swap_tolerance is None else self.swap_tolerance
-        rots = box_symmetry_rotations(scan_box.dimensions, mb.dimensions, tolerance=tol)
-        inv_scan = np.linalg.inv(scan_box.frame)
+        return self._seed_set(scan_box, model_box)[0]
+
+    def _seed_set(self, scan_box: BoxFeatures, model_box: BoxFeatures) -> tuple[list[np.ndarray], list[int]]:
+        """Seeds and the index of the box rotation (half turn / swap) each one comes from."""
+        mb = model_box
+        tol = self._swap_tol(mb)
+        free = self._free_axis(mb, 0.02 * float(mb.dimensions.max()))
+        spins = [np.eye(3)]
+        if free is not None and self.spin_step_deg > 0:
+            # a round part turns freely about its axis: the turns replace the axis swaps
+            rots = box_symmetry_rotations(scan_box.dimensions, mb.dimensions, tolerance=0.0)
+            axis = np.eye(3)[free]
+            spins += [_axis_rotation(axis, np.deg2rad(a)) for a in np.arange(self.spin_step_deg, 180.0,
+                                                                              self.spin_step_deg)]
+        else:
+            rots = box_symmetry_rotations(scan_box.dimensions, mb.dimensions, tolerance=tol)
         # a scan that falls short of the model's extent may lie at either end of that axis
         short = np.maximum(mb.dimensions - scan_box.dimensions, 0.0) / 2.0
-        shifts = [np.array(t) for t in np.stack(np.meshgrid(*[
-            [0.0] if sh <= self.shift_threshold else [0.0, -sh, sh] for sh in short], indexing="ij"), -1).reshape(-1, 3)]
-        # a round cross-section (two nearly equal extents) leaves the turn about the third axis
-        # free: add turns in steps of `spin_step_deg`
-        spins = [np.eye(3)]
-        free = self._free_axis(mb, tol)
-        if free is not None and self.spin_step_deg > 0:
-            axis = np.eye(3)[free]
-            spins += [_axis_rotation(axis, np.deg2rad(a)) for a in np.arange(self.spin_step_deg, 360.0,
-                                                                              self.spin_step_deg)]
-        rots = [S @ R for R in rots for S in spins]
-        out = []
-        for R in rots:
-            for t in shifts:
-                M = np.eye(4)
-                M[:3, :3] = R
-                M[:3, 3] = t
-                out.append(mb.frame @ M @ inv_scan)
-        return out
+        shifts = np.stack(np.meshgrid(*[[0.0] if sh <= self.shift_threshold else [0.0, -sh, sh] for sh in short],
+                                      indexing="ij"), -1).reshape(-1, 3)
+        inv_scan = np.linalg.inv(scan_box.frame)
+        out, cls = [], []
+        for k, R in enumerate(rots):
+            for S in spins:
+                for t in shifts:
+                    M = np.eye(4)
+                    M[:3, :3] = S @ R
+                    M[:3, 3] = t
+                    out.append(mb.frame @ M @ inv_scan)
+                    cls.append(k)
+        return out, cls
 
-    def align(self, points: np.ndarray, scan_box: BoxFeatures, model) -> Alignment:
+    def _distances(self, model, model_box: BoxFeatures) -> tuple[float, float]:
+        diag = float(np.linalg.norm(model_box.dimensions))
+        coarse = max(0.06 * diag, 0.004) if self.coarse_distance is None else float(self.coarse_distance)
+        fine = max(0.01 * diag, 0.0015) if self.fine_distance is None else float(self.fine_distance)
+        return coarse, fine
+
+    def _target(self, model, reference=None):
+        if reference is not None:
+            return _o3d_cloud(reference.points, reference.normals)
+        return _o3d_cloud(*model.sample(self.model_points, seed=self.seed))
+
+    def _capped_cost(self, model, pts: np.ndarray, T: np.ndarray) -> float:
+        d = np.minimum(model.distance(_moved(pts, T)), 3.0 * self.inlier_distance)
+        return float(np.mean(d ** 2))
+
+    def coarse(self, points: np.ndarray, scan_boxes: Sequence[BoxFeatures], model, reference=None,
+               model_box: BoxFeatures | None = None) -> tuple[np.ndarray, float]:
+        """Best pose from the box seeds of every scan box hypothesis: screened on
+        ``screen_points``, the best ``keep_seeds`` refined by ICP on ``icp_points``.
+
+        Args:
+            points: ``(N, 3)`` scan.
+            scan_boxes: the scan's box hypotheses (:func:`~.features.box_hypotheses`).
+            model: ``CadModel``.
+            reference: its :class:`~.reference.ModelReference` (ICP target), or ``None``.
+            model_box: the model's box (default ``model.box``).
+
+        Returns:
+            ``(transform (4, 4) scan -> model, cost)``: the mean squared capped point-to-mesh
+            distance of the ICP subset [m^2].
+        """
         import open3d as o3d
 
-        mpts, mnrm = model.sample(self.model_points, seed=self.seed)
+        mb = model.box if model_box is None else model_box
+        seeds = [T for b in scan_boxes for T in self._seed_set(b, mb)[0]]
+        # the class of a seed: the signed permutation nearest to its rotation between the model's
+        # box axes and the first scan box's axes (for a round part only where its axis comes
+        # from), so the seeds of every box hypothesis that mean the same turn share a class
+        free = self._free_axis(mb, 0.02 * float(mb.dimensions.max()))
+        B0, Bm = scan_boxes[0].frame[:3, :3], mb.frame[:3, :3]
+        cls = []
+        for T in seeds:
+            Q = Bm.T @ T[:3, :3] @ B0
+            rows = range(3) if free is None else (free,)
+            cls.append(tuple((int(np.argmax(np.abs(Q[r]))), bool(Q[r, np.argmax(np.abs(Q[r]))] > 0)) for r in rows))
         sub = _subset(points, self.screen_points, self.seed)
+        moved = np.concatenate([_moved(sub, T) for T in seeds])
+        d = np.minimum(model.distance(moved).reshape(len(seeds), len(sub)), 3.0 * self.inlier_distance)
+        cost = np.mean(d ** 2, axis=1)
+        # the best seed of each box rotation, best first: a flat part turned upside down can
+        # screen nearly as well as upright, so every rotation keeps its own best shift / turn
+        best: dict = {}
+        for i in np.argsort(cost):
+            best.setdefault(cls[i], int(i))
+        order = list(best.values())[: self.keep_seeds]
         icp_pts = _subset(points, self.icp_points, self.seed)
-        res_pts = _subset(points, self.residual_points, self.seed)
-        seeds = self.seeds(scan_box, model)
-        # screen by the RMS of exact point-to-mesh distances (small features such as the bolt
-        # holes of a round flange decide between seeds; nearest CAD samples would blur them):
-        # all seeds on a few points, the best ones again on more points
-        order = np.arange(len(seeds))
-        for n_pts, keep in ((max(self.screen_points // 2, 50), 3 * self.keep_seeds), (self.screen_points, self.keep_seeds)):
-            pts = sub[:n_pts]
-            moved = np.concatenate([pts @ seeds[i][:3, :3].T + seeds[i][:3, 3] for i in order])
-            d = model.distance(moved).reshape(len(order), len(pts))
-            order = order[np.argsort(np.sqrt(np.mean(d ** 2, axis=1)))[:keep]]
-
-        diag = float(np.linalg.norm(model.box.dimensions))
-        coarse = 0.05 * diag if self.coarse_distance is None else self.coarse_distance
-        fine = max(0.01 * diag, 0.001) if self.fine_distance is None else self.fine_distance
-        src = _o3d_cloud(icp_pts)
-        tgt = _o3d_cloud(mpts, mnrm)
-        est = o3d.pipelines.registration.TransformationEstimationPointToPlane()
-        crit = o3d.pipelines.registration.ICPConvergenceCriteria(max_iteration=self.iterations)
-        best_T, best_cost = None, np.inf
+        src, tgt = _o3d_cloud(icp_pts), self._target(model, reference)
+        coarse, fine = self._distances(model, mb)
+        reg = o3d.pipelines.registration
+        est = reg.TransformationEstimationPointToPlane()
+        crit = reg.ICPConvergenceCriteria(max_iteration=self.iterations)
+        first = []
         for i in order:
-            T = seeds[i]
-            for dist in (coarse, fine):
-                T = o3d.pipelines.registration.registration_icp(src, tgt, dist, T, est, crit).transformation
-            T = np.asarray(T)
-            cost = residuals(model, icp_pts, T, self.inlier_distance, self.trim)[0]
+            T = np.asarray(reg.registration_icp(src, tgt, coarse, seeds[int(i)], est, crit).transformation)
+            first.append((self._capped_cost(model, icp_pts, T), T))
+        first.sort(key=lambda r: r[0])
+        best_T, best_cost = first[0][1], first[0][0]
+        for cost0, T in first:
+            if cost0 > 2.0 * first[0][0]:  # the fine stage only for poses near the best (RMS within 1.4x)
+                break
+            T = np.asarray(reg.registration_icp(src, tgt, fine, T, est, crit).transformation)
+            cost = self._capped_cost(model, icp_pts, T)
             if cost < best_cost:
                 best_T, best_cost = T, cost
-        mb = model.box
-        tol = 0.02 * float(mb.dimensions.max()) if self.swap_tolerance is None else self.swap_tolerance
-        free = self._free_axis(mb, tol)
+        return best_T, best_cost
+
+    def refine(self, points: np.ndarray, transform: np.ndarray, model, reference=None,
+               model_box: BoxFeatures | None = None) -> Alignment:
+        """Refine a coarse pose on ``residual_points`` scan points and measure the residual.
+
+        A round part (two equal box extents) hardly turns under ICP about its axis (only small
+        features such as bolt holes resist), so the turn is first searched all around, in
+        3-degree and then 0.5-degree steps, on a few hundred points. A last Tukey-weighted ICP step (Zhang, IVC 1997) is kept when it
+        fits the median better, so that a deviating region (a moved bore, a dent) does not pull
+        the part off.
+
+        Returns:
+            :class:`Alignment`.
+        """
+        import open3d as o3d
+
+        mb = model.box if model_box is None else model_box
+        pts = _subset(points, self.residual_points, self.seed)
+        src, tgt = _o3d_cloud(pts), self._target(model, reference)
+        _, fine = self._distances(model, mb)
+        reg = o3d.pipelines.registration
+        est = reg.TransformationEstimationPointToPlane()
+        crit = reg.ICPConvergenceCriteria(max_iteration=self.iterations)
+        T = np.asarray(transform, dtype=np.float64)
+        free = self._free_axis(mb, 0.02 * float(mb.dimensions.max()))
         if free is not None and self.spin_step_deg > 0:
-            # round part: ICP hardly turns it about its axis (only small features such as bolt
-            # holes resist), so search the turn finely around the result, then refine again
             axis = mb.frame[:3, :3] @ np.eye(3)[free]
             centre = mb.frame[:3, 3]
-            half = self.spin_step_deg
-            cands = []
-            for a in np.linspace(-half, half, 21):
-                S = np.eye(4)
-                S[:3, :3] = _axis_rotation(axis, np.deg2rad(a))
-                S[:3, 3] = centre - S[:3, :3] @ centre
-                cands.append(S @ best_T)
-            moved = np.concatenate([icp_pts @ T[:3, :3].T + T[:3, 3] for T in cands])
-            d = model.distance(moved).reshape(len(cands), len(icp_pts))
-            T = cands[int(np.argmin(np.mean(d ** 2, axis=1)))]
-            T = np.asarray(o3d.pipelines.registration.registration_icp(src, tgt, fine, T, est, crit).transformation)
-            cost = residuals(model, icp_pts, T, self.inlier_distance, self.trim)[0]
-            if cost < best_cost:
-                best_T, best_cost = T, cost
+            sub = _subset(points, max(self.screen_points, 400), self.seed)
+            for angles in (np.arange(-180.0, 180.0, 3.0), np.arange(-2.0, 2.01, 0.5)):
+                cands = []
+                for a in angles:
+                    S = np.eye(4)
+                    S[:3, :3] = _axis_rotation(axis, np.deg2rad(a))
+                    S[:3, 3] = centre - S[:3, :3] @ centre
+                    cands.append(S @ T)
+                moved = np.concatenate([_moved(sub, C) for C in cands])
+                d = np.minimum(model.distance(moved).reshape(len(cands), len(sub)), 3.0 * self.inlier_distance)
+                T = cands[int(np.argmin(np.mean(d ** 2, axis=1)))]
+        T = np.asarray(reg.registration_icp(src, tgt, fine, T, est, crit).transformation)
+        d = model.distance(_moved(pts, T))
         if self.robust_kernel is not None:
-            # a final Tukey-weighted ICP (Zhang, IVC 1997) so that a deviating region (a moved bore,
-            # a large dent) does not pull the whole part off; kept when the median fits better
-            loss = o3d.pipelines.registration.TukeyLoss(k=self.robust_kernel)
-            est_r = o3d.pipelines.registration.TransformationEstimationPointToPlane(loss)
-            T = np.asarray(o3d.pipelines.registration.registration_icp(src, tgt, fine, best_T, est_r, crit).transformation)
-            if residuals(model, icp_pts, T, self.inlier_distance)[2] < residuals(model, icp_pts, best_T,
-                                                                                 self.inlier_distance)[2]:
-                best_T = T
-        rmse, fit, med = residuals(model, res_pts, best_T, self.inlier_distance, self.trim)
-        return Alignment(transform=best_T, rmse=rmse, fitness=fit, median=med)
+            est_r = reg.TransformationEstimationPointToPlane(reg.TukeyLoss(k=self.robust_kernel))
+            T_r = np.asarray(reg.registration_icp(src, tgt, fine, T, est_r, crit).transformation)
+            d_r = model.distance(_moved(pts, T_r))
+            if np.median(d_r) < np.median(d):
+                T, d = T_r, d_r
+        rmse, fit, med = _summary(d, self.inlier_distance, self.trim)
+        return Alignment(transform=T, rmse=rmse, fitness=fit, median=med)
+
+    def align(self, points: np.ndarray, scan_box: BoxFeatures, model) -> Alignment:
+        T, _ = self.coarse(points, [scan_box], model)
+        return self.refine(points, T, model)
 
 
 class RegistrationAligner(Aligner):
