@@ -30,7 +30,7 @@ import numpy as np
 from cosarad_ros.core.cad.features import BoxFeatures, box_symmetry_rotations
 
 __all__ = ["Alignment", "Aligner", "BoxIcpAligner", "RegistrationAligner", "ALIGNERS", "make_aligner",
-           "residuals"]
+           "residuals", "coverage"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,19 @@ def _summary(d: np.ndarray, inlier_distance: float, trim: float = 0.0) -> tuple[
     return (float(np.sqrt(np.mean(capped ** 2))), float(np.mean(d <= inlier_distance)), float(np.median(d)))
 
 
+def coverage(reference, scan_tree, transform: np.ndarray, distance: float) -> float:
+    """Share of a model's surface seen from above (``reference.visible_points``, model frame)
+    that has a scan point within ``distance`` [m] once the scan is moved by ``transform``
+    (scan -> model); ``scan_tree`` is a ``scipy.spatial.cKDTree`` of the scan. 1 when the model
+    has no such surface."""
+    vis = reference.visible_points
+    if len(vis) == 0:
+        return 1.0
+    inv = np.linalg.inv(transform)
+    d, _ = scan_tree.query(vis @ inv[:3, :3].T + inv[:3, 3], distance_upper_bound=distance)
+    return float(np.mean(np.isfinite(d)))
+
+
 class Aligner(ABC):
     """Interface: ``align(points, scan_box, model) -> Alignment``."""
 
@@ -100,6 +113,15 @@ def _subset(points: np.ndarray, n: int, seed: int) -> np.ndarray:
     return points[np.random.default_rng(seed).choice(len(points), n, replace=False)]
 
 
+def _criteria(iterations: int):
+    """ICP stopping rule: ``iterations`` at most, or a relative change below 1e-4 (the residual
+    is then steady to a micrometre on these parts; Open3D's 1e-6 default runs to the limit)."""
+    import open3d as o3d
+
+    return o3d.pipelines.registration.ICPConvergenceCriteria(relative_fitness=1e-4, relative_rmse=1e-4,
+                                                             max_iteration=iterations)
+
+
 def _moved(points: np.ndarray, T: np.ndarray) -> np.ndarray:
     return points @ T[:3, :3].T + T[:3, 3]
 
@@ -112,7 +134,8 @@ class BoxIcpAligner(Aligner):
         icp_points: scan points (random subset) of the coarse ICP.
         residual_points: scan points (random subset) of the fine ICP and the residual.
         screen_points: scan points that screen the seeds.
-        keep_seeds: seeds refined by the coarse ICP after screening.
+        keep_seeds: seeds refined by the coarse ICP after screening (the best of each box
+            rotation first, then the second best of each).
         shift_threshold: where the scan's box is shorter than the model's by more than twice this
             [m] on an axis (a partial scan), seeds also put the scan at either end of that axis.
         spin_step_deg: when two model extents are within 2 % of the longest (a round part),
@@ -134,8 +157,8 @@ class BoxIcpAligner(Aligner):
 
     name = "box_icp"
 
-    def __init__(self, *, model_points: int = 4000, icp_points: int = 1000, residual_points: int = 4000,
-                 screen_points: int = 120, keep_seeds: int = 4, shift_threshold: float = 0.0015,
+    def __init__(self, *, model_points: int = 4000, icp_points: int = 1000, residual_points: int = 3000,
+                 screen_points: int = 120, keep_seeds: int = 6, shift_threshold: float = 0.0015,
                  spin_step_deg: float = 10.0, robust_kernel: float | None = 0.001,
                  swap_tolerance: float | None = None, coarse_distance: float | None = None,
                  fine_distance: float | None = None, iterations: int = 30, inlier_distance: float = 0.001,
@@ -232,16 +255,23 @@ class BoxIcpAligner(Aligner):
         return float(np.mean(d ** 2))
 
     def coarse(self, points: np.ndarray, scan_boxes: Sequence[BoxFeatures], model, reference=None,
-               model_box: BoxFeatures | None = None) -> tuple[np.ndarray, float]:
+               model_box: BoxFeatures | None = None, scan_tree=None) -> tuple[np.ndarray, float]:
         """Best pose from the box seeds of every scan box hypothesis: screened on
         ``screen_points``, the best ``keep_seeds`` refined by ICP on ``icp_points``.
+
+        With a ``reference``, the poses are compared in both directions: the residual of the
+        scan, and the share of the model surface seen from above that the scan leaves
+        uncovered (:func:`coverage`), which tells an upright part from one turned over (a block
+        turned over fits its scan as well, but puts the scan on the unseen underside).
 
         Args:
             points: ``(N, 3)`` scan.
             scan_boxes: the scan's box hypotheses (:func:`~.features.box_hypotheses`).
             model: ``CadModel``.
-            reference: its :class:`~.reference.ModelReference` (ICP target), or ``None``.
+            reference: its :class:`~.reference.ModelReference` (ICP target, surface seen from
+                above), or ``None`` (samples of the model, one-sided comparison).
             model_box: the model's box (default ``model.box``).
+            scan_tree: ``scipy.spatial.cKDTree`` of ``points`` (built when needed).
 
         Returns:
             ``(transform (4, 4) scan -> model, cost)``: the mean squared capped point-to-mesh
@@ -265,31 +295,49 @@ class BoxIcpAligner(Aligner):
         moved = np.concatenate([_moved(sub, T) for T in seeds])
         d = np.minimum(model.distance(moved).reshape(len(seeds), len(sub)), 3.0 * self.inlier_distance)
         cost = np.mean(d ** 2, axis=1)
-        # the best seed of each box rotation, best first: a flat part turned upside down can
-        # screen nearly as well as upright, so every rotation keeps its own best shift / turn
-        best: dict = {}
+        # round robin over the box rotations, best first: a flat part turned upside down can
+        # screen nearly as well as upright, so every rotation keeps its best shift / turn, then
+        # its second best (a thin part's scan can sit in a local minimum a shift away)
+        ranked: dict = {}
         for i in np.argsort(cost):
-            best.setdefault(cls[i], int(i))
-        order = list(best.values())[: self.keep_seeds]
+            ranked.setdefault(cls[i], []).append(int(i))
+        order = [r[j] for j in range(2) for r in ranked.values() if len(r) > j][: self.keep_seeds]
         icp_pts = _subset(points, self.icp_points, self.seed)
         src, tgt = _o3d_cloud(icp_pts), self._target(model, reference)
         coarse, fine = self._distances(model, mb)
         reg = o3d.pipelines.registration
         est = reg.TransformationEstimationPointToPlane()
-        crit = reg.ICPConvergenceCriteria(max_iteration=self.iterations)
+        crit = _criteria(self.iterations)
+        if reference is not None and scan_tree is None:
+            from scipy.spatial import cKDTree
+
+            scan_tree = cKDTree(points)
+        cap2 = (3.0 * self.inlier_distance) ** 2
+
+        def rank(T: np.ndarray, pts: np.ndarray) -> tuple[float, float]:
+            # an uncovered share of the surface seen from above counts as that share of points
+            # at the capped distance
+            cost = self._capped_cost(model, pts, T)
+            if reference is None:
+                return cost, cost
+            return cost + cap2 * (1.0 - coverage(reference, scan_tree, T, 3.0 * self.inlier_distance)), cost
+
+        # the first stage on half of the points: it only has to find the basin
+        half = icp_pts[: max(len(icp_pts) // 2, 50)]
+        src_half = _o3d_cloud(half)
         first = []
         for i in order:
-            T = np.asarray(reg.registration_icp(src, tgt, coarse, seeds[int(i)], est, crit).transformation)
-            first.append((self._capped_cost(model, icp_pts, T), T))
+            T = np.asarray(reg.registration_icp(src_half, tgt, coarse, seeds[int(i)], est, crit).transformation)
+            first.append((rank(T, half)[0], T))
         first.sort(key=lambda r: r[0])
-        best_T, best_cost = first[0][1], first[0][0]
-        for cost0, T in first:
-            if cost0 > 2.0 * first[0][0]:  # the fine stage only for poses near the best (RMS within 1.4x)
+        best_T, best_cost, best_rank = first[0][1], np.inf, np.inf
+        for rank0, T in first[:2]:
+            if rank0 > 2.0 * first[0][0]:  # the fine stage only for poses near the best (RMS within 1.4x)
                 break
             T = np.asarray(reg.registration_icp(src, tgt, fine, T, est, crit).transformation)
-            cost = self._capped_cost(model, icp_pts, T)
-            if cost < best_cost:
-                best_T, best_cost = T, cost
+            r, cost = rank(T, icp_pts)
+            if r < best_rank:
+                best_T, best_cost, best_rank = T, cost, r
         return best_T, best_cost
 
     def refine(self, points: np.ndarray, transform: np.ndarray, model, reference=None,
@@ -313,7 +361,7 @@ class BoxIcpAligner(Aligner):
         _, fine = self._distances(model, mb)
         reg = o3d.pipelines.registration
         est = reg.TransformationEstimationPointToPlane()
-        crit = reg.ICPConvergenceCriteria(max_iteration=self.iterations)
+        crit = _criteria(self.iterations)
         T = np.asarray(transform, dtype=np.float64)
         free = self._free_axis(mb, 0.02 * float(mb.dimensions.max()))
         if free is not None and self.spin_step_deg > 0:

@@ -44,7 +44,7 @@ from typing import Mapping
 import numpy as np
 from scipy.spatial import cKDTree
 
-from cosarad_ros.core.cad.align import Aligner, Alignment, BoxIcpAligner, make_aligner
+from cosarad_ros.core.cad.align import Aligner, Alignment, BoxIcpAligner, coverage, make_aligner
 from cosarad_ros.core.cad.features import (POSE_METHODS, VOLUME_MODES, BoxFeatures, box_features, box_hypotheses,
                                            feature_similarity)
 from cosarad_ros.core.cad.library import CadLibrary, CadModel
@@ -319,12 +319,7 @@ class CadClassifier:
         return min(devs, key=lambda d: float(np.max(np.abs(d)))), ok
 
     def _coverage(self, model: CadModel, tree: cKDTree, transform: np.ndarray) -> float:
-        vis = self.reference(model).visible_points
-        if len(vis) == 0:
-            return 1.0
-        inv = np.linalg.inv(transform)
-        d, _ = tree.query(vis @ inv[:3, :3].T + inv[:3, 3], distance_upper_bound=self.coverage_distance)
-        return float(np.mean(np.isfinite(d)))
+        return coverage(self.reference(model), tree, transform, self.coverage_distance)
 
     def _explains(self, c: Candidate) -> bool:
         if c.registration_rmse < 0:
@@ -343,11 +338,13 @@ class CadClassifier:
             coarse = []
             for model, dev, boxes, sim in gated:
                 ref = self.reference(model)
-                T, cost = self.aligner.coarse(pts, boxes, model, ref, self.model_box(model))
+                T, cost = self.aligner.coarse(pts, boxes, model, ref, self.model_box(model), tree)
                 coarse.append((cost, model, dev, sim, T))
             coarse.sort(key=lambda r: r[0])
             for i, (cost, model, dev, sim, T) in enumerate(coarse):
-                if i < self.max_registrations:
+                # the fine stage for the best few, and only where the coarse residual is within
+                # 3x of the best one (a near-duplicate stays; another shape does not)
+                if i < self.max_registrations and cost <= 9.0 * coarse[0][0]:
                     ref = self.reference(model)
                     al = self.aligner.refine(pts, T, model, ref, self.model_box(model))
                     cov = self._coverage(model, tree, al.transform)

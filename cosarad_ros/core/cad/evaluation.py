@@ -25,7 +25,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from cosarad_ros.core.cad.align import BoxIcpAligner
-from cosarad_ros.core.cad.classifier import CadClassifier
+from cosarad_ros.core.cad.cell_scans import cell_catalogue, cell_scan
+from cosarad_ros.core.cad.classifier import UNKNOWN, CadClassifier
 from cosarad_ros.core.cad.features import box_features
 from cosarad_ros.core.cad.library import CadLibrary
 from cosarad_ros.core.cad.rules import detect_defects
@@ -40,6 +41,9 @@ __all__ = [
     "defective_sample",
     "macro_f1",
     "ClassificationScores",
+    "score_labels",
+    "benchmark_scans",
+    "classify_scans",
     "DefectScores",
     "classification_benchmark",
     "defect_benchmark",
@@ -89,86 +93,6 @@ def catalogue_library(folder, n_types: int = 36, *, seed: int = 0,
     return CadLibrary(folder), parts
 
 
-# the extent that makes a part "longer" (near-duplicates of the cell benchmark)
-_LENGTH_KEY = {"block": "length", "pocket_block": "length", "flange": "diameter", "bracket": "base_length",
-               "mold_insert": "length", "boss_plate": "length", "u_channel": "length"}
-
-
-def _low_params(family: str, p: dict, rng: np.random.Generator) -> dict:
-    """Parameters of a thin / low variant (5-15 mm high) of a family's random part [m]."""
-    mm = 1e-3
-    u = lambda lo, hi: round(float(rng.uniform(lo, hi)), 1) * mm  # noqa: E731
-    p = dict(p)
-    if family == "block":
-        p.update(height=u(5, 12), chamfer=min(p["chamfer"], 1e-3))
-    elif family == "pocket_block":
-        p.update(height=u(12, 15), chamfer=min(p["chamfer"], 1e-3))
-        p["pocket_depth"] = round(p["height"] * 0.4, 4)
-    elif family == "flange":
-        p.update(thickness=u(5, 8), hub_height=u(4, 6), chamfer=min(p["chamfer"], 1e-3))
-    elif family == "bracket":
-        p.update(thickness=u(4, 5), upright_height=u(12, 15), inner_fillet=u(2, 3))
-    elif family == "mold_insert":
-        p.update(shoulder_height=u(6, 7), core_height=u(6, 8), chamfer=min(p["chamfer"], 1e-3),
-                 cooling_diameter=u(2.5, 3))
-        p["cavity_depth"] = round(p["core_height"] * 0.4, 4)
-    elif family == "boss_plate":
-        p.update(thickness=u(5, 6), boss_height=u(5, 8), hole_depth=u(4, 6))
-    elif family == "u_channel":
-        p.update(height=u(12, 15), base=u(4, 5), wall=u(3, 4))
-    return p
-
-
-def cell_catalogue(n_base: int = 16, *, seed: int = 0, delta: float = 0.0015, low_share: float = 0.5,
-                   withheld: int = 0) -> tuple[list, list]:
-    """Part types for the cell-like classification benchmark.
-
-    ``n_base`` base types cycle through every procedural family (the later half, ``low_share``,
-    as thin / low variants 5-15 mm high: plates, flat brackets, low channels); each has a
-    near-duplicate ``"<name>_long"`` whose length (a flange's diameter) is ``delta`` longer.
-    ``withheld`` more types of random families and dimensions are drawn from another stream,
-    for the test that types missing from the library come back ``unknown``.
-
-    Returns:
-        ``(library parts (2 * n_base), withheld parts)``.
-    """
-    from cosarad_ros.core.data.parts import PART_FAMILIES, make_part
-
-    if n_base < 1 or withheld < 0:
-        raise ValueError(f"n_base must be >= 1 and withheld >= 0, got {n_base}, {withheld}")
-    fams = sorted(PART_FAMILIES)
-    rng = np.random.default_rng(seed)
-    n_low = int(round(n_base * low_share))
-
-    def draw(fam: str, name: str, low: bool, r: np.random.Generator):
-        for _ in range(20):  # CSG can reject an unlucky combination; draw again
-            params = PART_FAMILIES[fam].sample_params(r)
-            if low:
-                params = _low_params(fam, params, r)
-            try:
-                return make_part(fam, params, name=name)
-            except ValueError:
-                continue
-        raise ValueError(f"could not build a valid {fam} part")
-
-    base, parts = [], []
-    for i in range(n_base):
-        low = i >= n_base - n_low
-        fam = fams[i % len(fams)]
-        base.append(draw(fam, f"{fam}_{'low_' if low else ''}{i:02d}", low, rng))
-    for b in base:
-        params = dict(b.params)
-        key = _LENGTH_KEY[b.family]
-        params[key] = round(float(params[key]) + delta, 6)
-        if b.family == "flange":
-            params["bolt_circle"] = round((params["hub_diameter"] + params["diameter"]) / 2, 7)
-        parts += [b, make_part(b.family, params, name=f"{b.name}_long")]
-    r2 = np.random.default_rng([seed, 1])
-    held = [draw(fams[int(r2.integers(len(fams)))], f"withheld_{k:02d}", bool(r2.random() < low_share), r2)
-            for k in range(withheld)]
-    return parts, held
-
-
 def view_directions(rng: np.random.Generator, views: int = 4, elevation_deg=(35.0, 60.0)) -> np.ndarray:
     """``(views, 3)`` unit directions from the part towards the sensor, spread in azimuth and
     raised ``elevation_deg`` above the table (a cell scanning a part lying on a fixture)."""
@@ -204,75 +128,6 @@ def multi_view_scan(mesh, rng: np.random.Generator, *, views: int = 4, points_pe
     return P @ T[:3, :3].T + T[:3, 3], C, T
 
 
-def cell_scan(mesh, rng: np.random.Generator, *, views=(3, 5), elevation_deg=(30.0, 70.0), yaw: bool = True,
-              max_offset: float = 0.003, voxel_size: float = 0.0015, sensor: Mapping | None = None,
-              ) -> tuple[np.ndarray, np.ndarray]:
-    """A fused scan of ``mesh`` as the inspection cell takes it.
-
-    The part rests on the cell's fixture (:meth:`SimulatedScene.inspection_cell`), turned by a
-    random yaw about the vertical and shifted by up to ``max_offset`` on the fixture (as a real
-    part lies); the cell's simulated structured-light sensor
-    (:func:`~cosarad_ros.core.inspection.templates.cell_sensor_options`, depth noise 0.25 mm at
-    its working distance, occlusion by the projector, grazing-angle dropout) looks at it from
-    ``views`` (a count or ``(min, max)``) directions at random azimuths, ``elevation_deg`` above
-    the fixture plane; the views are fused in the nominal part frame as the cell fuses them
-    (:func:`~cosarad_ros.core.inspection.fusion.fuse_scans`: the lowest 1.5 mm above the fixture
-    are cut away, voxel ``voxel_size``). The underside is never seen.
-
-    Args:
-        mesh: the part (trimesh, metres, its own frame with the resting face at ``z = min``).
-        rng: random generator (yaw, offset, views, sensor noise seed).
-        views: number of views, or ``(min, max)`` inclusive.
-        elevation_deg: ``(min, max)`` elevation of each view [deg].
-        yaw: turn the part by a random yaw (``False``: the nominal pose of the simulated cell).
-        max_offset: largest shift of the part on the fixture [m].
-        voxel_size: fusion voxel [m].
-        sensor: simulated-sensor options (default: the cell's).
-
-    Returns:
-        ``(points (N, 3) in the nominal part frame, T (4, 4) scan -> model frame)``.
-    """
-    from cosarad_ros.core.inspection.fusion import fuse_scans
-    from cosarad_ros.core.inspection.pipeline import ViewScan
-    from cosarad_ros.core.inspection.templates import cell_sensor_options
-    from cosarad_ros.core.planning import CellModel
-    from cosarad_ros.core.sensors import SimulatedScene, default_viewpoint, make_sensor
-
-    lo, hi = np.asarray(mesh.bounds, dtype=np.float64)
-    n_views = int(views) if np.isscalar(views) else int(rng.integers(int(views[0]), int(views[1]) + 1))
-    if n_views < 1:
-        raise ValueError(f"views must be >= 1, got {views}")
-    # part -> nominal part frame: yaw about the vertical through the footprint centre, then the offset
-    a = float(rng.uniform(0.0, 2.0 * np.pi)) if yaw else 0.0
-    r = max_offset * np.sqrt(rng.uniform()) if max_offset > 0 else 0.0
-    phi = rng.uniform(0.0, 2.0 * np.pi)
-    c = np.array([(lo[0] + hi[0]) / 2.0, (lo[1] + hi[1]) / 2.0, -lo[2]])
-    place = np.eye(4)
-    place[:3, :3] = [[np.cos(a), -np.sin(a), 0.0], [np.sin(a), np.cos(a), 0.0], [0.0, 0.0, 1.0]]
-    place[:3, 3] = c * [1, 1, 0] + [r * np.cos(phi), r * np.sin(phi), c[2]] - place[:3, :3] @ (c * [1, 1, 0])
-    part_pose = CellModel.default().part_pose()
-    scene = SimulatedScene.inspection_cell()
-    world = part_pose @ place
-    scene.set_part(mesh, pose=world)
-    centre = world[:3, :3] @ ((lo + hi) / 2.0) + world[:3, 3]
-    opts = dict(sensor) if sensor is not None else cell_sensor_options()
-    sim = make_sensor({"type": "motioncam", **opts, "scene": scene, "seed": int(rng.integers(2 ** 31))})
-    sim.connect()
-    az0 = rng.uniform(0.0, 360.0)
-    scans = []
-    try:
-        for v in range(n_views):
-            az = az0 + 360.0 * v / n_views + rng.uniform(-15.0, 15.0)
-            pose = default_viewpoint(centre, sim.working_distance, elevation_deg=float(rng.uniform(*elevation_deg)),
-                                     azimuth_deg=float(az))
-            frame = sim.grab(pose)
-            scans.append(ViewScan(np.asarray(frame.points, np.float64), np.asarray(frame.sensor_pose)))
-    finally:
-        sim.close()
-    pts = fuse_scans(scans, part_pose=part_pose, voxel_size=voxel_size)
-    return pts, np.linalg.inv(place)
-
-
 def macro_f1(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> tuple[float, dict]:
     """Macro-averaged F1 over ``labels`` (predictions outside ``labels``, e.g. ``unknown``,
     are wrong answers); returns ``(macro F1, {label: F1})``."""
@@ -288,7 +143,18 @@ def macro_f1(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]
 
 @dataclass(frozen=True)
 class ClassificationScores:
-    """Classification benchmark result (see :func:`classification_benchmark`)."""
+    """Classification benchmark result (see :func:`classification_benchmark`, :func:`score_labels`).
+
+    Attributes:
+        accuracy: top-1 accuracy over the scans of library types.
+        macro_f1: macro F1 over the library types (``unknown`` counts as a wrong answer).
+        unknown_rate: share of scans of library types answered ``unknown``.
+        per_class_f1: library type -> F1.
+        y_true, y_pred: per scan (a withheld type's own name as truth).
+        seconds: time per classification.
+        scores: score [%] per scan.
+        correct_unknown_rate: share of scans of withheld types answered ``unknown`` (NaN: none).
+    """
 
     accuracy: float
     macro_f1: float
@@ -298,35 +164,92 @@ class ClassificationScores:
     y_pred: tuple[str, ...]
     seconds: tuple[float, ...] = field(repr=False)
     scores: tuple[float, ...] = field(repr=False)
+    correct_unknown_rate: float = float("nan")
 
     @property
     def median_seconds(self) -> float:
         return float(np.median(self.seconds)) if self.seconds else float("nan")
+
+    def as_dict(self) -> dict:
+        """JSON-friendly figures (per-scan lists included)."""
+        return {"accuracy": self.accuracy, "macro_f1": self.macro_f1, "unknown_rate": self.unknown_rate,
+                "correct_unknown_rate": self.correct_unknown_rate, "median_seconds": self.median_seconds,
+                "mean_seconds": float(np.mean(self.seconds)) if self.seconds else float("nan"),
+                "n": len(self.y_true), "y_true": list(self.y_true), "y_pred": list(self.y_pred),
+                "seconds": [float(t) for t in self.seconds]}
+
+
+def score_labels(y_true: Sequence[str], y_pred: Sequence[str], library_labels: Sequence[str], *,
+                 seconds: Sequence[float] = (), scores: Sequence[float] = ()) -> ClassificationScores:
+    """Figures of a set of answers: scans whose true type is not in ``library_labels`` are
+    withheld types, right when answered ``unknown``."""
+    lib = set(library_labels)
+    yt, yp = np.asarray(y_true, dtype=object), np.asarray(y_pred, dtype=object)
+    inlib = np.array([t in lib for t in yt], dtype=bool)
+    labels = sorted({t for t in yt[inlib]})
+    mf1, per = macro_f1(list(yt[inlib]), list(yp[inlib]), labels)
+    acc = float(np.mean(yt[inlib] == yp[inlib])) if inlib.any() else float("nan")
+    unk = float(np.mean(yp[inlib] == UNKNOWN)) if inlib.any() else float("nan")
+    cu = float(np.mean(yp[~inlib] == UNKNOWN)) if (~inlib).any() else float("nan")
+    return ClassificationScores(acc, mf1, unk, per, tuple(str(t) for t in yt), tuple(str(p) for p in yp),
+                                tuple(float(t) for t in seconds), tuple(float(v) for v in scores), cu)
+
+
+def benchmark_scans(parts: Sequence, *, scans_per_type: int = 2, seed: int = 0, kind: str = "multi_view",
+                    progress: bool = True, **options) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Simulated scans of every part, ``scans_per_type`` each.
+
+    Args:
+        parts: data-layer ``Part`` s.
+        scans_per_type: scans per part.
+        seed: seed of every scan.
+        kind: ``"multi_view"`` (:func:`multi_view_scan`: ray-cast views from above, random pose)
+            or ``"cell"`` (:func:`cell_scan`: the cell's sensor, fixture and fusion).
+        progress: tqdm bar.
+        **options: passed to the scan function (``views``, ``noise`` ...).
+
+    Returns:
+        ``[(label, points (N, 3), T (4, 4) scan -> part frame), ...]``.
+    """
+    from tqdm import tqdm
+
+    if kind not in ("multi_view", "cell"):
+        raise ValueError(f"kind must be 'multi_view' or 'cell', got {kind!r}")
+    rng = np.random.default_rng(seed)
+    out = []
+    jobs = [(p, k) for p in parts for k in range(scans_per_type)]
+    for part, _ in tqdm(jobs, desc=f"{kind} scans", disable=not progress, leave=False):
+        if kind == "cell":
+            pts, T = cell_scan(part.mesh, rng, **options)
+        else:
+            pts, _, T_part = multi_view_scan(part.mesh, rng, **options)
+            T = np.linalg.inv(T_part)
+        out.append((part.name, pts, T))
+    return out
+
+
+def classify_scans(classifier: CadClassifier, scans: Sequence, *, progress: bool = True) -> ClassificationScores:
+    """Classify ``[(label, points, ...), ...]`` (see :func:`benchmark_scans`) and score the answers."""
+    from tqdm import tqdm
+
+    y_true, y_pred, secs, scores = [], [], [], []
+    for item in tqdm(scans, desc="classify", disable=not progress, leave=False):
+        t0 = time.perf_counter()
+        res = classifier.classify(item[1])
+        secs.append(time.perf_counter() - t0)
+        y_true.append(item[0])
+        y_pred.append(res.label)
+        scores.append(res.score)
+    return score_labels(y_true, y_pred, classifier.library.labels, seconds=secs, scores=scores)
 
 
 def classification_benchmark(library: CadLibrary, parts: Sequence, *, scans_per_type: int = 2,
                              seed: int = 0, views: int = 4, points_per_view: int = 6000, noise: float = 3e-5,
                              classifier: CadClassifier | None = None, progress: bool = True) -> ClassificationScores:
     """Classify ``scans_per_type`` simulated partial scans of every part (see module docstring)."""
-    from tqdm import tqdm
-
-    clf = classifier or CadClassifier(library, compute_quality=False)
-    rng = np.random.default_rng(seed)
-    y_true, y_pred, secs, scores = [], [], [], []
-    jobs = [(p, k) for p in parts for k in range(scans_per_type)]
-    for part, _ in tqdm(jobs, desc="classify", disable=not progress, leave=False):
-        pts, _, _ = multi_view_scan(part.mesh, rng, views=views, points_per_view=points_per_view, noise=noise)
-        t0 = time.perf_counter()
-        res = clf.classify(pts)
-        secs.append(time.perf_counter() - t0)
-        y_true.append(part.name)
-        y_pred.append(res.label)
-        scores.append(res.score)
-    labels = sorted({p.name for p in parts})
-    mf1, per = macro_f1(y_true, y_pred, labels)
-    acc = float(np.mean(np.asarray(y_true) == np.asarray(y_pred)))
-    unk = float(np.mean(np.asarray(y_pred) == "unknown"))
-    return ClassificationScores(acc, mf1, unk, per, tuple(y_true), tuple(y_pred), tuple(secs), tuple(scores))
+    scans = benchmark_scans(parts, scans_per_type=scans_per_type, seed=seed, progress=progress, views=views,
+                            points_per_view=points_per_view, noise=noise)
+    return classify_scans(classifier or CadClassifier(library, compute_quality=False), scans, progress=progress)
 
 
 @dataclass(frozen=True)
