@@ -65,10 +65,14 @@ PARAMS = (
     Param("registration_weight", 0.5, "Weight of the residual similarity in the score", check=in_range(0.0, 1.0)),
     Param("rmse_scale", 0.0002, "Residual at which the residual similarity is 0.5 [m]", check=positive),
     Param("max_rmse", 0.0005, "Residual above which a candidate does not explain the scan [m]", check=positive),
-    Param("min_coverage", 0.95, "Least share of a candidate's surface seen from above that the scan must cover "
+    Param("min_coverage", 0.5, "Least share of a candidate's surface seen from above that the scan must cover "
           "(0: no coverage test)", check=in_range(0.0, 1.0)),
     Param("coverage_distance", 0.003, "A model surface sample counts as covered with a scan point this near [m]",
           check=positive),
+    Param("min_fitness", 0.98, "Least share of scan points within 1 mm of a candidate that explains the scan",
+          check=in_range(0.0, 1.0)),
+    Param("max_extent_gap", 0.003, "Largest amount a candidate's footprint or top may reach beyond the registered "
+          "scan [m]", check=positive),
     Param("min_score", 0.0, "Best score below which the scan is unknown [%]", check=in_range(0.0, 100.0)),
     Param("max_registrations", 3, "Candidates refined and scored in both directions per request (best coarse "
           "residual first)", check=positive),
@@ -133,7 +137,9 @@ class CadClassifierNode(Node):
                              volume_mode=p.volume_mode, aligner=p.aligner,
                              registration_weight=p.registration_weight, rmse_scale=p.rmse_scale,
                              max_rmse=p.max_rmse, min_coverage=p.min_coverage,
-                             coverage_distance=p.coverage_distance, min_score=p.min_score,
+                             coverage_distance=p.coverage_distance, min_fitness=p.min_fitness,
+                             max_extent_gap=p.max_extent_gap,
+                             min_score=p.min_score,
                              max_registrations=p.max_registrations,
                              n_nearest=p.n_nearest, compute_quality=p.compute_quality,
                              quality_points=p.quality_points, quality_options=quality,

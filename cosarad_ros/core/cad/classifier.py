@@ -25,8 +25,9 @@ Steps:
    within ``coverage_distance``. A near-duplicate 1.5 mm longer leaves the scan's end faces
    0.75-1.5 mm off (residual); a larger model that contains the scan leaves its visible surface
    uncovered (coverage);
-5. the candidates that explain the scan (residual at most ``max_rmse``, coverage at least
-   ``min_coverage``) rank first, by residual; the best of them is the label, unless none does:
+5. the candidates that explain the scan (residual at most ``max_rmse``, at least
+   ``min_fitness`` of the scan within 1 mm, coverage at least ``min_coverage``) rank first,
+   by residual; the best of them is the label, unless none does:
    then ``"unknown"`` with the reason. Without any candidate: ``"unknown"`` with the
    ``n_nearest`` models by box deviation.
 
@@ -80,6 +81,8 @@ class Candidate:
         transform: ``(4, 4)`` scan -> model frame, or ``None`` when not registered.
         coverage: share of the model surface a cell sees from above that has a scan point
             nearby; -1 if not computed.
+        extent_gap: largest amount the model's footprint or top reaches beyond the registered
+            scan [m]; -1 if not computed.
     """
 
     label: str
@@ -91,6 +94,7 @@ class Candidate:
     within_tolerance: bool = True
     transform: np.ndarray | None = field(default=None, repr=False)
     coverage: float = -1.0
+    extent_gap: float = -1.0
 
     def as_dict(self) -> dict:
         return {"label": self.label, "score": float(self.score),
@@ -98,6 +102,7 @@ class Candidate:
                 "registration_rmse": float(self.registration_rmse),
                 "feature_similarity": float(self.feature_similarity), "fitness": float(self.fitness),
                 "within_tolerance": bool(self.within_tolerance), "coverage": float(self.coverage),
+                "extent_gap": float(self.extent_gap),
                 "transform": None if self.transform is None else np.asarray(self.transform).tolist()}
 
 
@@ -194,6 +199,11 @@ class CadClassifier:
         min_coverage: least share of the model surface seen from above (see :mod:`.reference`)
             that must have a scan point within ``coverage_distance`` (0 = no coverage test).
         coverage_distance: distance within which a model surface sample counts as covered [m].
+        min_fitness: least share of scan points within 1 mm of a candidate that explains the
+            scan (a larger part than the model leaves some of its points far off).
+        max_extent_gap: largest amount [m] by which a candidate that explains the scan may reach
+            beyond the registered scan at either end of its footprint or at its top (a smaller
+            part than the model leaves the model's ends bare); the model frame's ``+z`` is up.
         seed: seed of every random subset.
     """
 
@@ -205,7 +215,8 @@ class CadClassifier:
                  min_score: float = 0.0, max_registrations: int = 3, n_nearest: int = 3,
                  compute_quality: bool = True, quality_points: int = 20000,
                  quality_options: Mapping | None = None, box_max_points: int = 3000, max_shortfall: float = 0.15,
-                 min_coverage: float = 0.95, coverage_distance: float = 0.003, seed: int = 0):
+                 min_coverage: float = 0.5, coverage_distance: float = 0.003, min_fitness: float = 0.98,
+                 max_extent_gap: float = 0.003, seed: int = 0):
         if isinstance(library, (str, os.PathLike)):
             library = CadLibrary(library)
         if not isinstance(library, CadLibrary):
@@ -234,6 +245,10 @@ class CadClassifier:
             raise ValueError(f"min_coverage must be in [0, 1], got {min_coverage}")
         if coverage_distance <= 0:
             raise ValueError(f"coverage_distance must be > 0 m, got {coverage_distance}")
+        if not 0.0 <= min_fitness <= 1.0:
+            raise ValueError(f"min_fitness must be in [0, 1], got {min_fitness}")
+        if max_extent_gap <= 0:
+            raise ValueError(f"max_extent_gap must be > 0 m, got {max_extent_gap}")
         if box_max_points < 100:
             raise ValueError(f"box_max_points must be >= 100, got {box_max_points}")
         self.library = library
@@ -259,6 +274,8 @@ class CadClassifier:
         self.max_shortfall = float(max_shortfall)
         self.min_coverage = float(min_coverage)
         self.coverage_distance = float(coverage_distance)
+        self.min_fitness = float(min_fitness)
+        self.max_extent_gap = float(max_extent_gap)
         self.seed = int(seed)
 
     # ------------------------------------------------------------------------------------------
@@ -321,10 +338,37 @@ class CadClassifier:
     def _coverage(self, model: CadModel, tree: cKDTree, transform: np.ndarray) -> float:
         return coverage(self.reference(model), tree, transform, self.coverage_distance)
 
+    def _extent_gap(self, model: CadModel, pts: np.ndarray, transform: np.ndarray) -> float:
+        """Largest amount [m] by which the model's footprint (both ends of its frame's x and y)
+        or its top extends beyond the scan moved by ``transform`` (robust scan extents that
+        leave ``min_trim_points`` points outside); the underside is never seen."""
+        q = pts @ transform[:3, :3].T + transform[:3, 3]
+        n = len(q)
+        k = min(self.min_trim_points, n // 50)
+        part = np.partition(q, [k, n - 1 - k], axis=0)
+        lo, hi = part[k], part[n - 1 - k]
+        b = np.asarray(model.mesh.bounds, dtype=np.float64)
+        return float(max(lo[0] - b[0, 0], b[1, 0] - hi[0], lo[1] - b[0, 1], b[1, 1] - hi[1], b[1, 2] - hi[2]))
+
+    def _unexplained(self, c: Candidate) -> list[str]:
+        """What a registered candidate fails to explain (empty: it explains the scan)."""
+        out = []
+        if c.registration_rmse > self.max_rmse:
+            out.append(f"the registration residual {c.registration_rmse * 1000:.3g} mm exceeds "
+                       f"{self.max_rmse * 1000:.3g} mm")
+        if c.fitness < self.min_fitness:
+            out.append(f"only {100 * c.fitness:.1f} % of the scan lies within 1 mm of it "
+                       f"(at least {100 * self.min_fitness:.0f} % required)")
+        if c.extent_gap > self.max_extent_gap:
+            out.append(f"the model reaches {c.extent_gap * 1000:.3g} mm beyond the scan seen from above "
+                       f"(at most {self.max_extent_gap * 1000:.3g} mm)")
+        if self.min_coverage > 0 and c.coverage < self.min_coverage:
+            out.append(f"the scan covers only {100 * c.coverage:.1f} % of its surface seen from above "
+                       f"(at least {100 * self.min_coverage:.0f} % required)")
+        return out
+
     def _explains(self, c: Candidate) -> bool:
-        if c.registration_rmse < 0:
-            return False
-        return c.registration_rmse <= self.max_rmse and (self.min_coverage <= 0 or c.coverage >= self.min_coverage)
+        return c.registration_rmse >= 0 and c.coverage >= 0 and not self._unexplained(c)
 
     def _register(self, pts: np.ndarray, gated: list) -> list[Candidate]:
         """Coarse registration of every gated candidate, fine registration and two-sided score
@@ -348,17 +392,22 @@ class CadClassifier:
                     ref = self.reference(model)
                     al = self.aligner.refine(pts, T, model, ref, self.model_box(model))
                     cov = self._coverage(model, tree, al.transform)
+                    gap = self._extent_gap(model, pts, al.transform)
                 else:
-                    al, cov = Alignment(transform=T, rmse=float(np.sqrt(cost)), fitness=-1.0, median=-1.0), -1.0
+                    al = Alignment(transform=T, rmse=float(np.sqrt(cost)), fitness=-1.0, median=-1.0)
+                    cov, gap = -1.0, -1.0
                 s = (1.0 - w) * sim + w * self._residual_similarity(al.rmse)
-                out.append(Candidate(model.label, 100.0 * s, dev, al.rmse, sim, al.fitness, True, al.transform, cov))
+                out.append(Candidate(model.label, 100.0 * s, dev, al.rmse, sim, al.fitness, True, al.transform, cov,
+                                     gap))
         else:
             for i, (model, dev, boxes, sim) in enumerate(gated):
                 if i < self.max_registrations:
                     al = self.aligner.align(pts, boxes[0], model)
                     cov = self._coverage(model, tree, al.transform)
+                    gap = self._extent_gap(model, pts, al.transform)
                     s = (1.0 - w) * sim + w * self._residual_similarity(al.rmse)
-                    out.append(Candidate(model.label, 100.0 * s, dev, al.rmse, sim, al.fitness, True, al.transform, cov))
+                    out.append(Candidate(model.label, 100.0 * s, dev, al.rmse, sim, al.fitness, True, al.transform,
+                                         cov, gap))
                 else:
                     out.append(Candidate(model.label, 100.0 * (1.0 - w) * sim, dev, -1.0, sim, -1.0, True, None))
         refined = [c for c in out if c.coverage >= 0]
@@ -410,13 +459,9 @@ class CadClassifier:
                          if best else ")"))
         else:
             best = candidates[0]
-            registered = best.registration_rmse >= 0
-            if registered and best.registration_rmse > self.max_rmse:
-                reason = (f"box matches {best.label} but the registration residual "
-                          f"{best.registration_rmse * 1000:.3g} mm exceeds {self.max_rmse * 1000:.3g} mm")
-            elif registered and self.min_coverage > 0 and best.coverage < self.min_coverage:
-                reason = (f"box matches {best.label} but the scan covers only {100 * best.coverage:.1f} % of its "
-                          f"surface seen from above (at least {100 * self.min_coverage:.0f} % required)")
+            failed = self._unexplained(best) if best.coverage >= 0 else []
+            if failed:
+                reason = f"box matches {best.label} but " + "; ".join(failed)
             elif best.score < self.min_score:
                 reason = f"best score {best.score:.1f} % below {self.min_score:.1f} %"
             else:
