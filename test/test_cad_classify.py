@@ -297,3 +297,34 @@ def test_the_transform_maps_the_scan_onto_its_model(cell_set):
     d = res.as_dict()
     assert np.allclose(d["transform"], T) and d["fitness"] == res.fitness and d["rmse"] == res.rmse
     assert np.allclose(d["candidates"][0]["transform"], T)
+
+
+def test_model_references_are_kept_on_disk_by_content(catalogue, tmp_path, monkeypatch):
+    from cosarad_ros.core.cad import reference
+
+    lib, parts = catalogue
+    small = CadLibrary(tmp_path / "lib", create=True)
+    for p in parts[:3]:
+        small.add(lib.get(p.name).path, metadata=lib.get(p.name).metadata)
+    pts, _, _ = multi_view_scan(parts[1].mesh, np.random.default_rng(9))
+    cache = tmp_path / "cache"
+    first = classify(pts, small, compute_quality=False, cache_dir=cache)
+    files = sorted(cache.glob("*.npz"))
+    assert first.label == parts[1].name and len(files) == 3
+    # a new process (here: a cleared memory cache and a new library object) reads them back
+    reference.clear_reference_cache()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("prepared again")
+
+    monkeypatch.setattr(reference, "_expected_visible", refuse)
+    again = classify(pts, CadLibrary(tmp_path / "lib"), compute_quality=False, cache_dir=cache)
+    assert again.label == first.label and np.allclose(again.transform, first.transform)
+    # a damaged file is not trusted: the model is prepared again and the file rewritten
+    monkeypatch.undo()
+    reference.clear_reference_cache()
+    for f in files:
+        f.write_bytes(b"not a cache file")
+    third = classify(pts, CadLibrary(tmp_path / "lib"), compute_quality=False, cache_dir=cache)
+    assert third.label == first.label
+    assert all(np.load(f)["points"].shape == (4000, 3) for f in files)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import numpy as np
@@ -34,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default 0.002; the paper's two-sided gate is 0.001)")
     parser.add_argument("--aligner", default="box_icp", choices=("box_icp", "registration", "none"),
                         help="registration used for the residual (default box_icp; none = paper ranking only)")
+    parser.add_argument("--cache", default=None,
+                        help="folder keeping each model's prepared reference between calls "
+                             "(default: LIBRARY/.cache; 'none': memory only)")
     parser.add_argument("--no-quality", action="store_true", help="skip the ISO 25012 quality report")
     parser.add_argument("--defects", action="store_true",
                         help="also run the rule-based scratch / dent / hole checks against the chosen model")
@@ -77,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
     opts = parse_sets(args.set)
     if args.dim_tolerance is not None:
         opts.setdefault("dim_tolerance", args.dim_tolerance)
+    if args.cache != "none":
+        opts.setdefault("cache_dir", args.cache or os.path.join(args.library, ".cache"))
     try:
         clf = CadClassifier(lib, aligner=args.aligner, compute_quality=not args.no_quality, **opts)
     except TypeError as exc:

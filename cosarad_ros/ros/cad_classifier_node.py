@@ -47,6 +47,8 @@ PARAMS = (
     Param("create_library", True, "Create library_dir when it does not exist"),
     Param("rescan_library", True, "Re-read the folder before each classification (picks up files added "
           "by `cosarad cad add` while the node runs)"),
+    Param("cache_dir", "", "Folder keeping each model's prepared reference (box, samples, surface seen from "
+          "above) between runs; empty: <library_dir>/.cache; 'none': memory only"),
     Param("dim_tolerance", 0.002, "Largest amount a scan box extent may exceed a candidate's by, per sorted axis "
           "[m] (paper: 1 mm, two-sided)", check=positive),
     Param("max_shortfall", 0.15, "Share of a model extent a partial scan's extent may fall short by, beyond "
@@ -125,6 +127,11 @@ class CadClassifierNode(Node):
                     self.get_logger().warning(f"CAD library: skipped {name}: {err}")
             return self._library
 
+    def _cache_dir(self) -> str | None:
+        if self.p.cache_dir == "none":
+            return None
+        return os.path.expanduser(self.p.cache_dir) if self.p.cache_dir else os.path.join(self._library_dir, ".cache")
+
     def classifier(self) -> CadClassifier:
         p = self.p
         g = p.grade_thresholds
@@ -138,7 +145,7 @@ class CadClassifierNode(Node):
                              registration_weight=p.registration_weight, rmse_scale=p.rmse_scale,
                              max_rmse=p.max_rmse, min_coverage=p.min_coverage,
                              coverage_distance=p.coverage_distance, min_fitness=p.min_fitness,
-                             max_extent_gap=p.max_extent_gap,
+                             max_extent_gap=p.max_extent_gap, cache_dir=self._cache_dir(),
                              min_score=p.min_score,
                              max_registrations=p.max_registrations,
                              n_nearest=p.n_nearest, compute_quality=p.compute_quality,

@@ -204,6 +204,8 @@ class CadClassifier:
         max_extent_gap: largest amount [m] by which a candidate that explains the scan may reach
             beyond the registered scan at either end of its footprint or at its top (a smaller
             part than the model leaves the model's ends bare); the model frame's ``+z`` is up.
+        cache_dir: folder that keeps each model's prepared reference on disk (see
+            :mod:`.reference`); ``None``: memory only.
         seed: seed of every random subset.
     """
 
@@ -216,7 +218,7 @@ class CadClassifier:
                  compute_quality: bool = True, quality_points: int = 20000,
                  quality_options: Mapping | None = None, box_max_points: int = 3000, max_shortfall: float = 0.15,
                  min_coverage: float = 0.5, coverage_distance: float = 0.003, min_fitness: float = 0.98,
-                 max_extent_gap: float = 0.003, seed: int = 0):
+                 max_extent_gap: float = 0.003, cache_dir=None, seed: int = 0):
         if isinstance(library, (str, os.PathLike)):
             library = CadLibrary(library)
         if not isinstance(library, CadLibrary):
@@ -276,6 +278,7 @@ class CadClassifier:
         self.coverage_distance = float(coverage_distance)
         self.min_fitness = float(min_fitness)
         self.max_extent_gap = float(max_extent_gap)
+        self.cache_dir = None if cache_dir in (None, "") else os.fspath(cache_dir)
         self.seed = int(seed)
 
     # ------------------------------------------------------------------------------------------
@@ -288,7 +291,8 @@ class CadClassifier:
 
     def reference(self, model: CadModel) -> ModelReference:
         """The model's prepared reference (box, samples, surface seen from above; cached by content)."""
-        return model_reference(model, elevation_deg=COVERAGE_ELEVATIONS, min_view_share=COVERAGE_VIEW_SHARE)
+        return model_reference(model, elevation_deg=COVERAGE_ELEVATIONS, min_view_share=COVERAGE_VIEW_SHARE,
+                               cache_dir=self.cache_dir)
 
     def model_box(self, model: CadModel) -> BoxFeatures:
         return self.reference(model).box if self.pose_method == "obb" else _pca_box(model)

@@ -12,14 +12,20 @@ never see the underside, so the classifier only asks a scan to explain these sam
 
 References are cached in memory by the content of the mesh (a hash of its vertices and faces)
 and the settings, so a library re-read from disk, or a new classifier on the same folder, does
-not prepare its models again.
+not prepare its models again; with a ``cache_dir`` also on disk (one ``.npz`` per model, keyed
+by the mesh content, the settings and the source of the code that prepares it), so a new
+process (a ``cosarad classify`` call, a restarted node) does not either.
 """
 from __future__ import annotations
 
 import hashlib
+import inspect
+import os
+import tempfile
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -98,7 +104,7 @@ def _expected_visible(model, points: np.ndarray, normals: np.ndarray, *, elevati
 
 def model_reference(model, *, n_points: int = 4000, elevation_deg=(30.0, 50.0, 70.0), azimuths: int = 12,
                     max_incidence_deg: float = 70.0, min_view_share: float = 0.25, floor_cut: float = 0.002,
-                    seed: int = 1) -> ModelReference:
+                    seed: int = 1, cache_dir=None) -> ModelReference:
     """The prepared reference of a :class:`~.library.CadModel` (cached by content and settings).
 
     Args:
@@ -112,6 +118,8 @@ def model_reference(model, *, n_points: int = 4000, elevation_deg=(30.0, 50.0, 7
         floor_cut: height above the lowest point below which nothing is expected [m] (the
             fusion's cut of 1.5 mm plus a margin).
         seed: sampling seed.
+        cache_dir: folder of the disk cache (created when missing; a cache that cannot be read
+            or written is skipped); ``None``: memory only.
 
     Returns:
         :class:`ModelReference`.
@@ -129,22 +137,80 @@ def model_reference(model, *, n_points: int = 4000, elevation_deg=(30.0, 50.0, 7
         if ref is not None:
             _CACHE.move_to_end(key)
             return ref
-    from cosarad_ros.core.io import sample_mesh
+    path = None
+    if cache_dir is not None:
+        name = hashlib.blake2b(repr((key, _code_digest())).encode(), digest_size=12).hexdigest()
+        path = Path(cache_dir) / f"{digest[:16]}-{name}.npz"
+    ref = _read(path, digest) if path is not None else None
+    if ref is None:
+        from cosarad_ros.core.io import sample_mesh
 
-    box = _cached_box(model, digest)
-    pts, nrm = sample_mesh(model.mesh, int(n_points), seed=int(seed))
-    pts = np.asarray(pts, dtype=np.float64)
-    nrm = np.asarray(nrm, dtype=np.float64)
-    vis = _expected_visible(model, pts, nrm, elevation_deg=elevation_deg, azimuths=azimuths,
-                            max_incidence_deg=max_incidence_deg, min_view_share=min_view_share, floor_cut=floor_cut)
-    for a in (pts, nrm, vis):
-        a.setflags(write=False)
-    ref = ModelReference(digest=digest, box=box, points=pts, normals=nrm, visible=vis)
+        box = _cached_box(model, digest)
+        pts, nrm = sample_mesh(model.mesh, int(n_points), seed=int(seed))
+        pts = np.asarray(pts, dtype=np.float64)
+        nrm = np.asarray(nrm, dtype=np.float64)
+        vis = _expected_visible(model, pts, nrm, elevation_deg=elevation_deg, azimuths=azimuths,
+                                max_incidence_deg=max_incidence_deg, min_view_share=min_view_share,
+                                floor_cut=floor_cut)
+        for a in (pts, nrm, vis):
+            a.setflags(write=False)
+        ref = ModelReference(digest=digest, box=box, points=pts, normals=nrm, visible=vis)
+        if path is not None:
+            _write(path, ref)
+    model.__dict__.setdefault("box", ref.box)  # the model's cached_property sees it too
     with _CACHE_LOCK:
         _CACHE[key] = ref
         while len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)
     return ref
+
+
+def _code_digest() -> str:
+    """Hash of the source that prepares a reference (part of every disk-cache key)."""
+    global _CODE_DIGEST
+    if _CODE_DIGEST is None:
+        from cosarad_ros.core.cad import features
+        from cosarad_ros.core.io import sample_mesh
+
+        h = hashlib.blake2b(digest_size=12)
+        for obj in (features, sample_mesh, _expected_visible, _directions, model_reference):
+            h.update(inspect.getsource(obj).encode())
+        _CODE_DIGEST = h.hexdigest()
+    return _CODE_DIGEST
+
+
+_CODE_DIGEST: str | None = None
+
+
+def _read(path: Path, digest: str) -> ModelReference | None:
+    try:
+        with np.load(path) as d:
+            if str(d["digest"]) != digest:
+                return None
+            box = BoxFeatures(dimensions=d["box_dimensions"], volume=float(d["box_volume"]), frame=d["box_frame"],
+                              volume_mode=str(d["box_volume_mode"]))
+            arrays = [np.array(d[k]) for k in ("points", "normals", "visible")]
+    except (OSError, KeyError, ValueError):
+        return None
+    for a in arrays:
+        a.setflags(write=False)
+    return ModelReference(digest=digest, box=box, points=arrays[0], normals=arrays[1], visible=arrays[2].astype(bool))
+
+
+def _write(path: Path, ref: ModelReference) -> None:
+    """Atomic write; a folder that cannot be written leaves the cache in memory only."""
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, digest=ref.digest, box_dimensions=ref.box.dimensions, box_volume=ref.box.volume,
+                     box_frame=ref.box.frame, box_volume_mode=ref.box.volume_mode, points=ref.points,
+                     normals=ref.normals, visible=ref.visible)
+        os.replace(tmp, path)
+    except OSError:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def _cached_box(model, digest: str) -> BoxFeatures:
