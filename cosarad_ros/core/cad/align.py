@@ -245,10 +245,11 @@ class BoxIcpAligner(Aligner):
         fine = max(0.01 * diag, 0.0015) if self.fine_distance is None else float(self.fine_distance)
         return coarse, fine
 
-    def _target(self, model, reference=None):
-        if reference is not None:
-            return _o3d_cloud(reference.points, reference.normals)
-        return _o3d_cloud(*model.sample(self.model_points, seed=self.seed))
+    def _icp_inputs(self, pts: np.ndarray, model, reference, model_box: BoxFeatures):
+        """Source and target clouds of the ICP and its coarse and fine correspondence distances."""
+        tgt = (_o3d_cloud(reference.points, reference.normals) if reference is not None
+               else _o3d_cloud(*model.sample(self.model_points, seed=self.seed)))
+        return (_o3d_cloud(pts), tgt, *self._distances(model, model_box))
 
     def _capped_cost(self, model, pts: np.ndarray, T: np.ndarray) -> float:
         d = np.minimum(model.distance(_moved(pts, T)), 3.0 * self.inlier_distance)
@@ -303,8 +304,7 @@ class BoxIcpAligner(Aligner):
             ranked.setdefault(cls[i], []).append(int(i))
         order = [r[j] for j in range(2) for r in ranked.values() if len(r) > j][: self.keep_seeds]
         icp_pts = _subset(points, self.icp_points, self.seed)
-        src, tgt = _o3d_cloud(icp_pts), self._target(model, reference)
-        coarse, fine = self._distances(model, mb)
+        src, tgt, coarse, fine = self._icp_inputs(icp_pts, model, reference, mb)
         reg = o3d.pipelines.registration
         est = reg.TransformationEstimationPointToPlane()
         crit = _criteria(self.iterations)
@@ -357,8 +357,7 @@ class BoxIcpAligner(Aligner):
 
         mb = model.box if model_box is None else model_box
         pts = _subset(points, self.residual_points, self.seed)
-        src, tgt = _o3d_cloud(pts), self._target(model, reference)
-        _, fine = self._distances(model, mb)
+        src, tgt, _, fine = self._icp_inputs(pts, model, reference, mb)
         reg = o3d.pipelines.registration
         est = reg.TransformationEstimationPointToPlane()
         crit = _criteria(self.iterations)

@@ -4,11 +4,11 @@ two-sided registration residual that works on partial scans and separates near-d
 Steps:
 
 1. pose-normalise the scan and measure its box ``(w, h, l)`` and volume
-   (:func:`~cosarad_ros.core.cad.features.box_hypotheses`: the smallest robust box and the
-   runners-up within 10 % of its volume, since a partial scan of an L-shaped part can have a
-   tilted smallest box). Extents leave at least ``min_trim_points`` points per side outside, so
-   a few stray points do not inflate the box of a sparse scan; those points are left out of the
-   registration too;
+   (:func:`~cosarad_ros.core.cad.features.box_hypotheses`: the smallest robust box, the
+   runners-up within 25 % of its volume and the frame of the scan's largest plane, since a
+   partial scan of an L-shaped part can have a tilted smallest box). Extents leave at least
+   ``min_trim_points`` points per side outside, so a few stray points do not inflate the box of
+   a sparse scan; those points are left out of the registration too;
 2. candidates, one-sided (a partial scan's box is truncated: the cell never sees the underside
    or the lowest 1.5 mm above the fixture): no sorted scan extent may exceed the model's by more
    than ``dim_tolerance``, and none may fall short of it by more than ``dim_tolerance`` plus
@@ -17,19 +17,22 @@ Steps:
 3. the paper's similarity ``0.5 cos + 0.5 (1 - |v1 - v2| / (|v1| + |v2|))`` of the feature
    vectors ``(w, h, l, cbrt(V))``;
 4. beyond the paper, coarse to fine (see :mod:`.align`): every candidate is registered coarsely
-   from the seeds its box allows (few points, exact point-to-mesh distances); the
-   ``max_registrations`` best are refined on more points and scored in both directions: the
-   **residual** of the scan on the model (RMS of point-to-mesh distances, each capped at 3 mm, so
-   scan points the model does not explain count fully) and the **coverage**, the share of the
-   model surface that a cell sees from any side above (:mod:`.reference`) with a scan point
-   within ``coverage_distance``. A near-duplicate 1.5 mm longer leaves the scan's end faces
-   0.75-1.5 mm off (residual); a larger model that contains the scan leaves its visible surface
-   uncovered (coverage);
-5. the candidates that explain the scan (residual at most ``max_rmse``, at least
-   ``min_fitness`` of the scan within 1 mm, coverage at least ``min_coverage``) rank first,
-   by residual; the best of them is the label, unless none does:
-   then ``"unknown"`` with the reason. Without any candidate: ``"unknown"`` with the
-   ``n_nearest`` models by box deviation.
+   from the seeds its boxes allow (few points, exact point-to-mesh distances, poses ranked in
+   both directions); the ``max_registrations`` best are refined on more points and measured in
+   both directions: the **residual** of the scan on the model (RMS of point-to-mesh distances,
+   each capped at 3 mm, so scan points the model does not explain count fully), the
+   **fitness** (share of the scan within 1 mm), the **extent gap** (how far the model's
+   footprint or top reaches beyond the registered scan; the model frame's ``+z`` is up, as the
+   part rests in the cell) and the **coverage** (share of the model surface that a cell sees
+   from every side above, :mod:`.reference`, with a scan point within ``coverage_distance``).
+   A near-duplicate 1.5 mm longer leaves the scan's end faces 0.75-1.5 mm off (residual); a
+   larger part than the model leaves scan points far off (fitness); a smaller one leaves the
+   model's ends bare (extent gap) or its visible surface uncovered (coverage);
+5. the candidates that explain the scan (residual at most ``max_rmse``, fitness at least
+   ``min_fitness``, extent gap at most ``max_extent_gap``, coverage at least ``min_coverage``)
+   rank first, by residual; the best of them is the label, unless none does: then
+   ``"unknown"`` with every unmet criterion as the reason. Without any candidate: ``"unknown"``
+   with the ``n_nearest`` models by box deviation.
 
 Score in percent: ``100 * ((1 - registration_weight) * feature_sim + registration_weight *
 residual_sim)``, ``residual_sim = 1 / (1 + (rmse / rmse_scale)^2)`` (``100 * feature_sim``

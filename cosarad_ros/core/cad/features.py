@@ -268,16 +268,6 @@ def box_hypotheses(points, *, max_volume_ratio: float = 1.25, method: str = "obb
     return out
 
 
-def _rotvec_matrix(rv: np.ndarray) -> np.ndarray:
-    """Rotation matrix of a rotation vector (Rodrigues)."""
-    theta = float(np.linalg.norm(rv))
-    if theta < 1e-12:
-        return np.eye(3)
-    k = rv / theta
-    K = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
-    return np.eye(3) + np.sin(theta) * K + (1.0 - np.cos(theta)) * (K @ K)
-
-
 MAX_TRIM_SHARE = 0.02  # min_trim never trims more than this share of the points per side
 
 
@@ -329,14 +319,16 @@ def _box(pts: np.ndarray, *, method: str, quantile: float, refine: bool, smooth_
             # the refinement only turns the axes: a 1 200-point subset has the same robust box
             sub = c if len(c) <= 1200 or exact else c[np.random.default_rng(seed).choice(len(c), 1200, replace=False)]
 
+            from cosarad_ros.core.registration.similarity import _rodrigues
+
             def f(rv, R0=R0, sub=sub):
-                lo, hi = _robust_extent(sub @ (_rotvec_matrix(rv) @ R0).T, quantile)
+                lo, hi = _robust_extent(sub @ (_rodrigues(rv) @ R0).T, quantile)
                 return float(np.prod(np.maximum(hi - lo, 1e-12)))
 
             res = minimize(f, np.zeros(3), method="Nelder-Mead",
                            options={"initial_simplex": np.vstack([np.zeros(3), 0.03 * np.eye(3)]),
                                     "xatol": 5e-4, "fatol": 1e-15, "maxiter": 100, "maxfev": 120})
-            Rr = _rotvec_matrix(res.x) @ R0
+            Rr = _rodrigues(res.x) @ R0
             vr = volume_of(Rr)
             if vr < v:
                 R, v = Rr, vr
