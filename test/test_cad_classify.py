@@ -85,7 +85,7 @@ def test_unknown_part_reports_nearest_models_and_deviations(catalogue):
     pts, _, _ = multi_view_scan(odd, np.random.default_rng(4))
     res = classify(pts, lib)
     assert res.label == "unknown" and res.score == 0.0
-    assert "no CAD model within 2 mm" in res.reason
+    assert "no CAD model within 3 mm" in res.reason
     assert len(res.candidates) == 3
     for c in res.candidates:
         assert not c.within_tolerance and c.registration_rmse == -1.0

@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scan-units", choices=("m", "mm"), default="m", help="unit of the scan file (default m)")
     parser.add_argument("--dim-tolerance", type=float, default=None,
                         help="largest amount a scan box extent may exceed a model's by, in metres "
-                             "(default 0.002; the paper's two-sided gate is 0.001)")
+                             "(default 0.003; the paper's two-sided gate is 0.001)")
     parser.add_argument("--aligner", default="box_icp", choices=("box_icp", "registration", "none"),
                         help="registration used for the residual (default box_icp; none = paper ranking only)")
     parser.add_argument("--cache", default=None,

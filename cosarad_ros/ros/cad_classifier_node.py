@@ -49,7 +49,7 @@ PARAMS = (
           "by `cosarad cad add` while the node runs)"),
     Param("cache_dir", "", "Folder keeping each model's prepared reference (box, samples, surface seen from "
           "above) between runs; empty: <library_dir>/.cache; 'none': memory only"),
-    Param("dim_tolerance", 0.002, "Largest amount a scan box extent may exceed a candidate's by, per sorted axis "
+    Param("dim_tolerance", 0.003, "Largest amount a scan box extent may exceed a candidate's by, per sorted axis "
           "[m] (paper: 1 mm, two-sided)", check=positive),
     Param("max_shortfall", 0.15, "Share of a model extent a partial scan's extent may fall short by, beyond "
           "dim_tolerance and the 1.5 mm cut above the fixture (0 = paper)", check=in_range(0.0, 0.9)),
@@ -71,7 +71,7 @@ PARAMS = (
           "(0: no coverage test)", check=in_range(0.0, 1.0)),
     Param("coverage_distance", 0.003, "A model surface sample counts as covered with a scan point this near [m]",
           check=positive),
-    Param("min_fitness", 0.98, "Least share of scan points within 1 mm of a candidate that explains the scan",
+    Param("min_fitness", 0.95, "Least share of scan points within 1 mm of a candidate that explains the scan",
           check=in_range(0.0, 1.0)),
     Param("max_extent_gap", 0.003, "Largest amount a candidate's footprint or top may reach beyond the registered "
           "scan [m]", check=positive),

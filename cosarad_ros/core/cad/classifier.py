@@ -212,7 +212,7 @@ class CadClassifier:
         seed: seed of every random subset.
     """
 
-    def __init__(self, library, *, dim_tolerance: float = 0.002, cosine_weight: float = 0.5,
+    def __init__(self, library, *, dim_tolerance: float = 0.003, cosine_weight: float = 0.5,
                  pose_method: str = "obb", extent_quantile: float = 0.0005, min_trim_points: int = 10,
                  residual_in_box: bool = True, smooth_k: int = 0,
                  volume_mode: str = "box", aligner: str | Mapping | Aligner | None = "box_icp",
@@ -220,7 +220,7 @@ class CadClassifier:
                  min_score: float = 0.0, max_registrations: int = 3, n_nearest: int = 3,
                  compute_quality: bool = True, quality_points: int = 20000,
                  quality_options: Mapping | None = None, box_max_points: int = 3000, max_shortfall: float = 0.15,
-                 min_coverage: float = 0.5, coverage_distance: float = 0.003, min_fitness: float = 0.98,
+                 min_coverage: float = 0.5, coverage_distance: float = 0.003, min_fitness: float = 0.95,
                  max_extent_gap: float = 0.003, cache_dir=None, seed: int = 0):
         if isinstance(library, (str, os.PathLike)):
             library = CadLibrary(library)

@@ -132,15 +132,18 @@ def model_reference(model, *, n_points: int = 4000, elevation_deg=(30.0, 50.0, 7
         digest = model.__dict__["_digest"] = mesh_digest(model.mesh)
     key = (digest, int(n_points), tuple(float(e) for e in elevation_deg), int(azimuths), float(max_incidence_deg),
            float(min_view_share), float(floor_cut), int(seed))
-    with _CACHE_LOCK:
-        ref = _CACHE.get(key)
-        if ref is not None:
-            _CACHE.move_to_end(key)
-            return ref
     path = None
     if cache_dir is not None:
         name = hashlib.blake2b(repr((key, _code_digest())).encode(), digest_size=12).hexdigest()
         path = Path(cache_dir) / f"{digest[:16]}-{name}.npz"
+    with _CACHE_LOCK:
+        ref = _CACHE.get(key)
+        if ref is not None:
+            _CACHE.move_to_end(key)
+    if ref is not None:
+        if path is not None and not path.is_file():
+            _write(path, ref)
+        return ref
     ref = _read(path, digest) if path is not None else None
     if ref is None:
         from cosarad_ros.core.io import sample_mesh
