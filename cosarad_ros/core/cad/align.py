@@ -152,6 +152,9 @@ class BoxIcpAligner(Aligner):
         iterations: ICP iterations per stage.
         inlier_distance: distance for ``fitness`` [m]; distances are capped at three times this.
         trim: share of farthest points left out of the residual RMS.
+        accept_rmse: the coarse stage stops trying seeds once a pose's residual, with the
+            uncovered share of the surface seen from above counted at the 3 mm cap, is at most
+            this [m] (``None``: every seed).
         seed: sampling seed.
     """
 
@@ -162,7 +165,7 @@ class BoxIcpAligner(Aligner):
                  spin_step_deg: float = 10.0, robust_kernel: float | None = 0.001,
                  swap_tolerance: float | None = None, coarse_distance: float | None = None,
                  fine_distance: float | None = None, iterations: int = 30, inlier_distance: float = 0.001,
-                 trim: float = 0.0, seed: int = 0):
+                 trim: float = 0.0, accept_rmse: float | None = 0.0005, seed: int = 0):
         if model_points < 100 or screen_points < 10 or keep_seeds < 1 or iterations < 1:
             raise ValueError("box_icp: model_points >= 100, screen_points >= 10, keep_seeds >= 1, iterations >= 1")
         if inlier_distance <= 0:
@@ -187,6 +190,9 @@ class BoxIcpAligner(Aligner):
         self.iterations = int(iterations)
         self.inlier_distance = float(inlier_distance)
         self.trim = float(trim)
+        if accept_rmse is not None and accept_rmse <= 0:
+            raise ValueError(f"box_icp: accept_rmse must be > 0 or None, got {accept_rmse}")
+        self.accept_rmse = accept_rmse
         self.seed = int(seed)
 
     # ------------------------------------------------------------------------------------------
@@ -255,31 +261,17 @@ class BoxIcpAligner(Aligner):
         d = np.minimum(model.distance(_moved(pts, T)), 3.0 * self.inlier_distance)
         return float(np.mean(d ** 2))
 
-    def coarse(self, points: np.ndarray, scan_boxes: Sequence[BoxFeatures], model, reference=None,
-               model_box: BoxFeatures | None = None, scan_tree=None) -> tuple[np.ndarray, float]:
-        """Best pose from the box seeds of every scan box hypothesis: screened on
-        ``screen_points``, the best ``keep_seeds`` refined by ICP on ``icp_points``.
+    def screen(self, points: np.ndarray, scan_boxes: Sequence[BoxFeatures], model,
+               model_box: BoxFeatures | None = None) -> tuple[list[np.ndarray], float]:
+        """The seeds that start the coarse ICP, best first, and the mean squared capped
+        point-to-mesh distance of the best seed on ``screen_points`` scan points [m^2].
 
-        With a ``reference``, the poses are compared in both directions: the residual of the
-        scan, and the share of the model surface seen from above that the scan leaves
-        uncovered (:func:`coverage`), which tells an upright part from one turned over (a block
-        turned over fits its scan as well, but puts the scan on the unseen underside).
-
-        Args:
-            points: ``(N, 3)`` scan.
-            scan_boxes: the scan's box hypotheses (:func:`~.features.box_hypotheses`).
-            model: ``CadModel``.
-            reference: its :class:`~.reference.ModelReference` (ICP target, surface seen from
-                above), or ``None`` (samples of the model, one-sided comparison).
-            model_box: the model's box (default ``model.box``).
-            scan_tree: ``scipy.spatial.cKDTree`` of ``points`` (built when needed).
-
-        Returns:
-            ``(transform (4, 4) scan -> model, cost)``: the mean squared capped point-to-mesh
-            distance of the ICP subset [m^2].
+        Seeds come from every scan box hypothesis (``scan_boxes``) onto the model's box
+        (:meth:`seeds`), screened by exact distances; round robin over the box turns, best
+        first: a flat part turned upside down can screen nearly as well as upright, so every turn
+        keeps its best shift / spin, then its second best (a thin part's scan can sit in a local
+        minimum a shift away); ``keep_seeds`` in all.
         """
-        import open3d as o3d
-
         mb = model.box if model_box is None else model_box
         seeds = [T for b in scan_boxes for T in self._seed_set(b, mb)[0]]
         # the class of a seed: the signed permutation nearest to its rotation between the model's
@@ -296,13 +288,40 @@ class BoxIcpAligner(Aligner):
         moved = np.concatenate([_moved(sub, T) for T in seeds])
         d = np.minimum(model.distance(moved).reshape(len(seeds), len(sub)), 3.0 * self.inlier_distance)
         cost = np.mean(d ** 2, axis=1)
-        # round robin over the box rotations, best first: a flat part turned upside down can
-        # screen nearly as well as upright, so every rotation keeps its best shift / turn, then
-        # its second best (a thin part's scan can sit in a local minimum a shift away)
         ranked: dict = {}
         for i in np.argsort(cost):
             ranked.setdefault(cls[i], []).append(int(i))
         order = [r[j] for j in range(2) for r in ranked.values() if len(r) > j][: self.keep_seeds]
+        return [seeds[i] for i in order], float(cost[order[0]])
+
+    def coarse(self, points: np.ndarray, scan_boxes: Sequence[BoxFeatures], model, reference=None,
+               model_box: BoxFeatures | None = None, scan_tree=None, seeds=None) -> tuple[np.ndarray, float]:
+        """Best pose from the screened seeds (:meth:`screen`), refined by ICP on ``icp_points``.
+
+        With a ``reference``, the poses are compared in both directions: the residual of the
+        scan, and the share of the model surface seen from above that the scan leaves
+        uncovered (:func:`coverage`), which tells an upright part from one turned over (a block
+        turned over fits its scan as well, but puts the scan on the unseen underside).
+
+        Args:
+            points: ``(N, 3)`` scan.
+            scan_boxes: the scan's box hypotheses (:func:`~.features.box_hypotheses`).
+            model: ``CadModel``.
+            reference: its :class:`~.reference.ModelReference` (ICP target, surface seen from
+                above), or ``None`` (samples of the model, one-sided comparison).
+            model_box: the model's box (default ``model.box``).
+            scan_tree: ``scipy.spatial.cKDTree`` of ``points`` (built when needed).
+            seeds: the seeds of :meth:`screen` (screened here when ``None``).
+
+        Returns:
+            ``(transform (4, 4) scan -> model, cost)``: the mean squared capped point-to-mesh
+            distance of the ICP subset [m^2].
+        """
+        import open3d as o3d
+
+        mb = model.box if model_box is None else model_box
+        if seeds is None:
+            seeds, _ = self.screen(points, scan_boxes, model, mb)
         icp_pts = _subset(points, self.icp_points, self.seed)
         src, tgt, coarse, fine = self._icp_inputs(icp_pts, model, reference, mb)
         reg = o3d.pipelines.registration
@@ -326,9 +345,11 @@ class BoxIcpAligner(Aligner):
         half = icp_pts[: max(len(icp_pts) // 2, 50)]
         src_half = _o3d_cloud(half)
         first = []
-        for i in order:
-            T = np.asarray(reg.registration_icp(src_half, tgt, coarse, seeds[int(i)], est, crit).transformation)
+        for seed_T in seeds:
+            T = np.asarray(reg.registration_icp(src_half, tgt, coarse, seed_T, est, crit).transformation)
             first.append((rank(T, half)[0], T))
+            if self.accept_rmse is not None and first[-1][0] <= self.accept_rmse ** 2:
+                break  # explains the scan (residual and coverage): the other seeds cannot do much better
         first.sort(key=lambda r: r[0])
         best_T, best_cost, best_rank = first[0][1], np.inf, np.inf
         for rank0, T in first[:2]:
@@ -366,7 +387,7 @@ class BoxIcpAligner(Aligner):
         if free is not None and self.spin_step_deg > 0:
             axis = mb.frame[:3, :3] @ np.eye(3)[free]
             centre = mb.frame[:3, 3]
-            sub = _subset(points, max(self.screen_points, 400), self.seed)
+            sub = _subset(points, max(self.screen_points, 1000), self.seed)
             for angles in (np.arange(-180.0, 180.0, 3.0), np.arange(-2.0, 2.01, 0.5)):
                 cands = []
                 for a in angles:
