@@ -6,7 +6,8 @@ import pytest
 import trimesh
 
 from cosarad_ros.core.cad import CadClassifier, CadLibrary, classify
-from cosarad_ros.core.cad.evaluation import catalogue_library, classification_benchmark, multi_view_scan
+from cosarad_ros.core.cad.evaluation import (catalogue_library, cell_catalogue, cell_scan, classification_benchmark,
+                                             multi_view_scan, write_catalogue)
 from cosarad_ros.core.cad.features import box_features, cosine_similarity, euclidean_similarity
 
 MM = 1e-3
@@ -84,7 +85,7 @@ def test_unknown_part_reports_nearest_models_and_deviations(catalogue):
     pts, _, _ = multi_view_scan(odd, np.random.default_rng(4))
     res = classify(pts, lib)
     assert res.label == "unknown" and res.score == 0.0
-    assert "no CAD model within 1 mm" in res.reason
+    assert "no CAD model within 3 mm" in res.reason
     assert len(res.candidates) == 3
     for c in res.candidates:
         assert not c.within_tolerance and c.registration_rmse == -1.0
@@ -118,7 +119,7 @@ def test_paper_score_is_half_cosine_half_euclidean(catalogue):
     pts, _, _ = multi_view_scan(parts[0].mesh, np.random.default_rng(6))
     res = classify(pts, lib, aligner="none", compute_quality=False)
     assert res.label == parts[0].name
-    v = box_features(pts).vector()
+    v = CadClassifier(lib).scan_box(pts).vector()
     m = lib.get(res.label).box.vector()
     expected = 100 * (0.5 * cosine_similarity(v, m) + 0.5 * euclidean_similarity(v, m))
     assert res.score == pytest.approx(expected)
@@ -139,9 +140,12 @@ def test_quality_report_is_attached(catalogue):
 def test_malformed_scans_are_refused(catalogue):
     lib, _ = catalogue
     clf = CadClassifier(lib)
+    some_nan = np.random.default_rng(0).normal(size=(50, 3))
+    some_nan[7, 1] = np.nan
     for bad, msg in [(np.zeros((0, 3)), "empty"), (np.zeros((50, 2)), "shape"),
-                     (np.full((50, 3), np.nan), "non-finite"), (np.zeros((5, 3)), "at least 10"),
-                     (np.zeros((50, 3)), "extent")]:
+                     (np.full((50, 3), np.nan), "non-finite"), (some_nan, "non-finite"),
+                     (np.full((50, 3), np.inf), "non-finite"), (np.zeros((5, 3)), "at least 10"),
+                     (np.zeros((50, 3)), "extent"), ("not a cloud", "scan")]:
         with pytest.raises(ValueError, match=msg):
             clf.classify(bad)
     with pytest.raises(ValueError, match="dim_tolerance"):
@@ -231,3 +235,96 @@ def test_cell_survey_scan_of_the_bracket_is_classified(tmp_path):
     for scan in scans:
         res = classify(scan, lib, compute_quality=False, **CELL_PARAMS)
         assert res.label == "bracket_0", res.reason
+
+
+# ------------------------------------------------------------------ what the cell sees
+@pytest.fixture(scope="module")
+def cell_set(tmp_path_factory):
+    """Cell-catalogue types (each with a twin 1.5 mm longer, half of them 5-15 mm high) and
+    scans as the cell takes them (simulated structured light from 3 views above, random yaw and
+    offset on the fixture, lowest 1.5 mm cut away, fused at 1.5 mm): of a low bracket, of its
+    longer twin, of a random type kept out of the library and of a bracket 8 mm shorter than
+    the library's (a part that fits inside a library model)."""
+    from cosarad_ros.core.data.parts import make_part
+
+    parts, held = cell_catalogue(4, seed=3, withheld=1)
+    folder = tmp_path_factory.mktemp("cell_cat")
+    write_catalogue(folder, parts)
+    by = {p.name: p for p in parts}
+    short = next(p for p in parts if p.family == "bracket" and not p.name.endswith("_long"))
+    shorter = make_part("bracket", {**short.params, "base_length": short.params["base_length"] - 0.008},
+                        name="bracket_shorter")
+    rng = np.random.default_rng(11)
+    scans = {p.name: cell_scan(p.mesh, rng, views=3) for p in (short, by[short.name + "_long"], held[0], shorter)}
+    return CadLibrary(folder), short.name, held[0].name, scans
+
+
+def test_a_near_duplicate_1_5_mm_longer_is_told_apart_on_a_cell_scan(cell_set):
+    lib, short, _, scans = cell_set
+    long = short + "_long"
+    for truth, twin in ((short, long), (long, short)):
+        pts, _ = scans[truth]
+        res = classify(pts, lib, compute_quality=False)
+        assert res.label == truth, res.reason
+        cand = {c.label: c for c in res.candidates}
+        assert twin in cand and cand[twin].registration_rmse > cand[truth].registration_rmse
+        assert res.candidates[0].coverage >= 0.95 and res.candidates[0].extent_gap < 0.003
+
+
+def test_types_missing_from_the_library_are_unknown(cell_set):
+    lib, short, held, scans = cell_set
+    for name in (held, "bracket_shorter"):
+        res = classify(scans[name][0], lib, compute_quality=False)
+        assert res.label == "unknown", (name, res.label)
+        assert res.reason
+    # the shorter bracket passes the box gate of the library bracket, but the library
+    # bracket's base reaches 8 mm beyond it
+    res = classify(scans["bracket_shorter"][0], lib, compute_quality=False)
+    assert res.candidates[0].label.startswith(short) and res.candidates[0].extent_gap > 0.005
+    assert "beyond the scan" in res.reason
+
+
+def test_the_transform_maps_the_scan_onto_its_model(cell_set):
+    lib, short, _, scans = cell_set
+    pts, truth = scans[short]                     # a bracket has no rotational symmetry
+    res = classify(pts, lib, compute_quality=False)
+    assert res.label == short and res.reference_label == short
+    T = res.transform
+    angle = np.degrees(np.arccos(np.clip((np.trace(T[:3, :3].T @ truth[:3, :3]) - 1) / 2, -1, 1)))
+    offset = np.linalg.norm(pts @ (T[:3, :3] - truth[:3, :3]).T + (T[:3, 3] - truth[:3, 3]), axis=1).max()
+    assert angle < 1.0 and offset < 0.0005, (angle, offset)
+    assert res.fitness > 0.95 and 0 < res.rmse < 0.0005
+    d = res.as_dict()
+    assert np.allclose(d["transform"], T) and d["fitness"] == res.fitness and d["rmse"] == res.rmse
+    assert np.allclose(d["candidates"][0]["transform"], T)
+
+
+def test_model_references_are_kept_on_disk_by_content(catalogue, tmp_path, monkeypatch):
+    from cosarad_ros.core.cad import reference
+
+    lib, parts = catalogue
+    small = CadLibrary(tmp_path / "lib", create=True)
+    for p in parts[:3]:
+        small.add(lib.get(p.name).path, metadata=lib.get(p.name).metadata)
+    pts, _, _ = multi_view_scan(parts[1].mesh, np.random.default_rng(9))
+    cache = tmp_path / "cache"
+    first = classify(pts, small, compute_quality=False, cache_dir=cache)
+    files = sorted(cache.glob("*.npz"))
+    assert first.label == parts[1].name and len(files) == 3
+    # a new process (here: a cleared memory cache and a new library object) reads them back
+    reference.clear_reference_cache()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("prepared again")
+
+    monkeypatch.setattr(reference, "_expected_visible", refuse)
+    again = classify(pts, CadLibrary(tmp_path / "lib"), compute_quality=False, cache_dir=cache)
+    assert again.label == first.label and np.allclose(again.transform, first.transform)
+    # a damaged file is not trusted: the model is prepared again and the file rewritten
+    monkeypatch.undo()
+    reference.clear_reference_cache()
+    for f in files:
+        f.write_bytes(b"not a cache file")
+    third = classify(pts, CadLibrary(tmp_path / "lib"), compute_quality=False, cache_dir=cache)
+    assert third.label == first.label
+    assert all(np.load(f)["points"].shape == (4000, 3) for f in files)

@@ -54,6 +54,7 @@ def test_classify_prints_label_candidates_quality_and_json(library, tmp_path, ca
     assert main(["classify", str(scan), "--library", str(library)]) == 0
     text = capsys.readouterr().out
     assert f"label: {part.name}" in text and "quality (ISO/IEC 25012" in text and "candidates:" in text
+    assert f"pose on {part.name} (scan -> model" in text
     assert main(["classify", str(scan), "--library", str(library), "--json", "--defects"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["label"] == part.name and d["score"] > 90
@@ -61,6 +62,9 @@ def test_classify_prints_label_candidates_quality_and_json(library, tmp_path, ca
     assert d["candidates"][0]["label"] == part.name and len(d["candidates"][0]["deviation"]) == 3
     assert set(d["quality"]) >= {"accuracy", "consistency", "completeness", "validity", "uniqueness", "total", "grade"}
     assert d["defects"] == []
+    # the pose of the scan on the chosen model, with its fitness and residual
+    assert d["reference_label"] == part.name and np.asarray(d["transform"]).shape == (4, 4)
+    assert d["fitness"] > 0.99 and 0 < d["rmse"] < 1e-4
     # millimetre scan file
     mm = tmp_path / "scan_mm.xyz"
     np.savetxt(mm, pts * 1000)

@@ -7,6 +7,7 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 from sensor_msgs.msg import PointCloud2, PointField  # noqa: E402
 
+from cosarad_ros.core.cad import CadLibrary  # noqa: E402
 from cosarad_ros.core.cad.evaluation import multi_view_scan, write_catalogue  # noqa: E402
 from cosarad_ros.core.data.parts import part_catalogue  # noqa: E402
 from cosarad_ros.ros import conversions as cv  # noqa: E402
@@ -39,6 +40,11 @@ def test_classify_register_and_errors(tmp_path):
         assert r.success, r.message
         assert r.label == known.name and r.score > 90
         assert r.candidates[0].label == known.name and r.candidates[0].registration_rmse < 1e-4
+        # the pose of the scan on the chosen model, to seed the inspection's registration
+        assert r.reference_label == known.name and r.fitness > 0.99 and 0 < r.rmse < 1e-4
+        T = np.asarray(r.transform, dtype=np.float64).reshape(4, 4)
+        on_model = scan_known @ T[:3, :3].T + T[:3, 3]
+        assert np.median(CadLibrary(lib_dir).get(known.name).distance(on_model)) < 1e-4
         assert 0.0 < r.quality.completeness < 1.0 and r.quality.grade in "ABCDEF"
         assert r.quality.total == pytest.approx(0.1 * r.quality.accuracy + 0.3 * r.quality.consistency
                                                 + 0.2 * r.quality.completeness + 0.2 * r.quality.validity

@@ -7,15 +7,18 @@ Examples::
     cosarad classify scan.ply --library cad_library/ --defects --set max_shortfall=0.3
 
 Prints the label (or ``unknown``), the score in percent, the candidates with their box
-deviations and registration residuals, and the ISO/IEC 25012 quality report. With ``--json``:
-one object with ``label``, ``score``, ``candidates``, ``quality`` (and details); with
-``--defects`` also ``defects`` (rule-based scratch / dent / hole checks against the chosen model).
+deviations, registration residuals and coverage, the pose of the scan on the chosen model
+(scan -> model, with its fitness and residual) and the ISO/IEC 25012 quality report. With
+``--json``: one object with ``label``, ``score``, ``candidates``, ``quality``, ``transform``,
+``fitness``, ``rmse`` (and details); with ``--defects`` also ``defects`` (rule-based scratch /
+dent / hole checks against the chosen model).
 See docs/cad.md.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import numpy as np
@@ -27,10 +30,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("scan", help="scan file (PCD, PLY, XYZ/TXT; meshes are sampled)")
     parser.add_argument("--library", required=True, help="CAD library folder (see `cosarad cad`)")
     parser.add_argument("--scan-units", choices=("m", "mm"), default="m", help="unit of the scan file (default m)")
-    parser.add_argument("--dim-tolerance", type=float, default=0.001,
-                        help="box tolerance per axis in metres (default 0.001 = the paper's 1 mm)")
+    parser.add_argument("--dim-tolerance", type=float, default=None,
+                        help="largest amount a scan box extent may exceed a model's by, in metres "
+                             "(default 0.003; the paper's two-sided gate is 0.001)")
     parser.add_argument("--aligner", default="box_icp", choices=("box_icp", "registration", "none"),
                         help="registration used for the residual (default box_icp; none = paper ranking only)")
+    parser.add_argument("--cache", default=None,
+                        help="folder keeping each model's prepared reference between calls "
+                             "(default: LIBRARY/.cache; 'none': memory only)")
     parser.add_argument("--no-quality", action="store_true", help="skip the ISO 25012 quality report")
     parser.add_argument("--defects", action="store_true",
                         help="also run the rule-based scratch / dent / hole checks against the chosen model")
@@ -72,9 +79,12 @@ def run(args: argparse.Namespace) -> int:
     scan = read_scan(args.scan, scale=1e-3 if args.scan_units == "mm" else 1.0, max_points=args.max_points)
     lib = CadLibrary(args.library)
     opts = parse_sets(args.set)
+    if args.dim_tolerance is not None:
+        opts.setdefault("dim_tolerance", args.dim_tolerance)
+    if args.cache != "none":
+        opts.setdefault("cache_dir", args.cache or os.path.join(args.library, ".cache"))
     try:
-        clf = CadClassifier(lib, dim_tolerance=args.dim_tolerance, aligner=args.aligner,
-                            compute_quality=not args.no_quality, **opts)
+        clf = CadClassifier(lib, aligner=args.aligner, compute_quality=not args.no_quality, **opts)
     except TypeError as exc:
         raise ValueError(f"bad --set option: {exc}") from None
     res = clf.classify(scan)
@@ -110,7 +120,13 @@ def run(args: argparse.Namespace) -> int:
     print("candidates:" if res.known or not res.candidates else "nearest models:")
     for c in res.candidates:
         rmse = "-" if c.registration_rmse < 0 else f"{c.registration_rmse * 1000:.3f} mm"
-        print(f"  {c.label:<28} {c.score:6.1f} %  box deviation {_mm(c.deviation)} mm  residual {rmse}")
+        cov = "" if c.coverage < 0 else f"  coverage {100 * c.coverage:.1f} %"
+        print(f"  {c.label:<28} {c.score:6.1f} %  box deviation {_mm(c.deviation)} mm  residual {rmse}{cov}")
+    if res.transform is not None:
+        print(f"pose on {res.reference_label} (scan -> model, fitness {res.fitness:.3f}, "
+              f"rmse {res.rmse * 1000:.3f} mm):")
+        for row in np.asarray(res.transform):
+            print("  " + " ".join(f"{v:10.6f}" for v in row))
     if res.quality is not None:
         q = res.quality
         print(f"quality (ISO/IEC 25012, against {res.reference_label}): total {q.total:.3f} grade {q.grade}")

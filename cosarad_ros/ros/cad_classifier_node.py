@@ -4,8 +4,10 @@ Services:
 
 * ``~/classify`` (``cosarad_ros/srv/ClassifyPart``): a scan (metres, any frame) in; ``label``
   (or ``unknown``), ``score`` [%], ``candidates`` (best first; for ``unknown`` the nearest models
-  with their box deviations) and the ISO/IEC 25012 ``quality`` report against the chosen (or
-  nearest) model out. A malformed cloud gets ``success=False`` and the reason; the node keeps
+  with their box deviations), the ISO/IEC 25012 ``quality`` report against the chosen (or
+  nearest) model and the pose of the scan on that model (``reference_label``, ``transform``
+  row-major 4x4 cloud frame -> model frame, ``fitness``, ``rmse``; it seeds the inspection's
+  registration) out. A malformed cloud gets ``success=False`` and the reason; the node keeps
   running.
 * ``~/register_cad_model`` (``cosarad_ros/srv/RegisterCadModel``): copies a mesh (with optional
   YAML metadata) into the library folder; the next ``~/classify`` call already knows it. No
@@ -49,10 +51,12 @@ PARAMS = (
     Param("create_library", True, "Create library_dir when it does not exist"),
     Param("rescan_library", True, "Re-read the folder before each classification (picks up files added "
           "by `cosarad cad add` while the node runs)"),
-    Param("dim_tolerance", 0.001, "Largest box-extent deviation of a candidate, per axis [m] (paper: 1 mm)",
-          check=positive),
-    Param("max_shortfall", 0.0, "Share of a model extent a partial scan may fall short by (0 = paper)",
-          check=in_range(0.0, 0.9)),
+    Param("cache_dir", "", "Folder keeping each model's prepared reference (box, samples, surface seen from "
+          "above) between runs; empty: <library_dir>/.cache; 'none': memory only"),
+    Param("dim_tolerance", 0.003, "Largest amount a scan box extent may exceed a candidate's by, per sorted axis "
+          "[m] (paper: 1 mm, two-sided)", check=positive),
+    Param("max_shortfall", 0.15, "Share of a model extent a partial scan's extent may fall short by, beyond "
+          "dim_tolerance and the 1.5 mm cut above the fixture (0 = paper)", check=in_range(0.0, 0.9)),
     Param("cosine_weight", 0.5, "Weight of the cosine term of the box-feature similarity (paper: 0.5)",
           check=in_range(0.0, 1.0)),
     Param("pose_method", "obb", "Pose normalisation of the box", choices=("obb", "pca")),
@@ -66,10 +70,18 @@ PARAMS = (
           choices=tuple(sorted(ALIGNERS)) + ("none",)),
     Param("registration_weight", 0.5, "Weight of the residual similarity in the score", check=in_range(0.0, 1.0)),
     Param("rmse_scale", 0.0002, "Residual at which the residual similarity is 0.5 [m]", check=positive),
-    Param("max_rmse", 0.0005, "Best candidate's residual above which the scan is unknown [m]", check=positive),
-    Param("min_score", 0.0, "Best score below which the scan is unknown [%]", check=in_range(0.0, 100.0)),
-    Param("max_registrations", 6, "Candidates registered per request (best feature similarity first)",
+    Param("max_rmse", 0.0005, "Residual above which a candidate does not explain the scan [m]", check=positive),
+    Param("min_coverage", 0.5, "Least share of a candidate's surface seen from above that the scan must cover "
+          "(0: no coverage test)", check=in_range(0.0, 1.0)),
+    Param("coverage_distance", 0.003, "A model surface sample counts as covered with a scan point this near [m]",
           check=positive),
+    Param("min_fitness", 0.95, "Least share of scan points within 1 mm of a candidate that explains the scan",
+          check=in_range(0.0, 1.0)),
+    Param("max_extent_gap", 0.003, "Largest amount a candidate's footprint or top may reach beyond the registered "
+          "scan [m]", check=positive),
+    Param("min_score", 0.0, "Best score below which the scan is unknown [%]", check=in_range(0.0, 100.0)),
+    Param("max_registrations", 3, "Candidates refined and scored in both directions per request (best coarse "
+          "residual first)", check=positive),
     Param("n_nearest", 3, "Nearest models reported with an unknown answer", check=non_negative),
     Param("compute_quality", True, "Attach the ISO/IEC 25012 quality report"),
     Param("quality_points", 20000, "CAD surface samples used as quality reference", check=lambda v: v >= 100,
@@ -122,6 +134,11 @@ class CadClassifierNode(GuardedCallbacks, Node):
                     self.get_logger().warning(f"CAD library: skipped {name}: {err}")
             return self._library
 
+    def _cache_dir(self) -> str | None:
+        if self.p.cache_dir == "none":
+            return None
+        return os.path.expanduser(self.p.cache_dir) if self.p.cache_dir else os.path.join(self._library_dir, ".cache")
+
     def classifier(self) -> CadClassifier:
         p = self.p
         g = p.grade_thresholds
@@ -133,7 +150,11 @@ class CadClassifierNode(GuardedCallbacks, Node):
                              min_trim_points=p.min_trim_points, residual_in_box=p.residual_in_box,
                              volume_mode=p.volume_mode, aligner=p.aligner,
                              registration_weight=p.registration_weight, rmse_scale=p.rmse_scale,
-                             max_rmse=p.max_rmse, min_score=p.min_score, max_registrations=p.max_registrations,
+                             max_rmse=p.max_rmse, min_coverage=p.min_coverage,
+                             coverage_distance=p.coverage_distance, min_fitness=p.min_fitness,
+                             max_extent_gap=p.max_extent_gap, cache_dir=self._cache_dir(),
+                             min_score=p.min_score,
+                             max_registrations=p.max_registrations,
                              n_nearest=p.n_nearest, compute_quality=p.compute_quality,
                              quality_points=p.quality_points, quality_options=quality,
                              max_shortfall=p.max_shortfall, seed=p.seed)
@@ -158,8 +179,11 @@ class CadClassifierNode(GuardedCallbacks, Node):
                                               registration_rmse=float(c.registration_rmse))
                                for c in res.candidates]
         response.quality = quality_msg(res.quality)
-        if res.known and res.transform is not None:
-            response.transform = np.asarray(res.transform, dtype=np.float64).reshape(-1).tolist()
+        response.reference_label = res.reference_label
+        T = np.eye(4) if res.transform is None else np.asarray(res.transform, dtype=np.float64)
+        response.transform = [float(v) for v in T.reshape(-1)]
+        response.fitness = float(res.fitness)
+        response.rmse = float(res.rmse)
         self.get_logger().info(f"classified {len(pts)} points as {res.label} ({res.score:.1f} %) in "
                                f"{time.perf_counter() - t0:.2f} s")
         return response

@@ -186,7 +186,7 @@ class ServiceCell:
         return Classified(resp.label, float(resp.score),
                           {k: getattr(q, k) for k in ("accuracy", "consistency", "completeness", "validity",
                                                       "uniqueness", "total", "grade")},
-                          T.reshape(4, 4) if T.size == 16 else None)
+                          T.reshape(4, 4) if T.size == 16 and resp.reference_label == resp.label else None)
 
     def register(self, points: np.ndarray, part_type: str, init: np.ndarray | None = None) -> Registered:
         # the fused cloud is in the part frame: refine from the fixture's nominal pose and from the

@@ -1,24 +1,45 @@
 """Training-free CAD classification of a scan (Kwon et al., Electronics 2025, sec. 3.5), with a
-registration residual that separates parts whose bounding boxes are equal.
+two-sided registration residual that works on partial scans and separates near-duplicates.
 
 Steps:
 
 1. pose-normalise the scan and measure its box ``(w, h, l)`` and volume
-   (:func:`~cosarad_ros.core.cad.features.box_features`; robust extents that leave at least
+   (:func:`~cosarad_ros.core.cad.features.box_hypotheses`: the smallest robust box, the
+   runners-up within 25 % of its volume and the frame of the scan's largest plane, since a
+   partial scan of an L-shaped part can have a tilted smallest box). Extents leave at least
    ``min_trim_points`` points per side outside, so a few stray points do not inflate the box of
-   a sparse scan; those points are left out of the registration residual of step 4 too);
-2. candidates: models whose sorted box extents are all within ``dim_tolerance`` (paper: 1 mm) of
-   the scan's; a model's own ``tolerances.dimension`` metadata overrides it;
-3. rank them by the paper's similarity ``0.5 cos + 0.5 (1 - |v1 - v2| / (|v1| + |v2|))`` of the
-   feature vectors ``(w, h, l, cbrt(V))``;
-4. beyond the paper: register the scan onto every candidate (see :mod:`.align`) and blend in a
-   residual similarity ``1 / (1 + (rmse / rmse_scale)^2)``. Parts with equal boxes but different
-   features (a hole, a pocket, a chamfer) differ in residual, and a scan whose residual on the best
-   candidate exceeds ``max_rmse`` is "unknown" even though its box matched;
-5. no candidate: ``"unknown"`` with the nearest models and their box deviations.
+   a sparse scan; those points are left out of the registration too;
+2. candidates, one-sided (a partial scan's box is truncated: the cell never sees the underside
+   or the lowest 1.5 mm above the fixture): no sorted scan extent may exceed the model's by more
+   than ``dim_tolerance``, and none may fall short of it by more than ``dim_tolerance`` plus
+   :data:`FLOOR_CUT` plus ``max_shortfall`` of the model extent; a model's own
+   ``tolerances.dimension`` metadata overrides ``dim_tolerance``;
+3. the paper's similarity ``0.5 cos + 0.5 (1 - |v1 - v2| / (|v1| + |v2|))`` of the feature
+   vectors ``(w, h, l, cbrt(V))``;
+4. beyond the paper, coarse to fine (see :mod:`.align`): the seeds every candidate's boxes
+   allow are screened on a few points (exact point-to-mesh distances); the candidates whose best
+   seed is within 2x (RMS) of the best candidate's are registered coarsely (poses ranked in both
+   directions); the ``max_registrations`` best are refined on more points and measured in
+   both directions: the **residual** of the scan on the model (RMS of point-to-mesh distances,
+   each capped at 3 mm, so scan points the model does not explain count fully), the
+   **fitness** (share of the scan within 1 mm), the **extent gap** (how far the model's
+   footprint or top reaches beyond the registered scan; the model frame's ``+z`` is up, as the
+   part rests in the cell) and the **coverage** (share of the model surface that a cell sees
+   from every side above, :mod:`.reference`, with a scan point within ``coverage_distance``).
+   A near-duplicate 1.5 mm longer leaves the scan's end faces 0.75-1.5 mm off (residual); a
+   larger part than the model leaves scan points far off (fitness); a smaller one leaves the
+   model's ends bare (extent gap) or its visible surface uncovered (coverage);
+5. the candidates that explain the scan (residual at most ``max_rmse``, fitness at least
+   ``min_fitness``, extent gap at most ``max_extent_gap``, coverage at least ``min_coverage``)
+   rank first, by score (the residual dominates it; the box similarity breaks near-ties, e.g.
+   a twin 1 mm thicker, which a scan from above fits as well); the best of them is the
+   label, unless none does: then
+   ``"unknown"`` with every unmet criterion as the reason. Without any candidate: ``"unknown"``
+   with the ``n_nearest`` models by box deviation.
 
-Score in percent: ``100 * ((1 - registration_weight) * feature_sim + registration_weight * residual_sim)``
-(``100 * feature_sim`` without registration, as in the paper).
+Score in percent: ``100 * ((1 - registration_weight) * feature_sim + registration_weight *
+residual_sim)``, ``residual_sim = 1 / (1 + (rmse / rmse_scale)^2)`` (``100 * feature_sim``
+without registration, as in the paper).
 """
 from __future__ import annotations
 
@@ -28,16 +49,26 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 import numpy as np
+from scipy.spatial import cKDTree
 
-from cosarad_ros.core.cad.align import Aligner, make_aligner
-from cosarad_ros.core.cad.features import POSE_METHODS, VOLUME_MODES, BoxFeatures, box_features, feature_similarity
+from cosarad_ros.core.cad.align import Aligner, Alignment, BoxIcpAligner, coverage, make_aligner
+from cosarad_ros.core.cad.features import (POSE_METHODS, VOLUME_MODES, BoxFeatures, box_features, box_hypotheses,
+                                           feature_similarity)
 from cosarad_ros.core.cad.library import CadLibrary, CadModel
 from cosarad_ros.core.cad.quality import QualityReport, default_fpfh_voxel, mean_fpfh, quality_report
+from cosarad_ros.core.cad.reference import ModelReference, model_reference
 from cosarad_ros.core.geometry import as_points
 
-__all__ = ["Candidate", "ClassificationResult", "CadClassifier", "classify", "UNKNOWN"]
+__all__ = ["Candidate", "ClassificationResult", "CadClassifier", "classify", "UNKNOWN", "FLOOR_CUT"]
 
 UNKNOWN = "unknown"
+#: height above the fixture that the cell cuts away with it [m]
+#: (:data:`cosarad_ros.core.inspection.fusion.DEFAULT_ROI`): a scan may be this much shorter
+FLOOR_CUT = 0.0015
+#: view directions whose visibility defines the model surface a scan must cover: elevations
+#: [deg], and the share of all directions (12 azimuths each) that must see a surface sample
+COVERAGE_ELEVATIONS = (30.0, 50.0, 70.0)
+COVERAGE_VIEW_SHARE = 0.9
 
 
 @dataclass(frozen=True)
@@ -48,11 +79,16 @@ class Candidate:
         label: model label.
         score: similarity in percent (0-100).
         deviation: ``(3,)`` scan box minus model box, per sorted axis [m].
-        registration_rmse: residual of the scan registered onto the model [m]; -1 if not computed.
+        registration_rmse: residual of the scan registered onto the model [m] (RMS of capped
+            point-to-mesh distances); -1 if not computed.
         feature_similarity: the paper's box-feature similarity in [0, 1].
-        fitness: share of scan points within the inlier distance of the model; -1 if not computed.
-        within_tolerance: every box extent within the dimension tolerance.
+        fitness: share of scan points within 1 mm of the model; -1 if not computed.
+        within_tolerance: every box extent within the one-sided dimension gate.
         transform: ``(4, 4)`` scan -> model frame, or ``None`` when not registered.
+        coverage: share of the model surface a cell sees from above that has a scan point
+            nearby; -1 if not computed.
+        extent_gap: largest amount the model's footprint or top reaches beyond the registered
+            scan [m]; -1 if not computed.
     """
 
     label: str
@@ -63,13 +99,17 @@ class Candidate:
     fitness: float = -1.0
     within_tolerance: bool = True
     transform: np.ndarray | None = field(default=None, repr=False)
+    coverage: float = -1.0
+    extent_gap: float = -1.0
 
     def as_dict(self) -> dict:
         return {"label": self.label, "score": float(self.score),
                 "deviation": [float(v) for v in self.deviation],
                 "registration_rmse": float(self.registration_rmse),
                 "feature_similarity": float(self.feature_similarity), "fitness": float(self.fitness),
-                "within_tolerance": bool(self.within_tolerance)}
+                "within_tolerance": bool(self.within_tolerance), "coverage": float(self.coverage),
+                "extent_gap": float(self.extent_gap),
+                "transform": None if self.transform is None else np.asarray(self.transform).tolist()}
 
 
 @dataclass(frozen=True)
@@ -78,16 +118,19 @@ class ClassificationResult:
 
     Attributes:
         label: best candidate, or ``"unknown"``.
-        score: percent (0-100) of the best candidate (0 when unknown without candidates).
+        score: percent (0-100) of the best candidate (0 when unknown).
         candidates: best first; for ``"unknown"`` the nearest models.
         quality: ISO 25012 report of the scan against the chosen (or nearest) model, or ``None``.
-        transform: ``(4, 4)`` scan -> model frame of the chosen (or nearest registered) model.
+        transform: ``(4, 4)`` scan -> model frame of the chosen (or nearest registered) model:
+            the pose that seeds the inspection's registration.
         scan_dimensions: ``(3,)`` sorted box extents of the scan [m].
         reason: why the label is ``"unknown"`` ("" otherwise).
         reference_label: the model that ``quality`` and ``transform`` refer to ("" if none).
         timings: stage -> seconds.
         points_outside_box: scan points outside the robust scan box, left out of the registration
             residual (see ``CadClassifier(residual_in_box=...)``).
+        fitness: share of scan points within 1 mm of that model after ``transform`` (-1: none).
+        rmse: residual of the scan on that model after ``transform`` [m] (-1: none).
     """
 
     label: str
@@ -100,6 +143,8 @@ class ClassificationResult:
     reference_label: str = ""
     timings: Mapping[str, float] = field(default_factory=dict, repr=False)
     points_outside_box: int = 0
+    fitness: float = -1.0
+    rmse: float = -1.0
 
     @property
     def known(self) -> bool:
@@ -116,6 +161,8 @@ class ClassificationResult:
             "reason": self.reason,
             "reference_label": self.reference_label,
             "transform": None if self.transform is None else np.asarray(self.transform).tolist(),
+            "fitness": float(self.fitness),
+            "rmse": float(self.rmse),
             "timings": {k: float(v) for k, v in self.timings.items()},
             "points_outside_box": int(self.points_outside_box),
         }
@@ -126,48 +173,58 @@ class CadClassifier:
 
     Args:
         library: a :class:`CadLibrary` or a folder.
-        dim_tolerance: largest box-extent deviation of a candidate, per axis [m] (paper: 1 mm).
+        dim_tolerance: largest amount by which a scan box extent may exceed the model's, and
+            part of the allowed shortfall, per sorted axis [m] (paper: 1 mm, two-sided).
         cosine_weight: weight of the cosine term of the feature similarity (paper: 0.5).
         pose_method: ``"obb"`` (robust minimum-volume box) or ``"pca"`` (paper).
         extent_quantile: share of points allowed outside the scan box per side.
         min_trim_points: at least this many points per side are allowed outside the scan box
-            (at most 2 % of the points): stray points (fixture / table points just above the
-            crop, mixed pixels) do not become fewer in sparse scans such as the cell's fused
-            survey (see :func:`~.features.box_features`). 0: the quantile alone (paper-like).
-        residual_in_box: the points outside the robust scan box (the strays the box ignores) are
-            also left out of the registration and its residual; a handful of stray points
-            millimetres off the part raise the RMS residual of a sparse scan by tenths of a
-            millimetre. ``False``: every point.
+            (at most 2 % of the points): stray points (fixture points just above the crop, mixed
+            pixels) do not become fewer in sparse scans (see :func:`~.features.box_features`).
+            0: the quantile alone (paper-like).
+        residual_in_box: the points outside the robust scan box are also left out of the
+            registration and its residual. ``False``: every point.
         smooth_k: neighbours of the denoising plane projection before boxing (0 = off).
         volume_mode: ``"box"`` (paper) or ``"hull"`` (convex-hull volume).
         aligner: ``"box_icp"`` (default), ``"registration"``, ``"none"``/``None`` (paper only), a
             dict ``{"method": ..., **options}`` or an :class:`~.align.Aligner`.
         registration_weight: weight of the residual similarity in the score.
         rmse_scale: residual [m] at which the residual similarity is 0.5.
-        max_rmse: best candidate's residual [m] above which the scan is "unknown".
+        max_rmse: residual [m] above which a candidate does not explain the scan.
         min_score: best score [%] below which the scan is "unknown".
-        max_registrations: at most this many candidates (best feature similarity first) are
-            registered; the rest keep their feature score.
+        max_registrations: candidates (best coarse residual first) refined and scored in both
+            directions; the others keep their coarse residual (``box_icp``), or are not
+            registered (other aligners).
         n_nearest: nearest models reported with an "unknown" answer.
         compute_quality: attach the ISO 25012 report.
         quality_points: CAD surface samples used as quality reference.
         quality_options: keyword arguments of :func:`~.quality.quality_report`.
         box_max_points: random subset size for the box.
-        max_shortfall: beyond the paper, for partial scans that may not reach every extent: a
-            scan extent may also fall short of the model's by this share of the model extent
-            (0 = the paper's symmetric tolerance). The registration residual then ranks.
+        max_shortfall: share of a model extent by which a scan extent may fall short (beyond
+            ``dim_tolerance`` and :data:`FLOOR_CUT`): partial scans do not reach every extent.
+        min_coverage: least share of the model surface seen from above (see :mod:`.reference`)
+            that must have a scan point within ``coverage_distance`` (0 = no coverage test).
+        coverage_distance: distance within which a model surface sample counts as covered [m].
+        min_fitness: least share of scan points within 1 mm of a candidate that explains the
+            scan (a larger part than the model leaves some of its points far off).
+        max_extent_gap: largest amount [m] by which a candidate that explains the scan may reach
+            beyond the registered scan at either end of its footprint or at its top (a smaller
+            part than the model leaves the model's ends bare); the model frame's ``+z`` is up.
+        cache_dir: folder that keeps each model's prepared reference on disk (see
+            :mod:`.reference`); ``None``: memory only.
         seed: seed of every random subset.
     """
 
-    def __init__(self, library, *, dim_tolerance: float = 0.001, cosine_weight: float = 0.5,
+    def __init__(self, library, *, dim_tolerance: float = 0.003, cosine_weight: float = 0.5,
                  pose_method: str = "obb", extent_quantile: float = 0.0005, min_trim_points: int = 10,
                  residual_in_box: bool = True, smooth_k: int = 0,
                  volume_mode: str = "box", aligner: str | Mapping | Aligner | None = "box_icp",
                  registration_weight: float = 0.5, rmse_scale: float = 0.0002, max_rmse: float = 0.0005,
-                 min_score: float = 0.0, max_registrations: int = 6, n_nearest: int = 3,
+                 min_score: float = 0.0, max_registrations: int = 3, n_nearest: int = 3,
                  compute_quality: bool = True, quality_points: int = 20000,
-                 quality_options: Mapping | None = None, box_max_points: int = 20000, max_shortfall: float = 0.0,
-                 seed: int = 0):
+                 quality_options: Mapping | None = None, box_max_points: int = 3000, max_shortfall: float = 0.15,
+                 min_coverage: float = 0.5, coverage_distance: float = 0.003, min_fitness: float = 0.95,
+                 max_extent_gap: float = 0.003, cache_dir=None, seed: int = 0):
         if isinstance(library, (str, os.PathLike)):
             library = CadLibrary(library)
         if not isinstance(library, CadLibrary):
@@ -188,13 +245,25 @@ class CadClassifier:
             raise ValueError("max_registrations >= 1, n_nearest >= 0 and quality_points >= 100 required")
         if not 0.0 <= cosine_weight <= 1.0:
             raise ValueError(f"cosine_weight must be in [0, 1], got {cosine_weight}")
+        if min_trim_points < 0:
+            raise ValueError(f"min_trim_points must be >= 0, got {min_trim_points}")
+        if not 0.0 <= max_shortfall < 1.0:
+            raise ValueError(f"max_shortfall must be in [0, 1), got {max_shortfall}")
+        if not 0.0 <= min_coverage <= 1.0:
+            raise ValueError(f"min_coverage must be in [0, 1], got {min_coverage}")
+        if coverage_distance <= 0:
+            raise ValueError(f"coverage_distance must be > 0 m, got {coverage_distance}")
+        if not 0.0 <= min_fitness <= 1.0:
+            raise ValueError(f"min_fitness must be in [0, 1], got {min_fitness}")
+        if max_extent_gap <= 0:
+            raise ValueError(f"max_extent_gap must be > 0 m, got {max_extent_gap}")
+        if box_max_points < 100:
+            raise ValueError(f"box_max_points must be >= 100, got {box_max_points}")
         self.library = library
         self.dim_tolerance = float(dim_tolerance)
         self.cosine_weight = float(cosine_weight)
         self.pose_method = pose_method
         self.extent_quantile = float(extent_quantile)
-        if min_trim_points < 0:
-            raise ValueError(f"min_trim_points must be >= 0, got {min_trim_points}")
         self.min_trim_points = int(min_trim_points)
         self.smooth_k = int(smooth_k)
         self.residual_in_box = bool(residual_in_box)
@@ -210,27 +279,41 @@ class CadClassifier:
         self.quality_points = int(quality_points)
         self.quality_options = dict(quality_options or {})
         self.box_max_points = int(box_max_points)
-        if not 0.0 <= max_shortfall < 1.0:
-            raise ValueError(f"max_shortfall must be in [0, 1), got {max_shortfall}")
         self.max_shortfall = float(max_shortfall)
+        self.min_coverage = float(min_coverage)
+        self.coverage_distance = float(coverage_distance)
+        self.min_fitness = float(min_fitness)
+        self.max_extent_gap = float(max_extent_gap)
+        self.cache_dir = None if cache_dir in (None, "") else os.fspath(cache_dir)
         self.seed = int(seed)
 
     # ------------------------------------------------------------------------------------------
     def _model_vector(self, model: CadModel) -> np.ndarray:
-        v = model.box.vector()
+        v = self.model_box(model).vector()
         if self.volume_mode == "hull":
             v = v.copy()
             v[3] = np.cbrt(model.hull_volume)
         return v
 
+    def reference(self, model: CadModel) -> ModelReference:
+        """The model's prepared reference (box, samples, surface seen from above; cached by content)."""
+        return model_reference(model, elevation_deg=COVERAGE_ELEVATIONS, min_view_share=COVERAGE_VIEW_SHARE,
+                               cache_dir=self.cache_dir)
+
     def model_box(self, model: CadModel) -> BoxFeatures:
-        return model.box if self.pose_method == "obb" else _pca_box(model)
+        return self.reference(model).box if self.pose_method == "obb" else _pca_box(model)
 
     def scan_box(self, scan) -> BoxFeatures:
         """Pose-normalised box of a scan with this classifier's settings."""
         return box_features(scan, method=self.pose_method, quantile=self.extent_quantile,
                             smooth_k=self.smooth_k, volume_mode=self.volume_mode,
                             max_points=self.box_max_points, seed=self.seed, min_trim=self.min_trim_points)
+
+    def scan_boxes(self, scan) -> list[BoxFeatures]:
+        """The scan's box hypotheses (smallest first) with this classifier's settings."""
+        return box_hypotheses(scan, method=self.pose_method, quantile=self.extent_quantile,
+                              smooth_k=self.smooth_k, volume_mode=self.volume_mode,
+                              max_points=self.box_max_points, seed=self.seed, min_trim=self.min_trim_points)
 
     @staticmethod
     def inside_box(pts: np.ndarray, box: BoxFeatures, margin: float = 1e-9) -> np.ndarray:
@@ -252,6 +335,106 @@ class CadClassifier:
                                    feature_radius=opts.get("fpfh_feature_radius"))
         return cache[key]
 
+    def _gate(self, boxes: list[BoxFeatures], model: CadModel) -> tuple[np.ndarray, list[BoxFeatures]]:
+        """Box deviation ``(3,)`` (of the scan box nearest to the model's) and the scan boxes
+        that pass the one-sided gate against ``model``."""
+        mdims = self.model_box(model).dimensions
+        tol = float(model.tolerances.get("dimension", self.dim_tolerance))
+        low = -tol - FLOOR_CUT - self.max_shortfall * mdims
+        devs = [b.dimensions - mdims for b in boxes]
+        ok = [b for b, d in zip(boxes, devs) if np.all((d <= tol) & (d >= low))]
+        return min(devs, key=lambda d: float(np.max(np.abs(d)))), ok
+
+    def _coverage(self, model: CadModel, tree: cKDTree, transform: np.ndarray) -> float:
+        return coverage(self.reference(model), tree, transform, self.coverage_distance)
+
+    def _extent_gap(self, model: CadModel, pts: np.ndarray, transform: np.ndarray) -> float:
+        """Largest amount [m] by which the model's footprint (both ends of its frame's x and y)
+        or its top extends beyond the scan moved by ``transform`` (robust scan extents that
+        leave ``min_trim_points`` points outside); the underside is never seen."""
+        q = pts @ transform[:3, :3].T + transform[:3, 3]
+        n = len(q)
+        k = min(self.min_trim_points, n // 50)
+        part = np.partition(q, [k, n - 1 - k], axis=0)
+        lo, hi = part[k], part[n - 1 - k]
+        b = np.asarray(model.mesh.bounds, dtype=np.float64)
+        return float(max(lo[0] - b[0, 0], b[1, 0] - hi[0], lo[1] - b[0, 1], b[1, 1] - hi[1], b[1, 2] - hi[2]))
+
+    def _unexplained(self, c: Candidate) -> list[str]:
+        """What a registered candidate fails to explain (empty: it explains the scan)."""
+        out = []
+        if c.registration_rmse > self.max_rmse:
+            out.append(f"the registration residual {c.registration_rmse * 1000:.3g} mm exceeds "
+                       f"{self.max_rmse * 1000:.3g} mm")
+        if c.fitness < self.min_fitness:
+            out.append(f"only {100 * c.fitness:.1f} % of the scan lies within 1 mm of it "
+                       f"(at least {100 * self.min_fitness:.0f} % required)")
+        if c.extent_gap > self.max_extent_gap:
+            out.append(f"the model reaches {c.extent_gap * 1000:.3g} mm beyond the scan seen from above "
+                       f"(at most {self.max_extent_gap * 1000:.3g} mm)")
+        if self.min_coverage > 0 and c.coverage < self.min_coverage:
+            out.append(f"the scan covers only {100 * c.coverage:.1f} % of its surface seen from above "
+                       f"(at least {100 * self.min_coverage:.0f} % required)")
+        return out
+
+    def _explains(self, c: Candidate) -> bool:
+        return c.registration_rmse >= 0 and c.coverage >= 0 and not self._unexplained(c)
+
+    def _register(self, pts: np.ndarray, gated: list) -> list[Candidate]:
+        """Seeds of every gated candidate screened, coarse registration of those whose best seed
+        is within 2x (RMS) of the best candidate's, fine registration and the measures of both
+        directions for the ``max_registrations`` best. ``gated``: ``(model, dev, boxes, sim)`` rows."""
+        w = self.registration_weight
+        out: list[Candidate] = []
+        if self.aligner is None:
+            return [Candidate(m.label, 100.0 * sim, dev, -1.0, sim, -1.0, True, None) for m, dev, _, sim in gated]
+        tree = cKDTree(pts)
+        if isinstance(self.aligner, BoxIcpAligner):
+            # cheapest first: the seeds of every candidate on a few points; a candidate whose best
+            # seed is more than twice as far off (RMS) as the best candidate's goes no further
+            # (measured: the right model's best seed is within 1.3x of the best one)
+            screened = [(self.aligner.screen(pts, boxes, model, self.model_box(model)), model, dev, boxes, sim)
+                        for model, dev, boxes, sim in gated]
+            floor = min((r[0][1] for r in screened), default=0.0)
+            coarse = []
+            for (seeds, screen_cost), model, dev, boxes, sim in screened:
+                if screen_cost > 4.0 * floor:
+                    out.append(Candidate(model.label, 100.0 * (1.0 - w) * sim, dev, -1.0, sim, -1.0, True, None))
+                    continue
+                T, cost = self.aligner.coarse(pts, boxes, model, self.reference(model), self.model_box(model), tree,
+                                              seeds=seeds)
+                coarse.append((cost, model, dev, sim, T))
+            coarse.sort(key=lambda r: r[0])
+            for i, (cost, model, dev, sim, T) in enumerate(coarse):
+                # the fine stage for the best few, and only where the coarse residual is within
+                # 3x of the best one (a near-duplicate stays; another shape does not)
+                if i < self.max_registrations and cost <= 9.0 * coarse[0][0]:
+                    ref = self.reference(model)
+                    al = self.aligner.refine(pts, T, model, ref, self.model_box(model))
+                    cov = self._coverage(model, tree, al.transform)
+                    gap = self._extent_gap(model, pts, al.transform)
+                else:
+                    al = Alignment(transform=T, rmse=float(np.sqrt(cost)), fitness=-1.0, median=-1.0)
+                    cov, gap = -1.0, -1.0
+                s = (1.0 - w) * sim + w * self._residual_similarity(al.rmse)
+                out.append(Candidate(model.label, 100.0 * s, dev, al.rmse, sim, al.fitness, True, al.transform, cov,
+                                     gap))
+        else:
+            for i, (model, dev, boxes, sim) in enumerate(gated):
+                if i < self.max_registrations:
+                    al = self.aligner.align(pts, boxes[0], model)
+                    cov = self._coverage(model, tree, al.transform)
+                    gap = self._extent_gap(model, pts, al.transform)
+                    s = (1.0 - w) * sim + w * self._residual_similarity(al.rmse)
+                    out.append(Candidate(model.label, 100.0 * s, dev, al.rmse, sim, al.fitness, True, al.transform,
+                                         cov, gap))
+                else:
+                    out.append(Candidate(model.label, 100.0 * (1.0 - w) * sim, dev, -1.0, sim, -1.0, True, None))
+        refined = [c for c in out if c.coverage >= 0]
+        rest = sorted((c for c in out if c.coverage < 0), key=lambda c: -c.score)
+        refined.sort(key=lambda c: (not self._explains(c), -c.score))
+        return refined + rest
+
     def classify(self, scan) -> ClassificationResult:
         """Classify ``scan`` ``(N, 3)`` [m, any frame, N >= 10]. See the module docstring.
 
@@ -261,36 +444,24 @@ class CadClassifier:
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
         raw = as_points(scan, name="scan", min_points=10)
-        box = self.scan_box(raw)
+        boxes = self.scan_boxes(raw)
+        box = boxes[0]
         pts = raw
         if self.residual_in_box:
-            inside = self.inside_box(raw, box)
+            inside = np.any([self.inside_box(raw, b) for b in boxes], axis=0)
             if inside.sum() >= max(10, 0.5 * len(raw)):
                 pts = raw[inside]
         vec = box.vector()
-        timings["features"] = time.perf_counter() - t0
-
         rows = []
         for model in self.library.models:
-            mbox = self.model_box(model)
-            dev = box.dimensions - mbox.dimensions
-            tol = float(model.tolerances.get("dimension", self.dim_tolerance))
+            dev, ok = self._gate(boxes, model)
             sim = feature_similarity(vec, self._model_vector(model), cosine_weight=self.cosine_weight)
-            low = -tol - self.max_shortfall * mbox.dimensions
-            rows.append((model, dev, bool(np.all((dev <= tol) & (dev >= low))), sim))
-        inside = sorted((r for r in rows if r[2]), key=lambda r: -r[3])
+            rows.append((model, dev, ok, sim))
+        gated = sorted(((m, d, ok, s) for m, d, ok, s in rows if ok), key=lambda r: -r[3])
+        timings["features"] = time.perf_counter() - t0
 
         t1 = time.perf_counter()
-        candidates: list[Candidate] = []
-        for i, (model, dev, _, sim) in enumerate(inside):
-            if self.aligner is not None and i < self.max_registrations:
-                al = self.aligner.align(pts, box, model)
-                s = (1.0 - self.registration_weight) * sim + self.registration_weight * self._residual_similarity(al.rmse)
-                candidates.append(Candidate(model.label, 100.0 * s, dev, al.rmse, sim, al.fitness, True, al.transform))
-            else:
-                s = sim if self.aligner is None else (1.0 - self.registration_weight) * sim
-                candidates.append(Candidate(model.label, 100.0 * s, dev, -1.0, sim, -1.0, True, None))
-        candidates.sort(key=lambda c: -c.score)
+        candidates = self._register(pts, gated)
         timings["register"] = time.perf_counter() - t1
 
         label, score, reason = UNKNOWN, 0.0, ""
@@ -302,28 +473,32 @@ class CadClassifier:
                           for m, dev, _, sim in near]
             best = candidates[0] if candidates else None
             reason = (f"no CAD model within {self.dim_tolerance * 1000:.3g} mm on all box axes "
-                      f"(scan box {np.round(box.dimensions * 1000, 2).tolist()} mm"
+                      f"(a scan extent may also fall short by {(self.dim_tolerance + FLOOR_CUT) * 1000:.3g} mm "
+                      f"+ {100 * self.max_shortfall:.0f} %; scan box {np.round(box.dimensions * 1000, 2).tolist()} mm"
                       + (f"; nearest {best.label} off by {np.round(best.deviation * 1000, 2).tolist()} mm)"
                          if best else ")"))
         else:
             best = candidates[0]
-            if best.registration_rmse >= 0 and best.registration_rmse > self.max_rmse:
-                reason = (f"box matches {best.label} but the registration residual "
-                          f"{best.registration_rmse * 1000:.3g} mm exceeds {self.max_rmse * 1000:.3g} mm")
+            failed = self._unexplained(best) if best.coverage >= 0 else []
+            if failed:
+                reason = f"box matches {best.label} but " + "; ".join(failed)
             elif best.score < self.min_score:
                 reason = f"best score {best.score:.1f} % below {self.min_score:.1f} %"
             else:
                 label, score = best.label, float(best.score)
 
         quality, transform, ref_label = None, None, ""
+        fitness, rmse = -1.0, -1.0
         if candidates:
             ref = candidates[0]
             model = self.library.get(ref.label)
             transform = ref.transform
+            fitness, rmse = ref.fitness, ref.registration_rmse
             if transform is None and self.compute_quality:
                 t2 = time.perf_counter()
                 aligner = self.aligner or make_aligner("box_icp")
-                transform = aligner.align(pts, box, model).transform
+                al = aligner.align(pts, box, model)
+                transform, fitness, rmse = al.transform, al.fitness, al.rmse
                 timings["register"] += time.perf_counter() - t2
             ref_label = ref.label
             if self.compute_quality:
@@ -338,7 +513,8 @@ class CadClassifier:
         return ClassificationResult(label=label, score=score, candidates=tuple(candidates), quality=quality,
                                     transform=transform, scan_dimensions=box.dimensions, reason=reason,
                                     reference_label=ref_label, timings=timings,
-                                    points_outside_box=int(len(raw) - len(pts)))
+                                    points_outside_box=int(len(raw) - len(pts)), fitness=float(fitness),
+                                    rmse=float(rmse))
 
 
 def _pca_box(model: CadModel) -> BoxFeatures:
@@ -349,15 +525,15 @@ def _pca_box(model: CadModel) -> BoxFeatures:
     return cache["box"]
 
 
-def classify(scan, library, *, dim_tolerance: float = 0.001, **options) -> ClassificationResult:
+def classify(scan, library, **options) -> ClassificationResult:
     """Classify a scan against a CAD library (see :class:`CadClassifier` for ``options``).
 
     Args:
         scan: ``(N, 3)`` points [m], any frame.
         library: :class:`CadLibrary` or its folder.
-        dim_tolerance: box tolerance per axis [m] (paper: 1 mm).
+        **options: :class:`CadClassifier` settings (``dim_tolerance``, ``aligner``, ...).
 
     Returns:
         :class:`ClassificationResult` (label ``"unknown"`` possible).
     """
-    return CadClassifier(library, dim_tolerance=dim_tolerance, **options).classify(scan)
+    return CadClassifier(library, **options).classify(scan)

@@ -25,7 +25,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from cosarad_ros.core.cad.align import BoxIcpAligner
-from cosarad_ros.core.cad.classifier import CadClassifier
+from cosarad_ros.core.cad.cell_scans import cell_catalogue, cell_scan
+from cosarad_ros.core.cad.classifier import UNKNOWN, CadClassifier
 from cosarad_ros.core.cad.features import box_features
 from cosarad_ros.core.cad.library import CadLibrary
 from cosarad_ros.core.cad.rules import detect_defects
@@ -35,9 +36,14 @@ __all__ = [
     "catalogue_library",
     "view_directions",
     "multi_view_scan",
+    "cell_scan",
+    "cell_catalogue",
     "defective_sample",
     "macro_f1",
     "ClassificationScores",
+    "score_labels",
+    "benchmark_scans",
+    "classify_scans",
     "DefectScores",
     "classification_benchmark",
     "defect_benchmark",
@@ -137,7 +143,18 @@ def macro_f1(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]
 
 @dataclass(frozen=True)
 class ClassificationScores:
-    """Classification benchmark result (see :func:`classification_benchmark`)."""
+    """Classification benchmark result (see :func:`classification_benchmark`, :func:`score_labels`).
+
+    Attributes:
+        accuracy: top-1 accuracy over the scans of library types.
+        macro_f1: macro F1 over the library types (``unknown`` counts as a wrong answer).
+        unknown_rate: share of scans of library types answered ``unknown``.
+        per_class_f1: library type -> F1.
+        y_true, y_pred: per scan (a withheld type's own name as truth).
+        seconds: time per classification.
+        scores: score [%] per scan.
+        correct_unknown_rate: share of scans of withheld types answered ``unknown`` (NaN: none).
+    """
 
     accuracy: float
     macro_f1: float
@@ -147,35 +164,92 @@ class ClassificationScores:
     y_pred: tuple[str, ...]
     seconds: tuple[float, ...] = field(repr=False)
     scores: tuple[float, ...] = field(repr=False)
+    correct_unknown_rate: float = float("nan")
 
     @property
     def median_seconds(self) -> float:
         return float(np.median(self.seconds)) if self.seconds else float("nan")
+
+    def as_dict(self) -> dict:
+        """JSON-friendly figures (per-scan lists included)."""
+        return {"accuracy": self.accuracy, "macro_f1": self.macro_f1, "unknown_rate": self.unknown_rate,
+                "correct_unknown_rate": self.correct_unknown_rate, "median_seconds": self.median_seconds,
+                "mean_seconds": float(np.mean(self.seconds)) if self.seconds else float("nan"),
+                "n": len(self.y_true), "y_true": list(self.y_true), "y_pred": list(self.y_pred),
+                "seconds": [float(t) for t in self.seconds]}
+
+
+def score_labels(y_true: Sequence[str], y_pred: Sequence[str], library_labels: Sequence[str], *,
+                 seconds: Sequence[float] = (), scores: Sequence[float] = ()) -> ClassificationScores:
+    """Figures of a set of answers: scans whose true type is not in ``library_labels`` are
+    withheld types, right when answered ``unknown``."""
+    lib = set(library_labels)
+    yt, yp = np.asarray(y_true, dtype=object), np.asarray(y_pred, dtype=object)
+    inlib = np.array([t in lib for t in yt], dtype=bool)
+    labels = sorted({t for t in yt[inlib]})
+    mf1, per = macro_f1(list(yt[inlib]), list(yp[inlib]), labels)
+    acc = float(np.mean(yt[inlib] == yp[inlib])) if inlib.any() else float("nan")
+    unk = float(np.mean(yp[inlib] == UNKNOWN)) if inlib.any() else float("nan")
+    cu = float(np.mean(yp[~inlib] == UNKNOWN)) if (~inlib).any() else float("nan")
+    return ClassificationScores(acc, mf1, unk, per, tuple(str(t) for t in yt), tuple(str(p) for p in yp),
+                                tuple(float(t) for t in seconds), tuple(float(v) for v in scores), cu)
+
+
+def benchmark_scans(parts: Sequence, *, scans_per_type: int = 2, seed: int = 0, kind: str = "multi_view",
+                    progress: bool = True, **options) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Simulated scans of every part, ``scans_per_type`` each.
+
+    Args:
+        parts: data-layer ``Part`` s.
+        scans_per_type: scans per part.
+        seed: seed of every scan.
+        kind: ``"multi_view"`` (:func:`multi_view_scan`: ray-cast views from above, random pose)
+            or ``"cell"`` (:func:`cell_scan`: the cell's sensor, fixture and fusion).
+        progress: tqdm bar.
+        **options: passed to the scan function (``views``, ``noise`` ...).
+
+    Returns:
+        ``[(label, points (N, 3), T (4, 4) scan -> part frame), ...]``.
+    """
+    from tqdm import tqdm
+
+    if kind not in ("multi_view", "cell"):
+        raise ValueError(f"kind must be 'multi_view' or 'cell', got {kind!r}")
+    rng = np.random.default_rng(seed)
+    out = []
+    jobs = [(p, k) for p in parts for k in range(scans_per_type)]
+    for part, _ in tqdm(jobs, desc=f"{kind} scans", disable=not progress, leave=False):
+        if kind == "cell":
+            pts, T = cell_scan(part.mesh, rng, **options)
+        else:
+            pts, _, T_part = multi_view_scan(part.mesh, rng, **options)
+            T = np.linalg.inv(T_part)
+        out.append((part.name, pts, T))
+    return out
+
+
+def classify_scans(classifier: CadClassifier, scans: Sequence, *, progress: bool = True) -> ClassificationScores:
+    """Classify ``[(label, points, ...), ...]`` (see :func:`benchmark_scans`) and score the answers."""
+    from tqdm import tqdm
+
+    y_true, y_pred, secs, scores = [], [], [], []
+    for item in tqdm(scans, desc="classify", disable=not progress, leave=False):
+        t0 = time.perf_counter()
+        res = classifier.classify(item[1])
+        secs.append(time.perf_counter() - t0)
+        y_true.append(item[0])
+        y_pred.append(res.label)
+        scores.append(res.score)
+    return score_labels(y_true, y_pred, classifier.library.labels, seconds=secs, scores=scores)
 
 
 def classification_benchmark(library: CadLibrary, parts: Sequence, *, scans_per_type: int = 2,
                              seed: int = 0, views: int = 4, points_per_view: int = 6000, noise: float = 3e-5,
                              classifier: CadClassifier | None = None, progress: bool = True) -> ClassificationScores:
     """Classify ``scans_per_type`` simulated partial scans of every part (see module docstring)."""
-    from tqdm import tqdm
-
-    clf = classifier or CadClassifier(library, compute_quality=False)
-    rng = np.random.default_rng(seed)
-    y_true, y_pred, secs, scores = [], [], [], []
-    jobs = [(p, k) for p in parts for k in range(scans_per_type)]
-    for part, _ in tqdm(jobs, desc="classify", disable=not progress, leave=False):
-        pts, _, _ = multi_view_scan(part.mesh, rng, views=views, points_per_view=points_per_view, noise=noise)
-        t0 = time.perf_counter()
-        res = clf.classify(pts)
-        secs.append(time.perf_counter() - t0)
-        y_true.append(part.name)
-        y_pred.append(res.label)
-        scores.append(res.score)
-    labels = sorted({p.name for p in parts})
-    mf1, per = macro_f1(y_true, y_pred, labels)
-    acc = float(np.mean(np.asarray(y_true) == np.asarray(y_pred)))
-    unk = float(np.mean(np.asarray(y_pred) == "unknown"))
-    return ClassificationScores(acc, mf1, unk, per, tuple(y_true), tuple(y_pred), tuple(secs), tuple(scores))
+    scans = benchmark_scans(parts, scans_per_type=scans_per_type, seed=seed, progress=progress, views=views,
+                            points_per_view=points_per_view, noise=noise)
+    return classify_scans(classifier or CadClassifier(library, compute_quality=False), scans, progress=progress)
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ from .pipeline import Classified, Detected, Registered, ViewScan
 
 __all__ = ["InProcessCell", "CLASSIFIER_OPTIONS", "REGISTRATION_MIN_FITNESS"]
 
-#: classifier settings of the simulated cell (the ``cad_classifier_node`` gets the same): fused
-#: scans are partial (fixture side unseen) and noisy: 2 mm box tolerance and a 30 % allowed shortfall
-CLASSIFIER_OPTIONS = {"dim_tolerance": 0.002, "max_shortfall": 0.3}
+#: classifier settings of the simulated cell over the classifier's defaults (the
+#: ``cad_classifier_node`` gets the same); the defaults are set for fused partial cell scans
+CLASSIFIER_OPTIONS: dict = {}
 #: the registration of an inspection fails below this share of points on the CAD surface (the
 #: simulated cell's ``registration_node`` gets the same ``min_fitness``): a grossly bent or broken
 #: part still registers, and must FAIL rather than be INCONCLUSIVE
@@ -158,7 +158,8 @@ class InProcessCell:
         self.library.reload()
         res = self.classifier.classify(points)
         q = res.quality.as_dict() if res.quality is not None else {}
-        T = None if res.transform is None or not res.known else np.asarray(res.transform, dtype=np.float64)
+        T = (np.asarray(res.transform, dtype=np.float64)
+             if res.known and res.transform is not None and res.reference_label == res.label else None)
         return Classified(res.label, float(res.score), q, T)
 
     def reference(self, part_type: str):
