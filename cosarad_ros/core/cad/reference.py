@@ -88,7 +88,7 @@ def _expected_visible(model, points: np.ndarray, normals: np.ndarray, *, elevati
                       max_incidence_deg: float, min_view_share: float, floor_cut: float) -> np.ndarray:
     import open3d as o3d
 
-    scene = model._raycast_scene
+    scene = model.surface.scene
     dirs = _directions(elevation_deg, azimuths)
     cos_max = np.cos(np.radians(max_incidence_deg))
     seen = np.zeros(len(points))
