@@ -62,8 +62,6 @@ DEFAULT_MIN_STD = 1e-5
 DEFAULT_SCALES = (1.0, 2.5)
 #: pseudo-points of the part's typical point noise added to each location's own estimate
 SHRINK_POINTS = 30.0
-#: a single point's residual must exceed this multiple of the tolerance to count as narrow-defect evidence
-NARROW_TOLERANCE = 3.0
 
 
 @dataclass(frozen=True)
@@ -169,8 +167,6 @@ class DeviationDetector(PartRegistry):
         symmetry_slides: see :class:`~.detector.AnomalyDetector` (``0`` = off).
         scales: CAD banks: neighbourhood radii as factors of ``location_radius``; a location's
             score is the largest over them.
-        narrow_points: CAD banks: smallest group of single points that counts as a narrow defect
-            (0: off); see :meth:`_narrow_scores`.
     """
 
     method = "deviation"
@@ -182,16 +178,13 @@ class DeviationDetector(PartRegistry):
                  registration_attempts: int = 3,
                  register: bool = True, max_template_points: int = 60_000, min_region_points: int = 10,
                  seed: int = 0, symmetry_check: bool = True, symmetry_min_gain: float = 0.03,
-                 symmetry_slides: float = 0.9, scales: tuple[float, ...] = DEFAULT_SCALES, narrow_points: int = 0):
+                 symmetry_slides: float = 0.9, scales: tuple[float, ...] = DEFAULT_SCALES):
         if not (np.isfinite(symmetry_min_gain) and 0 <= symmetry_min_gain < 1):
             raise ValueError(f"symmetry_min_gain must be in [0, 1), got {symmetry_min_gain}")
         scales = tuple(float(f) for f in scales)
         if not scales or not all(np.isfinite(f) and f > 0 for f in scales):
             raise ValueError(f"scales must be positive factors of the location radius, got {scales}")
         self.scales = scales
-        if narrow_points < 0:
-            raise ValueError(f"narrow_points must be >= 0, got {narrow_points}")
-        self.narrow_points = int(narrow_points)
         self.symmetry_check = bool(symmetry_check)
         self.symmetry_min_gain = float(symmetry_min_gain)
         self.symmetry_slides = _check_slides(symmetry_slides)
@@ -387,48 +380,6 @@ class DeviationDetector(PartRegistry):
             any_scored |= scored
         return best, best_excess, dev, any_scored
 
-    def _narrow_scores(self, b: DeviationBank, reg: np.ndarray, dev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Defects narrower than a location (a scratch, a crack, a small hole): each point's
-        residual from its location's expected deviation (smallest scale) against that location's
-        point noise, ``z_i = |d_i - mu(l_i)| / sigma(l_i)``, limited like the locations by the
-        tolerance (``NARROW_TOLERANCE x tolerance`` for a single point). Points count only in a
-        connected group (link: twice the smallest scale's radius) of at least ``narrow_points`` points
-        of the same sign above ``threshold``, which scores at its ``narrow_points``-th largest
-        value, so an isolated noisy point never does.
-
-        Returns:
-            ``(scores (N,), residuals (N,))``; 0 outside such groups.
-        """
-        from scipy.sparse import coo_matrix
-        from scipy.sparse.csgraph import connected_components
-
-        sc = b.scales[0]
-        d, li = b.location_tree.query(reg, k=1, distance_upper_bound=self.assign_factor * sc.radius)
-        ok = np.isfinite(d)
-        li = np.minimum(li, len(b.locations) - 1)
-        mu = np.where(ok, sc.mean[li], np.nan)
-        sigma = np.sqrt(sc.within[li] ** 2 + sc.systematic[li] ** 2 + self.min_std ** 2)
-        r = dev - mu
-        z = np.abs(r) / sigma
-        tol = self.tolerance * NARROW_TOLERANCE
-        s = np.where(np.isfinite(z), np.minimum(z, self.threshold * np.abs(r) / tol if tol > 0 else z), 0.0)
-        out = np.zeros(len(reg))
-        k = self.narrow_points
-        for sign in (1.0, -1.0):
-            hot = np.flatnonzero((s > self.threshold) & (np.sign(r) == sign))
-            if hot.size < k:
-                continue
-            pairs = cKDTree(reg[hot]).query_pairs(2.0 * sc.radius, output_type="ndarray")
-            n = hot.size
-            g = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n)) if len(pairs) \
-                else coo_matrix((n, n))
-            _, labels = connected_components(g, directed=False)
-            for lab in np.unique(labels):
-                members = hot[labels == lab]
-                if members.size >= k:
-                    out[members] = np.sort(s[members])[-k]
-        return out, np.nan_to_num(r)
-
     def score(self, scan, part_type: str, *, register: bool | None = None, transform=None) -> AnomalyScore:
         """Score a scan of ``part_type`` (``(N, 3)`` metres, any pose).
 
@@ -524,11 +475,6 @@ class DeviationDetector(PartRegistry):
         point_scores = loc_scores[idx][near]
         point_excess = excess[idx][near]
         point_scores[near_d > 2 * b.radius] = float(np.nanmin(loc_scores))
-        if self.narrow_points:
-            narrow, residual = self._narrow_scores(b, reg, dev)
-            take = narrow > point_scores
-            point_scores = np.where(take, narrow, point_scores)
-            point_excess = np.where(take, residual, point_excess)
         obj = float(max(np.nanmax(loc_scores), np.nanmax(point_scores)))
         defects = find_defect_regions(reg, point_scores, b.threshold, link_distance=b.radius,
                                       min_points=self.min_region_points)
