@@ -216,8 +216,7 @@ def _library(root: Path) -> Path:
 
 
 def _library_unchanged(root: Path) -> str | None:
-    lib = root / "library"
-    names = sorted(p.name for p in lib.iterdir())
+    names = _library_files(root / "library")
     return None if names == ["box_a.stl", "box_a.yaml"] else f"library changed: {names}"
 
 
@@ -604,8 +603,13 @@ def node_cases(node: str) -> tuple[NodeCase, ...]:
     raise ValueError(f"unknown node {node!r}")
 
 
+def _library_files(folder) -> list[str]:
+    """The library folder's entries, without hidden ones (the classifier's prepared-model cache)."""
+    return sorted(p.name for p in Path(folder).iterdir() if not p.name.startswith("."))
+
+
 def _node_library_unchanged(ctx: dict) -> str | None:
-    names = sorted(p.name for p in Path(ctx["library"]).iterdir())
+    names = _library_files(ctx["library"])
     return None if names == ctx["library_files"] else f"library changed: {names}"
 
 
@@ -625,7 +629,7 @@ def write_node_inputs(root: Path) -> dict:
     box_stl(lib / "box.stl")
     box_stl(lib / "slab.stl", size=(0.06, 0.04, 0.01))
     ctx["library"] = lib
-    ctx["library_files"] = sorted(p.name for p in lib.iterdir())
+    ctx["library_files"] = _library_files(lib)
     tmpl = root / "templates"
     (tmpl / "box").mkdir(parents=True, exist_ok=True)
     for i in range(3):

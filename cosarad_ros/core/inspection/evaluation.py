@@ -429,7 +429,7 @@ def record_of(part, run, method: str, *, outcome=None) -> PartRecord:
     defect = part.defect
     measured = hit = err = None
     if defect is not None:
-        cloud = run.registered.points if run.registered is not None else run.fused
+        cloud = run.fused  # the part frame, as the defect's samples
         samples = part.defect_points()
         measured = measured_points(defect, cloud, samples) >= MIN_MEASURED_POINTS and (
             samples is None or measured_share(cloud, samples) >= MIN_MEASURED_SHARE)
@@ -468,7 +468,7 @@ def evaluate_production(scenario, cell, *, methods: Sequence[str], tell_type: bo
     from dataclasses import replace
 
     from .outcome import StageRecord, decide_verdict
-    from .pipeline import run_inspection
+    from .pipeline import in_part_frame, run_inspection
 
     if not methods:
         raise ValueError("at least one method is needed")
@@ -482,7 +482,8 @@ def evaluate_production(scenario, cell, *, methods: Sequence[str], tell_type: bo
             outcome = None
             if k > 0 and registered:
                 try:
-                    det = cell.detect(run.registered.points, run.outcome.part_type, part.part_id, method=m)
+                    det = in_part_frame(cell.detect(run.registered.points, run.outcome.part_type, part.part_id,
+                                                    method=m), run.registered.transform)
                     outcome = replace(det.outcome, part_id=part.part_id, part_type=run.outcome.part_type,
                                       stage_seconds=dict(run.outcome.stage_seconds), quality=run.outcome.quality)
                 except Exception as exc:  # noqa: BLE001 - one method's failure is its verdict

@@ -17,7 +17,7 @@ from cosarad_ros.core.inspection.fusion import part_envelope
 from cosarad_ros.core.inspection.outcome import (InspectionOutcome, StageClock, StageFailed,
                                          decide_verdict)
 
-__all__ = ["Cell", "ViewScan", "Registered", "Detected", "Classified", "InspectionRun", "run_inspection"]
+__all__ = ["Cell", "ViewScan", "Registered", "Detected", "Classified", "InspectionRun", "in_part_frame", "run_inspection"]
 
 
 @dataclass(frozen=True)
@@ -53,8 +53,8 @@ class Registered:
 
     ok: bool
     reason: str
-    points: np.ndarray          # (N, 3) in the reference (part) frame
-    transform: np.ndarray       # (4, 4) input -> reference
+    points: np.ndarray          # (N, 3) in the CAD model's frame
+    transform: np.ndarray       # (4, 4) part frame (the fused cloud's) -> CAD model frame
     fitness: float
     rmse: float
 
@@ -62,8 +62,26 @@ class Registered:
 @dataclass(frozen=True)
 class Detected:
     outcome: InspectionOutcome
-    points: np.ndarray          # (N, 3) part frame
+    points: np.ndarray          # (N, 3) the frame of the cloud given to detect
     point_scores: np.ndarray    # (N,)
+
+
+def in_part_frame(det: Detected, transform: np.ndarray) -> Detected:
+    """``det`` (scored in the CAD model's frame) moved back into the part frame by the inverse of
+    the registration ``transform`` (4, 4): the scored cloud and every defect are reported where
+    they are on the part on the fixture. On a part that is symmetric but for small features the
+    model frame can be a turned copy of the part frame, so only the part frame tells the
+    operator where to look."""
+    T = np.asarray(transform, dtype=np.float64)
+    if T.shape != (4, 4) or np.allclose(T, np.eye(4)):
+        return det
+    inv = np.linalg.inv(T)
+    R, t = inv[:3, :3], inv[:3, 3]
+    pts = None if det.points is None else np.asarray(det.points, dtype=np.float64) @ R.T + t
+    defects = tuple(replace(d, centroid=tuple(float(v) for v in R @ np.asarray(d.centroid) + t),
+                            extent=tuple(float(v) for v in np.abs(R) @ np.asarray(d.extent)))
+                    for d in det.outcome.defects)
+    return replace(det, outcome=replace(det.outcome, defects=defects), points=pts)
 
 
 class Cell(Protocol):
@@ -175,7 +193,7 @@ def run_inspection(cell: Cell, *, part_id: str, part_type: str = "", min_fitness
                                               "scores would not be comparable")
         report("detect", 0.9)
         with clock.stage("detect"):
-            det = cell.detect(registered.points, part_type, part_id)
+            det = in_part_frame(cell.detect(registered.points, part_type, part_id), registered.transform)
         # fitness, coverage and data quality as the detection measured them on the inspection scan;
         # the registration's where the detector did not measure them
         o = det.outcome
