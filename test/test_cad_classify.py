@@ -112,6 +112,8 @@ def test_same_box_different_shape_is_unknown(tmp_path):
     assert "residual" in res.reason
     assert res.candidates[0].label == "pocketed" and res.candidates[0].within_tolerance
     assert res.candidates[0].registration_rmse > 0.0005
+    # its box fits the frame's: the cell inspects it as a deviating frame (FAIL or INCONCLUSIVE, never PASS)
+    assert res.box_match == "pocketed" and res.as_dict()["box_match"] == "pocketed"
 
 
 def test_paper_score_is_half_cosine_half_euclidean(catalogue):
@@ -277,6 +279,7 @@ def test_types_missing_from_the_library_are_unknown(cell_set):
         res = classify(scans[name][0], lib, compute_quality=False)
         assert res.label == "unknown", (name, res.label)
         assert res.reason
+        assert res.box_match in ("", res.candidates[0].label)
     # the shorter bracket passes the box gate of the library bracket, but the library
     # bracket's base reaches 8 mm beyond it
     res = classify(scans["bracket_shorter"][0], lib, compute_quality=False)

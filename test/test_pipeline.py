@@ -14,8 +14,10 @@ from cosarad_ros.core.inspection.pipeline import Classified, Detected, Registere
 class SphereCell:
     """A cell whose sensor sees a 5 cm sphere; stages can be told to fail or to misbehave."""
 
-    def __init__(self, *, fail=None, label="sphere", fitness=0.95, object_score=0.1, threshold=1.0, n_views=3):
+    def __init__(self, *, fail=None, label="sphere", fitness=0.95, object_score=0.1, threshold=1.0, n_views=3,
+                 box_match="", transform=None):
         self.fail, self.label, self.fitness = fail, label, fitness
+        self.box_match, self.transform = box_match, np.eye(4) if transform is None else transform
         self.object_score, self.threshold, self.n_views = object_score, threshold, n_views
         self.calls = []
         self.planned = []
@@ -51,12 +53,14 @@ class SphereCell:
 
     def classify(self, points):
         self._maybe_fail("classify")
-        return Classified(self.label, 97.0, {"total": 0.9, "grade": "A"})
+        reason = "box matches sphere but only 80 % of the scan lies within 1 mm of it" if self.box_match else ""
+        return Classified(self.label, 97.0, {"total": 0.9, "grade": "A"}, box_match=self.box_match, reason=reason)
 
     def register(self, points, part_type, init=None):
         self._maybe_fail("register")
         ok = self.fail != "register_not_ok"
-        return Registered(ok, "" if ok else "clouds of two different parts", points, np.eye(4), self.fitness, 1e-4)
+        moved = points @ self.transform[:3, :3].T + self.transform[:3, 3]
+        return Registered(ok, "" if ok else "clouds of two different parts", moved, self.transform, self.fitness, 1e-4)
 
     def detect(self, points, part_type, part_id):
         self._maybe_fail("detect")
@@ -112,6 +116,32 @@ def test_rejected_registration_unknown_part_and_low_fitness_are_inconclusive():
     assert run.outcome.verdict == INCONCLUSIVE and "unknown" in run.outcome.reason
     run = run_inspection(SphereCell(fitness=0.2), part_id="c", part_type="sphere", min_points=100)
     assert run.outcome.verdict == INCONCLUSIVE and "fitness 0.20 below the minimum 0.50" in run.outcome.reason
+
+
+def test_part_that_fits_a_models_box_but_not_its_shape_is_inspected_as_that_type():
+    # a bent part: the classifier names no type, but the box fits one; a defect found against it FAILs
+    run = run_inspection(SphereCell(label="unknown", box_match="sphere", object_score=4.0), part_id="e",
+                         min_points=100)
+    assert run.outcome.verdict == FAIL and run.outcome.part_type == "sphere"
+    assert run.outcome.reason.startswith("shape deviates from sphere (box matches sphere but only 80 %")
+    # no defect found: the type was never confirmed, so no PASS
+    run = run_inspection(SphereCell(label="unknown", box_match="sphere"), part_id="f", min_points=100)
+    assert run.outcome.verdict == INCONCLUSIVE and run.outcome.reason.startswith("part type not confirmed")
+
+
+def test_defects_and_scored_cloud_are_reported_in_the_part_frame():
+    # the scan registered onto a turned copy of the model (a symmetric part): the defect the
+    # detector reports in the model frame is reported back where it is on the fixture
+    turn = np.diag([-1.0, -1.0, 1.0, 1.0])
+    turn[0, 3] = 0.01
+    run = run_inspection(SphereCell(object_score=4.0, transform=turn), part_id="g", part_type="sphere",
+                         min_points=100)
+    d = run.outcome.defects[0]
+    model_centre = np.array([0.0, 0.0, 0.05])  # where SphereCell.detect reports it
+    expected = np.linalg.inv(turn)[:3, :3] @ model_centre + np.linalg.inv(turn)[:3, 3]
+    np.testing.assert_allclose(d.centroid, expected, atol=1e-12)
+    np.testing.assert_allclose(d.extent, (0.01, 0.01, 0.002), atol=1e-12)
+    np.testing.assert_allclose(run.points, run.fused, atol=1e-12)  # the scored cloud is the fused one again
 
 
 def test_too_few_fused_points_is_inconclusive():

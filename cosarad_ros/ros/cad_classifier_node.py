@@ -184,6 +184,7 @@ class CadClassifierNode(GuardedCallbacks, Node):
         response.transform = [float(v) for v in T.reshape(-1)]
         response.fitness = float(res.fitness)
         response.rmse = float(res.rmse)
+        response.box_match = res.box_match
         self.get_logger().info(f"classified {len(pts)} points as {res.label} ({res.score:.1f} %) in "
                                f"{time.perf_counter() - t0:.2f} s")
         return response

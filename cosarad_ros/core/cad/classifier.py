@@ -150,6 +150,15 @@ class ClassificationResult:
     def known(self) -> bool:
         return self.label != UNKNOWN
 
+    @property
+    def box_match(self) -> str:
+        """With label ``"unknown"``: the model whose box the scan fits although its shape does not
+        explain the scan (a bent, broken or otherwise deviating part of that type, or a foreign
+        part of the same size); "" otherwise."""
+        if self.known or not self.candidates or not self.candidates[0].within_tolerance:
+            return ""
+        return self.reference_label if self.reference_label == self.candidates[0].label else ""
+
     def as_dict(self) -> dict:
         """JSON-friendly: ``label``, ``score``, ``candidates``, ``quality`` and details."""
         return {
@@ -163,6 +172,7 @@ class ClassificationResult:
             "transform": None if self.transform is None else np.asarray(self.transform).tolist(),
             "fitness": float(self.fitness),
             "rmse": float(self.rmse),
+            "box_match": self.box_match,
             "timings": {k: float(v) for k, v in self.timings.items()},
             "points_outside_box": int(self.points_outside_box),
         }

@@ -14,10 +14,11 @@ import numpy as np
 
 from cosarad_ros.core.geometry import as_points
 from cosarad_ros.core.inspection.fusion import part_envelope
-from cosarad_ros.core.inspection.outcome import (InspectionOutcome, StageClock, StageFailed,
-                                         decide_verdict)
+from cosarad_ros.core.inspection.outcome import (FAIL, INCONCLUSIVE, InspectionOutcome, StageClock,
+                                                 StageFailed, decide_verdict)
 
-__all__ = ["Cell", "ViewScan", "Registered", "Detected", "Classified", "InspectionRun", "in_part_frame", "run_inspection"]
+__all__ = ["Cell", "ViewScan", "Registered", "Detected", "Classified", "InspectionRun", "in_part_frame",
+           "run_inspection"]
 
 
 @dataclass(frozen=True)
@@ -39,12 +40,18 @@ class Classified:
         quality: ISO 25012 quality of the survey scan against the model.
         transform: ``(4, 4)`` survey scan (part frame) -> model frame, or None: the pose that
             seeds the inspection's registration.
+        box_match: with label ``"unknown"``, the model whose box the scan fits although its
+            shape deviates ("" otherwise): the part is inspected as that type, and only a FAIL
+            stands (a would-be PASS is INCONCLUSIVE: the type was never confirmed).
+        reason: why the label is ``"unknown"``.
     """
 
     label: str
     score: float
     quality: dict = field(default_factory=dict)
     transform: np.ndarray | None = None
+    box_match: str = ""
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,18 @@ class Detected:
     outcome: InspectionOutcome
     points: np.ndarray          # (N, 3) the frame of the cloud given to detect
     point_scores: np.ndarray    # (N,)
+
+
+def _unconfirmed(outcome: InspectionOutcome, classified: Classified) -> InspectionOutcome:
+    """The outcome of a part inspected as the type whose box it fits (``classified.box_match``)
+    although the classifier found its shape deviating: a FAIL names that; anything else is
+    INCONCLUSIVE, since the part type was never confirmed."""
+    why = classified.reason or "its shape does not match the model"
+    if outcome.verdict == FAIL:
+        return replace(outcome, reason=f"shape deviates from {classified.box_match} ({why}); {outcome.reason}")
+    return replace(outcome, verdict=INCONCLUSIVE,
+                   reason=f"part type not confirmed: {why}; no defect found against {classified.box_match} -- "
+                          "check the part, or add its CAD model to the library if it is a new type")
 
 
 def in_part_frame(det: Detected, transform: np.ndarray) -> Detected:
@@ -178,10 +197,10 @@ def run_inspection(cell: Cell, *, part_id: str, part_type: str = "", min_fitness
             report("classify", 0.3)
             with clock.stage("classify"):
                 classified = cell.classify(fused)
-                if classified.label in ("", "unknown"):
+                if classified.label in ("", "unknown") and not classified.box_match:
                     raise StageFailed("classify", "part type unknown: no CAD model matches the scan (add the "
                                                   "part's CAD model to the library, or check the part)")
-                part_type = classified.label
+                part_type = classified.label if classified.label not in ("", "unknown") else classified.box_match
         fused, _ = acquire(part_type, 0.35 if classified else 0.0, 0.75)
         report("register", 0.8)
         with clock.stage("register"):
@@ -201,6 +220,8 @@ def run_inspection(cell: Cell, *, part_id: str, part_type: str = "", min_fitness
         quality = dict(o.quality) if o.quality else (dict(classified.quality) if classified else {})
         outcome = replace(o, part_id=part_id, part_type=part_type, stage_seconds=clock.totals(),
                           registration_fitness=fitness, registration_rmse=registered.rmse, quality=quality)
+        if classified is not None and classified.label != part_type:
+            outcome = _unconfirmed(outcome, classified)
         return InspectionRun(outcome, clock, det.points, det.point_scores, classified, registered, fused)
     except StageFailed:
         failed = next(r for r in reversed(clock.records) if not r.ok)  # the clock recorded the failure
