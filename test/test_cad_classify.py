@@ -302,6 +302,19 @@ def test_the_transform_maps_the_scan_onto_its_model(cell_set):
     assert np.allclose(d["candidates"][0]["transform"], T)
 
 
+def test_a_prior_pose_is_tried_first_and_checked(cell_set):
+    # the fixture's pose as the prior (here the true one): the answer is the same part, at that pose
+    lib, short, _, scans = cell_set
+    pts, truth = scans[short]
+    res = CadClassifier(lib, compute_quality=False).classify(pts, prior=truth)
+    assert res.label == short and np.abs(res.transform - truth)[:3].max() < 0.002
+    # a prior is a seed, not a verdict: a wrong one does not make a foreign part known
+    res = CadClassifier(lib, compute_quality=False).classify(scans["bracket_shorter"][0], prior=truth)
+    assert res.label == "unknown"
+    with pytest.raises(ValueError, match="prior"):
+        CadClassifier(lib, compute_quality=False).classify(pts, prior=np.eye(3))
+
+
 def test_model_references_are_kept_on_disk_by_content(catalogue, tmp_path, monkeypatch):
     from cosarad_ros.core.cad import reference
 

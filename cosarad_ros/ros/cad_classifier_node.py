@@ -7,8 +7,9 @@ Services:
   with their box deviations), the ISO/IEC 25012 ``quality`` report against the chosen (or
   nearest) model and the pose of the scan on that model (``reference_label``, ``transform``
   row-major 4x4 cloud frame -> model frame, ``fitness``, ``rmse``; it seeds the inspection's
-  registration) out. A malformed cloud gets ``success=False`` and the reason; the node keeps
-  running.
+  registration) out; an optional ``prior_transform`` (the pose a fixture holds the part in) is
+  tried first by the registration of every candidate. A malformed cloud gets ``success=False``
+  and the reason; the node keeps running.
 * ``~/register_cad_model`` (``cosarad_ros/srv/RegisterCadModel``): copies a mesh (with optional
   YAML metadata) into the library folder; the next ``~/classify`` call already knows it. No
   retraining (Kwon et al., Electronics 2025, sec. 3.5). The label must be a name
@@ -168,7 +169,10 @@ class CadClassifierNode(GuardedCallbacks, Node):
         lib = self.library
         if self.p.rescan_library:
             lib.reload()
-        res = self.classifier().classify(pts)
+        prior = np.asarray(request.prior_transform, dtype=np.float64)
+        if prior.size not in (0, 16) or not np.isfinite(prior).all():
+            raise ValueError(f"prior_transform must be empty or 16 finite values (row-major 4x4), got {prior.size}")
+        res = self.classifier().classify(pts, prior=prior.reshape(4, 4) if prior.size else None)
         response.success = True
         response.label = res.label
         response.score = float(res.score)

@@ -180,7 +180,9 @@ class ServiceCell:
 
     def classify(self, points: np.ndarray) -> Classified:
         cloud = cv.xyz_to_pointcloud2(points, frame_id=self.node.p.part_frame)
-        resp = self._call(self.cls_cli, ClassifyPart.Request(cloud=cloud), "classify")
+        # the fused cloud is in the part frame, where the fixture holds a part in its CAD pose
+        req = ClassifyPart.Request(cloud=cloud, prior_transform=np.eye(4).reshape(-1).tolist())
+        resp = self._call(self.cls_cli, req, "classify")
         q = resp.quality
         T = np.asarray(resp.transform, dtype=np.float64)
         posed = T.size == 16 and resp.reference_label != "" and resp.reference_label in (resp.label, resp.box_match)

@@ -262,9 +262,13 @@ class BoxIcpAligner(Aligner):
         return float(np.mean(d ** 2))
 
     def screen(self, points: np.ndarray, scan_boxes: Sequence[BoxFeatures], model,
-               model_box: BoxFeatures | None = None) -> tuple[list[np.ndarray], float]:
+               model_box: BoxFeatures | None = None, prior: np.ndarray | None = None) -> tuple[list[np.ndarray], float]:
         """The seeds that start the coarse ICP, best first, and the mean squared capped
         point-to-mesh distance of the best seed on ``screen_points`` scan points [m^2].
+
+        ``prior`` (``(4, 4)`` scan -> model, optional): a pose known beforehand, such as the
+        fixture's nominal pose of a part in a cell; it is always the first seed, ahead of the
+        box seeds.
 
         Seeds come from every scan box hypothesis (``scan_boxes``) onto the model's box
         (:meth:`seeds`), screened by exact distances; round robin over the box turns, best
@@ -292,7 +296,14 @@ class BoxIcpAligner(Aligner):
         for i in np.argsort(cost):
             ranked.setdefault(cls[i], []).append(int(i))
         order = [r[j] for j in range(2) for r in ranked.values() if len(r) > j][: self.keep_seeds]
-        return [seeds[i] for i in order], float(cost[order[0]])
+        kept, best = [seeds[i] for i in order], float(cost[order[0]])
+        if prior is not None:
+            prior = np.asarray(prior, dtype=np.float64)
+            if prior.shape != (4, 4) or not np.isfinite(prior).all():
+                raise ValueError(f"box_icp: prior must be a finite (4, 4) pose, got shape {prior.shape}")
+            d0 = np.minimum(model.distance(_moved(sub, prior)), 3.0 * self.inlier_distance)
+            kept, best = [prior] + kept, min(best, float(np.mean(d0 ** 2)))
+        return kept, best
 
     def coarse(self, points: np.ndarray, scan_boxes: Sequence[BoxFeatures], model, reference=None,
                model_box: BoxFeatures | None = None, scan_tree=None, seeds=None) -> tuple[np.ndarray, float]:

@@ -390,7 +390,7 @@ class CadClassifier:
     def _explains(self, c: Candidate) -> bool:
         return c.registration_rmse >= 0 and c.coverage >= 0 and not self._unexplained(c)
 
-    def _register(self, pts: np.ndarray, gated: list) -> list[Candidate]:
+    def _register(self, pts: np.ndarray, gated: list, prior: np.ndarray | None = None) -> list[Candidate]:
         """Seeds of every gated candidate screened, coarse registration of those whose best seed
         is within 2x (RMS) of the best candidate's, fine registration and the measures of both
         directions for the ``max_registrations`` best. ``gated``: ``(model, dev, boxes, sim)`` rows."""
@@ -403,7 +403,8 @@ class CadClassifier:
             # cheapest first: the seeds of every candidate on a few points; a candidate whose best
             # seed is more than twice as far off (RMS) as the best candidate's goes no further
             # (measured: the right model's best seed is within 1.3x of the best one)
-            screened = [(self.aligner.screen(pts, boxes, model, self.model_box(model)), model, dev, boxes, sim)
+            screened = [(self.aligner.screen(pts, boxes, model, self.model_box(model), prior=prior), model, dev, boxes,
+                         sim)
                         for model, dev, boxes, sim in gated]
             floor = min((r[0][1] for r in screened), default=0.0)
             coarse = []
@@ -445,8 +446,13 @@ class CadClassifier:
         refined.sort(key=lambda c: (not self._explains(c), -c.score))
         return refined + rest
 
-    def classify(self, scan) -> ClassificationResult:
+    def classify(self, scan, *, prior: np.ndarray | None = None) -> ClassificationResult:
         """Classify ``scan`` ``(N, 3)`` [m, any frame, N >= 10]. See the module docstring.
+
+        ``prior``: ``(4, 4)`` scan -> model pose expected for whichever model the part is (a part
+        on a cell's fixture, scanned in the part frame: identity); the ``box_icp`` registration
+        tries it first for every candidate, besides the box seeds. It adds a seed, not a verdict:
+        a candidate must still explain the scan.
 
         Raises:
             ValueError: malformed scan (shape, NaN, too few points, no extent).
@@ -471,7 +477,7 @@ class CadClassifier:
         timings["features"] = time.perf_counter() - t0
 
         t1 = time.perf_counter()
-        candidates = self._register(pts, gated)
+        candidates = self._register(pts, gated, prior)
         timings["register"] = time.perf_counter() - t1
 
         label, score, reason = UNKNOWN, 0.0, ""

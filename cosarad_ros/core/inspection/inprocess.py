@@ -156,7 +156,7 @@ class InProcessCell:
 
     def classify(self, points: np.ndarray) -> Classified:
         self.library.reload()
-        res = self.classifier.classify(points)
+        res = self.classifier.classify(points, prior=np.eye(4))  # the fused cloud is in the part frame
         q = res.quality.as_dict() if res.quality is not None else {}
         posed = res.transform is not None and res.reference_label in (res.label, res.box_match)
         T = np.asarray(res.transform, dtype=np.float64) if posed and res.reference_label else None
