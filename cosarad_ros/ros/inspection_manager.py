@@ -185,12 +185,11 @@ class ServiceCell:
         resp = self._call(self.cls_cli, req, "classify")
         q = resp.quality
         T = np.asarray(resp.transform, dtype=np.float64)
-        posed = T.size == 16 and resp.reference_label != "" and resp.reference_label in (resp.label, resp.box_match)
         return Classified(resp.label, float(resp.score),
                           {k: getattr(q, k) for k in ("accuracy", "consistency", "completeness", "validity",
                                                       "uniqueness", "total", "grade")},
-                          T.reshape(4, 4) if posed else None, box_match=resp.box_match,
-                          reason="" if resp.box_match == "" else resp.message)
+                          T.reshape(4, 4) if T.size == 16 else None, reference_label=resp.reference_label,
+                          box_match=resp.box_match, reason="" if resp.box_match == "" else resp.message)
 
     def register(self, points: np.ndarray, part_type: str, init: np.ndarray | None = None) -> Registered:
         # the fused cloud is in the part frame: refine from the fixture's nominal pose and from the

@@ -158,9 +158,9 @@ class InProcessCell:
         self.library.reload()
         res = self.classifier.classify(points, prior=np.eye(4))  # the fused cloud is in the part frame
         q = res.quality.as_dict() if res.quality is not None else {}
-        posed = res.transform is not None and res.reference_label in (res.label, res.box_match)
-        T = np.asarray(res.transform, dtype=np.float64) if posed and res.reference_label else None
-        return Classified(res.label, float(res.score), q, T, box_match=res.box_match, reason=res.reason)
+        T = None if res.transform is None else np.asarray(res.transform, dtype=np.float64)
+        return Classified(res.label, float(res.score), q, T, reference_label=res.reference_label,
+                          box_match=res.box_match, reason=res.reason)
 
     def reference(self, part_type: str):
         """The part type's CAD model as a :class:`~cosarad_ros.core.registration.mesh_reference.MeshReference`."""

@@ -38,8 +38,10 @@ class Classified:
         label: CAD label, ``"unknown"`` when nothing matched.
         score: similarity in percent.
         quality: ISO 25012 quality of the survey scan against the model.
-        transform: ``(4, 4)`` survey scan (part frame) -> model frame, or None: the pose that
-            seeds the inspection's registration.
+        transform: ``(4, 4)`` survey scan (part frame) -> the frame of ``reference_label``'s
+            model, or None: it seeds the inspection's registration when that model is the part
+            type inspected.
+        reference_label: the model ``transform`` refers to ("" if none).
         box_match: with label ``"unknown"``, the model whose box the scan fits although its
             shape deviates ("" otherwise): the part is inspected as that type, and only a FAIL
             stands (a would-be PASS is INCONCLUSIVE: the type was never confirmed).
@@ -50,6 +52,7 @@ class Classified:
     score: float
     quality: dict = field(default_factory=dict)
     transform: np.ndarray | None = None
+    reference_label: str = ""
     box_match: str = ""
     reason: str = ""
 
@@ -204,7 +207,8 @@ def run_inspection(cell: Cell, *, part_id: str, part_type: str = "", min_fitness
         fused, _ = acquire(part_type, 0.35 if classified else 0.0, 0.75)
         report("register", 0.8)
         with clock.stage("register"):
-            registered = cell.register(fused, part_type, classified.transform if classified else None)
+            posed = classified is not None and classified.reference_label == part_type
+            registered = cell.register(fused, part_type, classified.transform if posed else None)
             if not registered.ok:
                 raise StageFailed("register", registered.reason or "registration failed")
             if registered.fitness < min_fitness:
