@@ -148,7 +148,7 @@ def test_launch_parameters_apply_the_yaml_section_for_any_node_name(tmp_path):
 
 
 CELL_CHANGES = {   # planner parameter -> a value other than the default (each changes the cell)
-    "ur_type": "ur10", "sensor_type": "motioncam3d_m", "turntable": True, "fixture_xyz": [0.5, 0.1, 0.15],
+    "ur_type": "ur5", "sensor_type": "motioncam3d_m", "turntable": True, "fixture_xyz": [0.5, 0.1, 0.15],
     "part_xyz": [0.01, -0.02, 0.0], "part_rpy": [0.0, 0.0, 0.3], "mount_xyz": [0.0, 0.01, 0.02],
     "mount_rpy": [0.0, -1.5, 0.1],
 }

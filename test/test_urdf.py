@@ -125,8 +125,9 @@ def test_the_arm_comes_from_the_installed_package_not_the_repository(default_urd
 
 
 def test_ur_types_of_the_package_and_a_clear_error_for_unknown_ones():
-    ur10 = CellModel.default({"ur_type": "ur10"})
-    ur5 = CellModel.default()
+    ur10 = CellModel.default()
+    assert ur10.config.ur_type == "ur10"
+    ur5 = CellModel.default({"ur_type": "ur5"})
     assert ur10.reach() > ur5.reach() + 0.3
     with pytest.raises(ValueError, match="ur_type 'ur42'.*known: .*ur5"):
         CellModel.default({"ur_type": "ur42"})

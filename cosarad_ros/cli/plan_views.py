@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sensor", default=None,
                         help="sensor preset of urdf/sensors.yaml (motioncam3d_s, motioncam3d_m, compact); "
                              "also sets the sensor body in the cell URDF")
-    parser.add_argument("--ur-type", default="ur5", help="arm: ur3, ur5, ur10 (example-robot-data)")
+    parser.add_argument("--ur-type", default="ur10", help="arm: ur3, ur5, ur10 (example-robot-data; default ur10)")
     parser.add_argument("--turntable", action="store_true", help="the fixture carries a turntable")
     parser.add_argument("--fixture", type=float, nargs=3, metavar=("X", "Y", "HEIGHT"), default=None,
                         help="fixture position on the table and height [m] (default 0.45 0 0.12)")

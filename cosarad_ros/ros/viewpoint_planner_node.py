@@ -60,7 +60,7 @@ from cosarad_ros.ros.trajectory_client import UR_CONTROLLER, duration_msg, traje
 from cosarad_ros.srv import MoveToView, PlanViews
 
 PARAMS = (
-    Param("ur_type", "ur5", "UR arm model (example-robot-data: ur3, ur5, ur10; ur_description: ur5e, ...)",
+    Param("ur_type", "ur10", "UR arm model (example-robot-data: ur3, ur5, ur10; ur_description: ur5e, ...)",
           read_only=True),
     Param("arm_source", "example_robot_data", "Where the arm description comes from",
           choices=("example_robot_data", "ur_description"), read_only=True),

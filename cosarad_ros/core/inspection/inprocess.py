@@ -32,7 +32,7 @@ def _mesh_key(mesh) -> str:
 
 
 class InProcessCell:
-    """A simulated cell: structured-light sensor on a UR5 over a fixture, analysis in process.
+    """A simulated cell: structured-light sensor on a UR10 over a fixture, analysis in process.
 
     Args:
         cad_dir: CAD library folder (part types; source of simulated templates).

@@ -3,7 +3,7 @@ coal collisions), sensor visibility by ray casting, set-cover view selection, jo
 ordering and trajectory execution.
 
     from cosarad_ros.core.planning import plan_views, CellModel, SensorViewModel
-    cell = CellModel.default()                       # urdf/cosarad_cell.urdf.xacro, UR5 + MotionCam-3D S
+    cell = CellModel.default()                       # urdf/cosarad_cell.urdf.xacro, UR10 + MotionCam-3D S
     plan = plan_views(mesh, cell=cell, target_coverage=0.95)
     for view in plan.views:
         view.sensor_pose, view.joints                # optical -> world (4, 4), joint values

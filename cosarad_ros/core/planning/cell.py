@@ -149,7 +149,7 @@ class CellConfig:
     """
 
     arm_source: str = "example_robot_data"     # or "ur_description" (ROS install)
-    ur_type: str = "ur5"                        # example-robot-data: ur3, ur5, ur10
+    ur_type: str = "ur10"                       # example-robot-data: ur3, ur5, ur10
     arm_urdf: str = ""                          # example_robot_data: path of the arm URDF
     sensor_type: str = "motioncam3d_s"          # key of urdf/sensors.yaml
     sensors_file: str = ""                      # empty: urdf/sensors.yaml
