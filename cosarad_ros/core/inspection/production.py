@@ -115,9 +115,20 @@ class CellScenario:
     parts: tuple[CellPart, ...]
     part_types: tuple[str, ...]
 
-    def manifest(self) -> dict:
-        return {"cad_dir": str(self.cad_dir), "part_types": list(self.part_types),
-                "parts": [asdict(p) for p in self.parts]}
+    def manifest(self, relative_to=None) -> dict:
+        """The ``scenario.json`` document; with ``relative_to`` (the scenario's folder) its paths
+        are written relative to that folder, so the folder can be moved or read from anywhere."""
+        def rel(x: str) -> str:
+            if not x or relative_to is None:
+                return str(x)
+            try:
+                return str(Path(x).resolve().relative_to(Path(relative_to).resolve()))
+            except ValueError:
+                return str(x)
+
+        parts = [{**asdict(p), "mesh_path": rel(p.mesh_path), "defect_points_path": rel(p.defect_points_path)}
+                 for p in self.parts]
+        return {"cad_dir": rel(str(self.cad_dir)), "part_types": list(self.part_types), "parts": parts}
 
     @classmethod
     def load(cls, path) -> "CellScenario":
@@ -127,15 +138,23 @@ class CellScenario:
             ValueError: missing keys or files.
         """
         path = Path(path)
+
+        def where(x: str) -> str:
+            # relative paths are the scenario folder's; a file written relative to the working
+            # folder it was made in is still found from there
+            if not x or Path(x).is_absolute() or not (path.parent / x).exists() and Path(x).exists():
+                return x
+            return str(path.parent / x)
+
         try:
             doc = json.loads(path.read_text())
-            parts = tuple(CellPart(**p) for p in doc["parts"])
-            cad_dir = Path(doc["cad_dir"])
+            parts = tuple(CellPart(**{**p, "mesh_path": where(p["mesh_path"]),
+                                      "defect_points_path": where(p.get("defect_points_path", ""))})
+                          for p in doc["parts"])
+            cad_dir = Path(where(doc["cad_dir"]))
             types = tuple(doc["part_types"])
         except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
             raise ValueError(f"{path}: not a production-run scenario ({exc})") from None
-        if not cad_dir.is_absolute():
-            cad_dir = path.parent / cad_dir
         missing = [p.mesh_path for p in parts if not Path(p.mesh_path).is_file()]
         if missing:
             raise ValueError(f"{path}: {len(missing)} part meshes are missing, e.g. {missing[0]}")
@@ -379,7 +398,7 @@ class _Writer:
     def finish(self, types, rng) -> CellScenario:
         order = rng.permutation(len(self.queue))  # interleave so the run does not look sorted
         scenario = CellScenario(self.cad_dir, tuple(self.queue[i] for i in order), tuple(p.name for p in types))
-        (self.out / "scenario.json").write_text(json.dumps(scenario.manifest(), indent=2))
+        (self.out / "scenario.json").write_text(json.dumps(scenario.manifest(relative_to=self.out), indent=2))
         return scenario
 
 
