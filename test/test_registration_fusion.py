@@ -71,6 +71,28 @@ def test_fusion_refines_kinematic_poses_and_deduplicates(views):
     assert np.median(d_raw[:, 1]) < 0.8 * np.median(d_merged[:, 1])
 
 
+def test_views_from_exact_poses_fuse_as_without_refinement(views):
+    """Exact poses (simulated templates): the refinement has nothing to correct and is dropped,
+    so fusing without it gives the same cloud."""
+    clouds, truth, _ = views
+    refined = fuse_views(clouds, truth)
+    plain = fuse_views(clouds, truth, refine=False)
+    np.testing.assert_array_equal(refined.poses, plain.poses)
+    np.testing.assert_array_equal(refined.points, plain.points)
+
+
+def test_a_stricter_icp_stop_does_not_change_the_refined_poses(views):
+    """The pairwise ICP's stopping bound is far below the noise: a stricter bound places every
+    view within 0.1 mm of the default's."""
+    clouds, truth, kinematic = views
+    default = fuse_views(clouds, kinematic)
+    strict = fuse_views(clouds, kinematic, icp_tolerance=1e-7)
+    assert _pose_errors(clouds, default.poses, strict.poses).max() < 1e-4
+    assert default.residual < 1.05 * strict.residual
+    with pytest.raises(ValueError, match="icp_tolerance"):
+        fuse_views(clouds, kinematic, icp_tolerance=0.0)
+
+
 def test_fusion_with_hand_eye_and_part_pose_matches_sensor_poses(views):
     clouds, truth, kinematic = views
     rng = np.random.default_rng(1)

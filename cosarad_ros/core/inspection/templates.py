@@ -81,7 +81,10 @@ def simulate_templates(mesh, n_templates: int = 4, seed: int = 0, *, cell=None, 
                 scans.append(ViewScan(np.asarray(frame.points, np.float64), np.asarray(frame.sensor_pose)))
         finally:
             sim.close()
-        out.append(fuse_scans(scans, part_pose=plan.views[0].part_pose, voxel_size=voxel_size or CELL_VOXEL))
+        # simulated views come from exact poses: there is nothing for the view-to-view refinement
+        # to correct (it would be measured and dropped, fuse_views' min_residual_gain)
+        out.append(fuse_scans(scans, part_pose=plan.views[0].part_pose, voxel_size=voxel_size or CELL_VOXEL,
+                              refine=False))
     return out
 
 
