@@ -14,7 +14,7 @@ import numpy as np
 
 from cosarad_ros.core.geometry import as_transform
 
-__all__ = ["fuse_scans", "envelope_mesh", "part_envelope", "DEFAULT_ROI", "LOCATE_BOX", "CELL_VOXEL"]
+__all__ = ["fuse_scans", "crop_views", "envelope_mesh", "part_envelope", "DEFAULT_ROI", "LOCATE_BOX", "CELL_VOXEL"]
 
 #: part-frame box kept around the part [m]: 30 cm square, from 1.5 mm above the support (3-5 sigma of
 #: the depth noise, so the fixture top stays out) up to 30 cm
@@ -26,6 +26,39 @@ CELL_VOXEL = 0.00075
 #: what the views that locate a part of unknown type look at: a plate over the fixture area
 #: (part frame, metres), seen from above
 LOCATE_BOX = ((-0.10, -0.10, 0.0), (0.10, 0.10, 0.005))
+
+
+def crop_views(clouds: Sequence, poses: Sequence, *, part_pose, roi) -> tuple[list, list]:
+    """Crop views to the part's region of interest, each in its own sensor frame.
+
+    Done before the views are refined against each other: the fixture top and the table are
+    large planes that would otherwise drive the view-to-view ICP (it slid a view 2 mm along a
+    fixture face, leaving a ghost wall).
+
+    Args:
+        clouds: ``(N_i, 3)`` views in the sensor frame.
+        poses: ``(4, 4)`` sensor -> world poses.
+        part_pose: ``(4, 4)`` part frame -> world.
+        roi: ``(min (3,), max (3,))`` box in the part frame.
+
+    Returns:
+        ``(clouds, poses)`` of the views keeping at least 10 points inside the box.
+
+    Raises:
+        ValueError: no point of any view inside the box.
+    """
+    lo, hi = np.asarray(roi[0], float), np.asarray(roi[1], float)
+    inv_part = np.linalg.inv(as_transform(part_pose, name="part_pose"))
+    kept = []
+    for c, P in zip(clouds, poses):
+        M = inv_part @ as_transform(P, name="sensor_pose")
+        q = np.asarray(c, np.float64) @ M[:3, :3].T + M[:3, 3]
+        kept.append(np.all((q >= lo) & (q <= hi), axis=1))
+    if sum(int(k.sum()) for k in kept) == 0:
+        raise ValueError(f"no scan point inside the part's region of interest {lo.tolist()} .. {hi.tolist()} "
+                         "(part frame): the part is not where the sensor looked")
+    views = [(np.asarray(c, np.float64)[k], P) for c, P, k in zip(clouds, poses, kept) if k.sum() >= 10]
+    return [v[0] for v in views], [v[1] for v in views]
 
 
 def fuse_scans(scans: Sequence, *, part_pose=None, voxel_size: float | None = None,
@@ -57,21 +90,7 @@ def fuse_scans(scans: Sequence, *, part_pose=None, voxel_size: float | None = No
     clouds = [np.asarray(s.points, np.float64) for s in scans]
     poses = [np.asarray(s.sensor_pose, np.float64) for s in scans]
     if roi is not None:
-        # crop every view to the region of interest before the views are refined against each
-        # other: the fixture top and the table are large planes that would otherwise drive the
-        # view-to-view ICP (it slid a view 2 mm along a fixture face, leaving a ghost wall)
-        lo, hi = np.asarray(roi[0], float), np.asarray(roi[1], float)
-        inv_part = np.linalg.inv(T_part)
-        kept = []
-        for c, P in zip(clouds, poses):
-            M = inv_part @ as_transform(P, name="sensor_pose")
-            q = c @ M[:3, :3].T + M[:3, 3]
-            kept.append(np.all((q >= lo) & (q <= hi), axis=1))
-        if sum(int(k.sum()) for k in kept) == 0:
-            raise ValueError(f"no scan point inside the part's region of interest {lo.tolist()} .. {hi.tolist()} "
-                             "(part frame): the part is not where the sensor looked")
-        views = [(c[k], P) for c, P, k in zip(clouds, poses, kept) if k.sum() >= 10]
-        clouds, poses = [v[0] for v in views], [v[1] for v in views]
+        clouds, poses = crop_views(clouds, poses, part_pose=T_part, roi=roi)
     fused = fuse_views(clouds, poses, part_pose=T_part, voxel_size=voxel_size, refine=refine)
     pts = fused.points
     if roi is not None:

@@ -142,7 +142,7 @@ class CellScenario:
         def where(x: str) -> str:
             # relative paths are the scenario folder's; a file written relative to the working
             # folder it was made in is still found from there
-            if not x or Path(x).is_absolute() or not (path.parent / x).exists() and Path(x).exists():
+            if not x or Path(x).is_absolute() or (not (path.parent / x).exists() and Path(x).exists()):
                 return x
             return str(path.parent / x)
 

@@ -133,6 +133,9 @@ def fuse_views(clouds, poses, *, hand_eye=None, part_pose=None, voxel_size: floa
             ``max_correspondence``.
         min_overlap: least fraction of a view's points near another view for the pair to count.
         icp_iterations: ICP iterations per pair.
+        min_residual_gain: the refined poses are kept only when they lower the RMS overlap residual
+            by at least this share (else the kinematic poses stand; the noise floor of the
+            residual is not a misalignment).
         icp_tolerance: a pair's ICP stops when an update moves no point by more than this share
             of the view's extent (1e-4: 15 um on a 150 mm view, a seventeenth of the sensor's depth
             noise). Against 1e-7, which ran nearly every pair to ``icp_iterations``: fusion
