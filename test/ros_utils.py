@@ -44,6 +44,17 @@ class RosHarness(BackgroundExecutor):
         finally:
             self.client.destroy_client(cli)
 
+    def action_client(self, action_type, name: str, timeout: float = 60.0):
+        """An action client on ``name`` once the server's services and topics are all discovered
+        (raises TimeoutError). Discovery of an action server's five endpoints can take several
+        seconds on a loaded machine, so the bound is generous."""
+        from rclpy.action import ActionClient
+
+        client = ActionClient(self.client, action_type, name)
+        if not client.wait_for_server(timeout_sec=timeout):
+            raise TimeoutError(f"action server {name} not available after {timeout} s")
+        return client
+
     def wait_for_message(self, msg_type, topic: str, qos=10, timeout: float = 20.0,
                          predicate: Callable[[Any], bool] | None = None, trigger: Callable[[], Any] | None = None):
         """Subscribe, optionally run ``trigger()``, and return the first message (matching

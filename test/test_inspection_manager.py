@@ -7,7 +7,6 @@ import pytest
 
 pytest.importorskip("rclpy")
 from action_msgs.msg import GoalStatus  # noqa: E402
-from rclpy.action import ActionClient  # noqa: E402
 
 from cosarad_ros.action import InspectPart  # noqa: E402
 from cosarad_ros.core.planning.cell import example_robot_data_share  # noqa: E402
@@ -33,8 +32,7 @@ def test_cancel_ends_the_inspection_at_the_next_stage(tmp_path):
         manager = ros.add(InspectionManager(**ros.node_kwargs(wait_for_services=10.0)))
         assert not [p for p in manager.publishers if p.topic_name in ("/tf", "/tf_static")]
         results = ros.collect(InspectionResult, "/inspection/result", LATCHED_QOS)
-        client = ActionClient(ros.client, InspectPart, "/inspection_manager/inspect")
-        assert client.wait_for_server(timeout_sec=10)
+        client = ros.action_client(InspectPart, "/inspection_manager/inspect")
         stages = []
         handle = ros.wait_future(client.send_goal_async(InspectPart.Goal(part_id="P-1", part_type="bracket"),
                                               feedback_callback=lambda m: stages.append(m.feedback.stage)), 10)

@@ -155,7 +155,6 @@ def test_invalid_parameters_are_refused_naming_the_parameter():
 
 def test_go_to_view_action_feedback_and_cancel(part_stl):
     """``~/go_to_view``: progress feedback while the arm moves; a cancel stops it part-way."""
-    from rclpy.action import ActionClient
     from action_msgs.msg import GoalStatus
 
     from cosarad_ros.action import GoToView
@@ -164,8 +163,7 @@ def test_go_to_view_action_feedback_and_cancel(part_stl):
         node = ros.add(ViewpointPlannerNode(**ros.node_kwargs(coverage_dir="-", **dict(FAST, playback_speed=1.0))))
         plan = ros.call(PlanViews, PLAN, PlanViews.Request(mesh_path=str(part_stl)), timeout=120)
         assert plan.success, plan.message
-        client = ActionClient(ros.client, GoToView, "/viewpoint_planner_node/go_to_view")
-        assert client.wait_for_server(timeout_sec=10)
+        client = ros.action_client(GoToView, "/viewpoint_planner_node/go_to_view")
 
         def send(index, fb):
             return ros.wait_future(client.send_goal_async(GoToView.Goal(index=index), feedback_callback=fb), 10)
