@@ -4,7 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from cosarad_ros.core.inspection.evaluation import PartRecord, fit_pod, locate, summarize
+from cosarad_ros.core.inspection.evaluation import (PartRecord, fit_pod, locate, measured_points, measured_share,
+                                                    summarize)
 from cosarad_ros.core.inspection.production import (GRADED_SIZES_MM, Variation, graded_sizes,
                                                     make_production_run, severity_of, visible_from_above)
 
@@ -19,6 +20,24 @@ def test_pod_fit_recovers_a90_of_a_known_curve():
     truth = np.exp(mu + sigma * np.log(9))
     assert abs(fit.a90 - truth) / truth < 0.1, (fit.a90, truth)
     assert fit.pod([truth])[0] == pytest.approx(0.9, abs=0.03)
+
+
+def test_the_back_of_a_thin_wall_does_not_measure_a_defect_on_its_front():
+    """A scan of the back face of a 0.8 mm wall lies within 1 mm of a defect on its front face:
+    by distance alone it would count as measuring the defect; the faces face opposite ways."""
+    import trimesh
+
+    wall = trimesh.creation.box(extents=(0.03, 0.03, 0.0008))  # front z = +0.4 mm, back z = -0.4 mm
+    g = np.stack(np.meshgrid(np.linspace(-0.004, 0.004, 9), np.linspace(-0.004, 0.004, 9)), -1).reshape(-1, 2)
+    samples = np.column_stack([g, np.full(len(g), 0.0004)])  # the defect's surface, on the front
+    back = np.column_stack([g + 0.0003, np.full(len(g), -0.0004)])
+    front = np.column_stack([g + 0.0003, np.full(len(g), 0.0004)])
+    defect = {"centre": [0.0, 0.0, 0.0004]}
+    assert measured_points(defect, back, samples) == len(back)  # distance alone is fooled
+    assert measured_points(defect, back, samples, mesh=wall) == 0
+    assert measured_share(back, samples, mesh=wall) == 0.0
+    assert measured_points(defect, front, samples, mesh=wall) == len(front)
+    assert measured_share(front, samples, mesh=wall) == 1.0
 
 
 def test_pod_fit_edge_cases_are_named():

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -127,29 +128,59 @@ def locate(defect: Mapping, reported: Sequence) -> tuple[bool, float | None]:
     return d <= max(0.010, float(defect.get("footprint", 0.0))), d
 
 
-def measured_share(points, defect_points, *, radius: float = 1e-3) -> float:
-    """Share of a defect's anomalous-surface samples ``(K, 3)`` with a scan point within ``radius``."""
+def _surface_normals(mesh, points) -> np.ndarray:
+    """``(N, 3)`` normals of the faces of ``mesh`` closest to ``points``."""
+    import open3d as o3d
+
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(o3d.core.Tensor(np.asarray(mesh.vertices, dtype=np.float32)),
+                        o3d.core.Tensor(np.asarray(mesh.faces, dtype=np.uint32)))
+    ans = scene.compute_closest_points(o3d.core.Tensor(np.asarray(points, dtype=np.float32)))
+    return ans["primitive_normals"].numpy().astype(np.float64)
+
+
+def _same_surface(mesh, a, b) -> np.ndarray:
+    """``(N,)`` bool: points ``a[i]`` and ``b[i]`` lie on faces of ``mesh`` facing the same way
+    (within 60 degrees); all True without a mesh."""
+    if mesh is None or not len(a):
+        return np.ones(len(a), dtype=bool)
+    na, nb = _surface_normals(mesh, a), _surface_normals(mesh, b)
+    return np.einsum("ij,ij->i", na, nb) >= 0.5
+
+
+def measured_share(points, defect_points, *, radius: float = 1e-3, mesh=None) -> float:
+    """Share of a defect's anomalous-surface samples ``(K, 3)`` with a scan point within ``radius``.
+
+    With ``mesh`` (the defective part, same frame) the scan point must also lie on a face facing
+    the same way as the sample's: the back of a thin wall is within a millimetre of a dent in its
+    front but does not measure it."""
     if points is None or not len(points) or defect_points is None or not len(defect_points):
         return 0.0
     from scipy.spatial import cKDTree
 
-    d, _ = cKDTree(np.asarray(points, dtype=np.float64)).query(np.asarray(defect_points, dtype=np.float64), k=1,
-                                                                 distance_upper_bound=radius)
-    return float(np.isfinite(d).mean())
+    pts = np.asarray(points, dtype=np.float64)
+    samples = np.asarray(defect_points, dtype=np.float64)
+    d, idx = cKDTree(pts).query(samples, k=1, distance_upper_bound=radius)
+    hit = np.isfinite(d)
+    hit[hit] = _same_surface(mesh, samples[hit], pts[idx[hit]])
+    return float(hit.mean())
 
 
-def measured_points(defect: Mapping, points, defect_points=None, *, radius: float = 1e-3) -> int:
+def measured_points(defect: Mapping, points, defect_points=None, *, radius: float = 1e-3, mesh=None) -> int:
     """Scan points (part frame) on the injected defect: within ``radius`` of its anomalous-surface
     samples (:meth:`~.production.CellPart.defect_points`), or, without those, within its footprint
-    (at least 1.5 mm) of its centre."""
+    (at least 1.5 mm) of its centre. With ``mesh`` (the defective part) a point counts only on a
+    face facing the same way as its nearest sample's (see :func:`measured_share`)."""
     if points is None or not len(points):
         return 0
     pts = np.asarray(points, dtype=np.float64)
     if defect_points is not None and len(defect_points):
         from scipy.spatial import cKDTree
 
-        d, _ = cKDTree(np.asarray(defect_points, dtype=np.float64)).query(pts, k=1, distance_upper_bound=radius)
-        return int(np.isfinite(d).sum())
+        samples = np.asarray(defect_points, dtype=np.float64)
+        d, idx = cKDTree(samples).query(pts, k=1, distance_upper_bound=radius)
+        near = np.isfinite(d)
+        return int(_same_surface(mesh, pts[near], samples[idx[near]]).sum())
     c = np.asarray(defect["centre"], dtype=np.float64)
     r = max(0.5 * float(defect.get("footprint", 0.0)), 0.0015)
     return int((np.linalg.norm(pts - c, axis=1) <= r).sum())
@@ -422,6 +453,17 @@ def plot_confusion(path, records: Sequence[PartRecord], *, title: str = "") -> N
 # ----------------------------------------------------------------------------------------------
 # running a production run
 # ----------------------------------------------------------------------------------------------
+def _part_mesh(path):
+    """The defective part's mesh (to tell which surface a scan point is on), or None when its
+    file is missing or unreadable: the measured test then goes by distance alone."""
+    from cosarad_ros.core.io import read_mesh
+
+    try:
+        return read_mesh(path) if path and Path(path).is_file() else None
+    except (ValueError, OSError):
+        return None
+
+
 def record_of(part, run, method: str, *, outcome=None) -> PartRecord:
     """A :class:`PartRecord` from a :class:`~.production.CellPart` and its
     :class:`~.pipeline.InspectionRun` (``outcome`` overrides the run's, for a second method)."""
@@ -431,8 +473,9 @@ def record_of(part, run, method: str, *, outcome=None) -> PartRecord:
     if defect is not None:
         cloud = run.fused  # the part frame, as the defect's samples
         samples = part.defect_points()
-        measured = measured_points(defect, cloud, samples) >= MIN_MEASURED_POINTS and (
-            samples is None or measured_share(cloud, samples) >= MIN_MEASURED_SHARE)
+        mesh = _part_mesh(part.mesh_path)
+        measured = measured_points(defect, cloud, samples, mesh=mesh) >= MIN_MEASURED_POINTS and (
+            samples is None or measured_share(cloud, samples, mesh=mesh) >= MIN_MEASURED_SHARE)
         hit, err = locate(defect, o.defects) if o.verdict == FAIL else (False, None)
         if o.verdict == FAIL and err is None:
             hit = False
