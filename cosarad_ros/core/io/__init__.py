@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .geometry import as_points
+from ..geometry import as_points
 
 __all__ = [
     "PointCloudFile",
@@ -676,7 +676,7 @@ def read_scan(path, *, scale: float = 1.0, max_points: int | None = None, seed: 
     Raises:
         FileNotFoundError / ValueError: as :func:`read_points`, or not a size in metres.
     """
-    from .geometry import cap_points, check_metres
+    from ..geometry import cap_points, check_metres
 
     pts = read_points(path)
     if max_points is not None:
