@@ -53,8 +53,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..geometry import as_points
-from ..io import sample_mesh
+from ...geometry import as_points
+from ...io import sample_mesh
 
 __all__ = [
     "DEFECT_TYPES",
@@ -625,7 +625,7 @@ def _extrude_polygon(poly_uv, p, z_lo: float, z_hi: float):
     ``z_hi`` along the normal. Returns a trimesh (metres)."""
     import manifold3d as m3d
 
-    from .parts import manifold_to_trimesh
+    from ..parts import manifold_to_trimesh
 
     poly = np.asarray(poly_uv, dtype=np.float64) / _MM
     area = 0.5 * np.sum(poly[:, 0] * np.roll(poly[:, 1], -1) - np.roll(poly[:, 0], -1) * poly[:, 1])
@@ -738,7 +738,7 @@ def _hole_cylinder(h, *, extra: float = 1e-3):
     ax = np.asarray(h.axis, dtype=np.float64)
     length = h.depth + 2 * extra
     cyl = trimesh.creation.cylinder(radius=h.diameter / 2, height=length, sections=96)
-    from .parts import _frame
+    from ..parts import _frame
 
     T = np.eye(4)
     T[:3, :3] = _frame(ax)
@@ -748,7 +748,7 @@ def _hole_cylinder(h, *, extra: float = 1e-3):
 
 
 def _cad_hole_defect(part, kind, rng, size, min_shift):
-    from .parts import manifold_to_trimesh, trimesh_to_manifold
+    from ..parts import manifold_to_trimesh, trimesh_to_manifold
 
     if part is None or not getattr(part, "holes", ()):
         raise ValueError(f"{kind} needs a procedural Part with holes (got "
@@ -994,7 +994,7 @@ def apply_defect_to_mesh(mesh, kind: str, rng: np.random.Generator, *, min_shift
 def _csg_subtract(mesh, cutter):
     """``(mesh - cutter, mesh & cutter)`` with manifold3d, or None when either is not a closed
     manifold or the cutter misses the part. The second mesh is the removed material."""
-    from .parts import manifold_to_trimesh, trimesh_to_manifold
+    from ..parts import manifold_to_trimesh, trimesh_to_manifold
 
     try:
         a = trimesh_to_manifold(mesh, scale=1 / _MM)
