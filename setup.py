@@ -14,7 +14,7 @@ def _requirements() -> list[str]:
     reqs = []
     for line in (here / "requirements.txt").read_text().splitlines():
         line = line.split("#", 1)[0].strip()
-        if line and not line.startswith(("pytest", "rosbags")):   # test-only
+        if line and not line.startswith(("pytest", "rosbags", "ruff")):   # test-only
             reqs.append(line)
     return reqs
 
