@@ -40,7 +40,8 @@ from record import add_record_option, default_record_path, write_record  # noqa:
 
 def _fifty_k_scans(cls, n_scans: int, rng, n_points: int = 50_000):
     """Denser scans of good parts: 3 good partial scans of the class (ground-truth aligned when the
-    benchmark records poses, else registered) merged, thinned to ``n_points``, in a random pose."""
+    benchmark records poses, else registered) merged, thinned to ``n_points``, in a random pose.
+    """
     from cosarad_ros.core.anomaly.dataset import register_class
     from cosarad_ros.core.geometry import random_rotation, transform_points
 

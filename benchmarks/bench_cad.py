@@ -124,7 +124,8 @@ def _git(*args, cwd=None) -> str:
 
 def compare(clf, scans, library_labels, scans_npz: Path, library: Path, base: Path | None, progress: bool = True):
     """This classifier and (with ``base``) the earlier one's configurations on the same scans,
-    interleaved scan by scan. Returns ``{name: ClassificationScores}``."""
+    interleaved scan by scan. Returns ``{name: ClassificationScores}``.
+    """
     from tqdm import tqdm
 
     from cosarad_ros.core.cad.evaluation import score_labels
@@ -278,9 +279,16 @@ def main() -> int:
     args = ap.parse_args()
 
     from cosarad_ros.core.cad import CadClassifier, CadLibrary, classify, detect_defects
-    from cosarad_ros.core.cad.evaluation import (TUNED_RULES, benchmark_scans, catalogue_library, cell_catalogue,
-                                                 classify_scans, compare_rule_sets, multi_view_scan,
-                                                 write_catalogue)
+    from cosarad_ros.core.cad.evaluation import (
+        TUNED_RULES,
+        benchmark_scans,
+        catalogue_library,
+        cell_catalogue,
+        classify_scans,
+        compare_rule_sets,
+        multi_view_scan,
+        write_catalogue,
+    )
 
     if args.base is not None and not (args.base / "cosarad_ros" / "core" / "cad").is_dir():
         ap.error(f"--base {args.base} is not a cosarad_ros checkout")

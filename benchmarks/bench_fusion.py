@@ -31,7 +31,8 @@ from record import add_record_option, write_record  # noqa: E402
 
 def cell_views(mesh, *, seed: int = 0):
     """The cell's planned views of ``mesh``, scanned once: ``(clouds, sensor poses, part pose)``,
-    each cloud cropped to the cell's region of interest as ``inspection.fusion.fuse_scans`` does."""
+    each cloud cropped to the cell's region of interest as ``inspection.fusion.fuse_scans`` does.
+    """
     from cosarad_ros.core.inspection.fusion import DEFAULT_ROI, crop_views
     from cosarad_ros.core.inspection.templates import cell_sensor_options
     from cosarad_ros.core.planning import CellModel, plan_views
@@ -58,7 +59,8 @@ def cell_views(mesh, *, seed: int = 0):
 
 def perturb(pose, rng, shift: float, angle_deg: float) -> np.ndarray:
     """``pose`` with a random rigid error: a rotation of ``angle_deg`` about a random axis and a
-    translation of ``shift`` metres in a random direction."""
+    translation of ``shift`` metres in a random direction.
+    """
     from scipy.spatial.transform import Rotation
 
     axis, direction = rng.normal(size=3), rng.normal(size=3)

@@ -34,7 +34,8 @@ FAMILIES = ["block", "pocket_block", "flange", "bracket", "mold_insert", "boss_p
 
 def view_errors(clouds, poses, truth) -> np.ndarray:
     """``(V,)`` largest displacement [m] of each view's points between ``poses`` and ``truth``
-    (sensor -> part transforms)."""
+    (sensor -> part transforms).
+    """
     return np.array([np.linalg.norm(c @ (P[:3, :3] - T[:3, :3]).T + (P[:3, 3] - T[:3, 3]), axis=1).max()
                      for c, P, T in zip(clouds, poses, truth)])
 

@@ -35,11 +35,12 @@ QUICK_PARTS = ("bunny", "duck", "head", "bracket")
 
 
 def _shells(names, n_dense: int, n_ref: int):
+    from tqdm import tqdm
+
     from cosarad_ros.core.data.package_meshes import load_package_mesh
     from cosarad_ros.core.data.parts import make_part
     from cosarad_ros.core.io import sample_mesh
     from cosarad_ros.core.registration import outer_shell
-    from tqdm import tqdm
 
     out = {}
     for name in tqdm(names, desc="outer surfaces"):

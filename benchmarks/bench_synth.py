@@ -55,8 +55,8 @@ def main() -> int:
 
     import open3d as o3d
 
-    from cosarad_ros.core.data.defects import DEFECT_TYPES, apply_defect, apply_defect_to_mesh
     from cosarad_ros.core.data.datasets import write_test_sample
+    from cosarad_ros.core.data.defects import DEFECT_TYPES, apply_defect, apply_defect_to_mesh
     from cosarad_ros.core.data.parts import make_part
     from cosarad_ros.core.data.scans import full_scan, partial_scan
     from cosarad_ros.core.data.synth import SynthConfig, generate_benchmark

@@ -61,7 +61,8 @@ def commit() -> tuple[str | None, bool | None]:
     """``(hash of HEAD, whether tracked files differ from it)``; ``(None, None)`` outside a git checkout.
 
     Only changes that can move a figure count as dirty: the records themselves
-    (``benchmarks/results/``), ``docs/`` and Markdown files do not."""
+    (``benchmarks/results/``), ``docs/`` and Markdown files do not.
+    """
     head = _git("rev-parse", "HEAD")
     if head is None:
         return None, None
@@ -91,7 +92,8 @@ def machine() -> dict:
     """What the figures were measured on: CPU model, cores, memory, load, GPU, OS, Python, torch.
 
     torch and its GPU are reported only when the benchmark imported torch (this function never
-    imports it)."""
+    imports it).
+    """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     torch = sys.modules.get("torch")
     gpu = None

@@ -463,7 +463,8 @@ class NodeCase:
 
 def cloud_msg(pts, *, big_endian_flag: bool = False, dtype="<f4", frame_id: str = "part"):
     """A ``PointCloud2`` of ``x y z`` (float32 or float64); ``big_endian_flag`` marks little-endian
-    data as big-endian (the lie)."""
+    data as big-endian (the lie).
+    """
     from sensor_msgs.msg import PointCloud2, PointField
 
     dt = np.dtype(dtype)

@@ -22,7 +22,8 @@ from cosarad_ros.ros.node_utils import BackgroundExecutor
 
 class RosHarness(BackgroundExecutor):
     """An rclpy context with a multi-threaded executor spinning in a background thread, plus a
-    client node and helpers to call services and wait for messages."""
+    client node and helpers to call services and wait for messages.
+    """
 
     def __init__(self, threads: int = 4):
         super().__init__(threads=threads)
@@ -47,7 +48,8 @@ class RosHarness(BackgroundExecutor):
     def action_client(self, action_type, name: str, timeout: float = 60.0):
         """An action client on ``name`` once the server's services and topics are all discovered
         (raises TimeoutError). Discovery of an action server's five endpoints can take several
-        seconds on a loaded machine, so the bound is generous."""
+        seconds on a loaded machine, so the bound is generous.
+        """
         from rclpy.action import ActionClient
 
         client = ActionClient(self.client, action_type, name)
@@ -58,7 +60,8 @@ class RosHarness(BackgroundExecutor):
     def wait_for_message(self, msg_type, topic: str, qos=10, timeout: float = 20.0,
                          predicate: Callable[[Any], bool] | None = None, trigger: Callable[[], Any] | None = None):
         """Subscribe, optionally run ``trigger()``, and return the first message (matching
-        ``predicate``). Raises TimeoutError."""
+        ``predicate``). Raises TimeoutError.
+        """
         got: list = []
         ev = threading.Event()
 

@@ -1,11 +1,17 @@
 """Registration onto a part type's reference with retries and the symmetry check
 (``cosarad_ros.core.anomaly.align``): a near-symmetric part registered onto its symmetric
-counterpart is moved back to the true pose, an exactly symmetric one keeps an equally good pose."""
+counterpart is moved back to the true pose, an exactly symmetric one keeps an equally good pose.
+"""
 import numpy as np
 import pytest
 
-from cosarad_ros.core.anomaly.align import (align_to_reference, refine_pose, resolve_symmetry, symmetry_candidates,
-                                            symmetry_rotations)
+from cosarad_ros.core.anomaly.align import (
+    align_to_reference,
+    refine_pose,
+    resolve_symmetry,
+    symmetry_candidates,
+    symmetry_rotations,
+)
 from cosarad_ros.core.anomaly.dataset import partial_view
 from cosarad_ros.core.geometry import random_rotation, transform_points
 
@@ -101,7 +107,8 @@ def test_exact_symmetry_keeps_an_equally_good_pose():
 def test_symmetry_candidates_are_the_poses_the_reference_cannot_tell_apart():
     """A view of a plain box fits its half-turns as well as its true pose: those come back (each
     turned by 180 degrees and still on the surface), the given pose itself does not; a view of a
-    part no turn maps onto itself gets none; a bad ratio is refused."""
+    part no turn maps onto itself gets none; a bad ratio is refused.
+    """
     from scipy.spatial import cKDTree
 
     rng = np.random.default_rng(4)
@@ -136,7 +143,8 @@ BLOCK = np.array((0.07, 0.12, 0.13))
 
 def corner_block(seed: int, n: int = 30000) -> np.ndarray:
     """A 70 x 120 x 130 mm box with a dome (8 mm radius, 4 mm high) on its top face near the
-    (+x, +y, +z) corner, sampled."""
+    (+x, +y, +z) corner, sampled.
+    """
     p = _box(np.random.default_rng(seed), n, BLOCK)
     r = np.linalg.norm(p[:, :2] - [0.01, 0.035], axis=1)
     top = (p[:, 2] > BLOCK[2] / 2 - 1e-4) & (r < 0.008)
@@ -147,7 +155,8 @@ def corner_block(seed: int, n: int = 30000) -> np.ndarray:
 def corner_view_and_wrong_pose(seed: int = 2):
     """A view of the block's domed corner (60 x 56 x 46 mm of it) and a pose that turns it a
     quarter about z, swaps x and y, and slides it onto another corner, where its faces fit:
-    ``(view (N, 3), T_wrong (4, 4))``; the true pose is the identity."""
+    ``(view (N, 3), T_wrong (4, 4))``; the true pose is the identity.
+    """
     full = corner_block(seed)
     view = full[np.all(full > BLOCK / 2 - [0.06, 0.056, 0.046], axis=1)]
     T = np.eye(4)
@@ -159,7 +168,8 @@ def corner_view_and_wrong_pose(seed: int = 2):
 def test_slides_carry_a_small_view_to_the_corner_no_turn_about_the_centroid_reaches():
     """A corner view placed on another corner (a quarter turn plus a slide, not a turn about the
     centroid): with ``slides`` the true placement is among the candidates; the turns alone do
-    not reach it, and stay among the slid candidates (the slides only add poses)."""
+    not reach it, and stay among the slid candidates (the slides only add poses).
+    """
     from scipy.spatial import cKDTree
 
     ref = corner_block(1)
@@ -204,7 +214,8 @@ def test_resolve_symmetry_rejects_bad_shapes():
 
 def test_retries_run_until_the_chamfer_is_within_accept_spacing():
     """A bound no pose can reach runs every retry (and still keeps the best pose); a loose bound
-    stops after the first registration; a bad bound is refused."""
+    stops after the first registration; a bad bound is refused.
+    """
     rng = np.random.default_rng(7)
     ref = _part(rng, n=8000)
     view = _part(np.random.default_rng(8), n=8000)
@@ -226,7 +237,8 @@ def test_retries_run_until_the_chamfer_is_within_accept_spacing():
 def test_escalation_runs_only_while_the_pose_fails_its_checks():
     """A cloud no pose can fit (a sphere against a box) gets the extra rounds and is still
     reported as failed; a scan that registers costs the same with escalation as without; a bad
-    value is refused."""
+    value is refused.
+    """
     rng = np.random.default_rng(9)
     ref = _part(rng, n=6000)
     sphere = rng.normal(size=(4000, 3))
@@ -248,7 +260,8 @@ def test_escalation_runs_only_while_the_pose_fails_its_checks():
 
 def test_read_only_reference_gives_the_same_pose_and_is_prepared_once():
     """Registering onto a read-only reference (what the detectors pass) keeps its preparation
-    between scans and lands on the same pose as a writeable copy; near-symmetric part, retries on."""
+    between scans and lands on the same pose as a writeable copy; near-symmetric part, retries on.
+    """
     from cosarad_ros.core.registration.cloud import readonly_memo
 
     rng = np.random.default_rng(4)
@@ -270,7 +283,8 @@ def test_read_only_reference_gives_the_same_pose_and_is_prepared_once():
 
 def test_refine_pose_polishes_a_nearly_right_pose_to_the_noise_level():
     """A pose off by 0.5 degrees and 0.4 mm (what the sample-based global stages leave) is brought
-    to within a few micrometres of the truth on a noisy partial view; the Chamfer distance drops."""
+    to within a few micrometres of the truth on a noisy partial view; the Chamfer distance drops.
+    """
     from scipy.spatial import cKDTree
 
     rng = np.random.default_rng(11)

@@ -97,7 +97,8 @@ def test_cli_errors_are_one_line(bench, tmp_path, capsys):
 
 def test_deviation_method_through_eval_and_inspect(bench, tmp_path, capsys):
     """The deviation detector goes through the same CLI: metrics.json with the same keys, a bulged
-    scan FAILs and a good one PASSes."""
+    scan FAILs and a good one PASSes.
+    """
     out = str(tmp_path / "dev")
     assert main(["eval", "--data", bench, "--layout", "real3d", "--method", "deviation", "--out", out,
                  "--attempts", "1", "--quiet"]) == 0

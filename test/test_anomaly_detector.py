@@ -1,5 +1,6 @@
 """AnomalyDetector: fit / score contract, localisation of a bulge on a held-out part, caching,
-bad input. Toy parts (procedural, never seen in training) keep it fast."""
+bad input. Toy parts (procedural, never seen in training) keep it fast.
+"""
 import os
 
 import numpy as np
@@ -163,7 +164,8 @@ def test_bad_input_gets_clear_errors(toy, tmp_path):
 @pytest.mark.parametrize("crop", ["support", "views"])
 def test_partial_scan_view_matching_keeps_good_scans_quiet(crop):
     """A partial good scan scores lower against templates cropped to what it shows (cut to the
-    scan's support, or to the estimated views) than against full templates."""
+    scan's support, or to the estimated views) than against full templates.
+    """
     cls = toy_class(11, n_good=2, n_bad=0, points=3000)
     base = {"method": "fpfh", "num_patches": 96, "registration_attempts": 2}
     on = AnomalyDetector.from_config({**base, "view_matching": True, "template_crop": crop})
@@ -179,7 +181,8 @@ def test_partial_scan_view_matching_keeps_good_scans_quiet(crop):
 
 def test_support_crop_reuses_fitted_features_exactly():
     """Template patches the support crop leaves whole keep their fitted features, and those equal
-    what cutting and extracting them again gives (per-location resampling with the template's seed)."""
+    what cutting and extracting them again gives (per-location resampling with the template's seed).
+    """
     from scipy.spatial import cKDTree
 
     cls = toy_class(11, n_good=1, n_bad=0, points=3000)
@@ -220,7 +223,8 @@ def _domed_box(seed: int, n: int = 20000) -> np.ndarray:
 def test_symmetry_check_moves_a_half_turned_pose_to_the_one_all_templates_agree_with(base):
     """A view handed over half a turn off (the dome on the bare end of the top face) is put back
     where every template agrees; with the check off the caller's pose stays; a bad gain is
-    refused."""
+    refused.
+    """
     from cosarad_ros.core.anomaly.dataset import partial_view
 
     rng = np.random.default_rng(12)
@@ -257,10 +261,10 @@ def test_symmetry_check_moves_a_half_turned_pose_to_the_one_all_templates_agree_
 def test_symmetry_slides_put_a_corner_view_back_on_its_own_corner(base):
     """A view of one corner of a block handed over on another corner (a quarter turn and a slide)
     is put back on its own corner with ``symmetry_slides``; with them off the turns about the
-    centroid do not reach it and the wrong pose stays; a bad ratio is refused."""
-    from test_anomaly_align import corner_block, corner_view_and_wrong_pose
-
+    centroid do not reach it and the wrong pose stays; a bad ratio is refused.
+    """
     from cosarad_ros.core.anomaly import make_detector
+    from test_anomaly_align import corner_block, corner_view_and_wrong_pose
 
     view, T_wrong = corner_view_and_wrong_pose()
     rng = np.random.default_rng(3)

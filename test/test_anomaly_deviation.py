@@ -15,7 +15,8 @@ def _plane(z: float) -> np.ndarray:
 def test_cohens_d_against_hand_computed_value():
     """Templates at z = 0, +a, -a: every template's leave-one-out deviation is a (std 0, floored by
     min_std); a test plane at z = h deviates by h - a from the nearest template, so
-    d = (h - a - a) / min_std everywhere."""
+    d = (h - a - a) / min_std everywhere.
+    """
     a, h, min_std = 1e-4, 6e-4, 5e-5
     det = DeviationDetector(min_std=min_std, register=False, tolerance=2.5e-4, threshold=6.0)
     bank = det.fit("plate", [_plane(0.0), _plane(a), _plane(-a)], aligned=True)
@@ -81,7 +82,8 @@ def test_bad_input_gets_clear_errors(toy):
 
 def test_locations_a_scan_only_grazes_are_not_scored():
     """COSARAD's |P|min rule: a location holding less than min_location_fraction of the templates'
-    points there (the rim of a partial view) is skipped."""
+    points there (the rim of a partial view) is skipped.
+    """
     a = 1e-4
     templates = [_plane(0.0), _plane(a), _plane(-a)]
     sparse = _plane(6e-4)[::4]  # a quarter of the templates' density everywhere
@@ -96,7 +98,8 @@ def test_locations_a_scan_only_grazes_are_not_scored():
 
 def test_the_floor_of_a_sink_deeper_than_the_location_radius_is_seen():
     """Points on the floor of a 5 mm deep sink are farther from the template surface than the
-    location radius (3 mm here); they still count for the locations above them."""
+    location radius (3 mm here); they still count for the locations above them.
+    """
     a = 1e-4
     templates = [_plane(0.0), _plane(a), _plane(-a)]
     scan = _plane(0.0)

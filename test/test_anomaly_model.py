@@ -74,7 +74,8 @@ def test_head_architecture_and_unit_features():
 def test_folded_batchnorm_gives_the_same_features():
     """The inference copy with batch norm folded into the linear layers matches the model in eval
     mode (non-trivial running statistics from a few training-mode passes), and the model itself
-    is left as it was."""
+    is left as it was.
+    """
     from cosarad_ros.core.anomaly.model import fold_batchnorm
 
     torch.manual_seed(0)
@@ -145,7 +146,8 @@ def test_extract_patches_scale_and_min_points():
 def test_extract_patches_resampling_follows_point_keys():
     """A patch keeps its lowest-key points (all of them, repeated evenly, when it has fewer than
     asked), so with fixed keys it depends only on the points inside it: cutting a subset of the
-    locations, or removing points away from a location, leaves that patch unchanged."""
+    locations, or removing points away from a location, leaves that patch unchanged.
+    """
     rng = np.random.default_rng(5)
     pts = rng.uniform(-1, 1, size=(20000, 3)) * [1, 1, 0.01]
     keys = rng.random(len(pts))
@@ -174,7 +176,8 @@ def test_extract_patches_resampling_follows_point_keys():
 
 def test_uniform_keys_even_out_an_unevenly_sampled_patch():
     """On a plane sampled four times more densely on its left half, patches drawn at random keep
-    about 80 % left points; drawn with uniform_keys about half; bad input is refused."""
+    about 80 % left points; drawn with uniform_keys about half; bad input is refused.
+    """
     from cosarad_ros.core.anomaly.patches import uniform_keys
 
     rng = np.random.default_rng(11)

@@ -4,11 +4,16 @@ import math
 import numpy as np
 import pytest
 
-from cosarad_ros.core.anomaly import aggregate, calibrate_threshold, cohens_d, local_effect_sizes
-from cosarad_ros.core.anomaly import point_scores_from_patches
-from cosarad_ros.core.anomaly.scoring import add_point_deviation
+from cosarad_ros.core.anomaly import (
+    aggregate,
+    calibrate_threshold,
+    cohens_d,
+    local_effect_sizes,
+    point_scores_from_patches,
+)
 from cosarad_ros.core.anomaly.evaluation import auroc, roc_curve
 from cosarad_ros.core.anomaly.memory_bank import GlobalBank, LocalBank
+from cosarad_ros.core.anomaly.scoring import add_point_deviation
 
 
 def test_cohens_d_hand_computed():

@@ -1,5 +1,6 @@
 """Deviation inputs of the COSARAD network: template deviations, patch channels, augmentation,
-model files and the detector path that computes them."""
+model files and the detector path that computes them.
+"""
 import numpy as np
 import pytest
 import torch
@@ -8,8 +9,7 @@ from cosarad_ros.core.anomaly import AnomalyDetector
 from cosarad_ros.core.anomaly.augment import AugmentConfig, augment_triplets, synthetic_defect
 from cosarad_ros.core.anomaly.model import CosaradNet, load_model, save_model
 from cosarad_ros.core.anomaly.patches import extract_patches, fps_order
-from cosarad_ros.core.anomaly.surfaces import (DEVIATION_CLIP, DEVIATION_GAIN, TemplateSurfaces,
-                                               deviation_channel)
+from cosarad_ros.core.anomaly.surfaces import DEVIATION_CLIP, DEVIATION_GAIN, TemplateSurfaces, deviation_channel
 
 torch.set_num_threads(2)
 

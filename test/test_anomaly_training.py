@@ -226,7 +226,8 @@ def test_weak_triplet_anchors_are_cut_to_the_positive_support():
 
 def test_uniform_resampling_changes_the_triplets_and_bad_values_are_refused():
     """``resample="uniform"`` draws the triplet patches by density-weighted keys (same count and
-    shape, different points); an unknown value gets a clear error."""
+    shape, different points); an unknown value gets a clear error.
+    """
     from cosarad_ros.core.anomaly.dataset import toy_benchmark
     from cosarad_ros.core.anomaly.training import TripletConfig, build_triplets
 

@@ -1,6 +1,7 @@
 """The rosbag2/MCAP recording reads back message-for-message, with rosbag2's type names and the QoS
 each topic's publishers offered, through three independent readers: ``mcap_ros2`` (schema-only
-CDR decoding), ``rosbags`` (a rosbag2 implementation of its own) and rclpy."""
+CDR decoding), ``rosbags`` (a rosbag2 implementation of its own) and rclpy.
+"""
 import time
 
 import numpy as np
@@ -11,12 +12,12 @@ pytest.importorskip("rclpy")
 from rclpy.serialization import deserialize_message  # noqa: E402
 from visualization_msgs.msg import MarkerArray  # noqa: E402
 
+from cosarad_ros.core.inspection.outcome import DefectSummary  # noqa: E402
 from cosarad_ros.msg import Defect, InspectionResult  # noqa: E402
 from cosarad_ros.ros.bag import BagWriter, message_definition, type_description_hash  # noqa: E402
 from cosarad_ros.ros.conversions import xyz_to_pointcloud2  # noqa: E402
 from cosarad_ros.ros.node_utils import LATCHED_QOS, RELIABLE_QOS  # noqa: E402
 from cosarad_ros.ros.result_msgs import defect_markers  # noqa: E402
-from cosarad_ros.core.inspection.outcome import DefectSummary  # noqa: E402
 from ros_utils import RosHarness  # noqa: E402
 
 
@@ -29,7 +30,8 @@ def _result(i):
 
 def read_with_rosbags(folder):
     """``[(topic, msgtype, decoded message)]`` of a rosbag2 folder, decoded by ``rosbags`` from the
-    message definitions stored in the bag (no rclpy)."""
+    message definitions stored in the bag (no rclpy).
+    """
     from rosbags.rosbag2 import Reader
     from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
@@ -89,7 +91,8 @@ def test_bag_round_trip(tmp_path):
 
 def test_recording_keeps_each_topics_offered_qos(tmp_path):
     """A latched result topic and a volatile marker topic, recorded as ``ros2 bag record`` does:
-    each keeps its own QoS, and a late recorder still gets the latched result."""
+    each keeps its own QoS, and a late recorder still gets the latched result.
+    """
     first = _result(0)
     markers = defect_markers([DefectSummary("bulge", (0.01, 0.0, 0.02), (0.004, 0.004, 0.002), 9.0, 12)],
                              frame_id="part")

@@ -1,5 +1,6 @@
 """The benchmarks' one record format (``benchmarks/record.py``): a real benchmark run writes its
-figures with the date, the machine and the commit they were measured on."""
+figures with the date, the machine and the commit they were measured on.
+"""
 from __future__ import annotations
 
 import datetime

@@ -6,8 +6,14 @@ import pytest
 import trimesh
 
 from cosarad_ros.core.cad import CadClassifier, CadLibrary, classify
-from cosarad_ros.core.cad.evaluation import (catalogue_library, cell_catalogue, cell_scan, classification_benchmark,
-                                             multi_view_scan, write_catalogue)
+from cosarad_ros.core.cad.evaluation import (
+    catalogue_library,
+    cell_catalogue,
+    cell_scan,
+    classification_benchmark,
+    multi_view_scan,
+    write_catalogue,
+)
 from cosarad_ros.core.cad.features import box_features, cosine_similarity, euclidean_similarity
 
 MM = 1e-3
@@ -159,7 +165,8 @@ def test_malformed_scans_are_refused(catalogue):
 @pytest.mark.slow
 def test_structured_light_scans_are_classified(catalogue):
     """Scans of the project's structured-light simulator (0.25 mm noise at 0.75 m, occlusion by
-    the projector, grazing-angle dropout) from four views above the part."""
+    the projector, grazing-angle dropout) from four views above the part.
+    """
     from cosarad_ros.core.sensors import SimulatedScene, default_viewpoint, make_sensor
 
     lib, parts = catalogue
@@ -194,7 +201,8 @@ def cell_types(tmp_path_factory):
 def test_sparse_scan_with_a_few_floor_strays_is_still_classified(cell_types):
     """A fused survey is sparse (~1 500 points) and keeps a few fixture points just above the
     crop; the extent quantile alone allowed less than one point per side, so these few points
-    inflated the box by millimetres (the bracket came back 'unknown' in the cell)."""
+    inflated the box by millimetres (the bracket came back 'unknown' in the cell).
+    """
     lib, parts = cell_types
     part = parts["bracket_0"]
     rng = np.random.default_rng(0)
@@ -223,11 +231,12 @@ def test_sparse_scan_with_a_few_floor_strays_is_still_classified(cell_types):
 @pytest.mark.slow
 def test_cell_survey_scan_of_the_bracket_is_classified(tmp_path):
     """Reproduction of the cell's survey: generic views of the fixture envelope, simulated
-    structured-light scans fused in the part frame (templates.simulate_templates)."""
-    from cosarad_ros.core.inspection.production import make_cell_scenario
+    structured-light scans fused in the part frame (templates.simulate_templates).
+    """
     from cosarad_ros.core.inspection.fusion import envelope_mesh
-    from cosarad_ros.core.planning import CellModel, plan_views
+    from cosarad_ros.core.inspection.production import make_cell_scenario
     from cosarad_ros.core.inspection.templates import simulate_templates
+    from cosarad_ros.core.planning import CellModel, plan_views
 
     make_cell_scenario(tmp_path, families=["bracket", "pocket_block", "flange"], seed=0)
     lib = CadLibrary(tmp_path / "cad")
@@ -246,7 +255,8 @@ def cell_set(tmp_path_factory):
     scans as the cell takes them (simulated structured light from 3 views above, random yaw and
     offset on the fixture, lowest 1.5 mm cut away, fused at 1.5 mm): of a low bracket, of its
     longer twin, of a random type kept out of the library and of a bracket 8 mm shorter than
-    the library's (a part that fits inside a library model)."""
+    the library's (a part that fits inside a library model).
+    """
     from cosarad_ros.core.data.parts import make_part
 
     parts, held = cell_catalogue(4, seed=3, withheld=1)

@@ -4,9 +4,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cosarad_ros.core.cad.quality import (QUALITY_WEIGHTS, accuracy_score, chamfer_distance, completeness_score,
-                                          consistency_score, grade_for, mean_fpfh, quality_report,
-                                          uniqueness_score, validity_score)
+from cosarad_ros.core.cad.quality import (
+    QUALITY_WEIGHTS,
+    accuracy_score,
+    chamfer_distance,
+    completeness_score,
+    consistency_score,
+    grade_for,
+    mean_fpfh,
+    quality_report,
+    uniqueness_score,
+    validity_score,
+)
 
 # four reference points on a 3 x 4 rectangle (diagonal 5 m) far apart from each other
 REF = np.array([[0.0, 0.0, 0.0], [3.0, 0.0, 0.0], [0.0, 4.0, 0.0], [3.0, 4.0, 0.0]])

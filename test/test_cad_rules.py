@@ -6,8 +6,14 @@ import pytest
 
 from cosarad_ros.core.cad import BoxIcpAligner, CadLibrary, box_features, detect_defects
 from cosarad_ros.core.cad.evaluation import TUNED_RULES, defective_sample, write_catalogue
-from cosarad_ros.core.cad.rules import (RuleBasedInspector, alpha_boundary, dbscan, fit_circle, fit_circle_robust,
-                                        surface_variation)
+from cosarad_ros.core.cad.rules import (
+    RuleBasedInspector,
+    alpha_boundary,
+    dbscan,
+    fit_circle,
+    fit_circle_robust,
+    surface_variation,
+)
 from cosarad_ros.core.data.parts import make_part
 
 MM = 1e-3
@@ -151,7 +157,8 @@ def test_rule_configuration_errors(plate):
 
 def test_finding_at_the_far_opening_of_an_unmeasured_through_hole_is_that_hole():
     """A moved through hole deviates at both openings: when the hole rule could not measure it,
-    a dent whose CAD projections lie around the exit (not only the entry) is that hole."""
+    a dent whose CAD projections lie around the exit (not only the entry) is that hole.
+    """
     from types import SimpleNamespace
 
     from cosarad_ros.core.cad.library import HoleSpec
@@ -186,7 +193,8 @@ def test_finding_at_the_far_opening_of_an_unmeasured_through_hole_is_that_hole()
 def test_hole_allowances_widen_the_tolerance_by_what_good_scans_show(plate):
     """A hole the good scans measure well keeps (nearly) the paper's tolerance; a hole the good
     scans do not see is not judged at all; a moved hole beyond the widened tolerance is still
-    found."""
+    found.
+    """
     from cosarad_ros.core.cad.rules import hole_allowances
 
     part, model = plate

@@ -19,8 +19,8 @@ from rclpy.node import Node  # noqa: E402
 from sensor_msgs.msg import PointCloud2, PointField  # noqa: E402
 
 from cosarad_ros.action import InspectPart  # noqa: E402
-from cosarad_ros.core.inspection.production import make_cell_scenario  # noqa: E402
 from cosarad_ros.core.geometry import matrix_to_pose  # noqa: E402
+from cosarad_ros.core.inspection.production import make_cell_scenario  # noqa: E402
 from cosarad_ros.core.planning import CellModel  # noqa: E402
 from cosarad_ros.msg import InspectionResult  # noqa: E402
 from cosarad_ros.ros.node_utils import LATCHED_QOS, SENSOR_QOS  # noqa: E402

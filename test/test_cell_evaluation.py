@@ -4,10 +4,22 @@ import json
 import numpy as np
 import pytest
 
-from cosarad_ros.core.inspection.evaluation import (PartRecord, fit_pod, locate, measured_points, measured_share,
-                                                    summarize)
-from cosarad_ros.core.inspection.production import (GRADED_SIZES_MM, Variation, graded_sizes,
-                                                    make_production_run, severity_of, visible_from_above)
+from cosarad_ros.core.inspection.evaluation import (
+    PartRecord,
+    fit_pod,
+    locate,
+    measured_points,
+    measured_share,
+    summarize,
+)
+from cosarad_ros.core.inspection.production import (
+    GRADED_SIZES_MM,
+    Variation,
+    graded_sizes,
+    make_production_run,
+    severity_of,
+    visible_from_above,
+)
 
 
 def test_pod_fit_recovers_a90_of_a_known_curve():
@@ -24,7 +36,8 @@ def test_pod_fit_recovers_a90_of_a_known_curve():
 
 def test_the_back_of_a_thin_wall_does_not_measure_a_defect_on_its_front():
     """A scan of the back face of a 0.8 mm wall lies within 1 mm of a defect on its front face:
-    by distance alone it would count as measuring the defect; the faces face opposite ways."""
+    by distance alone it would count as measuring the defect; the faces face opposite ways.
+    """
     import trimesh
 
     wall = trimesh.creation.box(extents=(0.03, 0.03, 0.0008))  # front z = +0.4 mm, back z = -0.4 mm

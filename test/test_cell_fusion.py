@@ -5,12 +5,11 @@ outside the part (about 3 % of its points), because the view-to-view ICP was dri
 top around the part and slid one view along it; the scan then failed registration or scored as
 defective. The views are now cropped to the part's region of interest before they are refined.
 """
-import numpy as np
 from scipy.spatial import cKDTree
 
 from cosarad_ros.core.data.parts import make_part
-from cosarad_ros.core.io import sample_mesh
 from cosarad_ros.core.inspection.templates import simulate_templates
+from cosarad_ros.core.io import sample_mesh
 
 
 def test_fused_cell_scans_have_no_ghost_surfaces():

@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("rclpy")
 from geometry_msgs.msg import Pose, Transform  # noqa: E402
-from sensor_msgs.msg import PointCloud2, PointField  # noqa: E402
+from sensor_msgs.msg import PointField  # noqa: E402
 
 from cosarad_ros.core.geometry import random_rotation  # noqa: E402
 from cosarad_ros.ros import conversions as cv  # noqa: E402

@@ -4,8 +4,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cosarad_ros.core.data.datasets import (detect_layout, index_benchmark, read_benchmark, sample_stem,
-                                            transfer_labels, write_template, write_test_sample)
+from cosarad_ros.core.data.datasets import (
+    detect_layout,
+    index_benchmark,
+    read_benchmark,
+    sample_stem,
+    transfer_labels,
+    write_template,
+    write_test_sample,
+)
 from cosarad_ros.core.io import write_labelled_points, write_points
 
 
@@ -62,7 +69,8 @@ def test_written_layout_reads_back(tmp_path, layout):
 
 def test_real3d_names_with_variants_and_foreign_gt(tmp_path):
     """Real3D-AD style files written by someone else: _cut / _copy variants, prototypes, GT
-    points that do not coincide with the scan points."""
+    points that do not coincide with the scan points.
+    """
     cls = tmp_path / "duck"
     write_points(cls / "train" / "1_prototype.pcd", _cloud(100, 0), binary=False)
     pts = _cloud(500, 1)

@@ -6,8 +6,14 @@ import open3d as o3d
 import pytest
 from scipy.spatial import cKDTree
 
-from cosarad_ros.core.data.defects import (CAD_DEFECT_TYPES, DEFECT_TYPES, SIZE_RANGES_MM,
-                                           apply_defect, apply_defect_to_mesh, refine_mesh_near)
+from cosarad_ros.core.data.defects import (
+    CAD_DEFECT_TYPES,
+    DEFECT_TYPES,
+    SIZE_RANGES_MM,
+    apply_defect,
+    apply_defect_to_mesh,
+    refine_mesh_near,
+)
 from cosarad_ros.core.data.parts import make_part
 from cosarad_ros.core.io import sample_mesh
 
@@ -38,7 +44,8 @@ def _dist(scene, pts):
 def reference(part):
     """Distance oracle to the original part, accurate to ~1e-8 m: CSG meshes have long sliver
     triangles on which float32 closest-point queries err by up to ~1e-4 m, so every face is
-    refined to <= 2 mm first."""
+    refined to <= 2 mm first.
+    """
     V, F = refine_mesh_near(part.mesh.vertices, part.mesh.faces, lambda x: np.full(len(x), -1.0),
                             radius=0.0, max_edge=2e-3)
     return _scene(V, F)

@@ -8,8 +8,7 @@ import numpy as np
 import open3d as o3d
 import pytest
 
-from cosarad_ros.core.data.package_meshes import (PACKAGE_MESHES, available_package_meshes,
-                                                  load_package_mesh)
+from cosarad_ros.core.data.package_meshes import PACKAGE_MESHES, available_package_meshes, load_package_mesh
 from cosarad_ros.core.data.parts import PART_FAMILIES, make_part, part_catalogue
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -7,8 +7,14 @@ import pytest
 
 from cosarad_ros.core.data.defects import refine_mesh_near
 from cosarad_ros.core.data.parts import make_part
-from cosarad_ros.core.data.scans import (apply_pose, density_field, full_scan, partial_scan, random_pose,
-                                         weighted_subsample)
+from cosarad_ros.core.data.scans import (
+    apply_pose,
+    density_field,
+    full_scan,
+    partial_scan,
+    random_pose,
+    weighted_subsample,
+)
 from cosarad_ros.core.geometry import rotation_angle_deg
 
 

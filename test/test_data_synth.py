@@ -1,5 +1,6 @@
 """The synthetic benchmark generator: read-back through the readers, masks vs geometry,
-determinism, both layouts, the CLI."""
+determinism, both layouts, the CLI.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -61,7 +62,8 @@ def test_benchmark_reads_back(real3d):
 
 def test_masks_match_geometry(real3d):
     """Back in the part frame: unmasked points lie on the good part (within noise), masked
-    points of moved defects are off it, masked points of removal defects sit at the defect."""
+    points of moved defects are off it, masked points of removal defects sit at the defect.
+    """
     out, cfg, _ = real3d
     man = json.loads((out / "manifest.json").read_text())
     bench = read_benchmark(out)

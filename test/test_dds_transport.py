@@ -1,5 +1,6 @@
 """A 1,000,000-point cloud published by one process arrives bit-exact in another, over real
-DDS (rclpy + rmw_fastrtps)."""
+DDS (rclpy + rmw_fastrtps).
+"""
 import os
 import subprocess
 import sys

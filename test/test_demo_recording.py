@@ -1,6 +1,7 @@
 """`cosarad demo` (the command on the PATH, as the README runs it) writes a rosbag2 recording of
 /inspection/result that two independent readers, `rosbags` and `mcap_ros2`, read completely:
-one message per part, each equal to its entry in results.json."""
+one message per part, each equal to its entry in results.json.
+"""
 import json
 import math
 import os

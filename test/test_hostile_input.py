@@ -26,8 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hostile_corpus import (CLI_CASES, MAX_RSS_MB, box_points, cloud_msg, node_cases, resolve_models,
-                            write_node_inputs)
+from hostile_corpus import CLI_CASES, MAX_RSS_MB, box_points, cloud_msg, node_cases, resolve_models, write_node_inputs
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -253,8 +252,9 @@ def test_node_case(key, case, cell):
     msg = case.request(ctx)
     t0 = time.monotonic()
     if case.topic:
-        from cosarad_ros.ros.node_utils import SENSOR_QOS
         from sensor_msgs.msg import PointCloud2
+
+        from cosarad_ros.ros.node_utils import SENSOR_QOS
 
         size = node.log.stat().st_size
         pub = ros.client.create_publisher(PointCloud2, case.topic, SENSOR_QOS)
@@ -315,7 +315,8 @@ def test_classifier_registers_a_good_model_with_normal_permissions(cell):
 def test_guard_turns_any_exception_into_an_answer():
     """The one guard, on a real node over DDS: a service callback raising anything answers
     success=false naming the service and the error; subscription and timer callbacks that raise
-    are logged and counted; the node keeps serving."""
+    are logged and counted; the node keeps serving.
+    """
     pytest.importorskip("rclpy")
     from rclpy.node import Node
     from std_msgs.msg import String
@@ -395,7 +396,8 @@ def test_every_node_class_is_guarded():
 def test_manager_notices_a_scanner_that_stops_answering(corpus_root):
     """The scanner relays a topic; once it has answered, a scan that hangs (no cloud arrives) or
     whose scanner is killed mid-scan fails within max(min_service_timeout, factor x its longest
-    answer) -- seconds, not the 120 s service_timeout."""
+    answer) -- seconds, not the 120 s service_timeout.
+    """
     pytest.importorskip("rclpy")
     from rclpy.node import Node
     from sensor_msgs.msg import PointCloud2
@@ -462,7 +464,8 @@ def test_manager_notices_a_scanner_that_stops_answering(corpus_root):
 def test_demo_ctrl_c_keeps_finished_inspections(corpus_root):
     """SIGINT while the demo inspects its second part (a good one: templates and plan are cached,
     the inspection itself takes seconds): out within seconds, exit 130, no traceback; results.json
-    and the recording hold the first, finished part."""
+    and the recording hold the first, finished part.
+    """
     pytest.importorskip("rclpy")
     out = corpus_root / "demo"
     log = corpus_root / "demo.log"

@@ -1,6 +1,7 @@
 """inspection_manager over real DDS with the real view planner: a cancelled ~/inspect goal ends
 CANCELED at the next stage (no verdict published), the manager takes the next goal; it publishes
-no transform of its own (the part frame's one owner is the cell description)."""
+no transform of its own (the part frame's one owner is the cell description).
+"""
 import time
 
 import pytest

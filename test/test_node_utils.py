@@ -1,6 +1,7 @@
 """Node plumbing over real DDS: numeric constraints reach the parameter descriptors as
 FloatingPointRange / IntegerRange (what `ros2 param describe` and rqt show, and what rclpy
-enforces), core `warnings` reach /rosout, and /diagnostics statuses."""
+enforces), core `warnings` reach /rosout, and /diagnostics statuses.
+"""
 import time
 import warnings
 
@@ -13,8 +14,17 @@ from rcl_interfaces.srv import DescribeParameters, SetParameters  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 
-from cosarad_ros.ros.node_utils import (NodeDiagnostics, Param, ParameterError, at_least,  # noqa: E402
-                                        declare_parameters, in_range, non_negative, positive, unit_interval)
+from cosarad_ros.ros.node_utils import (  # noqa: E402
+    NodeDiagnostics,
+    Param,
+    ParameterError,
+    at_least,
+    declare_parameters,
+    in_range,
+    non_negative,
+    positive,
+    unit_interval,
+)
 from ros_utils import RosHarness  # noqa: E402
 
 PARAMS = (
@@ -89,7 +99,7 @@ def test_core_warnings_reach_rosout():
         time.sleep(0.5)
         with warnings.catch_warnings():
             warnings.simplefilter("always")
-            from cosarad_ros.core.anomaly import detector   # a core module that reports by warnings
+            from cosarad_ros.core.anomaly import detector  # a core module that reports by warnings
 
             warnings.warn_explicit("template 3 of 'flange' did not register", UserWarning,
                                    detector.__file__, 367, module=detector.__name__)

@@ -1,7 +1,8 @@
 """The ROS package as an integrator installs and runs it: package.xml declares every ROS package and
 Python library the code imports under its rosdistro key (so `rosdep install --from-paths src` has
 nothing to guess), versions agree, `colcon test` runs the test suite, and after
-`source scripts/env.sh` the CLI runs from any folder and `cosarad` is on the PATH."""
+`source scripts/env.sh` the CLI runs from any folder and `cosarad` is on the PATH.
+"""
 import ast
 import os
 import re
@@ -118,7 +119,8 @@ def test_versions_agree():
                     reason="no colcon install (.ws); run scripts/setup_env.sh")
 def test_cli_runs_from_any_folder_and_cosarad_is_on_the_path(tmp_path):
     """From a folder that is not the checkout, Python imports the colcon-installed package, whose
-    ``__init__.py`` is rosidl's: the CLI must not need anything from it."""
+    ``__init__.py`` is rosidl's: the CLI must not need anything from it.
+    """
     script = (f"source {ROOT}/scripts/env.sh && cd {tmp_path} && "
               "python -m cosarad_ros --help && cosarad --version && command -v cosarad && "
               f"{INSTALL}/lib/cosarad_ros/cell_demo --help")

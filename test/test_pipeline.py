@@ -1,13 +1,23 @@
 """The inspection sequence and verdict rule (core, no ROS): every stage failure is
-INCONCLUSIVE with its reason, never PASS; scores decide PASS / FAIL."""
+INCONCLUSIVE with its reason, never PASS; scores decide PASS / FAIL.
+"""
 import json
 
 import numpy as np
 import pytest
 
-from cosarad_ros.core.inspection.outcome import (FAIL, INCONCLUSIVE, PASS, DefectSummary, InspectionOutcome,
-                                         StageClock, StageFailed, decide_verdict, summary_table,
-                                         write_results_json)
+from cosarad_ros.core.inspection.outcome import (
+    FAIL,
+    INCONCLUSIVE,
+    PASS,
+    DefectSummary,
+    InspectionOutcome,
+    StageClock,
+    StageFailed,
+    decide_verdict,
+    summary_table,
+    write_results_json,
+)
 from cosarad_ros.core.inspection.pipeline import Classified, Detected, Registered, ViewScan, run_inspection
 
 

@@ -1,6 +1,7 @@
 """End-to-end view planning: every planned view is reachable and collision-free, the planned set
 reaches the target coverage on procedural and real meshes, a part out of reach gets a clear
-error; coverage picture and the ``plan-views`` CLI."""
+error; coverage picture and the ``plan-views`` CLI.
+"""
 import json
 from pathlib import Path
 
@@ -8,8 +9,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from cosarad_ros.core.planning import (CellModel, SensorViewModel, UnreachablePartError, VisibilityModel,
-                                       plan_views)
+from cosarad_ros.core.planning import CellModel, SensorViewModel, UnreachablePartError, VisibilityModel, plan_views
 from cosarad_ros.core.planning.cell import example_robot_data_share
 from cosarad_ros.core.planning.views import cell_occluders
 
@@ -148,7 +148,8 @@ def test_turntable_shows_the_far_side():
 
 def test_the_default_arm_reaches_every_side_a_fixed_part_shows():
     """The cell's arm sees the faces of a fixed part away from it (a UR5 does not): the part's
-    visible surface, as the fixture leaves it, is what the planner can cover."""
+    visible surface, as the fixture leaves it, is what the planner can cover.
+    """
     box = trimesh.creation.box(extents=(0.12, 0.08, 0.06))
     box.apply_translation((0, 0, 0.03))
     ur5 = plan_views(box, cell=CellModel.default({"ur_type": "ur5"}), check_transitions=False, **FAST)

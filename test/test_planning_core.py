@@ -1,5 +1,6 @@
 """Building blocks of the view planner: visibility, sampling, set cover, IK, collisions,
-ordering, time parameterisation, joint paths, MoveIt configuration."""
+ordering, time parameterisation, joint paths, MoveIt configuration.
+"""
 import itertools
 import xml.etree.ElementTree as ET
 
@@ -9,8 +10,17 @@ import trimesh
 import yaml
 
 from cosarad_ros.core.geometry import look_at
-from cosarad_ros.core.planning import (CellModel, GreedyCover, IlpCover, RandomCover, SensorViewModel,
-                                       VisibilityModel, make_cover_solver, order_views, sample_surface)
+from cosarad_ros.core.planning import (
+    CellModel,
+    GreedyCover,
+    IlpCover,
+    RandomCover,
+    SensorViewModel,
+    VisibilityModel,
+    make_cover_solver,
+    order_views,
+    sample_surface,
+)
 from cosarad_ros.core.planning.cell import example_robot_data_share
 from cosarad_ros.core.planning.executor import BuiltinExecutor, time_parameterize, trapezoid_profile
 from cosarad_ros.core.planning.kinematics import wrap_to_limits
@@ -118,7 +128,8 @@ def test_projector_baseline_adds_shadows():
 
 def _chvatal_instance():
     """Greedy takes the big middle set first and then needs both halves: 3 sets; the optimum
-    is the 2 halves."""
+    is the 2 halves.
+    """
     n = 14
     left = np.zeros(n, bool)
     left[:7] = True
@@ -333,8 +344,13 @@ def test_builtin_executor_moves_collision_free(cell):
 
 @needs_robot
 def test_moveit_config_and_guarded_import(cell):
-    from cosarad_ros.core.planning.moveit import (MoveItExecutor, MoveItUnavailableError, cell_srdf,
-                                                  moveit_available, moveit_config)
+    from cosarad_ros.core.planning.moveit import (
+        MoveItExecutor,
+        MoveItUnavailableError,
+        cell_srdf,
+        moveit_available,
+        moveit_config,
+    )
 
     srdf = ET.fromstring(cell_srdf(cell))
     chain = srdf.find("group/chain")

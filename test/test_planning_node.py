@@ -1,6 +1,7 @@
 """viewpoint_planner_node over real DDS: plan views, move to each (built-in executor), hand the
 reached sensor pose to the simulated scanner and check the scans cover what the plan promised;
-published joint states, trajectories and poses; clear failures."""
+published joint states, trajectories and poses; clear failures.
+"""
 import numpy as np
 import pytest
 import trimesh
@@ -197,7 +198,8 @@ def test_go_to_view_action_feedback_and_cancel(part_stl):
 
 def test_joint_states_owned_by_the_driver_with_a_real_controller():
     """With a real arm (FollowJointTrajectory executor) the driver's joint_state_broadcaster owns
-    ``joint_states``: the planner publishes none and follows the driver's."""
+    ``joint_states``: the planner publishes none and follows the driver's.
+    """
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 
     from cosarad_ros.ros.trajectory_client import UR_CONTROLLER
@@ -230,7 +232,8 @@ def test_joint_states_owned_by_the_driver_with_a_real_controller():
 
 def test_follow_joint_trajectory_executor_sends_the_arm_trajectory(part_stl):
     """The controller's goal is the built-in planner's trajectory for the arm joints. Where
-    control_msgs is not installed (PyPI), the move is refused with the reason, the node lives."""
+    control_msgs is not installed (PyPI), the move is refused with the reason, the node lives.
+    """
     from cosarad_ros.ros.trajectory_client import trajectory_msg
 
     with RosHarness() as ros:

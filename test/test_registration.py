@@ -12,10 +12,24 @@ import pytest
 
 from cosarad_ros.core.geometry import random_rotation, rotation_angle_deg
 from cosarad_ros.core.io import sample_mesh
-from cosarad_ros.core.registration import (GeneralizedICP, PointToPlaneICP, RegistrationResult, crop_roi,
-                                           decompose_similarity, estimate_normals, make_global_aligner,
-                                           make_refiner, outer_shell, preprocess, register, remove_plane,
-                                           remove_statistical_outliers, similarity_icp, umeyama, voxel_down_sample)
+from cosarad_ros.core.registration import (
+    GeneralizedICP,
+    PointToPlaneICP,
+    RegistrationResult,
+    crop_roi,
+    decompose_similarity,
+    estimate_normals,
+    make_global_aligner,
+    make_refiner,
+    outer_shell,
+    preprocess,
+    register,
+    remove_plane,
+    remove_statistical_outliers,
+    similarity_icp,
+    umeyama,
+    voxel_down_sample,
+)
 from cosarad_ros.core.registration.preprocess import estimate_noise, point_spacing
 from cosarad_ros.core.registration.trials import make_trial, pose_error
 
@@ -210,7 +224,8 @@ def test_register_any_rotation_partial_noisy(bracket):
 def test_read_only_target_is_prepared_once_with_the_same_result(bracket):
     """A read-only reference keeps its preparation between calls (the anomaly detectors register
     every scan onto one); the pose is the one a writeable copy gives, and a writeable target is
-    never cached (it could change in place)."""
+    never cached (it could change in place).
+    """
     from cosarad_ros.core.registration import pipeline
 
     dense, ref = bracket

@@ -16,7 +16,8 @@ def _apply(T, p):
 @pytest.fixture(scope="module")
 def views():
     """Six views of a procedural bracket from a ring of sensor poses, in the sensor frames, with the
-    true sensor -> part poses and kinematic poses off by ~0.7 mm / 0.3 degrees."""
+    true sensor -> part poses and kinematic poses off by ~0.7 mm / 0.3 degrees.
+    """
     from cosarad_ros.core.data.parts import make_part
 
     mesh = make_part("bracket", seed=3).mesh
@@ -73,7 +74,8 @@ def test_fusion_refines_kinematic_poses_and_deduplicates(views):
 
 def test_views_from_exact_poses_fuse_as_without_refinement(views):
     """Exact poses (simulated templates): the refinement has nothing to correct and is dropped,
-    so fusing without it gives the same cloud."""
+    so fusing without it gives the same cloud.
+    """
     clouds, truth, _ = views
     refined = fuse_views(clouds, truth)
     plain = fuse_views(clouds, truth, refine=False)
@@ -85,7 +87,8 @@ def test_no_view_of_a_good_block_slides_along_a_face():
     """Three cell views of a good block scanned from exact poses (``test/data``, written by the
     simulated cell): the view refinement can lower the overlap residual 5 % by sliding the
     middle view 1.6 mm along the block's end face, which leaves a ghost face that FAILs the part.
-    A gain that small is the noise floor, not a misalignment: every view keeps its pose."""
+    A gain that small is the noise floor, not a misalignment: every view keeps its pose.
+    """
     from pathlib import Path
 
     from cosarad_ros.core.inspection.fusion import CELL_VOXEL
@@ -102,7 +105,8 @@ def test_no_view_of_a_good_block_slides_along_a_face():
 
 def test_a_stricter_icp_stop_does_not_change_the_refined_poses(views):
     """The pairwise ICP's stopping bound is far below the noise: a stricter bound places every
-    view within 0.1 mm of the default's."""
+    view within 0.1 mm of the default's.
+    """
     clouds, truth, kinematic = views
     default = fuse_views(clouds, kinematic)
     strict = fuse_views(clouds, kinematic, icp_tolerance=1e-7)

@@ -1,6 +1,7 @@
 """registration_node over real DDS: register against a named reference file, against a target in
 the request, with scale; malformed and unknown requests get clear errors and the node keeps
-serving."""
+serving.
+"""
 import numpy as np
 import pytest
 

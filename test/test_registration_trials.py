@@ -64,7 +64,8 @@ def test_rigid_trials_recover_the_pose_within_1mm_and_half_a_degree(shells):
 
 def test_scale_drift_trials(shells):
     """Scale drift of +-5 %: curved parts give the scale within 0.2 %; a view that shows too little
-    to fix the scale (mostly planes) must say so instead of returning a plausible wrong scale."""
+    to fix the scale (mostly planes) must say so instead of returning a plausible wrong scale.
+    """
     rng = np.random.default_rng(7)
     for k, name in enumerate(PARTS):
         dense, ref = shells[name]

@@ -1,7 +1,8 @@
 """The cell's ROS graph as the launch files build it, checked with the six real nodes running:
 every topic the RViz config shows is one a node publishes, with the display's message type;
 every node reports on /diagnostics; no node of the package publishes TF (the cell description,
-through robot_state_publisher, is the one owner of every cell frame, the part frame included)."""
+through robot_state_publisher, is the one owner of every cell frame, the part frame included).
+"""
 import ast
 import xml.etree.ElementTree as ET
 from pathlib import Path

@@ -1,7 +1,8 @@
 """scanner_node over real DDS: lifecycle (unconfigured at start, lifecycle publishers), scan /
 trigger / load_part services, the published cloud (reliable per REP 2003: best-effort and reliable
 subscribers both receive it), pose and diagnostics, continuous mode switched at run time, a device
-that disappears, the topic relay and GenICam."""
+that disappears, the topic relay and GenICam.
+"""
 import os
 import time
 

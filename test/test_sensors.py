@@ -10,10 +10,19 @@ import pytest
 import trimesh
 
 from cosarad_ros.core.geometry import look_at, pose_to_matrix
-from cosarad_ros.core.sensors import (LaserProfilerSensor, SensorFrame, SensorNotConnectedError,
-                                      SensorNotFoundError, SensorTimeoutError, SimulatedScene,
-                                      StructuredLightSensor, default_viewpoint, height_map_to_points,
-                                      make_sensor, sensor_types)
+from cosarad_ros.core.sensors import (
+    LaserProfilerSensor,
+    SensorFrame,
+    SensorNotConnectedError,
+    SensorNotFoundError,
+    SensorTimeoutError,
+    SimulatedScene,
+    StructuredLightSensor,
+    default_viewpoint,
+    height_map_to_points,
+    make_sensor,
+    sensor_types,
+)
 
 BEARING = "/usr/share/opencascade/data/stl/bearing.stl"
 NO_DROPOUT = {"dropout_start_deg": 90.0, "max_incidence_deg": 90.0}

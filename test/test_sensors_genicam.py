@@ -1,5 +1,6 @@
 """GenICam backend: the range conversion on synthetic buffers, and the real harvesters path
-against the simulated GenTL producer ``viky.cti`` shipped in the genicam wheel."""
+against the simulated GenTL producer ``viky.cti`` shipped in the genicam wheel.
+"""
 import os
 
 import numpy as np

@@ -9,8 +9,12 @@ import trimesh
 from cosarad_ros.core.geometry import pose_to_matrix
 from cosarad_ros.core.io import write_points
 from cosarad_ros.core.sensors import SensorFrame, SensorNotFoundError, SensorTimeoutError, make_sensor
-from cosarad_ros.core.sensors.mcap_io import (mcap_topics, pointcloud2_dict_to_arrays, read_pointcloud_mcap,
-                                              write_pointcloud_mcap)
+from cosarad_ros.core.sensors.mcap_io import (
+    mcap_topics,
+    pointcloud2_dict_to_arrays,
+    read_pointcloud_mcap,
+    write_pointcloud_mcap,
+)
 
 
 def _frames(n=3, seed=0):

@@ -1,13 +1,22 @@
 """The cell description: urdf/cosarad_cell.urdf.xacro processed by xacro, loaded by standard URDF
-parsers (yourdfpy, pinocchio), frame tree and REP 103 sensor frames."""
+parsers (yourdfpy, pinocchio), frame tree and REP 103 sensor frames.
+"""
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from cosarad_ros.core.planning.cell import (CELL_XACRO, CellConfig, CellModel, example_robot_data_share,
-                                            package_dirs, process_xacro, resolve_package_uri, urdf_dir)
+from cosarad_ros.core.planning.cell import (
+    CELL_XACRO,
+    CellConfig,
+    CellModel,
+    example_robot_data_share,
+    package_dirs,
+    process_xacro,
+    resolve_package_uri,
+    urdf_dir,
+)
 
 pytestmark = pytest.mark.skipif(example_robot_data_share() is None, reason="example-robot-data not installed")
 

@@ -120,8 +120,7 @@ def _print_summary(method: str, s: dict, targets: dict) -> None:
 
 
 def run(args) -> int:
-    from cosarad_ros.core.inspection.evaluation import (evaluate_production, plot_confusion, plot_pod,
-                                                        summarize)
+    from cosarad_ros.core.inspection.evaluation import evaluate_production, plot_confusion, plot_pod, summarize
     from cosarad_ros.core.inspection.inprocess import InProcessCell
     from cosarad_ros.core.inspection.production import CellScenario, make_production_run
 

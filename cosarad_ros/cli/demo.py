@@ -19,7 +19,6 @@ seconds, exit code 130 -- or a crash loses only the part in progress.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -74,6 +73,7 @@ def _wait(future, timeout: float, what: str):
 def run(args) -> int:
     try:
         import rclpy  # noqa: F401
+
         from cosarad_ros.action import InspectPart  # noqa: F401
     except ImportError as exc:
         print(f"cosarad demo needs ROS 2 (rclpy) and the built cosarad_ros interfaces ({exc}); "
@@ -83,10 +83,10 @@ def run(args) -> int:
     from rclpy.node import Node
 
     from cosarad_ros.action import InspectPart
-    from cosarad_ros.core.inspection.production import make_cell_scenario
-    from cosarad_ros.core.inspection.outcome import summary_table, write_results_json
-    from cosarad_ros.core.planning import CellModel
     from cosarad_ros.core.geometry import matrix_to_pose
+    from cosarad_ros.core.inspection.outcome import summary_table, write_results_json
+    from cosarad_ros.core.inspection.production import make_cell_scenario
+    from cosarad_ros.core.planning import CellModel
     from cosarad_ros.core.visualize import render_scored_cloud
     from cosarad_ros.msg import InspectionResult
     from cosarad_ros.ros import conversions as cv

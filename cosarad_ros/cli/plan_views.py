@@ -71,7 +71,8 @@ def _load_mesh(path: str, scale: float):
 
 def place_on_fixture(mesh):
     """Translate ``mesh`` so its bounding box is centred over the part frame origin in x/y and
-    its lowest point is at z = 0 (the fixture top)."""
+    its lowest point is at z = 0 (the fixture top).
+    """
     lo, hi = mesh.bounds
     out = mesh.copy()
     out.apply_translation([-(lo[0] + hi[0]) / 2, -(lo[1] + hi[1]) / 2, -lo[2]])

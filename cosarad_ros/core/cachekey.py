@@ -1,6 +1,7 @@
 """Keys for on-disk caches: a hash of everything that determines the cached result -- the
 inputs' content, the configuration, and the source code of the modules that compute it -- so a
-cache entry is never reused after any of them changed (no version number to bump by hand)."""
+cache entry is never reused after any of them changed (no version number to bump by hand).
+"""
 from __future__ import annotations
 
 import hashlib
@@ -35,7 +36,8 @@ def source_fingerprint(*modules: str) -> str:
 
 def content_key(*parts) -> str:
     """SHA-1 (hex, 20 characters) of ``parts``: arrays by their dtype, shape and bytes, meshes
-    (objects with ``vertices`` and ``faces``) by those, anything else by its JSON (sorted keys)."""
+    (objects with ``vertices`` and ``faces``) by those, anything else by its JSON (sorted keys).
+    """
     h = hashlib.sha1()
     for p in parts:
         if hasattr(p, "vertices") and hasattr(p, "faces"):

@@ -108,7 +108,8 @@ def check_metres(points, *, name: str = "points") -> np.ndarray:
 
 def cap_points(points, max_points: int, *, seed: int = 0) -> np.ndarray:
     """At most ``max_points`` of ``(N, 3)`` points: a seeded random subset in the original order
-    (the same input and seed give the same subset). Returns ``points`` itself when small enough."""
+    (the same input and seed give the same subset). Returns ``points`` itself when small enough.
+    """
     n = len(points)
     if max_points < 1:
         raise ValueError(f"max_points must be >= 1, got {max_points}")
@@ -244,7 +245,8 @@ def matrix_to_pose(T) -> tuple[np.ndarray, np.ndarray]:
 
 def random_rotation(rng: np.random.Generator, max_angle_deg: float | None = None) -> np.ndarray:
     """A random ``(3, 3)`` rotation: uniform over SO(3), or about a uniform axis with an angle
-    uniform in ``[-max_angle_deg, max_angle_deg]``."""
+    uniform in ``[-max_angle_deg, max_angle_deg]``.
+    """
     if max_angle_deg is None:
         q = rng.normal(size=4)
         return quaternion_to_matrix(q)
@@ -266,7 +268,8 @@ def rotation_angle_deg(R_a, R_b=None) -> float:
 
 def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
     """Pose of a camera optical frame (REP 103 optical: z forward, x right, y down) at ``eye``
-    looking at ``target``. Returns a ``(4, 4)`` transform optical -> world."""
+    looking at ``target``. Returns a ``(4, 4)`` transform optical -> world.
+    """
     eye = np.asarray(eye, dtype=np.float64)
     target = np.asarray(target, dtype=np.float64)
     z = target - eye

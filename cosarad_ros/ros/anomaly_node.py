@@ -28,8 +28,19 @@ from cosarad_ros.core.inspection.detection import PartInspector, make_inspector
 from cosarad_ros.core.inspection.outcome import StageRecord
 from cosarad_ros.core.names import check_name
 from cosarad_ros.msg import InspectionResult
-from cosarad_ros.ros.node_utils import (LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, GuardedCallbacks, Param, cloud_points,
-                                        declare_parameters, non_negative, positive, run_node, unit_interval)
+from cosarad_ros.ros.node_utils import (
+    LATCHED_QOS,
+    RELIABLE_QOS,
+    SENSOR_QOS,
+    GuardedCallbacks,
+    Param,
+    cloud_points,
+    declare_parameters,
+    non_negative,
+    positive,
+    run_node,
+    unit_interval,
+)
 from cosarad_ros.ros.result_msgs import defect_markers, result_msg
 from cosarad_ros.srv import DetectAnomalies
 
@@ -95,7 +106,8 @@ class AnomalyNode(GuardedCallbacks, Node):
 
     def detect(self, points, part_type: str, part_id: str, *, registered: bool = False) -> InspectionResult:
         """Score ``(N, 3)`` points (already registered onto the part type's reference with
-        ``registered``), publish the scored cloud and markers; return the result."""
+        ``registered``), publish the scored cloud and markers; return the result.
+        """
         check_name(part_type, what="part type")
         t0 = time.perf_counter()
         rep = self.inspector.inspect(points, part_type, part_id=part_id, registered=registered)

@@ -94,7 +94,8 @@ _INFINITE = {"sec": 9223372036, "nsec": 854775807}   # rmw's "infinite" duration
 
 def type_description_hash(msg_or_cls) -> str:
     """The ``RIHS01_...`` type hash of a message type (REP 2011), read from the type description
-    rosidl installs beside the ``.msg`` file; empty when the description is not installed."""
+    rosidl installs beside the ``.msg`` file; empty when the description is not installed.
+    """
     import json
 
     pkg, _, name = type_name(msg_or_cls).split("/")
@@ -117,7 +118,8 @@ def _duration(d) -> dict:
 
 def qos_profile_dict(qos) -> dict:
     """One rclpy ``QoSProfile`` in rosbag2's ``offered_qos_profiles`` form (format version 9:
-    policies by name, durations as ``{sec, nsec}``)."""
+    policies by name, durations as ``{sec, nsec}``).
+    """
     return {
         "history": qos.history.name.lower(),
         "depth": int(qos.depth),
@@ -134,7 +136,8 @@ def qos_profile_dict(qos) -> dict:
 def subscription_qos(offered):
     """The QoS a recorder subscribes with to receive every publisher of a topic (what
     ``ros2 bag record`` does): reliable only when every publisher offers reliable, transient
-    local only when every publisher offers it (late-joining, the last messages are delivered)."""
+    local only when every publisher offers it (late-joining, the last messages are delivered).
+    """
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
     offered = list(offered)
@@ -246,7 +249,8 @@ class BagWriter:
 
     def flush(self) -> None:
         """Write every message received so far to the MCAP file (the chunk in progress is finished)
-        and sync it to disk, so that a later crash or Ctrl-C cannot lose them."""
+        and sync it to disk, so that a later crash or Ctrl-C cannot lose them.
+        """
         with self._lock:
             if self._closed:
                 return

@@ -28,16 +28,23 @@ import threading
 import time
 
 import numpy as np
-
 from geometry_msgs.msg import Vector3
 from rclpy.node import Node
 
 from cosarad_ros.core.cad import CadClassifier, CadLibrary
 from cosarad_ros.core.cad.align import ALIGNERS
-from cosarad_ros.ros.node_utils import (GuardedCallbacks, Param, cloud_points, declare_parameters, in_range,
-                                        non_negative, positive, run_node)
-from cosarad_ros.ros.result_msgs import quality_msg
 from cosarad_ros.msg import ClassCandidate
+from cosarad_ros.ros.node_utils import (
+    GuardedCallbacks,
+    Param,
+    cloud_points,
+    declare_parameters,
+    in_range,
+    non_negative,
+    positive,
+    run_node,
+)
+from cosarad_ros.ros.result_msgs import quality_msg
 from cosarad_ros.srv import ClassifyPart, RegisterCadModel
 
 

@@ -248,7 +248,8 @@ def _xyz_view(arr: np.ndarray, dtype) -> np.ndarray | None:
 
 def pack_rgb(rgb) -> np.ndarray:
     """``(N, 3)`` uint8 (or 0-1 floats) -> ``(N,)`` float32 whose bits are ``0x00RRGGBB``
-    (the packed ``rgb`` convention of PCL and RViz's RGB8 transformer)."""
+    (the packed ``rgb`` convention of PCL and RViz's RGB8 transformer).
+    """
     rgb = np.asarray(rgb)
     if rgb.ndim != 2 or rgb.shape[1] != 3:
         raise ValueError(f"rgb must have shape (N, 3), got {rgb.shape}")

@@ -33,9 +33,18 @@ from cosarad_ros.core.inspection.outcome import InspectionOutcome, StageRecord
 from cosarad_ros.core.inspection.pipeline import Classified, Detected, Registered, ViewScan, run_inspection
 from cosarad_ros.msg import InspectionResult
 from cosarad_ros.ros import conversions as cv
-from cosarad_ros.ros.node_utils import (LATCHED_QOS, RELIABLE_QOS, GuardedCallbacks, NodeDiagnostics, Param,
-                                        declare_parameters,
-                                        non_negative, positive, run_node, unit_interval)
+from cosarad_ros.ros.node_utils import (
+    LATCHED_QOS,
+    RELIABLE_QOS,
+    GuardedCallbacks,
+    NodeDiagnostics,
+    Param,
+    declare_parameters,
+    non_negative,
+    positive,
+    run_node,
+    unit_interval,
+)
 from cosarad_ros.ros.result_msgs import defect_markers, outcome_from_msg, result_msg, timing_msgs
 from cosarad_ros.srv import ClassifyPart, DetectAnomalies, MoveToView, PlanViews, RegisterCloud, Scan
 
@@ -101,7 +110,8 @@ class ServiceCell:
     def answer_limit(self, srv_name: str, work: str = "") -> float:
         """Seconds to wait for ``srv_name`` working on ``work``: ``service_timeout`` until it has
         answered once for that work, then ``timeout_factor`` times its longest answer, within
-        ``[min_service_timeout, service_timeout]``."""
+        ``[min_service_timeout, service_timeout]``.
+        """
         p = self.node.p
         key = srv_name if isinstance(srv_name, tuple) else (srv_name, work)
         longest = self.longest_answer.get(key)
@@ -114,7 +124,8 @@ class ServiceCell:
         call is in flight (its node stopped or died) or exceeds :meth:`answer_limit` fails the
         stage at once. ``work`` names what the call works on (a part type, an envelope): the
         first call for new work may prepare it (plan views, simulate templates, fit banks) and
-        waits the full ``service_timeout``."""
+        waits the full ``service_timeout``.
+        """
         p = self.node.p
         if not cli.wait_for_service(timeout_sec=p.wait_for_services):
             raise StageError(f"{what}: service {cli.srv_name} is not available")
@@ -240,7 +251,8 @@ class InspectionManager(GuardedCallbacks, Node):
     def envelope_mesh_path(self, envelope=None) -> str:
         """A mesh file for the planner: the fixture area seen from above (``envelope`` None: to
         locate a part of unknown type), or the box ``(lo (3,), hi (3,))`` a located part occupies
-        (rounded out to 5 mm, so similar parts share the planner's cached plan)."""
+        (rounded out to 5 mm, so similar parts share the planner's cached plan).
+        """
         from cosarad_ros.core.inspection.fusion import LOCATE_BOX, envelope_mesh
 
         if envelope is None:

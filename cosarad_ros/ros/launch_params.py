@@ -26,7 +26,8 @@ def as_bool(text) -> bool:
 
 def expand_path(text: str) -> str:
     """``~`` and ``$VARS`` expanded (launch substitutions are plain strings: nothing else expands
-    them before a node gets them); empty stays empty."""
+    them before a node gets them); empty stays empty.
+    """
     return os.path.expanduser(os.path.expandvars(text)) if text else text
 
 
@@ -71,7 +72,8 @@ def launch_parameters(node: str, params_file: str | None = None, overrides: dict
     """The ``parameters=[...]`` dict a launch file hands a node: :func:`node_parameters` (so a
     bad value stops the launch with the parameter's name, and the YAML section applies whatever
     ``node_name`` the node is launched with) plus ``use_sim_time``. Empty lists are left out: a
-    parameters file cannot type them, the node's declaration does."""
+    parameters file cannot type them, the node's declaration does.
+    """
     params = node_parameters(node, params_file, overrides)
     out = {k: v for k, v in params.items() if not (isinstance(v, list) and not v)}
     out["use_sim_time"] = as_bool(use_sim_time)

@@ -42,11 +42,9 @@ from types import SimpleNamespace
 from typing import Any, Callable, Sequence
 
 import rclpy
-from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType,
-                                 SetParametersResult)
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType, SetParametersResult
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
-from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
-                       qos_profile_sensor_data)
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
 __all__ = [
     "Param", "ParameterError", "declare_parameters", "positive", "non_negative", "in_range", "at_least",
@@ -102,7 +100,8 @@ class Range:
     """A numeric interval check, ``lo <= v <= hi`` (``lo_open`` / ``hi_open``: strict); ``text``
     says it in words and :meth:`descriptor_range` gives the ``FloatingPointRange`` /
     ``IntegerRange`` of the parameter descriptor (ranges there are closed: an open bound is
-    the closed one in the descriptor and the strict test stays in the check)."""
+    the closed one in the descriptor and the strict test stays in the check).
+    """
 
     def __init__(self, lo: float = -math.inf, hi: float = math.inf, *, lo_open: bool = False,
                  hi_open: bool = False):
@@ -132,7 +131,8 @@ class Range:
 
     def descriptor_range(self, ptype: int) -> dict:
         """``{"floating_point_range": [...]}`` / ``{"integer_range": [...]}`` for a double /
-        integer parameter (empty for other types)."""
+        integer parameter (empty for other types).
+        """
         if ptype == ParameterType.PARAMETER_DOUBLE:
             big = sys.float_info.max
             return {"floating_point_range": [FloatingPointRange(
@@ -338,7 +338,8 @@ def guard(node, what: str, callback: Callable, response_type=None) -> Callable:
 
 class GuardedCallbacks:
     """Mixin for node classes (``class MyNode(GuardedCallbacks, Node)``): every service,
-    subscription and timer callback the node creates goes through :func:`guard`."""
+    subscription and timer callback the node creates goes through :func:`guard`.
+    """
 
     def _resolved(self, name: str) -> str:
         return f"{self.get_fully_qualified_name().rstrip('/')}/{name[2:]}" if name.startswith("~/") else name

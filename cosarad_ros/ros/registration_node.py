@@ -45,8 +45,17 @@ from cosarad_ros.core.registration import RegistrationResult, register
 from cosarad_ros.core.registration.global_registration import GLOBAL_ALIGNERS
 from cosarad_ros.core.registration.refine import REFINERS
 from cosarad_ros.ros import conversions as cv
-from cosarad_ros.ros.node_utils import (RELIABLE_QOS, GuardedCallbacks, Param, cloud_points, declare_parameters,
-                                        non_negative, positive, run_node, unit_interval)
+from cosarad_ros.ros.node_utils import (
+    RELIABLE_QOS,
+    GuardedCallbacks,
+    Param,
+    cloud_points,
+    declare_parameters,
+    non_negative,
+    positive,
+    run_node,
+    unit_interval,
+)
 from cosarad_ros.srv import RegisterCloud
 
 _STRINGS = ParameterType.PARAMETER_STRING_ARRAY
@@ -205,7 +214,8 @@ class RegistrationNode(GuardedCallbacks, Node):
     def _local(self, src: np.ndarray, seeds: np.ndarray, request, tgt: np.ndarray | None):
         """Local refinement from the request's initial transforms: onto the CAD surface itself
         when the reference is a CAD model (:meth:`MeshReference.align`), else ICP from each seed
-        against the reference cloud; the best is kept."""
+        against the reference cloud; the best is kept.
+        """
         from cosarad_ros.core.anomaly.deviation import CAD_INLIER_DISTANCE
 
         if seeds.size % 16:

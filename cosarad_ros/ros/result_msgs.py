@@ -1,5 +1,6 @@
 """Build the inspection output messages from core results: ``InspectionResult``, the scored
-cloud (``x y z rgb anomaly_score``) and the defect ``MarkerArray``."""
+cloud (``x y z rgb anomaly_score``) and the defect ``MarkerArray``.
+"""
 from __future__ import annotations
 
 from typing import Iterable, Sequence
@@ -20,7 +21,8 @@ __all__ = ["scored_cloud_msg", "defect_msgs", "quality_msg", "timing_msgs", "res
 
 def scored_cloud_msg(points, scores, *, frame_id: str, stamp=None, vmax: float | None = None):
     """Cloud with packed ``rgb`` (for RViz's RGB8 transformer) and raw float32 ``anomaly_score``
-    (for its Intensity transformer)."""
+    (for its Intensity transformer).
+    """
     scores = np.asarray(scores, dtype=np.float32)
     rgb = scores_to_rgb(scores, vmin=0.0 if vmax is not None else None, vmax=vmax)
     return xyz_to_pointcloud2(np.asarray(points, np.float32), frame_id=frame_id, stamp=stamp,
@@ -97,7 +99,8 @@ def outcome_from_msg(msg: InspectionResult) -> InspectionOutcome:
 def defect_markers(defects: Sequence[DefectSummary], *, frame_id: str, stamp=None,
                    ns: str = "defects") -> MarkerArray:
     """One translucent red box and one text label per defect; a DELETEALL first clears the
-    previous part's markers."""
+    previous part's markers.
+    """
     arr = MarkerArray()
     clear = Marker(action=Marker.DELETEALL, ns=ns)
     clear.header.frame_id = frame_id

@@ -45,14 +45,24 @@ from sensor_msgs.msg import PointCloud2
 from std_srvs.srv import Trigger
 
 from cosarad_ros.core.geometry import as_transform
-from cosarad_ros.core.sensors import (Sensor, SensorError, SensorFrame, SensorTimeoutError, SimulatedScene,
-                                      make_sensor)
+from cosarad_ros.core.sensors import Sensor, SensorError, SensorFrame, SensorTimeoutError, SimulatedScene, make_sensor
 from cosarad_ros.core.sensors.base import DEFAULT_FRAME_ID
 from cosarad_ros.core.sensors.simulated import SimulatedSensor
 from cosarad_ros.ros import conversions as cv
-from cosarad_ros.ros.node_utils import (RELIABLE_QOS, SENSOR_PUB_QOS, SENSOR_QOS, GuardedCallbacks, NodeDiagnostics,
-                                        Param, ParameterError, at_least, declare_parameters, non_negative, positive,
-                                        run_node)
+from cosarad_ros.ros.node_utils import (
+    RELIABLE_QOS,
+    SENSOR_PUB_QOS,
+    SENSOR_QOS,
+    GuardedCallbacks,
+    NodeDiagnostics,
+    Param,
+    ParameterError,
+    at_least,
+    declare_parameters,
+    non_negative,
+    positive,
+    run_node,
+)
 from cosarad_ros.srv import LoadPart, Scan
 
 _DOUBLES = ParameterType.PARAMETER_DOUBLE_ARRAY
@@ -280,7 +290,8 @@ class ScannerNode(GuardedCallbacks, LifecycleNode):
 
     def _apply_continuous(self) -> None:
         """Start or stop the continuous timer to match ``continuous`` and the lifecycle state
-        (the topic backend relays from its subscription instead of a timer)."""
+        (the topic backend relays from its subscription instead of a timer).
+        """
         want = self._active and self.p.continuous and self.p.sensor_type != "topic"
         if want and self._continuous_timer is None:
             self._continuous_timer = self.create_timer(1.0 / self.p.rate, self._continuous_tick,

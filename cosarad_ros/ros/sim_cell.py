@@ -32,8 +32,8 @@ class SimulatedCell(BackgroundExecutor):
                  work_dir, classifier_params: dict | None = None, anomaly_params: dict | None = None,
                  manager_params: dict | None = None):
         from cosarad_ros.core.inspection.inprocess import CLASSIFIER_OPTIONS, REGISTRATION_MIN_FITNESS
-        from cosarad_ros.core.sensors import SimulatedScene
         from cosarad_ros.core.inspection.templates import cell_sensor_options
+        from cosarad_ros.core.sensors import SimulatedScene
         from cosarad_ros.ros.anomaly_node import AnomalyNode
         from cosarad_ros.ros.cad_classifier_node import CadClassifierNode
         from cosarad_ros.ros.inspection_manager import InspectionManager

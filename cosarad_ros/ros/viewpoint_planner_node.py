@@ -54,8 +54,19 @@ from cosarad_ros.action import GoToView
 from cosarad_ros.core.geometry import check_mesh
 from cosarad_ros.core.names import check_name
 from cosarad_ros.ros import conversions as cv
-from cosarad_ros.ros.node_utils import (LATCHED_QOS, RELIABLE_QOS, GuardedCallbacks, NodeDiagnostics, Param, at_least,
-                                        declare_parameters, in_range, non_negative, positive, run_node)
+from cosarad_ros.ros.node_utils import (
+    LATCHED_QOS,
+    RELIABLE_QOS,
+    GuardedCallbacks,
+    NodeDiagnostics,
+    Param,
+    at_least,
+    declare_parameters,
+    in_range,
+    non_negative,
+    positive,
+    run_node,
+)
 from cosarad_ros.ros.trajectory_client import UR_CONTROLLER, duration_msg, trajectory_msg
 from cosarad_ros.srv import MoveToView, PlanViews
 
@@ -133,7 +144,8 @@ def cell_config(params) -> dict:
     (a mapping or a namespace with ``ur_type``, ``arm_source``, ``sensor_type``, ``turntable``,
     ``fixture_xyz``, ``part_xyz``, ``part_rpy``, ``mount_xyz``, ``mount_rpy``). The node builds its
     cell from it and ``viewpoint_planner.launch.py`` runs xacro with it for
-    robot_state_publisher, so RViz / TF and the planner show the same cell."""
+    robot_state_publisher, so RViz / TF and the planner show the same cell.
+    """
     get = params.get if isinstance(params, dict) else (lambda k: getattr(params, k))
     fx, fy, fh = (float(v) for v in get("fixture_xyz"))
     return dict(ur_type=get("ur_type"), arm_source=get("arm_source"), sensor_type=get("sensor_type"),

@@ -14,8 +14,15 @@ Layout (anomalib-style split): :mod:`.model` and :mod:`.pointnet2` (network, for
 (FPFH and global-bank ablations), :mod:`.evaluation` (metrics and benchmark protocol).
 Heavy modules (torch) are imported lazily by the objects that need them.
 """
-from .detector import (METHODS, AnomalyDetector, AnomalyScore, DefectRegion, PartBank, calibrate_threshold,
-                       find_defect_regions)
+from .detector import (
+    METHODS,
+    AnomalyDetector,
+    AnomalyScore,
+    DefectRegion,
+    PartBank,
+    calibrate_threshold,
+    find_defect_regions,
+)
 from .deviation import DeviationBank, DeviationDetector
 from .scoring import aggregate, cohens_d, local_effect_sizes, point_scores_from_patches
 

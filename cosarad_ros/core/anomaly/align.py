@@ -159,7 +159,8 @@ def _plane_icp(src: np.ndarray, tree: cKDTree, tpts: np.ndarray, tnormals: np.nd
 def _plane_icp_batch(src: np.ndarray, tree: cKDTree, tpts: np.ndarray, tnormals: np.ndarray, Ts: np.ndarray,
                      max_distance: float, iterations: int) -> np.ndarray:
     """:func:`_plane_icp` for ``K`` starting poses ``Ts (K, 4, 4)`` at once (one k-d query and one
-    batched solve per iteration); each pose stops on its own as :func:`_plane_icp` would."""
+    batched solve per iteration); each pose stops on its own as :func:`_plane_icp` would.
+    """
     K = len(Ts)
     R, t = Ts[:, :3, :3].copy(), Ts[:, :3, 3].copy()
     active = np.ones(K, dtype=bool)
@@ -204,7 +205,8 @@ class _SymmetryScreen:
     normals and a k-d tree; the rotations of :func:`symmetry_rotations` in its principal frame.
 
     ``rng`` draws the thinning sample, then the spacing probe (the order matters for
-    reproducible poses)."""
+    reproducible poses).
+    """
 
     def __init__(self, tgt: np.ndarray, tree: cKDTree, rng: np.random.Generator, step_deg: float):
         from .visibility import estimate_normals
@@ -254,7 +256,8 @@ class _SymmetryScreen:
         carry to another corner unless the part's sides are equal -- each of the 24 box turns
         of ``C0`` is slid to put the view against either end of the part along each axis on
         which it is short. ``(K, 4, 4)``, empty for a larger view; the unslid turns are not
-        repeated."""
+        repeated.
+        """
         import itertools
 
         lo, hi = self.box
@@ -275,7 +278,8 @@ class _SymmetryScreen:
 
     def turns(self, C0, *, box_only: bool = False):
         """Every rotation applied to the centred pose ``C0`` (turns about the centroid, the
-        origin), or with ``box_only`` only the 24 rotations of a box: ``(K, 4, 4)``."""
+        origin), or with ``box_only`` only the 24 rotations of a box: ``(K, 4, 4)``.
+        """
         rots = self.rots
         if box_only:
             rots = rots[np.all(np.isclose(np.abs(rots), 0.0) | np.isclose(np.abs(rots), 1.0), axis=(1, 2))]
@@ -287,7 +291,8 @@ class _SymmetryScreen:
         """Every rotation applied to the centred pose ``C0`` (or the centred poses ``starts``), a
         short ICP on ``probe`` points, scored by their mean capped distance; the ``top`` best get
         a longer ICP on ``scr`` (one batched ICP with ``batched``). Returns ``[(chamfer on scr,
-        centred pose)]``, best first."""
+        centred pose)]``, best first.
+        """
         voxel = self.voxel
         if starts is None:
             starts = self.turns(C0)

@@ -53,7 +53,8 @@ def edge_crop(patch: np.ndarray, rng: np.random.Generator, *, n_spheres: int, ra
               edge: float = 0.8, R: float = PATCH_UNITS_RADIUS) -> np.ndarray:
     """Remove ``n_spheres`` spheres (radius in ``radius * R``) centred on points near the patch
     edge (farther than ``edge * R`` from the origin). Returns the kept rows ``(m, 3 + C)``;
-    never removes more than half of the points."""
+    never removes more than half of the points.
+    """
     pts = patch
     for _ in range(n_spheres):
         r = np.linalg.norm(pts[:, :3], axis=1)

@@ -49,7 +49,8 @@ class TestSample:
 @dataclass(frozen=True)
 class ClassData:
     """One class: ``templates`` (full good scans, metres), ``tests``, and the templates'
-    ground-truth poses (part frame -> template frame) when known."""
+    ground-truth poses (part frame -> template frame) when known.
+    """
 
     name: str
     templates: tuple
@@ -181,7 +182,8 @@ def _toy_mesh(seed: int):
 
 def partial_view(points, rng: np.random.Generator, *, direction=None) -> np.ndarray:
     """Indices of the points visible from a random (or given) direction, by hidden point removal
-    (Katz, Tal, Basri, "Direct visibility of point sets", SIGGRAPH 2007)."""
+    (Katz, Tal, Basri, "Direct visibility of point sets", SIGGRAPH 2007).
+    """
     import open3d as o3d
 
     pts = np.asarray(points, dtype=np.float64)
@@ -220,7 +222,8 @@ def toy_class(seed: int, *, name: str | None = None, n_templates: int = 4, n_goo
               defect_height: float = 0.0015, partial: bool = True) -> ClassData:
     """A toy class: templates are full noisy samples of one procedural part in random poses,
     test scans are partial views (hidden point removal) in random poses, half with a bulge or
-    sink of ``defect_radius`` / ``defect_height`` (metres)."""
+    sink of ``defect_radius`` / ``defect_height`` (metres).
+    """
     from ..geometry import random_rotation
     from ..io import sample_mesh
 

@@ -205,7 +205,8 @@ def calibrate_threshold(loo_scores, *, aggregator: str = "max", top_k: int = 3, 
 def find_defect_regions(points, scores, threshold: float, *, link_distance: float,
                         min_points: int = 10) -> tuple[DefectRegion, ...]:
     """Connected components (points closer than ``link_distance``) of points scoring above
-    ``threshold``; regions smaller than ``min_points`` are dropped. Highest score first."""
+    ``threshold``; regions smaller than ``min_points`` are dropped. Highest score first.
+    """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -248,14 +249,16 @@ def _check_slides(value) -> float:
 class PartRegistry:
     """Per-part-type banks of a detector: ``self._parts`` maps a part type to its bank; needs
     ``seed``, ``max_template_points``, ``register`` and ``registration_attempts`` attributes
-    (shared by every detector kind)."""
+    (shared by every detector kind).
+    """
 
     _parts: dict
 
     @classmethod
     def from_config(cls, config: dict | None = None):
         """Build from a dict whose keys are the constructor's arguments (unknown keys are refused;
-        ``method`` is accepted by detectors whose constructor does not take it)."""
+        ``method`` is accepted by detectors whose constructor does not take it).
+        """
         import inspect
 
         cfg = dict(config or {})
@@ -285,7 +288,8 @@ class PartRegistry:
         The target goes in as a read-only float64 copy kept per target array, so the registration
         prepares a part type's reference (k-d tree, samples, normals, features) once, not per scan.
         ``symmetry=False`` skips the reference-only symmetry step (the detector's
-        ``symmetry_check`` then tests the same poses against all templates)."""
+        ``symmetry_check`` then tests the same poses against all templates).
+        """
         from .align import align_to_reference
 
         return align_to_reference(source, self._readonly(target), attempts=self.registration_attempts,
@@ -293,7 +297,8 @@ class PartRegistry:
 
     def _readonly(self, target: np.ndarray) -> np.ndarray:
         """A read-only float64 copy of ``target``, kept per target array (work derived from it is
-        memoised by :func:`~cosarad_ros.core.registration.cloud.readonly_memo`)."""
+        memoised by :func:`~cosarad_ros.core.registration.cloud.readonly_memo`).
+        """
         cache = self.__dict__.setdefault("_readonly_refs", {})
         hit = cache.get(id(target))
         if hit is None or hit[0] is not target:
@@ -314,7 +319,8 @@ class PartRegistry:
         polished (:func:`.align.refine_pose`) and compared. ``T`` is kept unless another pose
         is lower by more than ``min_gain`` (relative); a new pose is polished on the whole scan.
         ``slides`` > 0 adds the slid placements of a small view (``symmetry_candidates``'
-        ``slides``)."""
+        ``slides``).
+        """
         from ..registration.cloud import readonly_memo
         from .align import refine_pose, symmetry_candidates
 
@@ -362,7 +368,8 @@ class PartRegistry:
     def _templates_on_reference(self, part_type: str, tmpl: list, *, aligned: bool):
         """Yield ``(index, template)`` with every template in the first one's frame (registered
         unless ``aligned`` or ``register`` is off); templates that do not register are skipped
-        with a warning."""
+        with a warning.
+        """
         ref = tmpl[0]
         for g, t in enumerate(tmpl):
             if g > 0 and self.register and not aligned:
@@ -553,7 +560,8 @@ class AnomalyDetector(PartRegistry):
         """Resampling keys of the ``n`` points of template ``g`` (:func:`.patches.extract_patches`
         ``point_keys``): fixed per template, so a template patch cut again from the same points
         is the fitted one; the leave-one-out sub-banks of calibration keep the original template
-        indices in ``groups``."""
+        indices in ``groups``.
+        """
         if pb is not None and pb.groups is not None and len(pb.groups) > g:
             g = int(pb.groups[g])
         u = np.random.default_rng([self.seed, 100 + int(g)]).random(n)
@@ -590,7 +598,8 @@ class AnomalyDetector(PartRegistry):
 
     def _cut(self, points, centres, **kwargs):
         """:func:`.patches.extract_patches` with the farthest-point prefix the extractor needs
-        (and density-weighted resampling keys with ``resample="uniform"``)."""
+        (and density-weighted resampling keys with ``resample="uniform"``).
+        """
         if self.resample == "uniform" and kwargs.get("point_keys") is None:
             rng = kwargs.pop("rng", None)
             rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
@@ -749,7 +758,8 @@ class AnomalyDetector(PartRegistry):
     def _partial_loo(self, pb: PartBank) -> tuple[np.ndarray, int]:
         """Good-patch scores of simulated partial views of each template (hidden point removal from
         ``calibration_views`` random directions) against a bank of the other templates, scored
-        exactly like a test scan (view matching included). Returns ``(scores (G * V, P), n_eff)``."""
+        exactly like a test scan (view matching included). Returns ``(scores (G * V, P), n_eff)``.
+        """
         from .visibility import fibonacci_directions, visible_from
 
         rng = self._rng(4242)
@@ -929,7 +939,8 @@ class AnomalyDetector(PartRegistry):
         """The bank with template patches cropped to what the scan shows (``template_crop``).
 
         Returns ``(bank, coverage)``; with ``"views"``, the cached bank when the scan covers the
-        reference."""
+        reference.
+        """
         from .visibility import coverage_mask, estimate_views
 
         reg_tree = reg_tree if reg_tree is not None else cKDTree(reg)
@@ -966,7 +977,8 @@ class AnomalyDetector(PartRegistry):
 
     def _cropped_template_patches(self, pb: PartBank, g: int, keep: np.ndarray, cols: np.ndarray):
         """Patches of template ``g`` cut to its points ``keep`` at the locations ``cols``,
-        resampled with the template's own point keys (a patch the cut leaves whole is the fitted one)."""
+        resampled with the template's own point keys (a patch the cut leaves whole is the fitted one).
+        """
         return self._cut(pb.templates[g][keep], pb.centres[cols], radius=pb.radius,
                          num_points=self.patch_points, min_points=0,
                          point_keys=self._template_keys(pb, g, len(pb.templates[g]), pb.templates[g])[keep],
@@ -975,7 +987,8 @@ class AnomalyDetector(PartRegistry):
 
     def _fill_features(self, F: np.ndarray, todo: list, where: list, V: np.ndarray | None = None) -> None:
         """One feature pass over the patch arrays ``todo``; the features of ``todo[i]`` go to
-        ``F[js, g]`` (and ``V[js, g] = True``) for ``(js, g) = where[i]``."""
+        ``F[js, g]`` (and ``V[js, g] = True``) for ``(js, g) = where[i]``.
+        """
         if not todo:
             return
         new = self.extractor(np.concatenate(todo))
@@ -988,7 +1001,8 @@ class AnomalyDetector(PartRegistry):
 
     def _membership(self, pb: PartBank, g: int):
         """Sparse ``(P, N_g)`` matrix: which points of template ``g`` lie in each patch of ``pb``
-        (built once per template array, kept in memory)."""
+        (built once per template array, kept in memory).
+        """
         from scipy.sparse import csr_matrix
 
         t = pb.templates[g]
@@ -1014,7 +1028,8 @@ class AnomalyDetector(PartRegistry):
         material a defect moved by less than the tolerance stays in the templates. Template
         patches with fewer than 8 points are left out of their location's bank. A template patch
         the cut leaves whole keeps its feature from fitting: a template's points keep their
-        resampling keys, so cutting it again would give the same patch."""
+        resampling keys, so cutting it again would give the same patch.
+        """
         G = len(pb.templates)
         P, d = pb.bank.features.shape[0], pb.bank.features.shape[2]
         F = np.zeros((P, G, d), dtype=np.float32)

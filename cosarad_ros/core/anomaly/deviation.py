@@ -232,7 +232,8 @@ class DeviationDetector(PartRegistry):
         Every point goes to its nearest location (up to ``assign_factor x radius`` away, so the
         floor of a sink or a hole, below the template surface, still reaches the locations above
         it); a location's sample is the points of all locations within ``radius`` of it
-        (``neighbours``: the ``(L, L)`` 0/1 matrix of :func:`_neighbour_matrix`)."""
+        (``neighbours``: the ``(L, L)`` 0/1 matrix of :func:`_neighbour_matrix`).
+        """
         out, cnt, _ = self._location_stats(points, dev, loc_tree, neighbours, radius)
         return out, cnt
 
@@ -359,7 +360,8 @@ class DeviationDetector(PartRegistry):
     def _cad_location_scores(self, b: DeviationBank, reg: np.ndarray):
         """Signed deviations of ``reg`` (model frame) -> ``(scores (L,), excess (L,), dev (N,),
         scored (L,))``: per location the largest score over the scales, the excess of that scale,
-        the points' signed deviations, and whether any scale scored the location."""
+        the points' signed deviations, and whether any scale scored the location.
+        """
         dev = b.surface.signed_distance(reg)
         best = np.full(len(b.locations), np.nan)
         best_excess = np.full(len(b.locations), np.nan)

@@ -73,7 +73,8 @@ class CosaradNet(nn.Module):
         """``(B, N, 3 + C)`` patches in patch units (radius 2, centred) -> ``(B, d)`` unit features.
 
         ``presorted``: the points of each patch are in farthest-point order (as
-        :func:`~cosarad_ros.core.anomaly.patches.extract_patches` writes them)."""
+        :func:`~cosarad_ros.core.anomaly.patches.extract_patches` writes them).
+        """
         z = self.head(self.backbone(patches, presorted=presorted))
         return nn.functional.normalize(z, dim=-1)
 
@@ -235,7 +236,8 @@ def fold_batchnorm(model: CosaradNet) -> CosaradNet:
     backbone's shared MLPs and of the head merged into one ``Linear`` (Ioffe & Szegedy 2015: in
     eval mode batch norm is a fixed affine map, so ``BN(Wx) = (s W) x + (beta - s mu)`` with
     ``s = gamma / sqrt(var + eps)``). Same outputs up to float rounding, fewer passes over the
-    activations; not for training (the copy has no batch-norm statistics left to update)."""
+    activations; not for training (the copy has no batch-norm statistics left to update).
+    """
     import copy
 
     m = copy.deepcopy(model).eval()

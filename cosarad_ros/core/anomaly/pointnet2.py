@@ -166,7 +166,8 @@ def index_points(points: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 def ball_query(radius: float, nsample: int, xyz: torch.Tensor, new_xyz: torch.Tensor) -> torch.Tensor:
     """Indices of up to ``nsample`` nearest points of ``xyz (B, N, 3)`` within ``radius`` of each
-    ``new_xyz (B, S, 3)``; empty slots repeat the nearest point. Returns ``(B, S, nsample)``."""
+    ``new_xyz (B, S, 3)``; empty slots repeat the nearest point. Returns ``(B, S, nsample)``.
+    """
     d = square_distance(new_xyz, xyz)  # (B, S, N)
     k = min(nsample, xyz.shape[1])
     dk, ik = torch.topk(d, k, dim=-1, largest=False)
@@ -274,7 +275,8 @@ class PointNet2MSG(nn.Module):
 
     def forward(self, xyz: torch.Tensor, *, presorted: bool = False) -> torch.Tensor:
         """``(B, N, 3 + C) -> (B, out_dim)``. ``presorted``: points are in farthest-point order
-        (see :func:`cosarad_ros.core.anomaly.patches.fps_order`), which skips sampling."""
+        (see :func:`cosarad_ros.core.anomaly.patches.fps_order`), which skips sampling.
+        """
         if xyz.ndim != 3 or xyz.shape[-1] != 3 + self.in_channels:
             raise ValueError(f"expected patches of shape (B, N, {3 + self.in_channels}), got {tuple(xyz.shape)}")
         feats = xyz[..., 3:] if self.in_channels else None

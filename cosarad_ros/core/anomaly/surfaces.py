@@ -83,7 +83,8 @@ class TemplateSurfaces:
 
     def deviation(self, points, *, exclude: int | None = None) -> np.ndarray:
         """``(N,)`` smallest deviation [m] of ``points (N, 3)`` over the templates (all but
-        ``exclude``, for a template's own points)."""
+        ``exclude``, for a template's own points).
+        """
         pts = as_points(points, name="points", min_points=0)
         best = np.full(len(pts), np.inf)
         for g, (t, n, tree) in enumerate(zip(self.templates, self.normals, self.trees)):

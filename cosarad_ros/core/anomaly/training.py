@@ -107,7 +107,8 @@ def _draw_keys(points, rng, cfg: TripletConfig) -> dict:
 @dataclass(frozen=True)
 class TripletSet:
     """Triplets ``patches (T, 3, n, 3 + C)`` float16 (anchor, positive, negative; patch units,
-    ``C`` input channels after the coordinates) and the class of each (``classes (T,)``)."""
+    ``C`` input channels after the coordinates) and the class of each (``classes (T,)``).
+    """
 
     patches: np.ndarray
     classes: np.ndarray
@@ -229,7 +230,8 @@ def build_triplets(classes: list[ClassData], cfg: TripletConfig = TripletConfig(
 def _channels(inputs: str, templates: list, R: float):
     """``chan(points, template_index=None) -> (N, C) | None``: the per-point input channels of
     ``inputs`` (``None`` for bare coordinates; the deviation from the templates, leave-one-out for
-    a template's own points, for ``"xyz+deviation"``)."""
+    a template's own points, for ``"xyz+deviation"``).
+    """
     if inputs == "xyz":
         return lambda points, g=None: None
     from .surfaces import TemplateSurfaces, deviation_channel
@@ -271,7 +273,8 @@ def crop_to_support(patch: np.ndarray, support: np.ndarray, *, tolerance: float,
 
 def _weak_triplets(ref, R, templates, good_scans, cfg: TripletConfig, rng, t_feats=None, g_feats=None):
     """Synthetic-defect triplets at FPS locations of the reference (see ``weak_per_class``);
-    ``t_feats`` / ``g_feats``: per-point input channels of the templates / good scans (or None)."""
+    ``t_feats`` / ``g_feats``: per-point input channels of the templates / good scans (or None).
+    """
     from .augment import synthetic_defect
     from .patches import fps_order
 
@@ -572,7 +575,8 @@ def train(triplets: TripletSet, out_dir: str, cfg: TrainConfig = TrainConfig(), 
 
 def _comparable(cfg_json: str | None) -> dict | None:
     """A run's config without the settings that do not change training (``select``), so that a
-    checkpoint written before such a setting existed can be resumed."""
+    checkpoint written before such a setting existed can be resumed.
+    """
     if cfg_json is None:
         return None
     d = json.loads(cfg_json)

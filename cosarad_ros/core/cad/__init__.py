@@ -14,11 +14,31 @@ from .align import ALIGNERS, Aligner, Alignment, BoxIcpAligner, RegistrationAlig
 from .classifier import UNKNOWN, CadClassifier, Candidate, ClassificationResult, classify
 from .features import BoxFeatures, box_features, feature_similarity, mesh_box_features
 from .library import CadLibrary, CadModel, HoleSpec, load_cad_mesh, parse_metadata, step_supported
-from .rules import (RULES, DefectFinding, DefectReport, DentRule, HoleMeasurement, HoleRule, Rule,
-                    RuleBasedInspector, ScratchRule, detect_defects)
-from .quality import (GRADE_THRESHOLDS, QUALITY_WEIGHTS, QualityReport, accuracy_score, chamfer_distance,
-                      completeness_score, consistency_score, grade_for, quality_report, uniqueness_score,
-                      validity_score)
+from .quality import (
+    GRADE_THRESHOLDS,
+    QUALITY_WEIGHTS,
+    QualityReport,
+    accuracy_score,
+    chamfer_distance,
+    completeness_score,
+    consistency_score,
+    grade_for,
+    quality_report,
+    uniqueness_score,
+    validity_score,
+)
+from .rules import (
+    RULES,
+    DefectFinding,
+    DefectReport,
+    DentRule,
+    HoleMeasurement,
+    HoleRule,
+    Rule,
+    RuleBasedInspector,
+    ScratchRule,
+    detect_defects,
+)
 
 __all__ = [
     "CadLibrary", "CadModel", "HoleSpec", "load_cad_mesh", "parse_metadata", "step_supported",

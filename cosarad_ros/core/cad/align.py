@@ -74,7 +74,8 @@ def coverage(reference, scan_tree, transform: np.ndarray, distance: float) -> fl
     """Share of a model's surface seen from above (``reference.visible_points``, model frame)
     that has a scan point within ``distance`` [m] once the scan is moved by ``transform``
     (scan -> model); ``scan_tree`` is a ``scipy.spatial.cKDTree`` of the scan. 1 when the model
-    has no such surface."""
+    has no such surface.
+    """
     vis = reference.visible_points
     if len(vis) == 0:
         return 1.0
@@ -115,7 +116,8 @@ def _subset(points: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 def _criteria(iterations: int):
     """ICP stopping rule: ``iterations`` at most, or a relative change below 1e-4 (the residual
-    is then steady to a micrometre on these parts; Open3D's 1e-6 default runs to the limit)."""
+    is then steady to a micrometre on these parts; Open3D's 1e-6 default runs to the limit).
+    """
     import open3d as o3d
 
     return o3d.pipelines.registration.ICPConvergenceCriteria(relative_fitness=1e-4, relative_rmse=1e-4,
@@ -463,7 +465,8 @@ ALIGNERS = {"box_icp": BoxIcpAligner, "registration": RegistrationAligner}
 
 def make_aligner(config: str | Mapping | Aligner | None = "box_icp") -> Aligner | None:
     """An aligner from ``"box_icp"`` / ``"registration"`` / ``{"method": ..., **kwargs}`` / an
-    instance; ``None`` or ``"none"`` disables registration (paper-only ranking)."""
+    instance; ``None`` or ``"none"`` disables registration (paper-only ranking).
+    """
     if config is None or isinstance(config, Aligner):
         return config
     if isinstance(config, str):

@@ -52,8 +52,14 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from cosarad_ros.core.cad.align import Aligner, Alignment, BoxIcpAligner, coverage, make_aligner
-from cosarad_ros.core.cad.features import (POSE_METHODS, VOLUME_MODES, BoxFeatures, box_features, box_hypotheses,
-                                           feature_similarity)
+from cosarad_ros.core.cad.features import (
+    POSE_METHODS,
+    VOLUME_MODES,
+    BoxFeatures,
+    box_features,
+    box_hypotheses,
+    feature_similarity,
+)
 from cosarad_ros.core.cad.library import CadLibrary, CadModel
 from cosarad_ros.core.cad.quality import QualityReport, default_fpfh_voxel, mean_fpfh, quality_report
 from cosarad_ros.core.cad.reference import ModelReference, model_reference
@@ -154,7 +160,8 @@ class ClassificationResult:
     def box_match(self) -> str:
         """With label ``"unknown"``: the model whose box the scan fits although its shape does not
         explain the scan (a bent, broken or otherwise deviating part of that type, or a foreign
-        part of the same size); "" otherwise."""
+        part of the same size); "" otherwise.
+        """
         if self.known or not self.candidates or not self.candidates[0].within_tolerance:
             return ""
         return self.reference_label if self.reference_label == self.candidates[0].label else ""
@@ -347,7 +354,8 @@ class CadClassifier:
 
     def _gate(self, boxes: list[BoxFeatures], model: CadModel) -> tuple[np.ndarray, list[BoxFeatures]]:
         """Box deviation ``(3,)`` (of the scan box nearest to the model's) and the scan boxes
-        that pass the one-sided gate against ``model``."""
+        that pass the one-sided gate against ``model``.
+        """
         mdims = self.model_box(model).dimensions
         tol = float(model.tolerances.get("dimension", self.dim_tolerance))
         low = -tol - FLOOR_CUT - self.max_shortfall * mdims
@@ -361,7 +369,8 @@ class CadClassifier:
     def _extent_gap(self, model: CadModel, pts: np.ndarray, transform: np.ndarray) -> float:
         """Largest amount [m] by which the model's footprint (both ends of its frame's x and y)
         or its top extends beyond the scan moved by ``transform`` (robust scan extents that
-        leave ``min_trim_points`` points outside); the underside is never seen."""
+        leave ``min_trim_points`` points outside); the underside is never seen.
+        """
         q = pts @ transform[:3, :3].T + transform[:3, 3]
         n = len(q)
         k = min(self.min_trim_points, n // 50)
@@ -393,7 +402,8 @@ class CadClassifier:
     def _register(self, pts: np.ndarray, gated: list, prior: np.ndarray | None = None) -> list[Candidate]:
         """Seeds of every gated candidate screened, coarse registration of those whose best seed
         is within 2x (RMS) of the best candidate's, fine registration and the measures of both
-        directions for the ``max_registrations`` best. ``gated``: ``(model, dev, boxes, sim)`` rows."""
+        directions for the ``max_registrations`` best. ``gated``: ``(model, dev, boxes, sim)`` rows.
+        """
         w = self.registration_weight
         out: list[Candidate] = []
         if self.aligner is None:

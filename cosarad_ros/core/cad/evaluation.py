@@ -68,7 +68,8 @@ TUNED_RULES: dict = {
 
 def write_catalogue(folder, parts) -> list[str]:
     """Write data-layer ``Part`` s into a library folder: ``<name>.stl`` in millimetres and
-    ``<name>.yaml`` (the part's metadata, ``units: mm``). Returns the labels."""
+    ``<name>.yaml`` (the part's metadata, ``units: mm``). Returns the labels.
+    """
     import yaml
 
     folder = Path(folder)
@@ -95,7 +96,8 @@ def catalogue_library(folder, n_types: int = 36, *, seed: int = 0,
 
 def view_directions(rng: np.random.Generator, views: int = 4, elevation_deg=(35.0, 60.0)) -> np.ndarray:
     """``(views, 3)`` unit directions from the part towards the sensor, spread in azimuth and
-    raised ``elevation_deg`` above the table (a cell scanning a part lying on a fixture)."""
+    raised ``elevation_deg`` above the table (a cell scanning a part lying on a fixture).
+    """
     if views < 1:
         raise ValueError(f"views must be >= 1, got {views}")
     az0 = rng.uniform(0, 2 * np.pi)
@@ -130,7 +132,8 @@ def multi_view_scan(mesh, rng: np.random.Generator, *, views: int = 4, points_pe
 
 def macro_f1(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> tuple[float, dict]:
     """Macro-averaged F1 over ``labels`` (predictions outside ``labels``, e.g. ``unknown``,
-    are wrong answers); returns ``(macro F1, {label: F1})``."""
+    are wrong answers); returns ``(macro F1, {label: F1})``.
+    """
     yt, yp = np.asarray(y_true), np.asarray(y_pred)
     per = {}
     for c in labels:
@@ -182,7 +185,8 @@ class ClassificationScores:
 def score_labels(y_true: Sequence[str], y_pred: Sequence[str], library_labels: Sequence[str], *,
                  seconds: Sequence[float] = (), scores: Sequence[float] = ()) -> ClassificationScores:
     """Figures of a set of answers: scans whose true type is not in ``library_labels`` are
-    withheld types, right when answered ``unknown``."""
+    withheld types, right when answered ``unknown``.
+    """
     lib = set(library_labels)
     yt, yp = np.asarray(y_true, dtype=object), np.asarray(y_pred, dtype=object)
     inlib = np.array([t in lib for t in yt], dtype=bool)
@@ -309,7 +313,8 @@ def defect_benchmark(library: CadLibrary, parts: Sequence, *, samples_per_kind: 
                      noise: float = 3e-5, min_visible: int = 30, location_tolerance: float = 0.004,
                      progress: bool = True) -> DefectScores:
     """Inject defects into catalogue parts, scan, register onto the part's CAD, run the rules
-    (default :data:`TUNED_RULES`). See :func:`compare_rule_sets`."""
+    (default :data:`TUNED_RULES`). See :func:`compare_rule_sets`.
+    """
     return compare_rule_sets(library, parts, {"rules": TUNED_RULES if rules is None else rules},
                              samples_per_kind=samples_per_kind, kinds=kinds, seed=seed, views=views,
                              points_per_view=points_per_view, noise=noise, min_visible=min_visible,

@@ -124,7 +124,8 @@ def _robust_extent(local: np.ndarray, quantile: float) -> tuple[np.ndarray, np.n
 def _largest_plane(pts: np.ndarray, threshold: float, *, hypotheses: int = 200, max_points: int = 1500,
                    seed: int = 0) -> tuple[np.ndarray | None, int]:
     """RANSAC plane (Fischler and Bolles, CACM 1981) of ``(N, 3)`` points: unit normal ``(3,)``
-    refined by PCA of its inliers, and the inlier count among ``max_points`` points (deterministic)."""
+    refined by PCA of its inliers, and the inlier count among ``max_points`` points (deterministic).
+    """
     rng = np.random.default_rng(seed)
     P = pts if len(pts) <= max_points else pts[rng.choice(len(pts), max_points, replace=False)]
     tri = P[rng.integers(0, len(P), size=(hypotheses, 3))]
@@ -146,7 +147,8 @@ def _largest_plane(pts: np.ndarray, threshold: float, *, hypotheses: int = 200, 
 
 def _plane_frame(pts: np.ndarray) -> np.ndarray | None:
     """Box axes from the largest plane of the scan: its normal, and the minimum-area rectangle
-    of the points projected onto it (machined parts rest on / show a large flat face)."""
+    of the points projected onto it (machined parts rest on / show a large flat face).
+    """
     import trimesh
 
     diag = float(np.linalg.norm(np.ptp(pts, axis=0)))
@@ -173,7 +175,8 @@ def _plane_frame(pts: np.ndarray) -> np.ndarray | None:
 
 def _initial_rotations(pts: np.ndarray, method: str, max_hull_points: int = 1500) -> list[tuple[str, np.ndarray]]:
     """Candidate rotations ``R`` (rows = box axes in the input frame), named ``"obb"``, ``"pca"``
-    or ``"plane"``."""
+    or ``"plane"``.
+    """
     centred = pts - pts.mean(axis=0)
     _, vecs = np.linalg.eigh(centred.T @ centred)
     pca = vecs[:, ::-1].T.copy()

@@ -314,7 +314,8 @@ class CadModel:
     @cached_property
     def surface(self):
         """The mesh as a :class:`~cosarad_ros.core.registration.mesh_reference.MeshReference`:
-        exact distances to the triangles, surface samples, the registration onto the model."""
+        exact distances to the triangles, surface samples, the registration onto the model.
+        """
         from cosarad_ros.core.registration.mesh_reference import MeshReference
 
         return MeshReference(self.mesh)
@@ -325,12 +326,14 @@ class CadModel:
 
     def closest_points(self, points) -> tuple[np.ndarray, np.ndarray]:
         """Closest points on the mesh ``(N, 3)`` and the outward normals of their faces ``(N, 3)``
-        for ``(N, 3)`` points in the model frame."""
+        for ``(N, 3)`` points in the model frame.
+        """
         return self.surface.closest(np.asarray(points, dtype=np.float64).reshape(-1, 3))
 
     def signed_distance(self, points) -> np.ndarray:
         """Signed distance ``(N,)`` [m] of ``(N, 3)`` points (model frame) to the mesh surface:
-        positive outside the material (along the closest face's normal), negative inside."""
+        positive outside the material (along the closest face's normal), negative inside.
+        """
         return self.surface.signed_distance(np.asarray(points, dtype=np.float64).reshape(-1, 3))
 
     def sample(self, n: int = 20000, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -557,7 +560,8 @@ def _file_mode() -> int:
 def _replace_files(items: list[tuple[Path, str | Path]]) -> None:
     """Write each ``(destination, text or source file)`` to a temporary file beside it, then
     rename them into place; on any failure the temporaries are removed and destinations renamed
-    already are put back as they were (restored, or removed when they did not exist)."""
+    already are put back as they were (restored, or removed when they did not exist).
+    """
     temps: list[tuple[str, Path]] = []
     done: list[tuple[Path, str | None]] = []
     try:

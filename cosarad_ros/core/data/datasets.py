@@ -387,7 +387,8 @@ def index_benchmark(root, layout: str | None = None) -> BenchmarkIndex:
 
 def _sample_key(p: Path, layout: str):
     """Order test samples by their index (leading number in Real3D-AD, trailing in
-    Anomaly-ShapeNet), then by name."""
+    Anomaly-ShapeNet), then by name.
+    """
     m = re.match(r"^(\d+)", p.stem) if layout == "real3d" else re.search(r"(\d+)$", p.stem)
     return (int(m.group(1)) if m else 1 << 62, p.stem)
 
@@ -424,7 +425,8 @@ def template_stem(layout: str, class_name: str, index: int) -> str:
 def sample_stem(layout: str, class_name: str, index: int, defect_type: str) -> str:
     """File stem of a test sample: ``<i>_<type>`` (Real3D-AD, ``good`` for good samples) or
     ``<class>_<type><i>`` (Anomaly-ShapeNet, ``positive`` for good samples; ``sink`` is written
-    ``concavity`` and ``bend`` ``bending``)."""
+    ``concavity`` and ``bend`` ``bending``).
+    """
     _check_layout(layout)
     _check_name(defect_type, "defect type")
     if layout == "real3d":

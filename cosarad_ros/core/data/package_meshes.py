@@ -38,7 +38,8 @@ OCCT_STL_DIR = Path("/usr/share/opencascade/data/stl")
 @dataclass(frozen=True)
 class PackageMeshSource:
     """Where a package mesh lives: ``package`` (Debian or PyPI name) and ``relpath`` inside the
-    package's data folder."""
+    package's data folder.
+    """
 
     name: str
     package: str

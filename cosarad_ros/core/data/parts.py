@@ -110,7 +110,8 @@ class Part:
 
     def metadata(self) -> dict:
         """YAML/JSON-friendly CAD metadata in **millimetres** (label, family, dimensions, box,
-        holes), the form the CAD library of the classifier reads."""
+        holes), the form the CAD library of the classifier reads.
+        """
         dims = {k: (v if isinstance(v, (int, bool, str)) else round(float(v) / _MM, 4))
                 for k, v in self.params.items()}
         return {
@@ -126,7 +127,8 @@ class Part:
     def with_hole_edit(self, index: int, *, offset=(0.0, 0.0, 0.0), diameter: float | None = None,
                        name: str | None = None) -> "Part":
         """Rebuild this procedural part with hole ``index`` moved by ``offset`` (metres, ``(3,)``;
-        the component along the hole axis is ignored) and/or given a new ``diameter``."""
+        the component along the hole axis is ignored) and/or given a new ``diameter``.
+        """
         if not self.is_procedural:
             raise ValueError(f"part {self.name!r} is not procedural; its holes cannot be rebuilt")
         if not 0 <= index < len(self.holes):
@@ -216,7 +218,8 @@ def manifold_to_trimesh(solid, *, scale: float = 1.0):
 
 def trimesh_to_manifold(mesh, *, scale: float = 1.0):
     """``trimesh.Trimesh`` -> manifold3d ``Manifold``. Raises ValueError when the mesh is not a
-    closed 2-manifold (manifold3d refuses it)."""
+    closed 2-manifold (manifold3d refuses it).
+    """
     m3d = _m3d()
     V = np.ascontiguousarray(np.asarray(mesh.vertices, dtype=np.float64) * scale)
     F = np.ascontiguousarray(np.asarray(mesh.faces, dtype=np.uint64))

@@ -55,7 +55,8 @@ class Scan:
 def random_pose(rng: np.random.Generator, *, max_translation: float = 0.05,
                 max_angle_deg: float | None = None) -> np.ndarray:
     """Random ``(4, 4)`` rigid transform: rotation uniform over SO(3) (or within
-    ``max_angle_deg``), translation uniform in a cube of half-size ``max_translation`` (m)."""
+    ``max_angle_deg``), translation uniform in a cube of half-size ``max_translation`` (m).
+    """
     T = np.eye(4)
     T[:3, :3] = random_rotation(rng, max_angle_deg)
     T[:3, 3] = rng.uniform(-max_translation, max_translation, size=3)
@@ -64,7 +65,8 @@ def random_pose(rng: np.random.Generator, *, max_translation: float = 0.05,
 
 def random_view_direction(rng: np.random.Generator, *, min_z: float = -0.5) -> np.ndarray:
     """Unit vector from the part towards the sensor, uniform on the sphere but with
-    ``z >= min_z`` (parts rest on a table, so views from straight below are excluded)."""
+    ``z >= min_z`` (parts rest on a table, so views from straight below are excluded).
+    """
     for _ in range(1000):
         d = rng.normal(size=3)
         d /= np.linalg.norm(d)
@@ -76,7 +78,8 @@ def random_view_direction(rng: np.random.Generator, *, min_z: float = -0.5) -> n
 def density_field(points, rng: np.random.Generator, *, wavelength: float, strength: float = 0.6,
                   n_waves: int = 4) -> np.ndarray:
     """Smooth random density weights in ``[1 - strength, 1]`` over ``points (N, 3)``: a sum of
-    ``n_waves`` random plane waves of the given ``wavelength`` (metres)."""
+    ``n_waves`` random plane waves of the given ``wavelength`` (metres).
+    """
     if not 0 <= strength < 1:
         raise ValueError(f"strength must be in [0, 1), got {strength}")
     f = np.zeros(len(points))
@@ -91,7 +94,8 @@ def density_field(points, rng: np.random.Generator, *, wavelength: float, streng
 def weighted_subsample(weights, k: int, rng: np.random.Generator) -> np.ndarray:
     """``k`` indices drawn without replacement with probability proportional to ``weights``
     (Efraimidis & Spirakis, "Weighted random sampling with a reservoir", IPL 97(5), 2006).
-    Returns sorted indices; all indices when ``k >= len(weights)``."""
+    Returns sorted indices; all indices when ``k >= len(weights)``.
+    """
     w = np.asarray(weights, dtype=np.float64)
     if k >= len(w):
         return np.arange(len(w))

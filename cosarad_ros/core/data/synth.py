@@ -142,7 +142,8 @@ class SynthResult:
 # --------------------------------------------------------------------------------------------
 def synth_parts(config: SynthConfig) -> list[Part]:
     """The part of every class: procedural parts cycling through the families (random
-    dimensions) and package meshes in :data:`DEFAULT_PACKAGE_CLASSES` order (those installed)."""
+    dimensions) and package meshes in :data:`DEFAULT_PACKAGE_CLASSES` order (those installed).
+    """
     n = int(config.n_classes)
     n_proc = int(round(n * config.procedural_fraction))
     avail = set(available_package_meshes())
@@ -196,7 +197,8 @@ def _test_plan(config: SynthConfig, part: Part, class_index: int) -> list[str]:
 
 def _facing_view(rng, normal, min_cos: float = 0.3):
     """A random view direction (as :func:`random_view_direction`) within about 73 degrees of
-    ``normal``; random when none is found in 200 draws."""
+    ``normal``; random when none is found in 200 draws.
+    """
     from .scans import random_view_direction
 
     d = random_view_direction(rng)
@@ -290,7 +292,8 @@ def _gen_class_worker(args):
 
 def _prepare_output(out: Path) -> None:
     """Create ``out``; when it holds an earlier benchmark of ours, remove that benchmark's files
-    (so no stale sample survives); refuse any other non-empty folder."""
+    (so no stale sample survives); refuse any other non-empty folder.
+    """
     import shutil
 
     if out.exists() and not out.is_dir():
@@ -393,7 +396,8 @@ def generate_benchmark(out, config: SynthConfig | None = None, *, progress: bool
 
 def write_gallery(out, manifest: dict, *, n: int = 8) -> Path:
     """``gallery.png``: up to ``n`` defective samples, one per defect type first, read back from
-    the written files; and ``classes.png``: the first template of every class."""
+    the written files; and ``classes.png``: the first template of every class.
+    """
     from ..io import read_labelled_points, read_points
     from .gallery import plot_clouds
 

@@ -9,8 +9,20 @@
 
 The verdict vocabulary is re-exported here (``from cosarad_ros.core.inspection import PASS``).
 """
-from .outcome import (FAIL, INCONCLUSIVE, PASS, VERDICTS, DefectSummary, InspectionOutcome, StageClock,
-                      StageFailed, StageRecord, decide_verdict, summary_table, write_results_json)
+from .outcome import (
+    FAIL,
+    INCONCLUSIVE,
+    PASS,
+    VERDICTS,
+    DefectSummary,
+    InspectionOutcome,
+    StageClock,
+    StageFailed,
+    StageRecord,
+    decide_verdict,
+    summary_table,
+    write_results_json,
+)
 
 __all__ = ["PASS", "FAIL", "INCONCLUSIVE", "VERDICTS", "StageRecord", "StageFailed", "StageClock",
            "DefectSummary", "InspectionOutcome", "decide_verdict", "summary_table", "write_results_json"]

@@ -21,7 +21,7 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 
 from cosarad_ros.core.geometry import as_points
-from cosarad_ros.core.inspection.outcome import (DefectSummary, InspectionOutcome, decide_verdict)
+from cosarad_ros.core.inspection.outcome import DefectSummary, InspectionOutcome, decide_verdict
 
 __all__ = ["TemplateSource", "FolderTemplates", "CadTemplates", "PartInspector", "DetectionReport", "make_inspector"]
 
@@ -80,7 +80,8 @@ class FolderTemplates:
 @dataclass(frozen=True)
 class CadTemplates:
     """Templates simulated from CAD: ``model_for(part_type) -> CadModel | None`` (the library's
-    model: mesh, holes, tolerances) and ``make_templates(mesh, n, seed) -> list[(N, 3)]``."""
+    model: mesh, holes, tolerances) and ``make_templates(mesh, n, seed) -> list[(N, 3)]``.
+    """
 
     model_for: Callable[[str], object]
     make_templates: Callable[[object, int, int], list]
@@ -204,7 +205,8 @@ class PartInspector:
 
     def _rule_defects(self, reg: np.ndarray, part_type: str) -> tuple[DefectSummary, ...]:
         """Findings of the rule-based checks on the registered scan (scores in millimetres of
-        deviation, as the rules report them)."""
+        deviation, as the rules report them).
+        """
         if self.rules is None:
             return ()
         src = next((s for s in self.sources if s.has(part_type) and s.model(part_type) is not None), None)

@@ -46,7 +46,8 @@ POD_SIZE_KEYS = {"bulge": "height", "sink": "depth", "scratch": "depth", "crack"
 
 def pod_size(defect: Mapping) -> tuple[str, float]:
     """``(size name, value)`` of an injected defect for its POD curve: millimetres (degrees for
-    ``angle_deg``), absolute."""
+    ``angle_deg``), absolute.
+    """
     key = POD_SIZE_KEYS.get(defect["type"])
     if key is None or key not in defect.get("size", {}):
         return "", float("nan")
@@ -119,7 +120,8 @@ def _finite(x):
 
 def locate(defect: Mapping, reported: Sequence) -> tuple[bool, float | None]:
     """``(hit, distance [m])``: is a reported defect (objects with ``centroid``) within
-    ``max(10 mm, footprint)`` of the injected ``defect``'s centre, and how far the nearest is."""
+    ``max(10 mm, footprint)`` of the injected ``defect``'s centre, and how far the nearest is.
+    """
     if not reported:
         return False, None
     c = np.asarray(defect["centre"], dtype=np.float64)
@@ -141,7 +143,8 @@ def _surface_normals(mesh, points) -> np.ndarray:
 
 def _same_surface(mesh, a, b) -> np.ndarray:
     """``(N,)`` bool: points ``a[i]`` and ``b[i]`` lie on faces of ``mesh`` facing the same way
-    (within 60 degrees); all True without a mesh."""
+    (within 60 degrees); all True without a mesh.
+    """
     if mesh is None or not len(a):
         return np.ones(len(a), dtype=bool)
     na, nb = _surface_normals(mesh, a), _surface_normals(mesh, b)
@@ -153,7 +156,8 @@ def measured_share(points, defect_points, *, radius: float = 1e-3, mesh=None) ->
 
     With ``mesh`` (the defective part, same frame) the scan point must also lie on a face facing
     the same way as the sample's: the back of a thin wall is within a millimetre of a dent in its
-    front but does not measure it."""
+    front but does not measure it.
+    """
     if points is None or not len(points) or defect_points is None or not len(defect_points):
         return 0.0
     from scipy.spatial import cKDTree
@@ -170,7 +174,8 @@ def measured_points(defect: Mapping, points, defect_points=None, *, radius: floa
     """Scan points (part frame) on the injected defect: within ``radius`` of its anomalous-surface
     samples (:meth:`~.production.CellPart.defect_points`), or, without those, within its footprint
     (at least 1.5 mm) of its centre. With ``mesh`` (the defective part) a point counts only on a
-    face facing the same way as its nearest sample's (see :func:`measured_share`)."""
+    face facing the same way as its nearest sample's (see :func:`measured_share`).
+    """
     if points is None or not len(points):
         return 0
     pts = np.asarray(points, dtype=np.float64)
@@ -280,7 +285,8 @@ def _rate(num: int, den: int) -> float | None:
 
 def summarize(records: Sequence[PartRecord]) -> dict:
     """The figures of a run (one method): counts and rates, INCONCLUSIVE reasons,
-    misclassifications, POD per defect type with ``a90``, localisation error and stage seconds."""
+    misclassifications, POD per defect type with ``a90``, localisation error and stage seconds.
+    """
     recs = list(records)
     good = [r for r in recs if r.expected == PASS]
     bad = [r for r in recs if r.expected == FAIL]
@@ -335,7 +341,8 @@ def _is_gross(defect) -> bool:
 
 def pod_groups(records: Sequence[PartRecord]) -> dict[str, list[PartRecord]]:
     """Measured defects grouped for POD: one group per defect type, plus ``bulge>=8mm`` /
-    ``sink>=8mm`` (those at least 8 mm across)."""
+    ``sink>=8mm`` (those at least 8 mm across).
+    """
     groups: dict[str, list[PartRecord]] = {}
     for r in records:
         if not r.defect or not r.measured:
@@ -455,7 +462,8 @@ def plot_confusion(path, records: Sequence[PartRecord], *, title: str = "") -> N
 # ----------------------------------------------------------------------------------------------
 def _part_mesh(path):
     """The defective part's mesh (to tell which surface a scan point is on), or None when its
-    file is missing or unreadable: the measured test then goes by distance alone."""
+    file is missing or unreadable: the measured test then goes by distance alone.
+    """
     from cosarad_ros.core.io import read_mesh
 
     try:
@@ -466,7 +474,8 @@ def _part_mesh(path):
 
 def record_of(part, run, method: str, *, outcome=None) -> PartRecord:
     """A :class:`PartRecord` from a :class:`~.production.CellPart` and its
-    :class:`~.pipeline.InspectionRun` (``outcome`` overrides the run's, for a second method)."""
+    :class:`~.pipeline.InspectionRun` (``outcome`` overrides the run's, for a second method).
+    """
     o = outcome if outcome is not None else run.outcome
     defect = part.defect
     measured = hit = err = None

@@ -108,7 +108,8 @@ def fuse_scans(scans: Sequence, *, part_pose=None, voxel_size: float | None = No
 def envelope_mesh(size):
     """A box mesh: ``size`` = ``(x, y, z)`` [m] standing on the part frame's ``z = 0``, centred in
     x, y, or ``(lo (3,), hi (3,))`` corners in the part frame: the volume a part of unknown type
-    occupies on the fixture (planned for survey views)."""
+    occupies on the fixture (planned for survey views).
+    """
     import trimesh
 
     arr = np.asarray(size, dtype=np.float64)

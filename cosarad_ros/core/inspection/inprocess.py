@@ -176,7 +176,8 @@ class InProcessCell:
     def register(self, points: np.ndarray, part_type: str, init=None) -> Registered:
         """The inspection's one registration: from the nominal pose (the fused cloud is in the
         part frame) and the classifier's pose onto the CAD model, as the ``registration_node``
-        does for a request with initial transforms."""
+        does for a request with initial transforms.
+        """
         from cosarad_ros.core.anomaly.deviation import CAD_INLIER_DISTANCE
         from cosarad_ros.core.geometry import transform_points
 

@@ -14,8 +14,14 @@ import numpy as np
 
 from cosarad_ros.core.geometry import as_points
 from cosarad_ros.core.inspection.fusion import part_envelope
-from cosarad_ros.core.inspection.outcome import (FAIL, INCONCLUSIVE, InspectionOutcome, StageClock,
-                                                 StageFailed, decide_verdict)
+from cosarad_ros.core.inspection.outcome import (
+    FAIL,
+    INCONCLUSIVE,
+    InspectionOutcome,
+    StageClock,
+    StageFailed,
+    decide_verdict,
+)
 
 __all__ = ["Cell", "ViewScan", "Registered", "Detected", "Classified", "InspectionRun", "in_part_frame",
            "run_inspection"]
@@ -24,7 +30,8 @@ __all__ = ["Cell", "ViewScan", "Registered", "Detected", "Classified", "Inspecti
 @dataclass(frozen=True)
 class ViewScan:
     """One scan: ``points`` ``(N, 3)`` in the sensor optical frame, ``sensor_pose`` ``(4, 4)``
-    optical -> world."""
+    optical -> world.
+    """
 
     points: np.ndarray
     sensor_pose: np.ndarray
@@ -79,7 +86,8 @@ class Detected:
 def _unconfirmed(outcome: InspectionOutcome, classified: Classified) -> InspectionOutcome:
     """The outcome of a part inspected as the type whose box it fits (``classified.box_match``)
     although the classifier found its shape deviating: a FAIL names that; anything else is
-    INCONCLUSIVE, since the part type was never confirmed."""
+    INCONCLUSIVE, since the part type was never confirmed.
+    """
     why = classified.reason or "its shape does not match the model"
     if outcome.verdict == FAIL:
         return replace(outcome, reason=f"shape deviates from {classified.box_match} ({why}); {outcome.reason}")
@@ -93,7 +101,8 @@ def in_part_frame(det: Detected, transform: np.ndarray) -> Detected:
     the registration ``transform`` (4, 4): the scored cloud and every defect are reported where
     they are on the part on the fixture. On a part that is symmetric but for small features the
     model frame can be a turned copy of the part frame, so only the part frame tells the
-    operator where to look."""
+    operator where to look.
+    """
     T = np.asarray(transform, dtype=np.float64)
     if T.shape != (4, 4) or np.allclose(T, np.eye(4)):
         return det
@@ -113,7 +122,8 @@ class Cell(Protocol):
         """Plan views and return their number: of the part type's CAD model; with an empty part
         type, of ``envelope`` (``(lo (3,), hi (3,))`` box in the part frame, survey views of a
         part of unknown type), or, without one, views from above that locate whatever lies on the
-        fixture."""
+        fixture.
+        """
 
     def move(self, index: int) -> np.ndarray:
         """Move to view ``index``; return the sensor pose reached ``(4, 4)``."""
@@ -127,7 +137,8 @@ class Cell(Protocol):
 
     def register(self, points: np.ndarray, part_type: str, init: np.ndarray | None = None) -> Registered:
         """Register the fused cloud (part frame) onto the part type's reference, from the
-        nominal pose and, when given, ``init`` (the classifier's pose)."""
+        nominal pose and, when given, ``init`` (the classifier's pose).
+        """
 
     def detect(self, points: np.ndarray, part_type: str, part_id: str) -> Detected: ...
 
@@ -168,7 +179,8 @@ def run_inspection(cell: Cell, *, part_id: str, part_type: str = "", min_fitness
 
     def acquire(plan_for: str, lo: float, hi: float, *, envelope=None, earlier=()) -> tuple[np.ndarray, list]:
         """plan -> (move, scan) per view -> fuse (with the ``earlier`` scans); returns the fused
-        cloud (part frame) and this acquisition's scans."""
+        cloud (part frame) and this acquisition's scans.
+        """
         report("plan", lo)
         with clock.stage("plan"):
             n_views = int(cell.plan(plan_for, envelope) if envelope is not None else cell.plan(plan_for))

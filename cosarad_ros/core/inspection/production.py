@@ -117,7 +117,8 @@ class CellScenario:
 
     def manifest(self, relative_to=None) -> dict:
         """The ``scenario.json`` document; with ``relative_to`` (the scenario's folder) its paths
-        are written relative to that folder, so the folder can be moved or read from anywhere."""
+        are written relative to that folder, so the folder can be moved or read from anywhere.
+        """
         def rel(x: str) -> str:
             if not x or relative_to is None:
                 return str(x)
@@ -208,7 +209,8 @@ class Variation:
     @classmethod
     def draw(cls, rng: np.random.Generator, extents, *, dimension: float = 5e-5, form: float = 2e-5) -> "Variation":
         """A random variation of a part with box ``extents`` ``(3,)`` [m]: each dimension off by
-        up to ``dimension`` [m], a form deviation of up to ``form`` [m]."""
+        up to ``dimension`` [m], a form deviation of up to ``form`` [m].
+        """
         ext = np.asarray(extents, dtype=np.float64).reshape(3)
         if not (ext > 0).all():
             raise ValueError(f"extents must be positive, got {ext.tolist()}")
@@ -257,7 +259,8 @@ def _vary_record(record, variation: Variation, bounds):
 def visible_from_above(points, normals, *, min_height: float = 0.003, max_down: float = -0.2) -> np.ndarray:
     """Surface a cell's views from above can measure, by orientation alone: above the fixture
     contact band (``z > min_height`` in the part frame, whose ``z = 0`` is the fixture top) and
-    not facing down (normal ``z >= max_down``). ``(N,)`` bool."""
+    not facing down (normal ``z >= max_down``). ``(N,)`` bool.
+    """
     p = np.asarray(points, dtype=np.float64)
     n = np.asarray(normals, dtype=np.float64)
     return (p[:, 2] > min_height) & (n[:, 2] >= max_down)
@@ -268,7 +271,8 @@ def seen_from_above(mesh, *, max_incidence_deg: float = 65.0, min_elevation_deg:
     :func:`visible_from_above` that a sensor above the fixture could actually see -- a ray leaves
     the point towards at least one direction at least ``min_elevation_deg`` above the horizon and
     within ``max_incidence_deg`` of the surface normal without hitting the part again (so not the
-    inside of a deep hole, a pocket's undercut or a face hidden by the part itself)."""
+    inside of a deep hole, a pocket's undercut or a face hidden by the part itself).
+    """
     import open3d as o3d
 
     scene = o3d.t.geometry.RaycastingScene()
@@ -332,7 +336,8 @@ def severity_of(defect: Mapping) -> dict:
     """``{"depth": m, "across": m}`` of an injected defect (``DefectRecord.to_dict()``): how deep
     (or high, or far off for hole deviations) and how wide across it is, the two numbers a
     specification of detectable defects names. ``across`` is the smallest lateral size (a
-    scratch's width, a dent's diameter)."""
+    scratch's width, a dent's diameter).
+    """
     kind, s = defect["type"], defect["size"]
     depth = {"bulge": s.get("height"), "sink": s.get("depth"), "scratch": s.get("depth"),
              "crack": s.get("depth"), "hole": s.get("depth"), "broken": s.get("radius"),
@@ -404,7 +409,8 @@ class _Writer:
 
 def _defective(part, kind: str, rng, size: Mapping[str, float], variation: Variation | None):
     """``(mesh, record dict, anomalous-surface samples (K, 3))`` of ``part`` with defect ``kind``
-    of ``size``, then varied."""
+    of ``size``, then varied.
+    """
     from cosarad_ros.core.data.defects import apply_defect_to_mesh
     from cosarad_ros.core.io import sample_mesh
 

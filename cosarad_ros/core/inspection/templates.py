@@ -25,7 +25,8 @@ DEFAULT_SIM_RESOLUTION = (560, 400)
 def cell_sensor_options(cell=None, **overrides) -> dict:
     """Simulated structured-light options matching the cell's sensor preset (field of view,
     working range, stand-off, baseline), at :data:`DEFAULT_SIM_RESOLUTION` unless overridden, so
-    simulated scans see what the view planner expects."""
+    simulated scans see what the view planner expects.
+    """
     from cosarad_ros.core.planning import CellModel
     from cosarad_ros.core.planning.views import sensor_for_cell
 
@@ -96,7 +97,8 @@ TEMPLATE_CODE = ("cosarad_ros.core.planning", "cosarad_ros.core.sensors", "cosar
 def cached_templates(mesh, n_templates: int, seed: int = 0, *, cache_dir=None, sensor: Mapping | None = None,
                      progress=None) -> list[np.ndarray]:
     """:func:`simulate_templates`, kept on disk in ``cache_dir`` (``templates_<key>.npz``; the key
-    hashes the mesh, the count, the seed, the sensor options and the simulation's source code)."""
+    hashes the mesh, the count, the seed, the sensor options and the simulation's source code).
+    """
     from pathlib import Path
 
     from cosarad_ros.core.cachekey import content_key, source_fingerprint
@@ -126,7 +128,8 @@ def cached_templates(mesh, n_templates: int, seed: int = 0, *, cache_dir=None, s
 def cad_template_source(cad_library: str, *, n_templates: int = 4, seed: int = 0,
                         sensor: Mapping | None = None, cache_dir=None) -> CadTemplates:
     """A :class:`~cosarad_ros.core.inspection.detection.CadTemplates` over a CAD library folder
-    (templates kept on disk in ``cache_dir`` when given, see :func:`cached_templates`)."""
+    (templates kept on disk in ``cache_dir`` when given, see :func:`cached_templates`).
+    """
     from cosarad_ros.core.cad import CadLibrary
 
     lock = threading.Lock()

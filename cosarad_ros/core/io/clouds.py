@@ -1,6 +1,7 @@
 """Point clouds by file extension: :func:`read_point_cloud`, :func:`read_points`,
 :func:`read_scan` and :func:`write_points` dispatch to the PCD, PLY and text formats and sample
-meshes."""
+meshes.
+"""
 from __future__ import annotations
 
 import os

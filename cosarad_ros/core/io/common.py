@@ -1,6 +1,7 @@
 """What the point cloud and mesh readers and writers share: the supported extensions, the
 :class:`PointCloudFile` a reader returns, file checks, the common finish of every reader
-(non-finite points dropped), packed-RGB conversion and a fast ``savetxt``."""
+(non-finite points dropped), packed-RGB conversion and a fast ``savetxt``.
+"""
 from __future__ import annotations
 
 import os
@@ -100,7 +101,8 @@ def _pack_rgb(colors: np.ndarray) -> np.ndarray:
 
 def _savetxt_fast(path, table: np.ndarray, fmts, delimiter: str = " ", header: str = "") -> None:
     """``np.savetxt`` equivalent that formats all rows with one C-level ``%`` operation
-    (several times faster for large tables)."""
+    (several times faster for large tables).
+    """
     row = delimiter.join(fmts) + "\n"
     values = table.tolist()
     body = "".join(row % tuple(r) for r in values) if len(values) < 64 else \

@@ -1,6 +1,7 @@
 """PCD files (Point Cloud Library format v0.7): our own reader (``ascii``, ``binary``,
 ``binary_compressed``) and writer (``ascii``, ``binary``), and the LZF decompressor of
-``binary_compressed`` data."""
+``binary_compressed`` data.
+"""
 from __future__ import annotations
 
 import struct

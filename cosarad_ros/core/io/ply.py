@@ -1,5 +1,6 @@
 """PLY point clouds (Stanford polygon format, ascii and binary little/big endian): our own
-header parser, reader of the vertex element and writer."""
+header parser, reader of the vertex element and writer.
+"""
 from __future__ import annotations
 
 from pathlib import Path

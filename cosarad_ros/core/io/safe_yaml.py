@@ -1,5 +1,6 @@
 """YAML from outside (CAD metadata files, service requests): :func:`load_yaml`, the safe loader
-with a size limit and an alias-expansion limit."""
+with a size limit and an alias-expansion limit.
+"""
 from __future__ import annotations
 
 #: largest YAML text :func:`load_yaml` reads [bytes]

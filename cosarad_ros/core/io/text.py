@@ -1,5 +1,6 @@
 """Text point files, one point per line (``.xyz``, ``.xyzn``, ``.xyzrgb``, ``.txt``, ``.pts``,
-``.asc``, ``.csv``), and ``x y z label`` ground-truth files."""
+``.asc``, ``.csv``), and ``x y z label`` ground-truth files.
+"""
 from __future__ import annotations
 
 import os
@@ -45,7 +46,8 @@ def _read_table(path: Path, min_cols: int) -> np.ndarray:
 
 def _read_table_fast(text: str, min_cols: int) -> np.ndarray | None:
     """Plain numeric tables (no comments, header or ragged rows) parsed in one go; ``None``
-    sends anything else to the line-by-line parser, which also words the errors."""
+    sends anything else to the line-by-line parser, which also words the errors.
+    """
     if "#" in text or "//" in text:
         return None
     first = text.lstrip().split("\n", 1)[0].replace(",", " ").replace(";", " ").split()
@@ -124,7 +126,8 @@ def read_labelled_points(path, *, delimiter: str | None = None) -> tuple[np.ndar
 
 def write_labelled_points(path, points, labels, *, delimiter: str = " ", dtype="float32") -> Path:
     """Write ``x y z label`` rows (label 0/1). ``delimiter`` ``" "`` (Real3D-AD) or ``","``
-    (Anomaly-ShapeNet). Coordinates use ``%.9g`` (float32) or ``%.17g`` (float64)."""
+    (Anomaly-ShapeNet). Coordinates use ``%.9g`` (float32) or ``%.17g`` (float64).
+    """
     pts = as_points(points, name="points")
     lab = np.asarray(labels).reshape(-1)
     if lab.shape[0] != pts.shape[0]:

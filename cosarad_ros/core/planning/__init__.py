@@ -9,14 +9,11 @@ ordering and trajectory execution.
         view.sensor_pose, view.joints                # optical -> world (4, 4), joint values
 """
 from cosarad_ros.core.planning.cell import CellConfig, CellModel, CollisionChecker, urdf_dir
-from cosarad_ros.core.planning.cover import (CoverResult, GreedyCover, IlpCover, RandomCover,
-                                             make_cover_solver)
+from cosarad_ros.core.planning.cover import CoverResult, GreedyCover, IlpCover, RandomCover, make_cover_solver
 from cosarad_ros.core.planning.kinematics import IKResult, IKSolver
 from cosarad_ros.core.planning.ordering import OrderResult, order_views, travel_time
-from cosarad_ros.core.planning.views import (UnreachablePartError, View, ViewPlan, generate_candidates,
-                                             plan_views)
-from cosarad_ros.core.planning.visibility import (SensorViewModel, SurfaceSamples, VisibilityModel,
-                                                  sample_surface)
+from cosarad_ros.core.planning.views import UnreachablePartError, View, ViewPlan, generate_candidates, plan_views
+from cosarad_ros.core.planning.visibility import SensorViewModel, SurfaceSamples, VisibilityModel, sample_surface
 
 __all__ = [
     "CellConfig", "CellModel", "CollisionChecker", "urdf_dir",

@@ -19,7 +19,6 @@ from typing import Sequence
 
 import numpy as np
 
-
 __all__ = [
     "CellConfig",
     "CellModel",
@@ -68,7 +67,8 @@ def urdf_dir() -> Path:
 
 def example_robot_data_share() -> Path | None:
     """``share`` folder of the ``example-robot-data`` PyPI package (its ``package://`` root), or
-    None when it is not installed."""
+    None when it is not installed.
+    """
     try:
         from importlib.metadata import PackageNotFoundError, distribution
 
@@ -83,7 +83,8 @@ def example_robot_data_share() -> Path | None:
 
 def package_dirs() -> list[str]:
     """Folders holding ROS packages, for resolving ``package://`` mesh URIs: the
-    example-robot-data share folder and ``<prefix>/share`` of every ``$AMENT_PREFIX_PATH`` entry."""
+    example-robot-data share folder and ``<prefix>/share`` of every ``$AMENT_PREFIX_PATH`` entry.
+    """
     out = []
     erd = example_robot_data_share()
     if erd is not None:
@@ -96,7 +97,8 @@ def package_dirs() -> list[str]:
 
 def resolve_package_uri(uri: str, dirs: Sequence[str] | None = None) -> str:
     """``package://pkg/rel/path`` -> absolute file path (first match in ``dirs``); other
-    strings (``file://`` stripped) are returned as they are."""
+    strings (``file://`` stripped) are returned as they are.
+    """
     if uri.startswith("file://"):
         return uri[len("file://"):]
     if not uri.startswith("package://"):
@@ -188,7 +190,8 @@ class CellConfig:
 
     def xacro_mappings(self) -> dict:
         """The ``name -> value`` mappings handed to xacro (arm_urdf resolved for
-        example-robot-data)."""
+        example-robot-data).
+        """
         m = asdict(self)
         if self.arm_source == "example_robot_data" and not self.arm_urdf:
             share = example_robot_data_share()
@@ -313,7 +316,8 @@ class CellModel:
 
     def _overview_home(self, upright: np.ndarray, height: float) -> np.ndarray:
         """IK of the sensor ``height`` above the part frame looking down (lower heights, down to
-        0.3 m, when that is out of reach); the upright pose when none works."""
+        0.3 m, when that is out of reach); the upright pose when none works.
+        """
         from cosarad_ros.core.geometry import look_at
 
         self.home = upright
@@ -403,7 +407,8 @@ class CellModel:
 
     def shoulder_position(self) -> np.ndarray:
         """World position of the second arm joint (the shoulder lift axis), centre of the
-        arm's reachable sphere."""
+        arm's reachable sphere.
+        """
         pin = self._pin
         pin.forwardKinematics(self.model, self.data, self.home)
         jid = self.model.getJointId(self.arm_joint_names[min(1, len(self.arm_joint_names) - 1)])
@@ -411,7 +416,8 @@ class CellModel:
 
     def reach(self, *, samples: int = 4000, seed: int = 0) -> float:
         """Largest distance from :meth:`shoulder_position` to the sensor optical origin over
-        random arm configurations [m] (an outer bound used to reject candidate views early)."""
+        random arm configurations [m] (an outer bound used to reject candidate views early).
+        """
         if getattr(self, "_reach", None) is None:
             rng = np.random.default_rng(seed)
             c = self.shoulder_position()
@@ -430,7 +436,8 @@ class CellModel:
     # ------------------------------------------------------------------------------------------
     def ik_solver(self, **kwargs):
         """An :class:`~cosarad_ros.core.planning.kinematics.IKSolver` of the sensor optical frame
-        over the arm joints (cached when called without arguments)."""
+        over the arm joints (cached when called without arguments).
+        """
         from cosarad_ros.core.planning.kinematics import IKSolver
 
         if kwargs:
@@ -441,7 +448,8 @@ class CellModel:
 
     def ik_seeds(self, n_random: int = 8, *, seed: int = 0, reference=None) -> np.ndarray:
         """``(S, n_arm)`` IK seeds: the reference (default home), its elbow/wrist-flipped
-        variants, and random configurations within +-pi."""
+        variants, and random configurations within +-pi.
+        """
         ref = (self.home if reference is None else np.asarray(reference))[self.arm_indices]
         seeds = [ref]
         if len(ref) == 6:
@@ -459,7 +467,8 @@ class CellModel:
     # ------------------------------------------------------------------------------------------
     def geometry_model(self):
         """pinocchio ``GeometryModel`` of the collision geometry (cached; meshes resolved with
-        :attr:`package_dirs`)."""
+        :attr:`package_dirs`).
+        """
         if self._geom_model is None:
             pin = self._pin
             try:
@@ -475,7 +484,8 @@ class CellModel:
 
     def adjacent_links(self) -> set[frozenset]:
         """Pairs of collision links joined by a joint, looking through links without collision
-        geometry (``tool0`` between ``wrist_3_link`` and ``sensor_link``)."""
+        geometry (``tool0`` between ``wrist_3_link`` and ``sensor_link``).
+        """
         info = self.info
         pairs = set()
         for child in info.links_with_collision:
@@ -490,7 +500,8 @@ class CellModel:
         """Static and turntable collision primitives of the cell as
         ``(link, kind, size, pose)``: kind ``box`` (size = 3 edge lengths) or ``cylinder``
         (size = radius, length, 0); pose ``(4, 4)`` in world at the home configuration. Used to
-        occlude views (the fixture hides the part's underside)."""
+        occlude views (the fixture hides the part's underside).
+        """
         import coal
 
         gm = self.geometry_model()
@@ -521,7 +532,8 @@ class CellModel:
     def collision_checker(self, part_mesh=None, *, part_collision: str = "hull",
                           margin: float | None = None) -> "CollisionChecker":
         """A :class:`CollisionChecker` of this cell, with ``part_mesh`` (trimesh, metres, part
-        frame) as an obstacle."""
+        frame) as an obstacle.
+        """
         return CollisionChecker(self, part_mesh=part_mesh, part_collision=part_collision,
                                 margin=self.collision_margin if margin is None else margin)
 
@@ -637,7 +649,8 @@ class CollisionChecker:
 
     def segment_free(self, q_a, q_b, *, max_step_rad: float = 0.03) -> bool:
         """Check the straight joint-space segment ``q_a -> q_b`` at steps of at most
-        ``max_step_rad`` on any joint (ends included)."""
+        ``max_step_rad`` on any joint (ends included).
+        """
         q_a, q_b = self.cell.check_q(q_a, name="q_a"), self.cell.check_q(q_b, name="q_b")
         n = max(1, int(np.ceil(np.max(np.abs(q_b - q_a)) / max_step_rad)))
         for t in np.linspace(0.0, 1.0, n + 1):

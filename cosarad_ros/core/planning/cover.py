@@ -233,7 +233,8 @@ COVER_SOLVERS = {"greedy": GreedyCover, "ilp": IlpCover, "random": RandomCover}
 
 def make_cover_solver(config="greedy"):
     """A cover solver from a name (``greedy``, ``ilp``, ``random``) or a dict
-    ``{"type": name, **constructor_arguments}``."""
+    ``{"type": name, **constructor_arguments}``.
+    """
     if hasattr(config, "solve"):
         return config
     if isinstance(config, str):

@@ -125,7 +125,8 @@ class IKSolver:
     def _descend(self, target, q):
         """Run LM from ``q``; returns ``(q, pos_err, rot_err, iterations)``. A seed whose error
         has not dropped by 1 % over ``patience`` iterations is abandoned (a joint limit or a
-        singularity holds it; another seed does better than more iterations)."""
+        singularity holds it; another seed does better than more iterations).
+        """
         pin = self._pin
         m, d, fid, idx = self.model, self.data, self.frame_id, self.idx
         lo, hi = self.lower[idx], self.upper[idx]
@@ -186,7 +187,8 @@ class IKSolver:
                   max_solutions: int = 4, distinct_rad: float = 0.2, reference=None) -> list[IKResult]:
         """Like :meth:`solve` but collects up to ``max_solutions`` distinct accepted solutions
         (IK branches). Successful results come first; when none succeeds the list holds one
-        failed result (the closest attempt)."""
+        failed result (the closest attempt).
+        """
         pin = self._pin
         T = pin.SE3(as_transform(target, name="IK target"))
         seeds = np.atleast_2d(np.asarray(seeds, dtype=np.float64))

@@ -15,7 +15,8 @@ __all__ = ["face_view_counts", "save_coverage_png"]
 
 def face_view_counts(mesh, plan) -> np.ndarray:
     """``(F,)`` number of planned views measuring each mesh face (the most any of its samples
-    gets; faces without a sample take the nearest sample's count)."""
+    gets; faces without a sample take the nearest sample's count).
+    """
     from scipy.spatial import cKDTree
 
     counts = plan.coverage_counts()

@@ -308,7 +308,8 @@ def _inside_boxes(point: np.ndarray, boxes, clearance: float) -> str | None:
 
 def _prepare_mesh(mesh):
     """Validate (at least a tetrahedron: a flat mesh has no convex hull for the collision model);
-    drop degenerate faces; make a closed mesh's normals point outwards."""
+    drop degenerate faces; make a closed mesh's normals point outwards.
+    """
     from cosarad_ros.core.geometry import check_mesh
 
     mesh = check_mesh(_check_mesh(mesh), metres=False).copy()

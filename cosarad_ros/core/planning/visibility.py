@@ -88,7 +88,8 @@ class SensorViewModel:
     @classmethod
     def preset(cls, name: str, path=None, **overrides) -> "SensorViewModel":
         """A preset of ``urdf/sensors.yaml`` (``motioncam3d_s``, ``motioncam3d_m``, ``compact``),
-        with optional field overrides."""
+        with optional field overrides.
+        """
         presets = load_sensor_presets(path)
         if name not in presets:
             raise ValueError(f"unknown sensor preset '{name}' (known: {', '.join(sorted(presets))})")
@@ -106,7 +107,8 @@ class SensorViewModel:
     def scanner_kwargs(self) -> dict:
         """The matching arguments of the simulated structured-light sensor
         (``make_sensor({"type": "motioncam", **sensor.scanner_kwargs()})``), so simulated scans
-        see what the planner expects."""
+        see what the planner expects.
+        """
         return {"fov_deg": tuple(self.fov_deg), "working_range": (self.near, self.far),
                 "working_distance": self.optimal_distance, "baseline": self.baseline}
 

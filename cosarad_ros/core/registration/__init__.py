@@ -7,15 +7,41 @@ Public API::
 See ``docs/registration.md`` for the method, parameters and measured figures.
 """
 from .fusion import FusionResult, fuse_views, view_poses
-from .global_registration import (GLOBAL_ALIGNERS, FastGlobal, FpfhRansac, GlobalAligner, IdentityAligner,
-                                  Open3dRansac, compute_features, feature_correspondences, make_global_aligner,
-                                  symmetry_hypotheses)
+from .global_registration import (
+    GLOBAL_ALIGNERS,
+    FastGlobal,
+    FpfhRansac,
+    GlobalAligner,
+    IdentityAligner,
+    Open3dRansac,
+    compute_features,
+    feature_correspondences,
+    make_global_aligner,
+    symmetry_hypotheses,
+)
 from .metrics import AlignmentScore, chamfer_one_sided, score_alignment
 from .pipeline import RegistrationResult, register
-from .preprocess import (PreprocessResult, crop_roi, default_voxel_size, estimate_normals, part_size, preprocess,
-                         remove_plane, remove_statistical_outliers, voxel_down_sample)
-from .refine import (REFINERS, GeneralizedICP, PointToPlaneICP, PointToPointICP, Refiner, SimilarityICP,
-                     SymmetricICP, make_refiner)
+from .preprocess import (
+    PreprocessResult,
+    crop_roi,
+    default_voxel_size,
+    estimate_normals,
+    part_size,
+    preprocess,
+    remove_plane,
+    remove_statistical_outliers,
+    voxel_down_sample,
+)
+from .refine import (
+    REFINERS,
+    GeneralizedICP,
+    PointToPlaneICP,
+    PointToPointICP,
+    Refiner,
+    SimilarityICP,
+    SymmetricICP,
+    make_refiner,
+)
 from .similarity import SimilarityTransform, decompose_similarity, similarity_icp, umeyama
 from .visibility import outer_shell, partial_view
 

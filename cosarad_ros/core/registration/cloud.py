@@ -17,7 +17,8 @@ _READONLY: list = []  # (read-only array, memo dict), most recently used last
 def readonly_memo(array) -> dict | None:
     """A dict kept with a read-only numpy ``array`` (by identity; the 16 most recently used), for
     work derived from it (a reference's k-d tree, samples, normals, features); ``None`` for
-    anything else, since a writeable array may change between calls."""
+    anything else, since a writeable array may change between calls.
+    """
     if not isinstance(array, np.ndarray) or array.flags.writeable:
         return None
     for i, (a, memo) in enumerate(_READONLY):

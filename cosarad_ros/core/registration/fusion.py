@@ -200,7 +200,8 @@ def fuse_views(clouds, poses, *, hand_eye=None, part_pose=None, voxel_size: floa
 
     def pair_distances(i, j, Pi, Pj):
         """Point-to-point and point-to-plane distances of view i's points to view j (poses Pi,
-        Pj); pairs with incompatible normals (over 60 degrees apart) count as infinitely far."""
+        Pj); pairs with incompatible normals (over 60 degrees apart) count as infinitely far.
+        """
         M = np.linalg.inv(Pj) @ Pi
         a = _apply(M, loc_pts[i])  # view i's points in view j's frame
         d, idx = loc_tree[j].query(a, k=1)

@@ -103,7 +103,8 @@ class GlobalAligner(ABC):
     def propose(self, source: Features, target: Features, *, count: int, seed: int,
                 with_scale: bool = False) -> list[np.ndarray]:
         """Up to ``count`` distinct hypotheses mapping ``source`` onto ``target`` (similarities
-        when ``with_scale`` and the method supports it)."""
+        when ``with_scale`` and the method supports it).
+        """
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
@@ -113,7 +114,8 @@ class GlobalAligner(ABC):
 def _fit_from_moments(H: np.ndarray, mp: np.ndarray, mq: np.ndarray, var: np.ndarray | None):
     """Rotation (times scale when ``var``, the source spread, is given) and translation from the
     cross-covariances ``H (B, 3, 3)`` and means ``mp``, ``mq`` ``(B, 3)`` (Arun et al. 1987 /
-    Umeyama 1991; reflections excluded)."""
+    Umeyama 1991; reflections excluded).
+    """
     U, S, Vt = np.linalg.svd(H)
     V = np.swapaxes(Vt, 1, 2)
     Ut = np.swapaxes(U, 1, 2)
@@ -133,7 +135,8 @@ def _fit_from_moments(H: np.ndarray, mp: np.ndarray, mq: np.ndarray, var: np.nda
 
 def _kabsch_batch(P: np.ndarray, Q: np.ndarray, with_scale: bool = False):
     """Rigid (or similarity) fits for a batch of point sets: ``P``, ``Q`` ``(B, n, 3)`` ->
-    ``R (B, 3, 3)`` including the scale, ``t (B, 3)`` (Arun et al. 1987 / Umeyama 1991)."""
+    ``R (B, 3, 3)`` including the scale, ``t (B, 3)`` (Arun et al. 1987 / Umeyama 1991).
+    """
     mp = P.mean(axis=1)
     mq = Q.mean(axis=1)
     Pc = P - mp[:, None]
@@ -143,7 +146,8 @@ def _kabsch_batch(P: np.ndarray, Q: np.ndarray, with_scale: bool = False):
 
 def _kabsch_weighted(P: np.ndarray, Q: np.ndarray, W: np.ndarray, with_scale: bool = False):
     """:func:`_kabsch_batch` with per-point weights ``W (B, n)`` (0 leaves a point out): the fit of
-    each batch member to its weighted points only."""
+    each batch member to its weighted points only.
+    """
     sw = W.sum(1)
     mp = np.einsum("bn,bni->bi", W, P) / sw[:, None]
     mq = np.einsum("bn,bni->bi", W, Q) / sw[:, None]
@@ -398,7 +402,8 @@ GLOBAL_ALIGNERS: dict[str, type[GlobalAligner]] = {
 
 def make_global_aligner(config: str | dict | GlobalAligner) -> GlobalAligner:
     """Build a global aligner from a name (``"fpfh_ransac"``), a dict ``{"method": name, **kwargs}``
-    or pass an instance through."""
+    or pass an instance through.
+    """
     if isinstance(config, GlobalAligner):
         return config
     if isinstance(config, str):

@@ -84,7 +84,8 @@ class MeshReference:
 
     def sample(self, n: int | None = None, *, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``n`` area-uniform surface points and their normals, each ``(n, 3)`` (cached per n, seed;
-        default: the ``samples`` / ``seed`` given at construction)."""
+        default: the ``samples`` / ``seed`` given at construction).
+        """
         key = (self.n_samples if n is None else int(n), self.seed if seed is None else int(seed))
         if key not in self._samples:
             from ..io import sample_mesh
@@ -129,7 +130,8 @@ class MeshReference:
         """``(N,)`` distance of ``points`` to the surface [m], positive outside the material
         (added material, a bulge), negative inside (removed material, a dent, a hole floor).
         Closed meshes take the sign from ray parity (exact at edges and corners); open ones from
-        the nearest face's outward normal."""
+        the nearest face's outward normal.
+        """
         import open3d as o3d
 
         pts = as_points(points, name="points", min_points=0)

@@ -60,7 +60,8 @@ def chamfer_one_sided(source, target) -> float:
 def _plane_hessian(source, target_tree: cKDTree, target_normals, transform, *, max_distance: float,
                    with_scale: bool) -> np.ndarray | None:
     """``J^T J / N`` of the normalised point-to-plane Jacobian (see :func:`constraint_strength`);
-    None when fewer matched points than degrees of freedom."""
+    None when fewer matched points than degrees of freedom.
+    """
     src = as_points(source, name="source")
     T = as_transform(transform)
     N = np.asarray(target_normals, dtype=np.float64)

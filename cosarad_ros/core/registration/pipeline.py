@@ -32,8 +32,14 @@ from ..geometry import as_transform, rotation_angle_deg
 from .cloud import Cloud, as_cloud_array, readonly_memo
 from .global_registration import compute_features, make_global_aligner, symmetry_hypotheses
 from .metrics import constraint_strength, scale_information, score_alignment
-from .preprocess import (estimate_noise, estimate_normals, part_size, point_spacing,
-                         remove_statistical_outliers, voxel_down_sample)
+from .preprocess import (
+    estimate_noise,
+    estimate_normals,
+    part_size,
+    point_spacing,
+    remove_statistical_outliers,
+    voxel_down_sample,
+)
 from .refine import PointToPlaneICP, SimilarityICP, make_refiner
 
 __all__ = ["RegistrationResult", "register", "MIN_POINTS"]
@@ -107,7 +113,8 @@ def _pose_distance(A: np.ndarray, B: np.ndarray, extent: float) -> float:
 
 def _turns(T: np.ndarray, source_points: np.ndarray, angles_deg, shifts=()) -> list[np.ndarray]:
     """``F @ T`` for turns ``F`` of +-angle about each principal axis of the moved source, through
-    its centroid, and for shifts of +-``shifts`` along those axes."""
+    its centroid, and for shifts of +-``shifts`` along those axes.
+    """
     moved = source_points @ T[:3, :3].T + T[:3, 3]
     c = moved.mean(axis=0)
     _, vecs = np.linalg.eigh(np.cov((moved - c).T))
@@ -138,7 +145,8 @@ class _Target:
     """A target cloud's preprocessing: spacing, noise, and per working voxel its down-sampled and
     full-resolution :class:`Cloud` (normals, k-d tree) and FPFH features. Kept for a read-only
     target array (:func:`_prepared_target`), so registering many scans onto one reference
-    prepares the reference once."""
+    prepares the reference once.
+    """
 
     def __init__(self, target):
         self.points, self.normals = as_cloud_array(target, name="target")
@@ -188,7 +196,8 @@ class _Target:
 
 def _prepared_target(target) -> _Target:
     """The :class:`_Target` of ``target``; kept with a read-only numpy array
-    (:func:`.cloud.readonly_memo`), prepared afresh for anything else."""
+    (:func:`.cloud.readonly_memo`), prepared afresh for anything else.
+    """
     memo = readonly_memo(target)
     prep = memo.get("registration_target") if memo is not None else None
     if prep is None:

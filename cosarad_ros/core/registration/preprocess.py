@@ -69,7 +69,8 @@ def default_voxel_size(points, *, voxels_per_diagonal: float = VOXELS_PER_DIAGON
 
 def point_spacing(points, *, sample: int = 2000, seed: int = 0) -> float:
     """Median distance from a point to its nearest neighbour (on a random subset of ``sample``
-    points), i.e. the sampling density of the cloud."""
+    points), i.e. the sampling density of the cloud.
+    """
     pts = as_points(points, min_points=2)
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(pts), size=min(sample, len(pts)), replace=False)
@@ -83,7 +84,8 @@ def estimate_noise(points, *, k: int = 16, sample: int = 2000, seed: int = 0) ->
     """Surface noise of a scan: square root of the median smallest eigenvalue of the covariance of
     each point's ``k`` nearest neighbours (the spread across the local tangent plane; Pauly, Gross
     & Kobbelt, "Efficient simplification of point-sampled surfaces", IEEE Vis 2002), evaluated on a
-    random subset of ``sample`` points. Curvature adds to it on sparse clouds, so it errs high."""
+    random subset of ``sample`` points. Curvature adds to it on sparse clouds, so it errs high.
+    """
     pts = as_points(points, min_points=4)
     k = int(min(max(k, 4), len(pts)))
     rng = np.random.default_rng(seed)

@@ -197,7 +197,8 @@ REFINERS: dict[str, type[Refiner]] = {
 
 def make_refiner(config: str | dict | Refiner) -> Refiner:
     """Build a refiner from a name (``"point_to_plane"``), a dict ``{"method": name, **kwargs}``
-    or pass an instance through."""
+    or pass an instance through.
+    """
     if isinstance(config, Refiner):
         return config
     if isinstance(config, str):

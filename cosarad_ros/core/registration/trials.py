@@ -73,7 +73,8 @@ def make_trial(dense_surface, target, rng: np.random.Generator, *, noise: float 
 
 def pose_error(estimate, truth, points) -> tuple[float, float]:
     """``(max point displacement over points, rotation error in degrees)`` between two
-    ``(4, 4)`` transforms (scale-normalised for the angle)."""
+    ``(4, 4)`` transforms (scale-normalised for the angle).
+    """
     E = np.asarray(estimate, dtype=np.float64)
     G = np.asarray(truth, dtype=np.float64)
     pts = as_points(points)

@@ -13,9 +13,18 @@ arguments::
 Types: ``motioncam`` (structured light), ``ruler`` (laser line profiler), ``genicam`` (any
 GenTL camera through harvesters), ``replay`` (PCD/PLY/XYZ/mesh files, rosbag2 MCAP).
 """
-from .base import (DEFAULT_FRAME_ID, Sensor, SensorError, SensorFrame, SensorNotConnectedError,
-                   SensorNotFoundError, SensorTimeoutError, make_sensor, register_sensor,
-                   sensor_types)
+from .base import (
+    DEFAULT_FRAME_ID,
+    Sensor,
+    SensorError,
+    SensorFrame,
+    SensorNotConnectedError,
+    SensorNotFoundError,
+    SensorTimeoutError,
+    make_sensor,
+    register_sensor,
+    sensor_types,
+)
 from .scene import RayHits, SimulatedScene, default_viewpoint
 from .simulated import LaserProfilerSensor, SimulatedSensor, StructuredLightSensor, height_map_to_points
 

@@ -34,8 +34,15 @@ import numpy as np
 
 from cosarad_ros.core.geometry import as_transform, transform_points
 
-from .base import (DEFAULT_FRAME_ID, Sensor, SensorError, SensorFrame, SensorNotFoundError,
-                   SensorTimeoutError, register_sensor)
+from .base import (
+    DEFAULT_FRAME_ID,
+    Sensor,
+    SensorError,
+    SensorFrame,
+    SensorNotFoundError,
+    SensorTimeoutError,
+    register_sensor,
+)
 
 __all__ = ["GenICamSensor", "Scan3dCalibration", "range_to_points", "find_producers",
            "DISTANCE_UNITS", "RANGE_FORMATS"]

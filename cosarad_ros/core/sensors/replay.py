@@ -21,8 +21,7 @@ import numpy as np
 from cosarad_ros.core import io as cio
 from cosarad_ros.core.geometry import as_transform, transform_points
 
-from .base import (DEFAULT_FRAME_ID, Sensor, SensorFrame, SensorNotFoundError, SensorTimeoutError,
-                   register_sensor)
+from .base import DEFAULT_FRAME_ID, Sensor, SensorFrame, SensorNotFoundError, SensorTimeoutError, register_sensor
 
 __all__ = ["ReplaySensor", "load_cloud_file", "POINT_EXTENSIONS", "MESH_EXTENSIONS"]
 

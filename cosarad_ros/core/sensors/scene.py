@@ -210,7 +210,8 @@ class SimulatedScene:
                         fixture_radius: float = 0.05) -> "SimulatedScene":
         """The default cell of ``urdf/cosarad_cell.urdf.xacro``: a table whose top is the world
         plane ``z = table_top_z`` and a cylindrical fixture standing on it; the part goes on the
-        fixture with :meth:`place_part`. All sizes in metres."""
+        fixture with :meth:`place_part`. All sizes in metres.
+        """
         import trimesh
 
         if fixture_height <= 0 or fixture_radius <= 0:
@@ -286,7 +287,8 @@ class SimulatedScene:
     @staticmethod
     def resting_pose(mesh, *, table_top_z: float = 0.0, xy=(0.0, 0.0), rotation=None) -> np.ndarray:
         """Pose that puts the (rotated) mesh's lowest point on ``z = table_top_z`` with its
-        bounding-box centre above ``xy``. ``rotation``: optional ``(3, 3)`` applied first."""
+        bounding-box centre above ``xy``. ``rotation``: optional ``(3, 3)`` applied first.
+        """
         v, _ = as_mesh_arrays(mesh)
         R = np.eye(3) if rotation is None else np.asarray(rotation, dtype=np.float64)
         w = v @ R.T

@@ -36,8 +36,7 @@ import numpy as np
 
 from cosarad_ros.core.geometry import as_transform
 
-from .base import (DEFAULT_FRAME_ID, Sensor, SensorFrame, SensorNotFoundError,
-                   SensorTimeoutError, register_sensor)
+from .base import DEFAULT_FRAME_ID, Sensor, SensorFrame, SensorNotFoundError, SensorTimeoutError, register_sensor
 from .scene import PART, SimulatedScene, default_viewpoint
 
 __all__ = ["SimulatedSensor", "StructuredLightSensor", "LaserProfilerSensor", "depth_noise_sigma"]
@@ -48,7 +47,8 @@ _MAX_RAYS_PER_CAST = 2_000_000
 def depth_noise_sigma(z, sigma_ref: float, z_ref: float, exponent: float = 2.0) -> np.ndarray:
     """Standard deviation of the depth noise at depth ``z``: ``sigma_ref * (z / z_ref) ** exponent``.
 
-    ``exponent = 2`` is the triangulation law (disparity noise -> depth noise grows with z^2)."""
+    ``exponent = 2`` is the triangulation law (disparity noise -> depth noise grows with z^2).
+    """
     z = np.asarray(z, dtype=np.float64)
     return sigma_ref * np.power(np.maximum(z, 0.0) / z_ref, exponent)
 
@@ -181,7 +181,8 @@ class SimulatedSensor(Sensor):
     @abc.abstractmethod
     def default_pose(self, target=None) -> np.ndarray:
         """Pose from which this device sees ``target`` (default: the scene's part) at its
-        working distance. Subclasses choose the viewing direction."""
+        working distance. Subclasses choose the viewing direction.
+        """
 
     @abc.abstractmethod
     def _simulate(self, pose: np.ndarray, rng: np.random.Generator, stamp: float) -> SensorFrame:
@@ -306,7 +307,8 @@ class StructuredLightSensor(SimulatedSensor):
 
     def default_pose(self, target=None, *, elevation_deg: float = 60.0, azimuth_deg: float = -90.0) -> np.ndarray:
         """Look at ``target`` (default: the scene's part) from ``working_distance``, from above
-        at ``elevation_deg``."""
+        at ``elevation_deg``.
+        """
         tgt = self.scene if target is None else target
         if isinstance(tgt, SimulatedScene) and not tgt.has(PART) and not tgt.object_names:
             return default_viewpoint(np.zeros(3), self.working_distance, elevation_deg=90.0)
@@ -524,7 +526,8 @@ class LaserProfilerSensor(SimulatedSensor):
     def default_pose(self, target=None) -> np.ndarray:
         """Start pose of a linear scan centred on ``target`` (default: the scene's part): the
         sensor looks straight down (world -z) from ``working_distance`` above the target's
-        centre, the laser line along world x, moving along world -y across the target."""
+        centre, the laser line along world x, moving along world -y across the target.
+        """
         tgt = self.scene if target is None else target
         if isinstance(tgt, SimulatedScene):
             if not tgt.object_names:

@@ -1,5 +1,6 @@
 """Building blocks of the rules: surface variation, DBSCAN clustering, circle fits and the 2D
-alpha-shape boundary."""
+alpha-shape boundary.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -79,7 +80,8 @@ def fit_circle(xy, *, iterations: int = 20) -> tuple[np.ndarray, float, float]:
 def fit_circle_robust(xy, *, min_points: int = 6, floor: float = 0.0, rounds: int = 4
                       ) -> tuple[np.ndarray, float, float, np.ndarray]:
     """:func:`fit_circle` with iterative rejection of points farther than
-    ``max(3 x rms, floor)`` from the circle. Returns ``(centre, radius, rms, kept mask)``."""
+    ``max(3 x rms, floor)`` from the circle. Returns ``(centre, radius, rms, kept mask)``.
+    """
     p = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
     keep = np.ones(len(p), dtype=bool)
     c, r, rms = fit_circle(p)

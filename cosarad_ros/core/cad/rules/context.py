@@ -1,5 +1,6 @@
 """What the rules share: the per-scan :class:`InspectionContext`, the :class:`Rule` interface and
-two helpers that make findings and measure their elongation."""
+two helpers that make findings and measure their elongation.
+"""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -33,7 +34,8 @@ class InspectionContext:
 
     def eps(self, eps: float | None, factor: float = 3.0, idx: np.ndarray | None = None) -> float:
         """DBSCAN radius: ``eps`` when given, else ``factor`` x the point spacing where the
-        candidates ``idx`` lie (faces seen obliquely are sampled more sparsely)."""
+        candidates ``idx`` lie (faces seen obliquely are sampled more sparsely).
+        """
         if eps is not None:
             return float(eps)
         sp = self.spacing
@@ -62,7 +64,8 @@ def _elongation(sub: np.ndarray) -> tuple[float, float, float]:
 
 class Rule(ABC):
     """A defect rule: ``find(ctx) -> list of DefectFinding`` (hole rules also append their
-    measurements to ``ctx.hole_measurements``)."""
+    measurements to ``ctx.hole_measurements``).
+    """
 
     name = "rule"
 

@@ -1,5 +1,6 @@
 """The dent rule: clusters of noise-normalised deviation (dents inward, bulges outward, and long
-narrow inward clusters as scratches)."""
+narrow inward clusters as scratches).
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -86,7 +87,8 @@ class DentRule(Rule):
 
     def _link_grooves(self, ctx: InspectionContext, clusters: list[np.ndarray]) -> list[np.ndarray]:
         """Join inward clusters within ``scratch_link`` of each other when their union is a groove
-        (a narrow scratch is seen in pieces, and a short piece alone looks like a small dent)."""
+        (a narrow scratch is seen in pieces, and a short piece alone looks like a small dent).
+        """
         clusters = [c for c in clusters]
         inward = [bool(np.median(ctx.deviation[c]) < 0) for c in clusters]
         merged = True

@@ -1,5 +1,6 @@
 """The hole rule: each nominal hole of the model measured from 2D projections (entry boundary
-and wall circle fits) against its position and diameter tolerances."""
+and wall circle fits) against its position and diameter tolerances.
+"""
 from __future__ import annotations
 
 import numpy as np

@@ -1,6 +1,7 @@
 """Running the rules: the rule registry (:data:`RULES`), :class:`RuleBasedInspector` (rules in
 order, then scratch merging and attribution to unmeasured holes), :func:`hole_allowances` and
-:func:`detect_defects`."""
+:func:`detect_defects`.
+"""
 from __future__ import annotations
 
 from typing import Mapping, Sequence
@@ -78,7 +79,8 @@ class RuleBasedInspector:
     def _attribute_to_holes(ctx: InspectionContext, findings: list[DefectFinding]) -> list[DefectFinding]:
         """A dent, bulge or scratch lying mostly in the column of a hole the hole rule could not measure
         (seen too obliquely) is that hole deviating from the CAD: report one ``hole`` finding at
-        the hole's nominal centre instead."""
+        the hole's nominal centre instead.
+        """
         unmeasured = [m.hole for m in ctx.hole_measurements if not m.observed]
         if not unmeasured:
             return findings
@@ -121,7 +123,8 @@ class RuleBasedInspector:
 
     def _merge_scratches(self, ctx: InspectionContext, findings: list[DefectFinding]) -> list[DefectFinding]:
         """Join scratch findings (from any rule) that continue each other: closer than
-        ``merge_distance`` and still long and narrow together (a groove seen in pieces)."""
+        ``merge_distance`` and still long and narrow together (a groove seen in pieces).
+        """
         if self.merge_distance <= 0:
             return findings
         scratches = [f for f in findings if f.type == "scratch"]
@@ -154,7 +157,8 @@ class RuleBasedInspector:
         """Apply the rules. ``transform`` ``(4, 4)`` maps the scan into the model frame;
         ``allowances`` maps hole names to ``(position, diameter)`` [m] added to the hole rule's
         tolerances (the measurement uncertainty of that hole in this cell; ``inf``: do not judge
-        it, see :func:`hole_allowances`)."""
+        it, see :func:`hole_allowances`).
+        """
         pts = as_points(scan, name="scan", min_points=10)
         if transform is not None:
             pts = transform_points(transform, pts)

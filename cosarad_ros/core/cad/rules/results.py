@@ -1,5 +1,6 @@
 """What the rules report: :class:`DefectFinding` (one defect), :class:`HoleMeasurement` (one
-nominal hole) and :class:`DefectReport` (a whole scan)."""
+nominal hole) and :class:`DefectReport` (a whole scan).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

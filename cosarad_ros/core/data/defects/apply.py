@@ -1,5 +1,6 @@
 """Applying defects: the registry of defect models (:data:`DEFECT_MODELS`),
-:func:`apply_defect` (point clouds) and :func:`apply_defect_to_mesh` (meshes)."""
+:func:`apply_defect` (point clouds) and :func:`apply_defect_to_mesh` (meshes).
+"""
 from __future__ import annotations
 
 from dataclasses import replace

@@ -1,5 +1,6 @@
 """What every defect model builds on: the surface sample defects are placed on, the size draw, and
-the model base classes (:class:`DefectModel`, :class:`DisplacementDefect`, :class:`RegionDefect`)."""
+the model base classes (:class:`DefectModel`, :class:`DisplacementDefect`, :class:`RegionDefect`).
+"""
 from __future__ import annotations
 
 import abc
@@ -74,7 +75,8 @@ def _sizes(kind, rng, surface: _Surface, size: Mapping[str, float], max_rel_size
 # --------------------------------------------------------------------------------------------
 class DefectModel:
     """One kind of defect. ``moves`` models implement :meth:`displacement`; ``removes``
-    models implement :meth:`cutter`. :meth:`place` draws a location and sizes."""
+    models implement :meth:`cutter`. :meth:`place` draws a location and sizes.
+    """
 
     kind: str = ""
     moves: bool = True

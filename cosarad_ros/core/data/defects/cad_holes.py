@@ -1,5 +1,6 @@
 """CAD hole deviations (``hole_position``, ``hole_diameter``): one hole of a procedural part
-moved or resized, with the changed material as the labelling region."""
+moved or resized, with the changed material as the labelling region.
+"""
 from __future__ import annotations
 
 import numpy as np

@@ -29,18 +29,21 @@ class _Bump(DisplacementDefect):
 
 class Bulge(_Bump):
     """Smooth bump ``h (1 - (r/R)^2)^2`` pushed out along the surface normal."""
+
     kind, sign, depth_key = "bulge", 1.0, "height"
 
 
 class Sink(_Bump):
     """Smooth dent ``h (1 - (r/R)^2)^2`` pushed in along the surface normal (an impact)."""
+
     kind, sign, depth_key = "sink", -1.0, "depth"
 
 
 class Scratch(DisplacementDefect):
     """Straight groove along a tangent: parabolic cross-section of width ``w`` and depth ``d``,
     tapered over one width at both ends; confined to the face it starts on (normal weight and a
-    2 mm band along the normal)."""
+    2 mm band along the normal).
+    """
 
     kind = "scratch"
 
@@ -75,7 +78,8 @@ class Scratch(DisplacementDefect):
 
 class Bend(DisplacementDefect):
     """The part beyond a plane is bent by ``angle_deg`` about an axis in that plane; the angle
-    ramps up smoothly over a ``zone`` (a bend radius), so the surface stays continuous."""
+    ramps up smoothly over a ``zone`` (a bend radius), so the surface stays continuous.
+    """
 
     kind = "bend"
 

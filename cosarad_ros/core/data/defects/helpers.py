@@ -1,6 +1,7 @@
 """Small geometry helpers of the defect models: distances to triangle meshes (Open3D ray
 casting), tangent frames, smooth weights, rotations, and :func:`refine_mesh_near`, the local
-conforming refinement that gives a coarse mesh small triangles where a defect will act."""
+conforming refinement that gives a coarse mesh small triangles where a defect will act.
+"""
 from __future__ import annotations
 
 import math
@@ -57,7 +58,8 @@ def _smoothstep(x):
 
 def _normal_weight(normals, n0, lo_deg: float = 80.0, hi_deg: float = 50.0) -> np.ndarray:
     """1 where the surface normal is within ``hi_deg`` of ``n0``, 0 beyond ``lo_deg``, smooth in
-    between (keeps a defect on the face it was put on, off back faces)."""
+    between (keeps a defect on the face it was put on, off back faces).
+    """
     c = np.asarray(normals) @ np.asarray(n0)
     lo, hi = math.cos(math.radians(lo_deg)), math.cos(math.radians(hi_deg))
     return _smoothstep((c - lo) / (hi - lo))
@@ -72,7 +74,8 @@ def _rotation_about(axis, angle) -> np.ndarray:
 
 def _rotate_batch(x, axis, angles) -> np.ndarray:
     """Rotate rows of ``x`` about the unit ``axis`` (through the origin) by per-row ``angles``
-    (Rodrigues' formula)."""
+    (Rodrigues' formula).
+    """
     a = np.asarray(axis, dtype=np.float64)
     c, s = np.cos(angles)[:, None], np.sin(angles)[:, None]
     return x * c + np.cross(a, x) * s + a * (x @ a)[:, None] * (1 - c)

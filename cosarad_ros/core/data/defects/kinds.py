@@ -1,5 +1,6 @@
 """The defect kinds (:data:`DEFECT_TYPES`, :data:`CAD_DEFECT_TYPES`) and their default size ranges
-(:data:`SIZE_RANGES_MM`)."""
+(:data:`SIZE_RANGES_MM`).
+"""
 from __future__ import annotations
 
 DEFECT_TYPES = ("bulge", "sink", "scratch", "crack", "hole", "bend", "broken")

@@ -1,5 +1,6 @@
 """Records of applied defects: :class:`DefectRecord` (what was done to a part, and how to label
-any later scan of it) and :class:`DefectResult` (a defect applied to a point cloud)."""
+any later scan of it) and :class:`DefectResult` (a defect applied to a point cloud).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -92,7 +93,8 @@ class DefectRecord:
     def to_dict(self, *, transform=None, scale: float = 1.0) -> dict:
         """JSON-friendly summary. ``transform`` (4x4, part frame -> file frame) and ``scale``
         (metres -> file units) map ``centre`` / ``normal`` / ``direction`` and the sizes into a
-        written file's frame and units; ``angle_deg`` is never scaled."""
+        written file's frame and units; ``angle_deg`` is never scaled.
+        """
         c = np.asarray(self.centre, dtype=np.float64)
         n = np.asarray(self.normal, dtype=np.float64)
         d = np.asarray(self.direction, dtype=np.float64)

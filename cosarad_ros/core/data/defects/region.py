@@ -1,6 +1,7 @@
 """Defect models that remove material inside a closed cutter solid (``removes`` kinds: crack,
 hole, broken), and the two ways of cutting it out of a mesh (CSG subtraction, or deleting the
-faces inside the cutter)."""
+faces inside the cutter).
+"""
 from __future__ import annotations
 
 import math
@@ -24,7 +25,8 @@ def _local_relief(p, surface: _Surface, radius: float) -> tuple[float, float]:
 
 def _extrude_polygon(poly_uv, p, z_lo: float, z_hi: float):
     """Closed prism: polygon in the (direction, binormal) plane at the centre, from ``z_lo`` to
-    ``z_hi`` along the normal. Returns a trimesh (metres)."""
+    ``z_hi`` along the normal. Returns a trimesh (metres).
+    """
     import manifold3d as m3d
 
     from ..parts import manifold_to_trimesh
@@ -42,7 +44,8 @@ def _extrude_polygon(poly_uv, p, z_lo: float, z_hi: float):
 
 class Crack(RegionDefect):
     """A thin slot that wanders (two random sine components) and tapers to points at both ends,
-    cut ``depth`` deep below the local surface."""
+    cut ``depth`` deep below the local surface.
+    """
 
     kind = "crack"
 
@@ -94,7 +97,8 @@ class HoleDefect(RegionDefect):
 
 class Broken(RegionDefect):
     """A chunk broken off near an extremity: a rough sphere (radius varying by about +-15 %)
-    centred just outside the surface at a point far from the centroid."""
+    centred just outside the surface at a point far from the centroid.
+    """
 
     kind = "broken"
 
@@ -128,7 +132,8 @@ class Broken(RegionDefect):
 
 def _csg_subtract(mesh, cutter):
     """``(mesh - cutter, mesh & cutter)`` with manifold3d, or None when either is not a closed
-    manifold or the cutter misses the part. The second mesh is the removed material."""
+    manifold or the cutter misses the part. The second mesh is the removed material.
+    """
     from ..parts import manifold_to_trimesh, trimesh_to_manifold
 
     try:
