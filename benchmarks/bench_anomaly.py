@@ -114,7 +114,8 @@ def main(argv=None) -> int:
     summary = {"data": os.path.abspath(args.data), "max_tests": args.max_tests, "models": models, "methods": {}}
     for method in ([] if args.timing_only else [m for m in args.methods.split(",") if m]):
         t0 = time.perf_counter()
-        doc, res = evaluate_benchmark(data, method=method, models=models if method in ("cosarad", "global-bank") else None,
+        doc, res = evaluate_benchmark(data, method=method,
+                                      models=models if method in ("cosarad", "global-bank") else None,
                                       out_dir=os.path.join(args.out, method), detector_config=cfg, cache_dir=cache,
                                       progress=False, print_fn=None)
         summary["methods"][method] = {"mean": doc["mean"], "classes": doc["classes"],

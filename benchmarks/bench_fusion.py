@@ -114,10 +114,12 @@ def main(argv=None) -> int:
             v["ratio"] = v["median_s"] / base
         rows.append(row)
         print(f"{fam:<14} {row['views']} views {row['points']:>7} points  " + "  ".join(
-            f"tol {k}: {v['median_s']:.2f} s (x{v['ratio']:.2f}, residual {v['residual_mm']:.4f} mm, moved {v['moved_um']:.1f} um)"
+            f"tol {k}: {v['median_s']:.2f} s (x{v['ratio']:.2f}, residual {v['residual_mm']:.4f} mm, "
+            f"moved {v['moved_um']:.1f} um)"
             for k, v in row["settings"].items()), flush=True)
     ratios = {k: float(np.median([r["settings"][k]["ratio"] for r in rows])) for k in rows[0]["settings"]}
-    print("median ratio to icp_tolerance " + f"{args.compare[0]:g}: " + ", ".join(f"{k}: x{v:.2f}" for k, v in ratios.items()))
+    print("median ratio to icp_tolerance " + f"{args.compare[0]:g}: "
+          + ", ".join(f"{k}: x{v:.2f}" for k, v in ratios.items()))
     write_record(args.record, "bench_fusion", {"compare": args.compare, "repeats": args.repeats, "rows": rows,
                                                "median_ratio": ratios}, argv=argv)
     return 0

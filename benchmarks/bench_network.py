@@ -154,7 +154,8 @@ def main(argv=None) -> int:
               f"{r['epoch_s']:8.1f} s", flush=True)
     base = rows[0]
     for r in rows[1:]:
-        print(f"{r['backbone']} / {base['backbone']}: features x{r['features_s_per_scan'] / base['features_s_per_scan']:.1f}, "
+        print(f"{r['backbone']} / {base['backbone']}: "
+              f"features x{r['features_s_per_scan'] / base['features_s_per_scan']:.1f}, "
               f"train step x{r['train_step_s'] / base['train_step_s']:.1f}")
     write_record(args.record, "bench_network", {"device": where, "torch": torch.__version__, "rows": rows},
                  argv=argv, also=[args.json] if args.json else [])

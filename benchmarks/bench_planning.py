@@ -148,7 +148,8 @@ def main(argv=None) -> int:
     G, R = np.median(curves_g, axis=0), np.median(curves_r, axis=0)
     print("coverage after k views (median over parts), greedy vs random:")
     for k in range(args.kmax):
-        print(f"  k={k + 1:>2}: greedy {100 * G[k]:5.1f} %   random {100 * R[k]:5.1f} %   ratio {G[k] / max(R[k], 1e-9):.2f}")
+        print(f"  k={k + 1:>2}: greedy {100 * G[k]:5.1f} %   random {100 * R[k]:5.1f} %   "
+              f"ratio {G[k] / max(R[k], 1e-9):.2f}")
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -163,7 +163,7 @@ def write_record(path: str | os.PathLike, benchmark: str, figures: Mapping[str, 
 
 
 def _plain(x):
-    """numpy scalars / arrays, paths and other numbers as JSON values."""
+    """NumPy scalars / arrays, paths and other numbers as JSON values."""
     if hasattr(x, "tolist"):
         return x.tolist()
     if isinstance(x, os.PathLike):

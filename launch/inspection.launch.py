@@ -54,8 +54,10 @@ def generate_launch_description():
         launch_arguments={k: LaunchConfiguration(v) for k, v in args.items()}.items())
     common = {"namespace": "namespace", "use_sim_time": "use_sim_time"}
     return LaunchDescription([
-        DeclareLaunchArgument("scanner", default_value="sim", description="Sensor backend: sim | genicam | topic | replay"),
-        DeclareLaunchArgument("part", default_value="", description="Simulated part mesh placed on the fixture (metres)"),
+        DeclareLaunchArgument("scanner", default_value="sim",
+                              description="Sensor backend: sim | genicam | topic | replay"),
+        DeclareLaunchArgument("part", default_value="",
+                              description="Simulated part mesh placed on the fixture (metres)"),
         DeclareLaunchArgument("cad_library", default_value="~/.ros/cosarad_cad_library",
                               description="CAD library folder: <label>.stl|ply|obj (+ <label>.yaml metadata)"),
         DeclareLaunchArgument("use_moveit", default_value="false",
@@ -65,7 +67,8 @@ def generate_launch_description():
         DeclareLaunchArgument("turntable", default_value="", description="The fixture carries a turntable "
                               "(true | false; empty: config/viewpoint_planner_node.yaml's)"),
         DeclareLaunchArgument("rviz", default_value="true", description="Start RViz with the inspection display"),
-        DeclareLaunchArgument("method", default_value="deviation", description="Anomaly detector: deviation | cosarad | fpfh | global-bank"),
+        DeclareLaunchArgument("method", default_value="deviation",
+                              description="Anomaly detector: deviation | cosarad | fpfh | global-bank"),
         DeclareLaunchArgument("namespace", default_value="", description="Namespace of every node of the cell"),
         DeclareLaunchArgument("scanner_name", default_value="scanner_node", description="Node name of the scanner"),
         DeclareLaunchArgument("use_sim_time", default_value="false",
@@ -74,7 +77,8 @@ def generate_launch_description():
         include("viewpoint_planner.launch.py", {"use_moveit": "use_moveit", "executor": "executor",
                                                 "turntable": "turntable", "cad_library": "cad_library", **common}),
         OpaqueFunction(function=_analysis_nodes),
-        Node(package="rviz2", executable="rviz2", name="rviz2", namespace=LaunchConfiguration("namespace"), output="log",
+        Node(package="rviz2", executable="rviz2", name="rviz2", namespace=LaunchConfiguration("namespace"),
+             output="log",
              arguments=["-d", os.path.join(share, "config", "rviz", "inspection.rviz")],
              parameters=[{"use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool)}],
              condition=IfCondition(LaunchConfiguration("rviz"))),

@@ -79,6 +79,7 @@ def generate_launch_description():
         DeclareLaunchArgument("part", default_value="", description="Simulated part mesh file (metres)"),
         DeclareLaunchArgument("replay_path", default_value="", description="Recording to replay (scanner:=replay)"),
         DeclareLaunchArgument("cti_path", default_value="", description="GenTL producer .cti (scanner:=genicam)"),
-        DeclareLaunchArgument("input_topic", default_value="", description="PointCloud2 topic to relay (scanner:=topic)"),
+        DeclareLaunchArgument("input_topic", default_value="",
+                              description="PointCloud2 topic to relay (scanner:=topic)"),
         OpaqueFunction(function=_node),
     ])

@@ -209,7 +209,8 @@ def test_weak_triplet_anchors_are_cut_to_the_positive_support():
     classes = toy_benchmark(1, seed=3, n_templates=3, n_good=2, n_bad=1, points=3000)
     base = dict(weak_per_class=40, weak_scan_positive=1.0, min_positive_coverage=0.1, centres_per_defect=0, seed=1)
     whole = build_triplets(classes, TripletConfig(**base), progress=False).patches.astype(np.float32)
-    cut = build_triplets(classes, TripletConfig(**base, anchor_support_crop=1.0), progress=False).patches.astype(np.float32)
+    cut = build_triplets(classes, TripletConfig(**base, anchor_support_crop=1.0),
+                         progress=False).patches.astype(np.float32)
 
     def reach(trip):  # farthest anchor row from the positive, patch units
         a, p = trip[0, :, :3], trip[1, :, :3]

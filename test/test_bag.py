@@ -22,7 +22,8 @@ from ros_utils import RosHarness  # noqa: E402
 
 
 def _result(i):
-    m = InspectionResult(part_id=f"part-{i}", part_type="flange", verdict=i % 3, verdict_text=["PASS", "FAIL", "INCONCLUSIVE"][i % 3])
+    m = InspectionResult(part_id=f"part-{i}", part_type="flange", verdict=i % 3,
+                         verdict_text=["PASS", "FAIL", "INCONCLUSIVE"][i % 3])
     m.scored_cloud = xyz_to_pointcloud2(np.full((10, 3), i, np.float32), frame_id="part", scores=np.arange(10))
     m.defects = [Defect(type="bulge", score=float(i), point_count=3)]
     return m

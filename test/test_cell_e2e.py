@@ -108,7 +108,9 @@ def test_cell_passes_good_fails_defective_and_survives_faults(tmp_path):
     # detection quality: the good part passes, the bulged one fails with a defect at the bulge
     assert ok.verdict_text == "PASS", f"good part: {ok.reason} (score {ok.object_score:.3g}, thr {ok.threshold:.3g})"
     assert ko.verdict_text == "FAIL", f"bulged part: {ko.reason} (score {ko.object_score:.3g})"
-    assert dists and min(dists) < 0.015, (f"no defect within 15 mm of the bulge: {[(round(d, 4), x.type, round(x.score, 2)) for d, x in zip(dists, ko.defects)]}; "
+    assert dists and min(dists) < 0.015, (
+        "no defect within 15 mm of the bulge: "
+        f"{[(round(d, 4), x.type, round(x.score, 2)) for d, x in zip(dists, ko.defects)]}; "
         f"registration fitness {ko.registration_fitness:.3f}")
 
     # the in-process cell (core objects, no DDS; what `cosarad cell-eval` runs) judges the same

@@ -25,7 +25,8 @@ def _random_struct(shape, rng, order="<"):
             arr[name] = rng.normal(size=arr[name].shape)
         else:
             info = np.iinfo(base)
-            arr[name] = rng.integers(info.min, info.max, size=arr[name].shape, endpoint=True, dtype=base.newbyteorder("="))
+            arr[name] = rng.integers(info.min, info.max, size=arr[name].shape, endpoint=True,
+                                     dtype=base.newbyteorder("="))
     return arr
 
 
@@ -117,7 +118,8 @@ def _cloud(**kw):
     (dict(width=11, row_step=132), "expected row_step * height = 132 * 1"),
     (dict(row_step=12), "row_step 12 < point_step"),
     (dict(point_step=8), "does not fit in point_step"),
-    (dict(fields=[PointField(name="x", offset=0, datatype=7, count=1), PointField(name="y", offset=4, datatype=7, count=1),
+    (dict(fields=[PointField(name="x", offset=0, datatype=7, count=1),
+                  PointField(name="y", offset=4, datatype=7, count=1),
                   PointField(name="z", offset=8, datatype=99, count=1)]), "field 'z' has unknown datatype 99"),
     (dict(fields=[PointField(name="x", offset=0, datatype=7, count=1)]), "no field(s) y, z"),
     (dict(fields=[]), "no field(s) x, y, z (fields: none)"),

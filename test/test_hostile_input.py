@@ -409,8 +409,8 @@ def test_manager_notices_a_scanner_that_stops_answering(corpus_root):
     work = corpus_root / "manager"
     work.mkdir()
     scanner = NodeProcess("scanner_node", {"sensor_type": "topic", "topic.input": "/hostile/points",
-                                           "topic.timeout": 90.0, "autostart": True}, work / "scanner.log", env=_env(ROS_LOG_DIR=work),
-                          namespace="/stalled")
+                                           "topic.timeout": 90.0, "autostart": True}, work / "scanner.log",
+                          env=_env(ROS_LOG_DIR=work), namespace="/stalled")
     cloud = cloud_msg(box_points(2000) + np.array([0.0, 0.0, 0.3]), frame_id="camera")
     try:
         with RosHarness() as ros:

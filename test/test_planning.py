@@ -85,7 +85,8 @@ def test_procedural_parts_are_covered_by_reachable_collision_free_views(cell, fa
     _check_plan(cell, mesh, plan, sensor)
     # the fixture hides the bottom face: it is not visible at all, so not in the target
     bottom = plan.samples.normals[:, 2] < -0.99
-    assert bottom.any() and not np.isin(np.flatnonzero(bottom), np.concatenate([v.visible_indices for v in plan.views])).any()
+    assert bottom.any() and not np.isin(np.flatnonzero(bottom),
+                                        np.concatenate([v.visible_indices for v in plan.views])).any()
     assert plan.visible_fraction < 1.0
     assert set(plan.to_dict()) >= {"coverage", "views", "planning_time", "joint_names"}
 
@@ -112,7 +113,8 @@ def test_greedy_needs_fewer_views_than_random_sampling(cell):
 
 def test_part_out_of_reach_is_a_clear_error():
     far = CellModel.default({"fixture_x": 2.2, "table_center_x": 1.0, "table_size_x": 3.0})
-    with pytest.raises(UnreachablePartError, match=r"part 'part' at \(2\.20, 0\.00, 0\.12\) m in 'world' is out of reach"):
+    with pytest.raises(UnreachablePartError,
+                       match=r"part 'part' at \(2\.20, 0\.00, 0\.12\) m in 'world' is out of reach"):
         plan_views(_procedural("bracket"), cell=far, **FAST)
 
 

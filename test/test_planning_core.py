@@ -357,7 +357,8 @@ def test_moveit_config_and_guarded_import(cell):
     assert (chain.get("base_link"), chain.get("tip_link")) == ("base_link", "sensor_optical_frame")
     home = {j.get("name"): float(j.get("value")) for j in srdf.findall("group_state/joint")}
     assert list(home) == list(cell.arm_joint_names)
-    disabled = {frozenset((d.get("link1"), d.get("link2"))): d.get("reason") for d in srdf.findall("disable_collisions")}
+    disabled = {frozenset((d.get("link1"), d.get("link2"))): d.get("reason")
+                for d in srdf.findall("disable_collisions")}
     assert disabled[frozenset(("forearm_link", "wrist_1_link"))] == "Adjacent"
     assert disabled[frozenset(("floor", "table"))] == "Never"
     assert frozenset(("upper_arm_link", "table")) not in disabled

@@ -35,7 +35,7 @@ def _mesh_distance(vertices, faces, points):
 
 
 def _segment_hits_box(p0, p1, lo, hi, shrink=1e-4):
-    """Slab test: does the open segment p0 -> p1 pass through the box [lo, hi] (shrunk a bit)?"""
+    """Slab test: whether the open segment p0 -> p1 passes through the box [lo, hi] (shrunk a bit)."""
     lo, hi = np.asarray(lo) + shrink, np.asarray(hi) - shrink
     d = p1 - p0
     with np.errstate(divide="ignore", invalid="ignore"):

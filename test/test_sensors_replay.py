@@ -92,7 +92,8 @@ def test_pointcloud2_decoding_handles_padding_float64_and_big_endian():
     arr["x"], arr["y"], arr["z"] = pts.T
     row = arr.tobytes() + b"\0" * 8            # row padding
     msg = SimpleNamespace(height=1, width=3, point_step=32, row_step=104, is_bigendian=True,
-                          fields=[SimpleNamespace(name=c, offset=8 * i, datatype=8, count=1) for i, c in enumerate("xyz")],
+                          fields=[SimpleNamespace(name=c, offset=8 * i, datatype=8, count=1)
+                                  for i, c in enumerate("xyz")],
                           data=row)
     cols = pointcloud2_dict_to_arrays(msg)
     np.testing.assert_array_equal(cols["x"], pts[:, 0])

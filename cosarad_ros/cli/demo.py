@@ -106,7 +106,7 @@ def run(args) -> int:
     cell = SimulatedCell(scenario.cad_dir, part_pose=[*p, *q], seed=args.seed, method=args.method,
                          n_templates=args.templates, work_dir=out)
     bag = BagWriter(out / "inspection_results")
-    outcomes, rows = [], []
+    outcomes = []
     recorded = threading.Semaphore(0)
 
     def save():

@@ -1,8 +1,9 @@
 """``cosarad eval``: evaluate an anomaly detector on a benchmark folder.
 
-Writes ``OUT/metrics.json`` (schema in :func:`~cosarad_ros.core.anomaly.evaluation.write_metrics`), ``OUT/roc.png`` (object and point ROC curves per
-class), ``OUT/maps/*.png`` (anomaly maps of the top-scoring defective scans and the top-scoring
-good scan of each class) and prints a per-class table.
+Writes ``OUT/metrics.json`` (schema in :func:`~cosarad_ros.core.anomaly.evaluation.write_metrics`),
+``OUT/roc.png`` (object and point ROC curves per class), ``OUT/maps/*.png`` (anomaly maps of the
+top-scoring defective scans and the top-scoring good scan of each class) and prints a per-class
+table.
 
 Honest protocol: with ``--model`` given several times (one model per fold), each class is scored
 by a model that did not see it in training; classes every model saw are skipped unless

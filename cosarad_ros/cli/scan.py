@@ -29,17 +29,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sensor", choices=("motioncam", "ruler"), default="motioncam",
                         help="simulated device (default: motioncam)")
     parser.add_argument("--pose", nargs=7, type=float, metavar=("X", "Y", "Z", "QX", "QY", "QZ", "QW"),
-                        help="sensor optical-frame pose in the part frame (default: the device's working-distance view)")
+                        help="sensor optical-frame pose in the part frame "
+                             "(default: the device's working-distance view)")
     parser.add_argument("--frame", choices=("part", "sensor"), default="part",
                         help="frame of the written points (default: part)")
     parser.add_argument("--out", required=True, help=f"output cloud ({', '.join(_FORMATS)})")
-    parser.add_argument("--scale", type=float, default=1.0, help="multiply mesh coordinates (0.001 for millimetre files)")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="multiply mesh coordinates (0.001 for millimetre files)")
     parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
-    parser.add_argument("--table", action="store_true", help="put a table under the part (its top at the part's lowest z)")
+    parser.add_argument("--table", action="store_true",
+                        help="put a table under the part (its top at the part's lowest z)")
     parser.add_argument("--part-only", action="store_true", help="keep only points on the part (drop table hits)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="sensor constructor argument, e.g. --set noise_sigma=0 --set resolution=[560,400]")
-    parser.add_argument("--preview", metavar="PNG", help="also write a PNG: depth image (motioncam) or height map (ruler)")
+    parser.add_argument("--preview", metavar="PNG",
+                        help="also write a PNG: depth image (motioncam) or height map (ruler)")
 
 
 def _parse_value(text: str):

@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="points per template (default 40000)")
     parser.add_argument("--defects", default=",".join(DEFECT_TYPES),
                         help="comma-separated defect types to cycle through (default: "
-                             f"{','.join(DEFECT_TYPES)}; also: {','.join(t for t in ALL_DEFECT_TYPES if t not in DEFECT_TYPES)})")
+                             f"{','.join(DEFECT_TYPES)}; also: "
+                             f"{','.join(t for t in ALL_DEFECT_TYPES if t not in DEFECT_TYPES)})")
     parser.add_argument("--procedural-fraction", type=float, default=0.5,
                         help="share of procedural CAD classes; the rest are package meshes (default 0.5)")
     parser.add_argument("--noise", type=float, default=0.03, help="scan noise sigma in mm (default 0.03)")

@@ -103,5 +103,6 @@ def _wire_box(ax, centre, extent):
     corners = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)]) * h + centre
     for i in range(8):
         for j in range(i + 1, 8):
-            if np.sum(np.abs(np.array(divmod(i, 4)[0:1] + divmod(i % 4, 2)) - np.array(divmod(j, 4)[0:1] + divmod(j % 4, 2)))) == 1:
+            if np.sum(np.abs(np.array(divmod(i, 4)[0:1] + divmod(i % 4, 2))
+                             - np.array(divmod(j, 4)[0:1] + divmod(j % 4, 2)))) == 1:
                 ax.plot(*zip(corners[i], corners[j]), color="k", lw=1.2)

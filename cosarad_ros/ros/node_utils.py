@@ -1,7 +1,7 @@
 """Shared plumbing for the cosarad_ros nodes (convention: every node class takes ``**node_kwargs``
-forwarded to ``rclpy.node.Node.__init__``, so tests can pass ``context=`` and ``parameter_overrides=``): typed, described, validated parameters; QoS
-profiles; guarded callbacks; ``/diagnostics``; core ``warnings`` routed to ``/rosout``; and a
-``main`` helper.
+forwarded to ``rclpy.node.Node.__init__``, so tests can pass ``context=`` and
+``parameter_overrides=``): typed, described, validated parameters; QoS profiles; guarded
+callbacks; ``/diagnostics``; core ``warnings`` routed to ``/rosout``; and a ``main`` helper.
 
 Every node class derives from :class:`GuardedCallbacks` (before ``Node`` / ``LifecycleNode``):
 each service, subscription and timer callback it creates goes through :func:`guard`, so one

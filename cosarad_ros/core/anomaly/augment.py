@@ -70,7 +70,8 @@ def edge_crop(patch: np.ndarray, rng: np.random.Generator, *, n_spheres: int, ra
     return pts
 
 
-def augment_triplets(triplets: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig = AugmentConfig()) -> np.ndarray:
+def augment_triplets(triplets: np.ndarray, rng: np.random.Generator,
+                     cfg: AugmentConfig = AugmentConfig()) -> np.ndarray:
     """Augment a batch of triplets.
 
     Args:

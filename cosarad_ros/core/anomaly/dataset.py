@@ -329,7 +329,8 @@ def register_class(cls: ClassData, *, attempts: int = 3, seed: int = 0, cache_di
         """(transform, ok, chamfer) of one cloud, cached per (cloud, reference) pair."""
         path = None
         if cache_dir:
-            path = os.path.join(cache_dir, f"{ref_key}-{_cloud_hash([points])}-a{attempts}-s{seed}-v{ALIGN_VERSION}.npz")
+            path = os.path.join(cache_dir,
+                                f"{ref_key}-{_cloud_hash([points])}-a{attempts}-s{seed}-v{ALIGN_VERSION}.npz")
             if os.path.isfile(path):
                 with np.load(path, allow_pickle=False) as z:
                     return z["T"], bool(z["ok"]), float(z["chamfer"])

@@ -620,7 +620,8 @@ class AnomalyDetector(PartRegistry):
         from .align import ALIGN_VERSION
 
         h = hashlib.sha1()
-        params = {"v": CACHE_VERSION, "align": ALIGN_VERSION, "method": self.method, "extractor": self.extractor.fingerprint(),
+        params = {"v": CACHE_VERSION, "align": ALIGN_VERSION, "method": self.method,
+                  "extractor": self.extractor.fingerprint(),
                   "patch_radius": self.patch_radius, "patch_radius_rel": self.patch_radius_rel,
                   "num_patches": self.num_patches, "patch_points": self.patch_points, "min_std": self.min_std,
                   "aggregator": self.aggregator, "top_k": self.top_k, "far": self.false_alarm_rate,
@@ -698,7 +699,8 @@ class AnomalyDetector(PartRegistry):
             regs.append(t.astype(np.float32))
         need = 3 if self.bank_kind == "local" else 2
         if len(regs) < need:
-            raise ValueError(f"only {len(regs)} template(s) of '{part_type}' registered onto the reference; need {need}")
+            raise ValueError(f"only {len(regs)} template(s) of '{part_type}' registered onto the reference; "
+                             f"need {need}")
         from .visibility import estimate_normals
 
         normals = ([estimate_normals(t) for t in regs] if self.partial_scans or self.uses_deviation
@@ -815,7 +817,8 @@ class AnomalyDetector(PartRegistry):
         tmp = path + ".tmp.npz"
         np.savez_compressed(tmp, meta=np.array(json.dumps(meta)), reference=pb.reference, centres=pb.centres,
                             features=pb.bank.features, valid=pb.bank.valid, loo=pb.loo_scores,
-                            templates=np.concatenate(pb.templates), template_len=np.array([len(t) for t in pb.templates]),
+                            templates=np.concatenate(pb.templates),
+                            template_len=np.array([len(t) for t in pb.templates]),
                             template_nn=np.concatenate(pb.template_nn), counts=pb.counts,
                             view_reference=pb.view_reference, groups=pb.groups,
                             template_normals=(np.concatenate(pb.template_normals) if pb.template_normals

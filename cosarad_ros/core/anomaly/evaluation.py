@@ -247,8 +247,8 @@ def evaluate_class(detector, cls: ClassData, *, registered: RegisteredClass | No
                              threshold=thr)
     model = getattr(getattr(detector, "extractor", None), "path", None)  # None: no learned model
     return ClassResult(cls.name, auroc(obj, lab), p_auc, int((~lab).sum()), int(lab.sum()), obj, lab, tuple(names),
-                       model, float(np.median(times)), (ps[sel], pl[sel]), (pb.threshold, getattr(pb, "patch_threshold", pb.threshold)),
-                       failed)
+                       model, float(np.median(times)), (ps[sel], pl[sel]),
+                       (pb.threshold, getattr(pb, "patch_threshold", pb.threshold)), failed)
 
 
 def format_table(results: list[ClassResult], *, method: str = "") -> str:
@@ -266,7 +266,9 @@ def format_table(results: list[ClassResult], *, method: str = "") -> str:
 
 def write_metrics(path: str, results: list[ClassResult], *, method: str, models: list[str],
                   classes_seen: list[str], folds: list[dict] | None = None) -> dict:
-    """Write ``metrics.json`` and return it; its keys::
+    """Write ``metrics.json`` and return it.
+
+    Its keys::
 
         {"classes": {"<class>": {"o_auroc", "p_auroc", "n_good", "n_bad"}},
          "mean": {"o_auroc", "p_auroc"}, "method", "model", "classes_seen_in_training"}

@@ -51,7 +51,8 @@ class MemoryBank(abc.ABC):
     def _check(self, test, test_valid):
         t = np.asarray(test, dtype=np.float32)
         if t.shape != (self.num_locations, self.features.shape[2]):
-            raise ValueError(f"test features must have shape {(self.num_locations, self.features.shape[2])}, got {t.shape}")
+            raise ValueError(f"test features must have shape {(self.num_locations, self.features.shape[2])}, "
+                             f"got {t.shape}")
         tv = np.ones(len(t), dtype=bool) if test_valid is None else np.asarray(test_valid, dtype=bool)
         return t, tv
 

@@ -193,7 +193,9 @@ def point_scores_from_patches(points, centres, scores, *, sigma: float, cutoff: 
 def add_point_deviation(point_scores, deviation, *, weight: float = 1.0, tolerance: float = 0.25e-3,
                         clip: float = 4.0) -> np.ndarray:
     """Per-point score plus the point's deviation from the templates in tolerance units (an
-    addition to the paper)::
+    addition to the paper).
+
+    ::
 
         s'(p) = s(p) + weight * min(dev(p) / tolerance, clip)
 

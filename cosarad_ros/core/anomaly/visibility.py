@@ -82,7 +82,8 @@ def hpr_visible(points: np.ndarray, camera: np.ndarray, *, radius_factor: float 
     return m
 
 
-def coverage_mask(reference: np.ndarray, scan: np.ndarray, tol: float, *, scan_tree: cKDTree | None = None) -> np.ndarray:
+def coverage_mask(reference: np.ndarray, scan: np.ndarray, tol: float, *,
+                  scan_tree: cKDTree | None = None) -> np.ndarray:
     """Reference points with a scan point within ``tol`` (``scan_tree``: a prebuilt tree of ``scan``)."""
     d, _ = (scan_tree if scan_tree is not None else cKDTree(scan)).query(reference, k=1, distance_upper_bound=tol,
                                                                        workers=-1)

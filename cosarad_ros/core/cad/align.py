@@ -380,9 +380,9 @@ class BoxIcpAligner(Aligner):
 
         A round part (two equal box extents) hardly turns under ICP about its axis (only small
         features such as bolt holes resist), so the turn is first searched all around, in
-        3-degree and then 0.5-degree steps, on a few hundred points. A last Tukey-weighted ICP step (Zhang, IVC 1997) is kept when it
-        fits the median better, so that a deviating region (a moved bore, a dent) does not pull
-        the part off.
+        3-degree and then 0.5-degree steps, on a few hundred points. A last Tukey-weighted ICP
+        step (Zhang, IVC 1997) is kept when it fits the median better, so that a deviating region
+        (a moved bore, a dent) does not pull the part off.
 
         Returns:
             :class:`Alignment`.

@@ -22,11 +22,11 @@ Metadata (every key optional)::
 
 ``centre`` is the point where the hole axis meets the surface the hole is drilled into (the entry
 face), ``axis`` is the drilling direction (into the material, default ``[0, 0, -1]``), as in
-``cosarad_ros.core.data.parts.Part.metadata()``; other keys are kept but not interpreted. Lengths are converted to metres on loading, so
-:class:`CadModel` is always in metres. New models are added at run time with
-:meth:`CadLibrary.add`, which copies the mesh into the folder and writes the YAML next to it, so
-the next classification (in this process or after a restart) already knows the new type: the
-classifier is training-free (Kwon et al., Electronics 2025, sec. 3.5).
+``cosarad_ros.core.data.parts.Part.metadata()``; other keys are kept but not interpreted. Lengths
+are converted to metres on loading, so :class:`CadModel` is always in metres. New models are added
+at run time with :meth:`CadLibrary.add`, which copies the mesh into the folder and writes the YAML
+next to it, so the next classification (in this process or after a restart) already knows the new
+type: the classifier is training-free (Kwon et al., Electronics 2025, sec. 3.5).
 """
 from __future__ import annotations
 

@@ -174,7 +174,7 @@ def synth_parts(config: SynthConfig) -> list[Part]:
 
 
 def _file_scale(config: SynthConfig, part: Part) -> float:
-    """metres -> file units."""
+    """Scale from metres to file units."""
     if config.layout == "real3d":
         return 1.0 / LAYOUT_UNITS["real3d"][1]
     return 1.0 / float(np.max(part.extents))

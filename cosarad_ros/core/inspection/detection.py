@@ -155,7 +155,8 @@ class PartInspector:
         self.sources = list(sources)
         self.cache_dir = cache_dir
         self.min_points = int(min_points)
-        self.min_fitness, self.min_coverage, self.min_quality = float(min_fitness), float(min_coverage), float(min_quality)
+        self.min_fitness, self.min_coverage, self.min_quality = (float(min_fitness), float(min_coverage),
+                                                                 float(min_quality))
         self.rules = None
         if rules is None or len(rules):
             from cosarad_ros.core.cad.rules import RuleBasedInspector

@@ -156,7 +156,8 @@ class InspectionRun:
     fused: np.ndarray | None = None
 
 
-def run_inspection(cell: Cell, *, part_id: str, part_type: str = "", min_fitness: float = 0.5, min_points: int = 200, progress=None) -> InspectionRun:
+def run_inspection(cell: Cell, *, part_id: str, part_type: str = "", min_fitness: float = 0.5, min_points: int = 200,
+                   progress=None) -> InspectionRun:
     """Run one inspection through ``cell``.
 
     Args:
@@ -178,7 +179,7 @@ def run_inspection(cell: Cell, *, part_id: str, part_type: str = "", min_fitness
     classified = registered = fused = None
 
     def acquire(plan_for: str, lo: float, hi: float, *, envelope=None, earlier=()) -> tuple[np.ndarray, list]:
-        """plan -> (move, scan) per view -> fuse (with the ``earlier`` scans); returns the fused
+        """Plan -> (move, scan) per view -> fuse (with the ``earlier`` scans); returns the fused
         cloud (part frame) and this acquisition's scans.
         """
         report("plan", lo)

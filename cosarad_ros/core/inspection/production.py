@@ -27,8 +27,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 __all__ = ["CellPart", "CellScenario", "Variation", "make_cell_scenario", "make_production_run",
-           "make_part_type", "visible_from_above", "seen_from_above", "graded_sizes", "DEFAULT_FAMILIES", "DEFAULT_DEFECTS",
-           "EVAL_TYPES", "EVAL_DEFECTS", "GRADED_SIZES_MM", "GROSS_SIZES_MM", "SIZE_PRESETS",
+           "make_part_type", "visible_from_above", "seen_from_above", "graded_sizes", "DEFAULT_FAMILIES",
+           "DEFAULT_DEFECTS", "EVAL_TYPES", "EVAL_DEFECTS", "GRADED_SIZES_MM", "GROSS_SIZES_MM", "SIZE_PRESETS",
            "severity_of"]
 
 DEFAULT_FAMILIES = ("flange", "bracket", "pocket_block")

@@ -466,7 +466,7 @@ class CellModel:
 
     # ------------------------------------------------------------------------------------------
     def geometry_model(self):
-        """pinocchio ``GeometryModel`` of the collision geometry (cached; meshes resolved with
+        """The pinocchio ``GeometryModel`` of the collision geometry (cached; meshes resolved with
         :attr:`package_dirs`).
         """
         if self._geom_model is None:

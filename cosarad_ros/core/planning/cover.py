@@ -181,7 +181,8 @@ class IlpCover:
         cons = [LinearConstraint(link, -np.inf, 0.0),
                 LinearConstraint(np.concatenate([np.zeros(V), a])[None, :], target_area, np.inf),
                 LinearConstraint(np.concatenate([np.ones(V), np.zeros(G)])[None, :], 0,
-                                 len(greedy.chosen) if self.max_views <= 0 else min(len(greedy.chosen), self.max_views))]
+                                 len(greedy.chosen) if self.max_views <= 0
+                                 else min(len(greedy.chosen), self.max_views))]
         integrality = np.concatenate([np.ones(V), np.zeros(G)])
         res = milp(c, constraints=cons, integrality=integrality, bounds=Bounds(0, 1),
                    options={"time_limit": self.time_limit, "disp": False})

@@ -1,13 +1,14 @@
 """Built-in execution of planned views: collision-checked joint paths, time-parameterised.
 
 A move is a sequence of point-to-point segments: direct, through the home configuration, or an
-RRT-Connect path when those collide (:func:`~cosarad_ros.core.planning.motion.plan_joint_path`). Every segment follows one synchronised trapezoidal velocity
-profile of a path parameter ``s`` in [0, 1]: all joints start and stop together, and the
-profile's velocity and acceleration limits are the tightest ones over the joints, so no joint
-exceeds its own limits (the "phase-synchronised PTP" of industrial controllers; Biagiotti &
-Melchiorri, "Trajectory Planning for Automatic Machines and Robots", Springer 2008, ch. 3.2 and
-5.1). The result is sampled at ``dt`` into a :class:`JointTrajectory` the ROS node turns into
-``trajectory_msgs/JointTrajectory`` and plays back as ``sensor_msgs/JointState``.
+RRT-Connect path when those collide (:func:`~cosarad_ros.core.planning.motion.plan_joint_path`).
+Every segment follows one synchronised trapezoidal velocity profile of a path parameter ``s`` in
+[0, 1]: all joints start and stop together, and the profile's velocity and acceleration limits
+are the tightest ones over the joints, so no joint exceeds its own limits (the
+"phase-synchronised PTP" of industrial controllers; Biagiotti & Melchiorri, "Trajectory Planning
+for Automatic Machines and Robots", Springer 2008, ch. 3.2 and 5.1). The result is sampled at
+``dt`` into a :class:`JointTrajectory` the ROS node turns into ``trajectory_msgs/JointTrajectory``
+and plays back as ``sensor_msgs/JointState``.
 """
 from __future__ import annotations
 
@@ -200,7 +201,8 @@ class BuiltinExecutor:
         if waypoints is not None:
             W = np.asarray(waypoints, dtype=np.float64)
             if (W.ndim == 2 and len(W) >= 2 and np.allclose(W[0], qs, atol=1e-6) and np.allclose(W[-1], qg, atol=1e-6)
-                    and all(self.checker.segment_free(a, b, max_step_rad=self.check_step) for a, b in zip(W[:-1], W[1:]))):
+                    and all(self.checker.segment_free(a, b, max_step_rad=self.check_step)
+                            for a, b in zip(W[:-1], W[1:]))):
                 wps = W
         if wps is None:
             wps = plan_joint_path(self.checker, qs, qg, via=(cell.home,), check_step=self.check_step)

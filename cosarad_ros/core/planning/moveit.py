@@ -83,7 +83,8 @@ def cell_srdf(cell, checker=None, *, group: str = DEFAULT_GROUP) -> str:
     return '<?xml version="1.0"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
-def moveit_config(cell, *, srdf: str | None = None, group: str = DEFAULT_GROUP, planner_id: str = "RRTConnectkConfigDefault",
+def moveit_config(cell, *, srdf: str | None = None, group: str = DEFAULT_GROUP,
+                  planner_id: str = "RRTConnectkConfigDefault",
                   planning_time: float = 5.0, velocity_scaling: float = 0.5, acceleration_scaling: float = 0.5,
                   joint_state_topic: str = "/joint_states",
                   controller: str = "scaled_joint_trajectory_controller") -> dict:

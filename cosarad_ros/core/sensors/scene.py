@@ -381,7 +381,8 @@ def default_viewpoint(target, working_distance: float, *, elevation_deg: float =
         center = b.mean(axis=0)
     else:
         arr = None
-        if not hasattr(target, "vertices") and not hasattr(target, "vertex") and not isinstance(target, (str, os.PathLike, tuple)):
+        if (not hasattr(target, "vertices") and not hasattr(target, "vertex")
+                and not isinstance(target, (str, os.PathLike, tuple))):
             arr = np.asarray(target, dtype=np.float64)
         if arr is not None and arr.shape == (3,):
             center = arr

@@ -213,7 +213,8 @@ class HoleRule(Rule):
         h = rel @ a
         rho = np.linalg.norm(rel - h[:, None] * a, axis=1)
         depth = hole.depth or hole.diameter
-        return np.flatnonzero((rho < radius) & (h > -depth - 2 * ctx.spacing) & (h < 2 * ctx.spacing + 3 * ctx.noise_sigma))
+        return np.flatnonzero((rho < radius) & (h > -depth - 2 * ctx.spacing)
+                              & (h < 2 * ctx.spacing + 3 * ctx.noise_sigma))
 
     def find(self, ctx: InspectionContext) -> list[DefectFinding]:
         out = []
