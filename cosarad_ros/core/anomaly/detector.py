@@ -25,25 +25,37 @@ tighter than those of real partial scans. The good-patch scores are summarised r
 quantile of the object score of a good part with ``n_eff`` scored patches (Monte Carlo for the
 top-k aggregators; for ``max`` that is ``median + z sigma`` with ``z = Phi^-1((1 - a)^(1 / n_eff))``).
 The same ``median + z sigma`` is the per-patch / per-point threshold that delimits defects.
+
+Layout: this module defines :class:`AnomalyDetector` and re-exports the shared types and helpers of
+:mod:`.parts` (:class:`AnomalyScore`, :class:`DefectRegion`, :class:`PartBank`, :class:`PartRegistry`,
+:func:`calibrate_threshold`, :func:`find_defect_regions`); the bank fitting and cache are in
+:mod:`.bank_fitting`, the template banks cut to a scan in :mod:`.view_matching`.
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import os
-import re
 import time
 import warnings
-from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.spatial import cKDTree
 
 from ..geometry import as_points, transform_points
+from . import bank_fitting, view_matching
+from .bank_fitting import CACHE_VERSION as CACHE_VERSION
 from .features import PatchFeatureExtractor, make_extractor
-from .memory_bank import MemoryBank, make_bank
-from .patches import extract_patches, farthest_point_sampling, resolve_patch_radius, uniform_keys
+from .parts import (
+    MIN_SCAN_POINTS,
+    AnomalyScore,
+    DefectRegion,
+    PartBank,
+    PartRegistry,
+    _check_slides,
+    _safe_name,
+    calibrate_threshold,
+    find_defect_regions,
+)
+from .patches import extract_patches, uniform_keys
 from .scoring import AGGREGATORS, add_point_deviation, aggregate, point_scores_from_patches
 
 __all__ = ["DefectRegion", "AnomalyScore", "PartBank", "AnomalyDetector", "METHODS", "calibrate_threshold",
@@ -52,342 +64,9 @@ __all__ = ["DefectRegion", "AnomalyScore", "PartBank", "AnomalyDetector", "METHO
 #: method name -> (feature extractor, memory bank kind)
 METHODS = {"cosarad": ("cosarad", "local"), "fpfh": ("fpfh", "local"), "global-bank": ("cosarad", "global")}
 
-#: the fewest points a scan (or template) may have
-MIN_SCAN_POINTS = 50
-
 #: how templates are cropped to a partial scan before comparing (``template_crop``)
 TEMPLATE_CROPS = ("support", "views")
 RESAMPLERS = ("random", "uniform")
-
-CACHE_VERSION = 5
-
-
-@dataclass(frozen=True)
-class DefectRegion:
-    """One connected group of anomalous scan points.
-
-    Attributes:
-        centroid: ``(3,)`` mean of its points, template (part) frame [m].
-        extent: ``(3,)`` axis-aligned size of its points, template frame [m].
-        score: the largest point score in the region.
-        point_count: number of points.
-        indices: ``(K,)`` indices into the scored scan.
-        kind: what the detector can tell of it (``bulge``: material added, ``sink``: material
-            removed or pushed in; ``anomaly`` when it cannot tell).
-    """
-
-    centroid: np.ndarray
-    extent: np.ndarray
-    score: float
-    point_count: int
-    indices: np.ndarray
-    kind: str = "anomaly"
-
-
-@dataclass(frozen=True)
-class AnomalyScore:
-    """Result of :meth:`AnomalyDetector.score`.
-
-    Attributes:
-        point_scores: ``(N,)`` per-point anomaly scores, in the order of the input scan.
-        object_score: object-level score.
-        threshold: decision threshold on ``object_score`` (calibrated per part type).
-        is_anomalous: ``object_score > threshold``.
-        transform: ``(4, 4)`` scan frame -> template (part) frame.
-        chamfer: one-sided Chamfer distance scan -> reference after registration [m].
-        patch_centres: ``(P, 3)`` patch centres in the template frame.
-        patch_scores: ``(P,)`` patch scores (NaN: patch not scored, e.g. not seen by a partial scan).
-        defects: connected regions of points above ``point_threshold``, highest score first.
-        point_threshold: the per-point / per-patch threshold used for ``defects``.
-        registration_ok: the registration passed its checks (when False, scores are unreliable).
-        timings: seconds per stage (``register``, ``patches``, ``features``, ``view_matching``,
-            ``scoring``, ``total``).
-        coverage: share of the reference template the registered scan covers.
-    """
-
-    point_scores: np.ndarray
-    object_score: float
-    threshold: float
-    is_anomalous: bool
-    transform: np.ndarray
-    chamfer: float
-    patch_centres: np.ndarray
-    patch_scores: np.ndarray
-    defects: tuple[DefectRegion, ...] = ()
-    point_threshold: float = float("nan")
-    registration_ok: bool = True
-    timings: dict = field(default_factory=dict)
-    coverage: float = 1.0
-
-
-@dataclass(frozen=True)
-class PartBank:
-    """Everything the detector keeps per part type (and caches on disk).
-
-    Attributes:
-        part_type: the label.
-        reference: ``(M, 3)`` float32 reference template (registration target), template frame.
-        centres: ``(P, 3)`` patch centres.
-        radius: patch radius ``R`` [m].
-        bank: the memory bank of template features.
-        threshold: object-score threshold.
-        patch_threshold: per-patch / per-point threshold.
-        loo_scores: ``(G, P)`` leave-one-out patch scores of the templates.
-        key: cache key (method, extractor, parameters, template data).
-        templates: the ``G`` registered (thinned) templates behind the first ``G`` bank columns.
-        counts: ``(P, G')`` raw points of each bank member's patch.
-        view_reference: ``(K, 3)`` thinned reference used to estimate a scan's views.
-        template_nn: per template, the index of each point's nearest ``view_reference`` point.
-        groups: ``(G',)`` the template each bank column comes from: the ``G`` full templates
-            first, then ``bank_views`` simulated partial views of each.
-        template_normals: unoriented normals of ``templates``; view_normals: of ``view_reference``.
-        template_dev: per template, each point's leave-one-out deviation from the other templates
-            [m] (:mod:`.surfaces`); only for extractors with ``"xyz+deviation"`` inputs, else empty.
-    """
-
-    part_type: str
-    reference: np.ndarray
-    centres: np.ndarray
-    radius: float
-    bank: MemoryBank
-    threshold: float
-    patch_threshold: float
-    loo_scores: np.ndarray
-    key: str
-    templates: tuple = ()
-    counts: np.ndarray | None = None
-    view_reference: np.ndarray | None = None
-    template_nn: tuple = ()
-    groups: np.ndarray | None = None
-    template_normals: tuple = ()
-    view_normals: np.ndarray | None = None
-    template_dev: tuple = ()
-
-
-def calibrate_threshold(loo_scores, *, aggregator: str = "max", top_k: int = 3, n_eff: int = 128,
-                        false_alarm_rate: float = 0.01, draws: int = 4000, seed: int = 0) -> tuple[float, float]:
-    """Object and patch thresholds from good-patch scores only (see module docstring).
-
-    Args:
-        loo_scores: good-patch scores (any shape; NaNs ignored), e.g. leave-one-out template scores.
-        aggregator, top_k: how object scores are formed.
-        n_eff: scored patches expected per scan.
-        false_alarm_rate: accepted probability that a good part exceeds the object threshold.
-
-    Returns:
-        ``(object_threshold, patch_threshold)``.
-    """
-    from scipy.stats import norm
-
-    s = np.asarray(loo_scores, dtype=np.float64).ravel()
-    s = s[np.isfinite(s)]
-    if s.size < 3:
-        raise ValueError("need at least 3 finite good-patch scores to calibrate a threshold")
-    if not 0 < false_alarm_rate < 1:
-        raise ValueError(f"false_alarm_rate must be in (0, 1), got {false_alarm_rate}")
-    n_eff = max(int(n_eff), 1)
-    med = float(np.median(s))
-    sig = float(1.4826 * np.median(np.abs(s - med)))
-    if sig <= 0:
-        sig = float(s.std()) or 1e-6
-    z = float(norm.ppf((1.0 - false_alarm_rate) ** (1.0 / n_eff)))
-    patch_thr = med + z * sig
-    if aggregator == "max":
-        return patch_thr, patch_thr
-    rng = np.random.default_rng(seed)
-    sims = rng.normal(med, sig, size=(draws, n_eff))
-    k = min(top_k, n_eff)
-    top = -np.partition(-sims, k - 1, axis=1)[:, :k]
-    obj = top.sum(1) if aggregator == "topk_sum" else top.mean(1)
-    return float(np.quantile(obj, 1.0 - false_alarm_rate)), patch_thr
-
-
-def find_defect_regions(points, scores, threshold: float, *, link_distance: float,
-                        min_points: int = 10) -> tuple[DefectRegion, ...]:
-    """Connected components (points closer than ``link_distance``) of points scoring above
-    ``threshold``; regions smaller than ``min_points`` are dropped. Highest score first.
-    """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    pts = np.asarray(points, dtype=np.float64)
-    sc = np.asarray(scores, dtype=np.float64)
-    hot = np.nonzero(np.isfinite(sc) & (sc > threshold))[0]
-    if hot.size < max(min_points, 1):
-        return ()
-    hp = pts[hot]
-    pairs = cKDTree(hp).query_pairs(link_distance, output_type="ndarray")
-    n = len(hp)
-    g = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n)) if len(pairs) else \
-        coo_matrix((n, n))
-    _, labels = connected_components(g, directed=False)
-    regions = []
-    for lab in np.unique(labels):
-        members = hot[labels == lab]
-        if members.size < min_points:
-            continue
-        p = pts[members]
-        regions.append(DefectRegion(centroid=p.mean(0), extent=p.max(0) - p.min(0),
-                                    score=float(sc[members].max()), point_count=int(members.size),
-                                    indices=members.astype(np.int64)))
-    regions.sort(key=lambda r: -r.score)
-    return tuple(regions)
-
-
-def _safe_name(s: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", s)[:80] or "part"
-
-
-def _check_slides(value) -> float:
-    """``symmetry_slides``: 0 (off) or a ratio in (0, 1]."""
-    v = float(value)
-    if not (np.isfinite(v) and 0.0 <= v <= 1.0):
-        raise ValueError(f"symmetry_slides must be in [0, 1] (0 = off), got {value}")
-    return v
-
-
-class PartRegistry:
-    """Per-part-type banks of a detector: ``self._parts`` maps a part type to its bank; needs
-    ``seed``, ``max_template_points``, ``register`` and ``registration_attempts`` attributes
-    (shared by every detector kind).
-    """
-
-    _parts: dict
-
-    @classmethod
-    def from_config(cls, config: dict | None = None):
-        """Build from a dict whose keys are the constructor's arguments (unknown keys are refused;
-        ``method`` is accepted by detectors whose constructor does not take it).
-        """
-        import inspect
-
-        cfg = dict(config or {})
-        allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}
-        if "method" not in allowed:
-            cfg.pop("method", None)
-        unknown = sorted(set(cfg) - allowed)
-        if unknown:
-            raise ValueError(f"unknown {cls.__name__} config keys {unknown}; allowed: {sorted(allowed)}")
-        return cls(**cfg)
-
-    def has_part(self, part_type: str) -> bool:
-        return part_type in self._parts
-
-    def parts(self) -> list[str]:
-        return sorted(self._parts)
-
-    def part_bank(self, part_type: str):
-        if part_type not in self._parts:
-            known = ", ".join(self.parts()) or "none"
-            raise ValueError(f"unknown part type '{part_type}': fit its templates first (known: {known})")
-        return self._parts[part_type]
-
-    def _align(self, source: np.ndarray, target: np.ndarray, *, symmetry: bool = True):
-        """Register ``source`` onto ``target`` (retries, lowest Chamfer; :func:`.align.align_to_reference`).
-
-        The target goes in as a read-only float64 copy kept per target array, so the registration
-        prepares a part type's reference (k-d tree, samples, normals, features) once, not per scan.
-        ``symmetry=False`` skips the reference-only symmetry step (the detector's
-        ``symmetry_check`` then tests the same poses against all templates).
-        """
-        from .align import align_to_reference
-
-        return align_to_reference(source, self._readonly(target), attempts=self.registration_attempts,
-                                  seed=self.seed, symmetry=symmetry)
-
-    def _readonly(self, target: np.ndarray) -> np.ndarray:
-        """A read-only float64 copy of ``target``, kept per target array (work derived from it is
-        memoised by :func:`~cosarad_ros.core.registration.cloud.readonly_memo`).
-        """
-        cache = self.__dict__.setdefault("_readonly_refs", {})
-        hit = cache.get(id(target))
-        if hit is None or hit[0] is not target:
-            ro = np.array(target, dtype=np.float64, copy=True)
-            ro.flags.writeable = False
-            if len(cache) >= 32:
-                cache.clear()
-            hit = cache[id(target)] = (target, ro)
-        return hit[1]
-
-    def _check_symmetry(self, reference: np.ndarray, surfaces, points: np.ndarray, T: np.ndarray, *,
-                        min_gain: float, slides: float = 0.0) -> np.ndarray:
-        """``symmetry_check``: the pose among ``T`` (``points`` -> ``reference`` frame) and its
-        symmetric counterparts (:func:`.align.symmetry_candidates`) whose points lie closest to
-        all the templates: mean deviation (``surfaces()``, a zero-argument callable giving the
-        part's :class:`.surfaces.TemplateSurfaces`) capped at twice the templates' point spacing,
-        on 5000 scan points; the four candidates that score best on their coarse poses are
-        polished (:func:`.align.refine_pose`) and compared. ``T`` is kept unless another pose
-        is lower by more than ``min_gain`` (relative); a new pose is polished on the whole scan.
-        ``slides`` > 0 adds the slid placements of a small view (``symmetry_candidates``'
-        ``slides``).
-        """
-        from ..registration.cloud import readonly_memo
-        from .align import refine_pose, symmetry_candidates
-
-        ref = self._readonly(reference)
-        memo = readonly_memo(ref)
-        tree = memo.get("tree")
-        if tree is None:
-            tree = memo["tree"] = cKDTree(ref)
-        rng = np.random.default_rng([self.seed, 555])
-        sub = points if len(points) <= 5000 else points[rng.choice(len(points), 5000, replace=False)]
-        cands = symmetry_candidates(sub, ref, T, target_tree=tree, seed=self.seed, slides=slides or None)
-        if not len(cands):
-            return T
-        surf = surfaces()
-        cap = 2.0 * surf.allowance
-
-        def cost(M, pts=sub):
-            return float(np.minimum(surf.deviation(transform_points(M, pts)), cap).mean())
-
-        normals = memo.get("normals")
-        if normals is None:
-            from .visibility import estimate_normals
-
-            normals = memo["normals"] = estimate_normals(ref).astype(np.float64)
-        spacing = memo.get(("spacing", "symmetry_check"))
-        if spacing is None:
-            probe = ref[:: max(1, len(ref) // 2000)]
-            spacing = memo[("spacing", "symmetry_check")] = float(np.median(tree.query(probe, k=2)[0][:, 1]))
-        # rank the candidates cheaply (their coarse poses, 1000 points), polish the best four
-        quick = sorted(cands, key=lambda C: cost(C, sub[:1000]))[:4]
-        base = cost(T)
-        best, best_c = T, base
-        for C in quick:
-            C, _ = refine_pose(sub, ref, C, spacing=spacing, target_normals=normals, target_tree=tree, seed=self.seed,
-                               max_points=1500)
-            c = cost(C)
-            if c < best_c:
-                best, best_c = C, c
-        if best is T or best_c >= (1.0 - min_gain) * base:
-            return T
-        best, _ = refine_pose(points, ref, best, spacing=spacing, target_normals=normals, target_tree=tree,
-                              seed=self.seed)
-        return best
-
-    def _templates_on_reference(self, part_type: str, tmpl: list, *, aligned: bool):
-        """Yield ``(index, template)`` with every template in the first one's frame (registered
-        unless ``aligned`` or ``register`` is off); templates that do not register are skipped
-        with a warning.
-        """
-        ref = tmpl[0]
-        for g, t in enumerate(tmpl):
-            if g > 0 and self.register and not aligned:
-                res = self._align(t, ref)
-                if not res.ok:
-                    warnings.warn(f"template {g} of '{part_type}' did not register onto the reference "
-                                  f"({res.reason}); it is left out of the banks")
-                    continue
-                t = transform_points(res.transform, t)
-            yield g, t
-
-    def _thin(self, pts: np.ndarray, salt: int) -> np.ndarray:
-        """At most ``max_template_points`` of ``pts`` (random, reproducible per ``seed`` and ``salt``)."""
-        if len(pts) <= self.max_template_points:
-            return pts
-        sel = np.random.default_rng([self.seed, 1000 + salt]).choice(len(pts), self.max_template_points,
-                                                                     replace=False)
-        return pts[np.sort(sel)]
 
 
 class AnomalyDetector(PartRegistry):
@@ -616,29 +295,9 @@ class AnomalyDetector(PartRegistry):
         """Keyword arguments of :func:`.memory_bank.make_bank` from the detector's settings."""
         return {"min_std": self.min_std, "std_prior_weight": self.std_prior_weight}
 
-    def _cache_key(self, templates: list[np.ndarray]) -> str:
-        from .align import ALIGN_VERSION
-
-        h = hashlib.sha1()
-        params = {"v": CACHE_VERSION, "align": ALIGN_VERSION, "method": self.method,
-                  "extractor": self.extractor.fingerprint(),
-                  "patch_radius": self.patch_radius, "patch_radius_rel": self.patch_radius_rel,
-                  "num_patches": self.num_patches, "patch_points": self.patch_points, "min_std": self.min_std,
-                  "aggregator": self.aggregator, "top_k": self.top_k, "far": self.false_alarm_rate,
-                  "partial": self.partial_scans, "reg": self.registration_attempts, "register": self.register,
-                  "max_pts": self.max_template_points, "seed": self.seed,
-                  "view_points": self.view_points, "calibration_views": self.calibration_views,
-                  "bank_views": self.bank_views}
-        if self.template_crop != "views":  # keyed only when used: banks of the earlier default stay valid
-            params["template_crop"] = [self.template_crop, self.support_tolerance]
-        if self.resample != "random":  # keyed only when used
-            params["resample"] = self.resample
-        if self.std_prior_weight:  # keyed only when used: banks of the paper's scoring stay valid
-            params["std_prior_weight"] = self.std_prior_weight
-        h.update(json.dumps(params, sort_keys=True).encode())
-        for t in templates:
-            h.update(np.ascontiguousarray(t, dtype=np.float32).tobytes())
-        return h.hexdigest()
+    # methods bound from module functions that take the detector as ``self`` (:mod:`.bank_fitting`,
+    # :mod:`.view_matching`)
+    _cache_key = bank_fitting._cache_key
 
     # ------------------------------------------------------------------ fitting
     def fit(self, part_type: str, templates, *, cache_dir: str | None = None, progress: bool = False,
@@ -685,122 +344,8 @@ class AnomalyDetector(PartRegistry):
             self._save_bank(path, pb)
         return pb
 
-    def _build(self, part_type: str, tmpl: list[np.ndarray], key: str, *, progress: bool,
-               aligned: bool = False) -> PartBank:
-        from tqdm.auto import tqdm
-
-        ref = tmpl[0]
-        radius = resolve_patch_radius(ref, patch_radius=self.patch_radius, patch_radius_rel=self.patch_radius_rel)
-        sub = ref if len(ref) <= 20_000 else ref[self._rng(7).choice(len(ref), 20_000, replace=False)]
-        centres = sub[farthest_point_sampling(sub, self.num_patches)]
-        feats, valid, counts, regs = [], [], [], []
-        on_ref = self._templates_on_reference(part_type, tmpl, aligned=aligned)
-        for g, t in tqdm(on_ref, total=len(tmpl), desc=f"register {part_type}", disable=not progress, leave=False):
-            regs.append(t.astype(np.float32))
-        need = 3 if self.bank_kind == "local" else 2
-        if len(regs) < need:
-            raise ValueError(f"only {len(regs)} template(s) of '{part_type}' registered onto the reference; "
-                             f"need {need}")
-        from .visibility import estimate_normals
-
-        normals = ([estimate_normals(t) for t in regs] if self.partial_scans or self.uses_deviation
-                   else [None] * len(regs))
-        tdev = ()
-        if self.uses_deviation:
-            from .surfaces import TemplateSurfaces
-
-            tdev = tuple(d.astype(np.float32) for d in TemplateSurfaces.build(regs, normals).leave_one_out())
-        for g, t in enumerate(regs):
-            ps = self._cut(t, centres, radius=radius, num_points=self.patch_points, min_points=8,
-                           point_keys=self._template_keys(None, g, len(t), t),
-                           point_features=self._channel(tdev[g] if tdev else None, radius))
-            feats.append(self._features(ps))
-            valid.append(ps.valid)
-            counts.append(ps.counts)
-        groups = list(range(len(regs)))
-        if self.partial_scans and self.bank_views > 0:
-            # simulated partial views of every template join the bank, so the bank's own spread
-            # covers what a partial view does to a patch (an addition to the paper)
-            from .visibility import fibonacci_directions, visible_from
-
-            dirs = fibonacci_directions(4 * self.bank_views + 6)
-            for g, t in enumerate(regs):
-                c = 0.5 * (t.max(0) + t.min(0))
-                diag = float(np.linalg.norm(t.max(0) - t.min(0)))
-                pick = self._rng(300 + g).choice(len(dirs), self.bank_views, replace=False)
-                for v, k in enumerate(pick):
-                    seen = visible_from(t, normals[g], c + 1.5 * diag * dirs[k])
-                    ps = self._cut(t[seen], centres, radius=radius, num_points=self.patch_points,
-                                   min_points="partial", rng=self._rng(400 + 10 * g + v),
-                                   point_features=self._channel(tdev[g] if tdev else None, radius, seen))
-                    feats.append(self._features(ps))
-                    valid.append(ps.valid)
-                    counts.append(ps.counts)
-                    groups.append(g)
-        F = np.stack(feats, axis=1)  # (P, G', d)
-        V = np.stack(valid, axis=1)
-        bank = make_bank(self.bank_kind, F, V, **self._bank_args())
-        loo = bank.leave_one_out()
-        vref = sub[farthest_point_sampling(sub, self.view_points)].astype(np.float32)
-        tree = cKDTree(vref)
-        nn = tuple(tree.query(t, k=1)[1].astype(np.int32) for t in regs)
-        if self.partial_scans:
-            vnorm = normals[0][cKDTree(regs[0]).query(vref, k=1)[1]]
-            tnorm = tuple(normals)
-        else:
-            vnorm, tnorm = None, ()
-        pb = PartBank(part_type, ref.astype(np.float32), centres, float(radius), bank, np.nan, np.nan, loo, key,
-                      tuple(regs), np.stack(counts, axis=1), vref, nn, np.asarray(groups), tnorm, vnorm, tdev)
-        n_eff = self.num_patches // 2 if self.partial_scans else self.num_patches
-        if self.partial_scans and self.calibration_views > 0 and len(regs) >= need + 1:
-            loo, n_eff = self._partial_loo(pb)
-        thr, pthr = self._calibrate(loo, n_eff)
-        return dataclasses.replace(pb, threshold=thr, patch_threshold=pthr, loo_scores=loo)
-
-    def _partial_loo(self, pb: PartBank) -> tuple[np.ndarray, int]:
-        """Good-patch scores of simulated partial views of each template (hidden point removal from
-        ``calibration_views`` random directions) against a bank of the other templates, scored
-        exactly like a test scan (view matching included). Returns ``(scores (G * V, P), n_eff)``.
-        """
-        from .visibility import fibonacci_directions, visible_from
-
-        rng = self._rng(4242)
-        G = len(pb.templates)
-        groups = pb.groups if pb.groups is not None else np.arange(G)
-        rows, n_valid = [], []
-        for g in range(G):
-            keep = [i for i in range(G) if i != g]
-            rest = keep + [i for i in range(G, len(groups)) if groups[i] != g]  # full templates first
-            sub = dataclasses.replace(
-                pb, bank=make_bank(self.bank_kind, pb.bank.features[:, rest], pb.bank.valid[:, rest],
-                                   **self._bank_args()),
-                templates=tuple(pb.templates[i] for i in keep), counts=pb.counts[:, rest],
-                template_nn=tuple(pb.template_nn[i] for i in keep), groups=groups[rest],
-                template_normals=tuple(pb.template_normals[i] for i in keep) if pb.template_normals else (),
-                template_dev=tuple(pb.template_dev[i] for i in keep) if pb.template_dev else ())
-            t = pb.templates[g]
-            centre = 0.5 * (t.max(0) + t.min(0))
-            diag = float(np.linalg.norm(t.max(0) - t.min(0)))
-            dirs = fibonacci_directions(64)[rng.choice(64, self.calibration_views, replace=False)]
-            for d in dirs:
-                nrm = pb.template_normals[g] if pb.template_normals else None
-                seen = visible_from(t, nrm, centre + 1.5 * diag * d)
-                view = t[seen].astype(np.float64)
-                if len(view) < MIN_SCAN_POINTS:
-                    continue
-                ps = self._cut(view, pb.centres, radius=pb.radius, num_points=self.patch_points,
-                               min_points="partial", rng=rng,
-                               point_features=self._channel(pb.template_dev[g] if pb.template_dev else None,
-                                                            pb.radius, seen))
-                if not ps.valid.any():
-                    continue
-                feats = self._features(ps)
-                bank = self._view_matched_bank(sub, view, ps.valid)[0] if self.view_matching else sub.bank
-                rows.append(bank.score(feats, ps.valid))
-                n_valid.append(int(ps.valid.sum()))
-        if not rows:
-            return pb.loo_scores, self.num_patches // 2
-        return np.stack(rows), int(np.median(n_valid))
+    _build = bank_fitting._build
+    _partial_loo = bank_fitting._partial_loo
 
     def _calibrate(self, loo: np.ndarray, n_eff: int) -> tuple[float, float]:
         thr, pthr = calibrate_threshold(loo, aggregator=self.aggregator, top_k=self.top_k, n_eff=n_eff,
@@ -810,47 +355,8 @@ class AnomalyDetector(PartRegistry):
         return thr, pthr
 
     # ------------------------------------------------------------------ cache
-    def _save_bank(self, path: str, pb: PartBank) -> None:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        meta = {"version": CACHE_VERSION, "part_type": pb.part_type, "key": pb.key, "radius": pb.radius,
-                "threshold": pb.threshold, "patch_threshold": pb.patch_threshold, "bank_kind": pb.bank.kind}
-        tmp = path + ".tmp.npz"
-        np.savez_compressed(tmp, meta=np.array(json.dumps(meta)), reference=pb.reference, centres=pb.centres,
-                            features=pb.bank.features, valid=pb.bank.valid, loo=pb.loo_scores,
-                            templates=np.concatenate(pb.templates),
-                            template_len=np.array([len(t) for t in pb.templates]),
-                            template_nn=np.concatenate(pb.template_nn), counts=pb.counts,
-                            view_reference=pb.view_reference, groups=pb.groups,
-                            template_normals=(np.concatenate(pb.template_normals) if pb.template_normals
-                                              else np.zeros((0, 3), np.float32)),
-                            view_normals=(pb.view_normals if pb.view_normals is not None
-                                          else np.zeros((0, 3), np.float32)),
-                            template_dev=(np.concatenate(pb.template_dev) if pb.template_dev
-                                          else np.zeros(0, np.float32)))
-        os.replace(tmp, path)
-
-    def _load_bank(self, path: str, part_type: str, key: str) -> PartBank:
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                meta = json.loads(str(z["meta"]))
-                arrays = {k: z[k] for k in ("reference", "centres", "features", "valid", "loo", "templates",
-                                            "template_len", "template_nn", "counts", "view_reference",
-                                            "groups", "template_normals", "view_normals")}
-                # written since the deviation inputs; absent in older files (xyz / FPFH banks)
-                arrays["template_dev"] = z["template_dev"] if "template_dev" in z.files else np.zeros(0, np.float32)
-        except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
-            raise ValueError(str(exc)) from exc
-        if meta.get("key") != key or meta.get("version") != CACHE_VERSION:
-            raise ValueError("cache key mismatch")
-        bank = make_bank(meta["bank_kind"], arrays["features"], arrays["valid"], **self._bank_args())
-        thr, pthr = float(meta["threshold"]), float(meta["patch_threshold"])
-        cut = np.cumsum(arrays["template_len"])[:-1]
-        return PartBank(part_type, arrays["reference"], arrays["centres"], float(meta["radius"]), bank, thr, pthr,
-                        arrays["loo"], key, tuple(np.split(arrays["templates"], cut)), arrays["counts"],
-                        arrays["view_reference"], tuple(np.split(arrays["template_nn"], cut)), arrays["groups"],
-                        tuple(np.split(arrays["template_normals"], cut)) if len(arrays["template_normals"]) else (),
-                        arrays["view_normals"] if len(arrays["view_normals"]) else None,
-                        tuple(np.split(arrays["template_dev"], cut)) if len(arrays["template_dev"]) else ())
+    _save_bank = bank_fitting._save_bank
+    _load_bank = bank_fitting._load_bank
 
     # ------------------------------------------------------------------ scoring
     def score(self, scan, part_type: str, *, register: bool | None = None, transform=None) -> AnomalyScore:
@@ -937,126 +443,8 @@ class AnomalyDetector(PartRegistry):
                             point_threshold=float(pb.patch_threshold), registration_ok=reg_ok, timings=timings,
                             coverage=float(coverage))
 
-    def _view_matched_bank(self, pb: PartBank, reg: np.ndarray, test_valid: np.ndarray, *,
-                           reg_tree: cKDTree | None = None):
-        """The bank with template patches cropped to what the scan shows (``template_crop``).
-
-        Returns ``(bank, coverage)``; with ``"views"``, the cached bank when the scan covers the
-        reference.
-        """
-        from .visibility import coverage_mask, estimate_views
-
-        reg_tree = reg_tree if reg_tree is not None else cKDTree(reg)
-        cov = coverage_mask(pb.view_reference, reg, 0.25 * pb.radius, scan_tree=reg_tree)
-        if self.template_crop == "support":
-            return self._support_bank(pb, reg, test_valid, reg_tree=reg_tree), float(cov.mean())
-        if cov.mean() >= self.full_coverage:
-            return pb.bank, float(cov.mean())
-        from .visibility import incidence_ok
-
-        ve = estimate_views(pb.view_reference, cov, normals=pb.view_normals)
-        F = pb.bank.features.copy()
-        cols = np.nonzero(test_valid)[0]
-        todo, where = [], []
-        for g, (t, nn) in enumerate(zip(pb.templates, pb.template_nn)):
-            vis = ve.visible[nn]
-            if pb.template_normals:
-                facing = np.zeros(len(t), dtype=bool)
-                for cam in ve.cameras:
-                    facing |= incidence_ok(t, pb.template_normals[g], cam)
-                vis &= facing
-            if not vis.any():
-                continue
-            ps = self._cropped_template_patches(pb, g, vis, cols)
-            full = pb.counts[cols, g]
-            # crop where the views hide part of the template patch; where they hide nearly all
-            # of it although the scan has points there, keep the full patch (view estimate off)
-            upd = (ps.counts < 0.9 * full) & (ps.counts >= np.maximum(8, 0.25 * full))
-            if upd.any():
-                todo.append(ps.patches[upd])
-                where.append((cols[upd], g))
-        self._fill_features(F, todo, where)
-        return make_bank(self.bank_kind, F, pb.bank.valid, **self._bank_args()), float(cov.mean())
-
-    def _cropped_template_patches(self, pb: PartBank, g: int, keep: np.ndarray, cols: np.ndarray):
-        """Patches of template ``g`` cut to its points ``keep`` at the locations ``cols``,
-        resampled with the template's own point keys (a patch the cut leaves whole is the fitted one).
-        """
-        return self._cut(pb.templates[g][keep], pb.centres[cols], radius=pb.radius,
-                         num_points=self.patch_points, min_points=0,
-                         point_keys=self._template_keys(pb, g, len(pb.templates[g]), pb.templates[g])[keep],
-                         point_features=self._channel(pb.template_dev[g] if pb.template_dev else None,
-                                                      pb.radius, keep))
-
-    def _fill_features(self, F: np.ndarray, todo: list, where: list, V: np.ndarray | None = None) -> None:
-        """One feature pass over the patch arrays ``todo``; the features of ``todo[i]`` go to
-        ``F[js, g]`` (and ``V[js, g] = True``) for ``(js, g) = where[i]``.
-        """
-        if not todo:
-            return
-        new = self.extractor(np.concatenate(todo))
-        o = 0
-        for js, g in where:
-            F[js, g] = new[o:o + len(js)]
-            if V is not None:
-                V[js, g] = True
-            o += len(js)
-
-    def _membership(self, pb: PartBank, g: int):
-        """Sparse ``(P, N_g)`` matrix: which points of template ``g`` lie in each patch of ``pb``
-        (built once per template array, kept in memory).
-        """
-        from scipy.sparse import csr_matrix
-
-        t = pb.templates[g]
-        hit = self._member_cache.get(id(t))
-        if hit is not None and hit[0] is t and hit[1] == (pb.radius, len(pb.centres)):
-            return hit[2]
-        groups = cKDTree(t).query_ball_point(pb.centres, r=pb.radius, return_sorted=True)
-        indptr = np.concatenate([[0], np.cumsum([len(x) for x in groups])])
-        idx = np.concatenate([np.asarray(x, dtype=np.int64) for x in groups]) if indptr[-1] else np.zeros(0, np.int64)
-        M = csr_matrix((np.ones(len(idx), dtype=np.int32), idx, indptr), shape=(len(pb.centres), len(t)))
-        if len(self._member_cache) >= 64:
-            self._member_cache.clear()
-        self._member_cache[id(t)] = (t, (pb.radius, len(pb.centres)), M)
-        return M
-
-    def _support_bank(self, pb: PartBank, reg: np.ndarray, test_valid: np.ndarray, *,
-                      reg_tree: cKDTree | None = None) -> MemoryBank:
-        """A bank of the ``G`` full templates, each cut to its points within ``support_tolerance
-        x R`` of a scan point, at the locations the scan shows (an addition to the paper).
-
-        A test patch and its template patches then cover the same surface, whatever the view left
-        out, so a patch that a view crops to a sliver is compared with slivers of the templates;
-        material a defect moved by less than the tolerance stays in the templates. Template
-        patches with fewer than 8 points are left out of their location's bank. A template patch
-        the cut leaves whole keeps its feature from fitting: a template's points keep their
-        resampling keys, so cutting it again would give the same patch.
-        """
-        G = len(pb.templates)
-        P, d = pb.bank.features.shape[0], pb.bank.features.shape[2]
-        F = np.zeros((P, G, d), dtype=np.float32)
-        V = np.zeros((P, G), dtype=bool)
-        cols = np.nonzero(test_valid)[0]
-        tree = reg_tree if reg_tree is not None else cKDTree(reg)
-        todo, where = [], []
-        for g, t in enumerate(pb.templates):
-            dist, _ = tree.query(t, k=1, distance_upper_bound=self.support_tolerance * pb.radius, workers=-1)
-            keep = np.isfinite(dist)
-            if not keep.any():
-                continue
-            M = self._membership(pb, g)
-            full = np.diff(M.indptr)[cols]
-            kept = (M[cols] @ keep.astype(np.int32)).astype(np.int64)
-            whole = (kept == full) & pb.bank.valid[cols, g]
-            F[cols[whole], g] = pb.bank.features[cols[whole], g]
-            V[cols[whole], g] = True
-            cut = cols[~whole & (kept >= 8)]
-            if cut.size:
-                ps = self._cropped_template_patches(pb, g, keep, cut)
-                todo.append(ps.patches)
-                where.append((cut, g))
-        if not V.any() and not todo:  # no template surface near the scan: compare with the full templates
-            return pb.bank
-        self._fill_features(F, todo, where, V)
-        return make_bank(self.bank_kind, F, V, **self._bank_args())
+    _view_matched_bank = view_matching._view_matched_bank
+    _cropped_template_patches = view_matching._cropped_template_patches
+    _fill_features = view_matching._fill_features
+    _membership = view_matching._membership
+    _support_bank = view_matching._support_bank
