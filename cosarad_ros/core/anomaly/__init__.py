@@ -10,7 +10,9 @@ Tarvo, Wan, Chen, "Contrastive Learning on 3D Point Clouds for Robotic Geometric
 
 Layout (anomalib-style split): :mod:`.model` and :mod:`.pointnet2` (network, forward only),
 :mod:`.training` with :mod:`.augment` and :mod:`.miner` (training loop), :mod:`.patches`,
-:mod:`.memory_bank`, :mod:`.scoring`, :mod:`.detector` (inference object), :mod:`.baselines`
+:mod:`.memory_bank`, :mod:`.scoring`, :mod:`.detector` (inference object; its result and registry
+types in :mod:`.parts`, bank fitting and caching in :mod:`.bank_fitting`, view-matched banks in
+:mod:`.view_matching`), :mod:`.baselines`
 (FPFH and global-bank ablations), :mod:`.evaluation` (metrics and benchmark protocol).
 Heavy modules (torch) are imported lazily by the objects that need them.
 """
