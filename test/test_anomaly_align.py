@@ -1,19 +1,19 @@
 """Registration onto a part type's reference with retries and the symmetry check
-(``cosarad_ros.core.anomaly.align``): a near-symmetric part registered onto its symmetric
+(``cosarad_ros.core.registration.template_align``): a near-symmetric part registered onto its symmetric
 counterpart is moved back to the true pose, an exactly symmetric one keeps an equally good pose.
 """
 import numpy as np
 import pytest
 
-from cosarad_ros.core.anomaly.align import (
+from cosarad_ros.core.anomaly.dataset import partial_view
+from cosarad_ros.core.geometry import random_rotation, transform_points
+from cosarad_ros.core.registration.template_align import (
     align_to_reference,
     refine_pose,
     resolve_symmetry,
     symmetry_candidates,
     symmetry_rotations,
 )
-from cosarad_ros.core.anomaly.dataset import partial_view
-from cosarad_ros.core.geometry import random_rotation, transform_points
 
 
 def _box(rng, n, size=(0.08, 0.05, 0.02)):

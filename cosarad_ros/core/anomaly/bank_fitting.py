@@ -21,7 +21,7 @@ CACHE_VERSION = 5
 
 
 def _cache_key(self, templates: list[np.ndarray]) -> str:
-    from .align import ALIGN_VERSION
+    from ..registration.template_align import ALIGN_VERSION
 
     h = hashlib.sha1()
     params = {"v": CACHE_VERSION, "align": ALIGN_VERSION, "method": self.method,

@@ -309,8 +309,8 @@ def register_class(cls: ClassData, *, attempts: int = 3, seed: int = 0, cache_di
     from tqdm.auto import tqdm
 
     from ..geometry import transform_points
-    from .align import ALIGN_VERSION
-    from .align import align_to_reference as register
+    from ..registration.template_align import ALIGN_VERSION
+    from ..registration.template_align import align_to_reference as register
 
     if use_poses:
         if cls.template_poses is None or any(t.pose is None for t in cls.tests):

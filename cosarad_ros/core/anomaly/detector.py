@@ -129,7 +129,7 @@ class AnomalyDetector(PartRegistry):
             at different densities give evenly spread patches; an addition to the paper).
         symmetry_check: after registration (or with a given ``transform``), test the other poses
             a near-symmetric part allows that fit the reference template about as well
-            (:func:`.align.symmetry_candidates`) against *all* good templates, and keep the one
+            (:func:`.template_align.symmetry_candidates`) against *all* good templates, and keep the one
             whose points lie closest to them (mean deviation, :mod:`.surfaces`, capped at twice
             the templates' point spacing) when it is lower by more than ``symmetry_min_gain``
             (relative). The reference alone cannot tell a block's true pose from its half-turn

@@ -23,7 +23,7 @@ Fit (templates only, no defective example):
 
 Score:
 
-1. register the scan onto the reference (retries, lowest Chamfer; :func:`.align.align_to_reference`);
+1. register the scan onto the reference (retries, lowest Chamfer; :func:`.template_align.align_to_reference`);
 2. deviation of each scan point against all templates (as in fit, the smallest over templates);
    ``m_t(l)`` as above;
 3. Cohen's d ``d(l) = (m_t(l) - mu(l)) / s(l)`` (Cohen, *Statistical Power Analysis for the

@@ -240,14 +240,14 @@ class PartRegistry:
         return self._parts[part_type]
 
     def _align(self, source: np.ndarray, target: np.ndarray, *, symmetry: bool = True):
-        """Register ``source`` onto ``target`` (retries, lowest Chamfer; :func:`.align.align_to_reference`).
+        """Register ``source`` onto ``target`` (retries, lowest Chamfer; :func:`.template_align.align_to_reference`).
 
         The target goes in as a read-only float64 copy kept per target array, so the registration
         prepares a part type's reference (k-d tree, samples, normals, features) once, not per scan.
         ``symmetry=False`` skips the reference-only symmetry step (the detector's
         ``symmetry_check`` then tests the same poses against all templates).
         """
-        from .align import align_to_reference
+        from ..registration.template_align import align_to_reference
 
         return align_to_reference(source, self._readonly(target), attempts=self.registration_attempts,
                                   seed=self.seed, symmetry=symmetry)
@@ -269,17 +269,17 @@ class PartRegistry:
     def _check_symmetry(self, reference: np.ndarray, surfaces, points: np.ndarray, T: np.ndarray, *,
                         min_gain: float, slides: float = 0.0) -> np.ndarray:
         """``symmetry_check``: the pose among ``T`` (``points`` -> ``reference`` frame) and its
-        symmetric counterparts (:func:`.align.symmetry_candidates`) whose points lie closest to
+        symmetric counterparts (:func:`.template_align.symmetry_candidates`) whose points lie closest to
         all the templates: mean deviation (``surfaces()``, a zero-argument callable giving the
         part's :class:`.surfaces.TemplateSurfaces`) capped at twice the templates' point spacing,
         on 5000 scan points; the four candidates that score best on their coarse poses are
-        polished (:func:`.align.refine_pose`) and compared. ``T`` is kept unless another pose
+        polished (:func:`.template_align.refine_pose`) and compared. ``T`` is kept unless another pose
         is lower by more than ``min_gain`` (relative); a new pose is polished on the whole scan.
         ``slides`` > 0 adds the slid placements of a small view (``symmetry_candidates``'
         ``slides``).
         """
         from ..registration.cloud import readonly_memo
-        from .align import refine_pose, symmetry_candidates
+        from ..registration.template_align import refine_pose, symmetry_candidates
 
         ref = self._readonly(reference)
         memo = readonly_memo(ref)

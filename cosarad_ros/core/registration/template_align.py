@@ -209,7 +209,7 @@ class _SymmetryScreen:
     """
 
     def __init__(self, tgt: np.ndarray, tree: cKDTree, rng: np.random.Generator, step_deg: float):
-        from .visibility import estimate_normals
+        from ..anomaly.visibility import estimate_normals
 
         self.tree = tree
         self.centre = tgt.mean(0)
@@ -389,7 +389,7 @@ def symmetry_candidates(source, target, transform, *, target_tree: cKDTree | Non
         ``(K, 4, 4)`` source -> target poses, lowest Chamfer distance first; ``K`` may be 0.
         Polish one (:func:`refine_pose`) before comparing it with a polished ``transform``.
     """
-    from ..registration.cloud import readonly_memo
+    from .cloud import readonly_memo
 
     if not (np.isfinite(max_ratio) and max_ratio >= 1.0):
         raise ValueError(f"max_ratio must be >= 1, got {max_ratio}")
@@ -540,8 +540,8 @@ def align_to_reference(source, target, *, attempts: int = 3, retries: int = 5, s
         raise ValueError(f"escalate must be an integer >= 0, got {escalate}")
     import warnings
 
-    from ..registration import register
-    from ..registration.cloud import readonly_memo
+    from . import register
+    from .cloud import readonly_memo
 
     src = np.asarray(source, dtype=np.float64)
     tgt = np.asarray(target, dtype=np.float64)
@@ -612,7 +612,7 @@ def align_to_reference(source, target, *, attempts: int = 3, retries: int = 5, s
     if refine:
         normals = memo.get("normals")
         if normals is None:
-            from .visibility import estimate_normals
+            from ..anomaly.visibility import estimate_normals
 
             normals = memo["normals"] = estimate_normals(tgt).astype(np.float64)
         T, _ = refine_pose(sub, tgt, T, spacing=spacing, target_normals=normals, target_tree=tree, seed=seed)
