@@ -130,33 +130,33 @@ def locate(defect: Mapping, reported: Sequence) -> tuple[bool, float | None]:
     return d <= max(0.010, float(defect.get("footprint", 0.0))), d
 
 
-def _surface_normals(mesh, points) -> np.ndarray:
-    """``(N, 3)`` normals of the faces of ``mesh`` closest to ``points``."""
-    import open3d as o3d
-
-    scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3d.core.Tensor(np.asarray(mesh.vertices, dtype=np.float32)),
-                        o3d.core.Tensor(np.asarray(mesh.faces, dtype=np.uint32)))
-    ans = scene.compute_closest_points(o3d.core.Tensor(np.asarray(points, dtype=np.float32)))
-    return ans["primitive_normals"].numpy().astype(np.float64)
-
-
-def _same_surface(mesh, a, b) -> np.ndarray:
-    """``(N,)`` bool: points ``a[i]`` and ``b[i]`` lie on faces of ``mesh`` facing the same way
-    (within 60 degrees); all True without a mesh.
+def _surface(mesh):
+    """``mesh`` (trimesh or :class:`~cosarad_ros.core.registration.mesh_reference.MeshReference`)
+    as a MeshReference, or None.
     """
-    if mesh is None or not len(a):
+    if mesh is None:
+        return None
+    from cosarad_ros.core.registration.mesh_reference import MeshReference
+
+    return mesh if isinstance(mesh, MeshReference) else MeshReference(mesh)
+
+
+def _same_surface(surface, a, b) -> np.ndarray:
+    """``(N,)`` bool: points ``a[i]`` and ``b[i]`` lie on faces of ``surface`` facing the same way
+    (within 60 degrees); all True without a surface.
+    """
+    if surface is None or not len(a):
         return np.ones(len(a), dtype=bool)
-    na, nb = _surface_normals(mesh, a), _surface_normals(mesh, b)
-    return np.einsum("ij,ij->i", na, nb) >= 0.5
+    _, n = surface.closest(np.concatenate([a, b]))
+    return np.einsum("ij,ij->i", n[:len(a)], n[len(a):]) >= 0.5
 
 
 def measured_share(points, defect_points, *, radius: float = 1e-3, mesh=None) -> float:
     """Share of a defect's anomalous-surface samples ``(K, 3)`` with a scan point within ``radius``.
 
-    With ``mesh`` (the defective part, same frame) the scan point must also lie on a face facing
-    the same way as the sample's: the back of a thin wall is within a millimetre of a dent in its
-    front but does not measure it.
+    With ``mesh`` (the defective part, same frame; a trimesh or a ``MeshReference``) the scan
+    point must also lie on a face facing the same way as the sample's: the back of a thin wall is
+    within a millimetre of a dent in its front but does not measure it.
     """
     if points is None or not len(points) or defect_points is None or not len(defect_points):
         return 0.0
@@ -166,7 +166,7 @@ def measured_share(points, defect_points, *, radius: float = 1e-3, mesh=None) ->
     samples = np.asarray(defect_points, dtype=np.float64)
     d, idx = cKDTree(pts).query(samples, k=1, distance_upper_bound=radius)
     hit = np.isfinite(d)
-    hit[hit] = _same_surface(mesh, samples[hit], pts[idx[hit]])
+    hit[hit] = _same_surface(_surface(mesh), samples[hit], pts[idx[hit]])
     return float(hit.mean())
 
 
@@ -185,7 +185,7 @@ def measured_points(defect: Mapping, points, defect_points=None, *, radius: floa
         samples = np.asarray(defect_points, dtype=np.float64)
         d, idx = cKDTree(samples).query(pts, k=1, distance_upper_bound=radius)
         near = np.isfinite(d)
-        return int(_same_surface(mesh, pts[near], samples[idx[near]]).sum())
+        return int(_same_surface(_surface(mesh), pts[near], samples[idx[near]]).sum())
     c = np.asarray(defect["centre"], dtype=np.float64)
     r = max(0.5 * float(defect.get("footprint", 0.0)), 0.0015)
     return int((np.linalg.norm(pts - c, axis=1) <= r).sum())
@@ -482,7 +482,7 @@ def record_of(part, run, method: str, *, outcome=None) -> PartRecord:
     if defect is not None:
         cloud = run.fused  # the part frame, as the defect's samples
         samples = part.defect_points()
-        mesh = _part_mesh(part.mesh_path)
+        mesh = _surface(_part_mesh(part.mesh_path))  # one distance structure for both tests
         measured = measured_points(defect, cloud, samples, mesh=mesh) >= MIN_MEASURED_POINTS and (
             samples is None or measured_share(cloud, samples, mesh=mesh) >= MIN_MEASURED_SHARE)
         hit, err = locate(defect, o.defects) if o.verdict == FAIL else (False, None)
