@@ -62,6 +62,12 @@ DEFAULT_MIN_STD = 1e-5
 DEFAULT_SCALES = (1.0, 2.5)
 #: pseudo-points of the part's typical point noise added to each location's own estimate
 SHRINK_POINTS = 30.0
+#: CAD banks pool a point into a location, and two locations into one sample, only when their
+#: CAD face normals agree within this cosine: a dent on a narrow face is not averaged with the
+#: faces beside it
+NORMAL_AGREEMENT = 0.5
+#: nearest locations searched for one whose normal agrees with a point's
+ASSIGN_CANDIDATES = 8
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,7 @@ class DeviationBank:
             when the banks were fitted against it, else None (template deviations).
         scales: CAD banks: one :class:`LocationScale` per neighbourhood size.
         n_templates: templates behind the banks.
+        location_normals: CAD banks: ``(L, 3)`` outward CAD face normal at each location.
     """
 
     part_type: str
@@ -104,6 +111,7 @@ class DeviationBank:
     surface: object = None
     scales: tuple = ()
     n_templates: int = 0
+    location_normals: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -129,9 +137,15 @@ class LocationScale:
     counts: np.ndarray
 
 
-def _neighbour_matrix(loc_tree: cKDTree, radius: float):
-    """``(L, L)`` CSR matrix with 1 where two locations are within ``radius`` (diagonal included)."""
-    A = loc_tree.sparse_distance_matrix(loc_tree, radius, output_type="coo_matrix").tocsr()
+def _neighbour_matrix(loc_tree: cKDTree, radius: float, normals: np.ndarray | None = None):
+    """``(L, L)`` CSR matrix with 1 where two locations are within ``radius`` (diagonal included)
+    and, with ``normals`` ``(L, 3)``, their normals agree (cosine at least :data:`NORMAL_AGREEMENT`).
+    """
+    A = loc_tree.sparse_distance_matrix(loc_tree, radius, output_type="coo_matrix")
+    if normals is not None:
+        keep = np.einsum("ij,ij->i", normals[A.row], normals[A.col]) >= NORMAL_AGREEMENT
+        A = type(A)((np.ones(int(keep.sum())), (A.row[keep], A.col[keep])), shape=A.shape)
+    A = A.tocsr()
     A.data[:] = 1.0
     A.setdiag(1.0)
     return A
@@ -238,11 +252,23 @@ class DeviationDetector(PartRegistry):
         return out, cnt
 
     def _location_stats(self, points: np.ndarray, dev: np.ndarray, loc_tree: cKDTree, neighbours,
-                        radius: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """:meth:`_location_means` plus the variance of ``dev`` within each location."""
-        d, idx = loc_tree.query(points, k=1, distance_upper_bound=self.assign_factor * radius)
-        ok = np.isfinite(d)
+                        radius: float, normals: np.ndarray | None = None,
+                        location_normals: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`_location_means` plus the variance of ``dev`` within each location. With
+        ``normals`` ``(N, 3)`` (the CAD normal nearest each point) and ``location_normals``
+        ``(L, 3)`` a point goes to its nearest location whose normal agrees with its own.
+        """
         L = loc_tree.n
+        if normals is None or location_normals is None:
+            d, idx = loc_tree.query(points, k=1, distance_upper_bound=self.assign_factor * radius)
+            ok = np.isfinite(d)
+        else:
+            d, cand = loc_tree.query(points, k=ASSIGN_CANDIDATES, distance_upper_bound=self.assign_factor * radius)
+            agree = np.isfinite(d) & (np.einsum("nj,nkj->nk", normals,
+                                                location_normals[np.minimum(cand, L - 1)]) >= NORMAL_AGREEMENT)
+            first = agree.argmax(axis=1)
+            ok = agree[np.arange(len(cand)), first]
+            idx = cand[np.arange(len(cand)), first]
         sums = neighbours @ np.bincount(idx[ok], weights=dev[ok], minlength=L)
         sq = neighbours @ np.bincount(idx[ok], weights=dev[ok] ** 2, minlength=L)
         cnt = neighbours @ np.bincount(idx[ok], minlength=L).astype(np.float64)
@@ -318,6 +344,7 @@ class DeviationDetector(PartRegistry):
             al = surface.align(t, inlier_distance=CAD_INLIER_DISTANCE, seed=self.seed)
             regs.append(transform_points(al.transform, t) if self.register else t)
         devs = [surface.signed_distance(t) for t in regs]
+        nrms = [surface.closest(t)[1] for t in regs]
         allpts = np.concatenate(regs)
         diag = float(np.linalg.norm(allpts.max(0) - allpts.min(0)))
         spacing = self.location_spacing or self.location_rel * diag
@@ -325,14 +352,15 @@ class DeviationDetector(PartRegistry):
         _, first = np.unique(np.floor(allpts / spacing).astype(np.int64), axis=0, return_index=True)
         locations = allpts[np.sort(first)]
         loc_tree = cKDTree(locations)
+        loc_normals = surface.closest(locations)[1]
         G, L = len(regs), len(locations)
         scales = []
         for factor in self.scales:
             r = factor * radius
-            neighbours = _neighbour_matrix(loc_tree, r)
+            neighbours = _neighbour_matrix(loc_tree, r, loc_normals)
             M, C, V = np.full((G, L), np.nan), np.zeros((G, L)), np.full((G, L), np.nan)
-            for g, (t, dev) in enumerate(zip(regs, devs)):
-                M[g], C[g], V[g] = self._location_stats(t, dev, loc_tree, neighbours, r)
+            for g, (t, dev, nrm) in enumerate(zip(regs, devs, nrms)):
+                M[g], C[g], V[g] = self._location_stats(t, dev, loc_tree, neighbours, r, nrm, loc_normals)
             seen = np.isfinite(M).sum(0)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
@@ -353,7 +381,7 @@ class DeviationDetector(PartRegistry):
         base = scales[0]
         bank = DeviationBank(part_type, regs[0], None, locations, base.mean, np.full(L, self.min_std), base.counts,
                              float(radius), self.threshold, self.tolerance, loc_tree, base.neighbours,
-                             surface=surface, scales=tuple(scales), n_templates=G)
+                             surface=surface, scales=tuple(scales), n_templates=G, location_normals=loc_normals)
         self._parts[part_type] = bank
         return bank
 
@@ -363,11 +391,13 @@ class DeviationDetector(PartRegistry):
         the points' signed deviations, and whether any scale scored the location.
         """
         dev = b.surface.signed_distance(reg)
+        nrm = b.surface.closest(reg)[1] if b.location_normals is not None else None
         best = np.full(len(b.locations), np.nan)
         best_excess = np.full(len(b.locations), np.nan)
         any_scored = np.zeros(len(b.locations), dtype=bool)
         for sc in b.scales:
-            m, n, _ = self._location_stats(reg, dev, b.location_tree, sc.neighbours, sc.radius)
+            m, n, _ = self._location_stats(reg, dev, b.location_tree, sc.neighbours, sc.radius, nrm,
+                                           b.location_normals)
             scored = np.isfinite(m) & np.isfinite(sc.mean) & (n >= self.min_location_fraction * sc.counts)
             excess = m - sc.mean
             noise = np.sqrt(sc.within ** 2 / np.maximum(n, 1.0)
