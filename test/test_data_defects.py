@@ -193,3 +193,34 @@ def test_bad_defect_requests(cloud, part):
         apply_defect_to_mesh(part.mesh, "hole_position", rng)
     with pytest.raises(ValueError, match="no placement"):
         apply_defect(pts[:50], nrm[:50], "scratch", rng, width=1e-5, length=5e-3, max_tries=2)
+
+
+def test_a_defect_mostly_outside_the_allowed_surface_is_placed_again():
+    """``where`` allows the top of a 4 mm wide wall and a 1 mm band of its sides below the top
+    edge; a 10 mm sink centred in that band would deform mostly the sides below it, so every
+    placement kept lies at least half on allowed surface (drawn without that check, one of these
+    twelve is such a sink).
+    """
+    import trimesh
+
+    from cosarad_ros.core.data.defects.apply import MIN_WHERE_SHARE
+
+    wall = trimesh.creation.box(extents=[0.04, 0.004, 0.03])
+    wall.apply_translation([0, 0, 0.015])
+
+    def where(p, n):
+        return ((n[:, 2] > 0.9) & (p[:, 2] > 0.0299)) | ((np.abs(n[:, 1]) > 0.9) & (p[:, 2] > 0.029))
+
+    spts, snrm = sample_mesh(wall, 30000, seed=1)
+    allowed = where(spts, snrm)
+    tree = cKDTree(spts)
+    on_side = 0
+    for seed in range(12):
+        mesh, rec = apply_defect_to_mesh(wall, "sink", np.random.default_rng(seed), where=where,
+                                         diameter=0.01, depth=0.001)
+        chk, _ = sample_mesh(mesh, 30000, seed=2)
+        changed = chk[rec.label_points(chk, tol=1e-4)]
+        share = allowed[tree.query(changed, k=1)[1]].mean()
+        assert share >= MIN_WHERE_SHARE, (seed, share, rec.normal)
+        on_side += abs(rec.normal[1]) > 0.9
+    assert on_side < 12

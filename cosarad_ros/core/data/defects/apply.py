@@ -17,6 +17,13 @@ from .kinds import ALL_DEFECT_TYPES, CAD_DEFECT_TYPES
 from .records import DefectRecord, DefectResult
 from .region import Broken, Crack, HoleDefect, _csg_subtract, _delete_inside
 
+#: least share of the surface a defect changes that must lie where ``where`` allows
+#: (:func:`apply_defect_to_mesh`)
+MIN_WHERE_SHARE = 0.5
+#: placements drawn again because too little of the defect lay where ``where`` allows, before
+#: the last one is kept anyway
+HIDDEN_TRIES = 20
+
 DEFECT_MODELS: dict[str, DefectModel] = {m.kind: m for m in (
     Bulge(), Sink(), Scratch(), Crack(), HoleDefect(), Bend(), Broken())}
 
@@ -139,8 +146,11 @@ def apply_defect_to_mesh(mesh, kind: str, rng: np.random.Generator, *, min_shift
         csg: use boolean subtraction for removal kinds when possible.
         check_samples: surface samples used to place the defect and measure its footprint.
         where: optional ``callable(points (N, 3), normals (N, 3)) -> (N,) bool`` marking the
-            surface where the defect may be centred (e.g. the faces a cell can see); ``None``:
-            anywhere. Ignored by CAD kinds (they change a hole) and by ``bend`` (a whole tab).
+            surface where the defect may lie (e.g. what a cell can see): its centre, and at least
+            :data:`MIN_WHERE_SHARE` of the surface it changes (each changed sample judged at the
+            nearest point of the original surface; a sink centred on the rim of a hole that
+            mostly deforms the hole's wall is placed elsewhere); ``None``: anywhere. Ignored by
+            CAD kinds (they change a hole) and by ``bend`` (a whole tab).
         **size: fixed sizes in metres (keys of :data:`SIZE_RANGES_MM`; ``hole_index`` for CAD).
 
     Returns:
@@ -175,7 +185,10 @@ def apply_defect_to_mesh(mesh, kind: str, rng: np.random.Generator, *, min_shift
         places = _Surface(spts[allowed], snrm[allowed])
     model = DEFECT_MODELS[kind]
     watertight = None
-    for _ in range(max_tries):
+    hidden = 0
+    tries = 0
+    while tries < max_tries:
+        tries += 1
         sz = _sizes(kind, rng, surface, size, max_rel_size)
         p = {**sz, **model.place(rng, places, sz)}
         if model.moves:
@@ -209,6 +222,14 @@ def apply_defect_to_mesh(mesh, kind: str, rng: np.random.Generator, *, min_shift
         lab = rec.label_points(chk, tol=max(min_shift, 1e-4))
         if lab.sum() < 5:
             continue
+        if places is not surface and hidden < HIDDEN_TRIES:
+            from scipy.spatial import cKDTree
+
+            _, nearest = cKDTree(spts).query(chk[lab], k=1)
+            if allowed[nearest].mean() < MIN_WHERE_SHARE:
+                hidden += 1  # mostly where ``where`` forbids: draw again, on its own budget
+                tries -= 1
+                continue
         rec = replace(rec, footprint=_footprint(chk[lab]))
         return out, rec
     raise ValueError(f"{kind}: no placement changed the surface in {max_tries} tries")
