@@ -206,13 +206,14 @@ def test_hole_allowances_widen_the_tolerance_by_what_good_scans_show(plate):
         goods.append(pts @ al.transform[:3, :3].T + al.transform[:3, 3])
     allow = hole_allowances(insp, goods, model)
     assert set(allow) == {h.name for h in model.holes}
-    seen = [v for v in allow.values() if np.isfinite(v[0])]
-    assert seen and all(2.5e-4 <= p < 4e-4 and 2.5e-4 <= d < 4e-4 for p, d in seen)
+    seen = [v for v in allow.values() if np.isfinite(v.position)]
+    assert seen and all(2.5e-4 <= v.position < 4e-4 and 2.5e-4 <= v.diameter < 4e-4 for v in seen)
+    assert all(np.linalg.norm(v.centre_bias) < 2e-4 and abs(v.diameter_bias) < 2e-4 for v in seen)
 
     # a hole hidden from the good scans (the points around hole 0 removed) is never judged
     h0 = model.holes[0]
     hidden = [g[np.linalg.norm(g[:, :2] - h0.centre[:2], axis=1) > h0.diameter] for g in goods]
-    assert hole_allowances(insp, hidden, model)[h0.name] == (float("inf"), float("inf"))
+    assert hole_allowances(insp, hidden, model)[h0.name][:2] == (float("inf"), float("inf"))
 
     pts, _, _, _ = defective_sample(part, "hole_position", np.random.default_rng(3), points_per_view=6000,
                                     hole_index=0, offset=0.0012)
@@ -221,3 +222,35 @@ def test_hole_allowances_widen_the_tolerance_by_what_good_scans_show(plate):
     assert widened.of_type("hole_position")
     assert not insp.inspect(pts, model, transform=al.transform,
                             allowances={h.name: (0.002, 0.002) for h in model.holes}).of_type("hole_position")
+
+
+def test_a_hole_the_cell_reads_off_nominal_is_judged_after_taking_off_that_bias(plate):
+    """The good scans read hole 0 0.8 mm wider than the (here deliberately wrong) nominal
+    diameter: that bias is taken off, so the good hole passes and a hole 1 mm narrower than the
+    good one is found; judged by the largest error alone (no bias) the narrow hole would pass.
+    """
+    from dataclasses import replace
+
+    from cosarad_ros.core.cad.rules import HoleAllowance, hole_allowances
+
+    part, model = plate
+    h0 = model.holes[0]
+    off = replace(model, holes=(replace(h0, diameter=h0.diameter - 8e-4),) + tuple(model.holes[1:]))
+    insp = RuleBasedInspector(TUNED_RULES)
+    goods = []
+    for seed in (10, 11, 12, 13):
+        pts, _, T, _ = defective_sample(part, "none", np.random.default_rng(seed), points_per_view=6000)
+        al = BoxIcpAligner().align(pts, box_features(pts), model)
+        goods.append(pts @ al.transform[:3, :3].T + al.transform[:3, 3])
+    allow = hole_allowances(insp, goods[:3], off)
+    assert 6e-4 < allow[h0.name].diameter_bias < 1.3e-3 and allow[h0.name].diameter < 5e-4
+    assert not insp.inspect(goods[3], off, allowances=allow).of_type("hole_diameter")
+
+    pts, _, _, _ = defective_sample(part, "hole_diameter", np.random.default_rng(3), points_per_view=6000,
+                                    hole_index=0, change=-1e-3)
+    al = BoxIcpAligner().align(pts, box_features(pts), model)
+    narrow = insp.inspect(pts, off, transform=al.transform, allowances=allow)
+    assert [f.details["hole"] for f in narrow.of_type("hole_diameter")] == [h0.name]
+    unbiased = {k: HoleAllowance(v.position + np.linalg.norm(v.centre_bias), v.diameter + abs(v.diameter_bias))
+                for k, v in allow.items()}
+    assert not insp.inspect(pts, off, transform=al.transform, allowances=unbiased).of_type("hole_diameter")

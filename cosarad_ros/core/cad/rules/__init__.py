@@ -31,12 +31,13 @@ from .context import InspectionContext, Rule
 from .dent import DentRule
 from .hole import HoleRule
 from .inspector import RULES, RuleBasedInspector, detect_defects, hole_allowances
-from .results import HOLE_DEFECT_TYPES, DefectFinding, DefectReport, HoleMeasurement
+from .results import HOLE_DEFECT_TYPES, DefectFinding, DefectReport, HoleAllowance, HoleMeasurement
 from .scratch import ScratchRule
 
 __all__ = [
     "DefectFinding",
     "HoleMeasurement",
+    "HoleAllowance",
     "DefectReport",
     "InspectionContext",
     "Rule",

@@ -30,7 +30,7 @@ class InspectionContext:
     local_spacing: np.ndarray   # (N,) mean distance to the 4 nearest neighbours
     surface: np.ndarray         # (N, 3) closest points on the CAD surface (shapes of defects on it)
     hole_measurements: list = field(default_factory=list)  # filled by HoleRule
-    allowances: Mapping = field(default_factory=dict)      # hole name -> (position, diameter) extra tolerance [m]
+    allowances: Mapping = field(default_factory=dict)      # hole name -> HoleAllowance (bias, extra tolerance) [m]
 
     def eps(self, eps: float | None, factor: float = 3.0, idx: np.ndarray | None = None) -> float:
         """DBSCAN radius: ``eps`` when given, else ``factor`` x the point spacing where the

@@ -9,7 +9,7 @@ from cosarad_ros.core.cad.library import HoleSpec
 
 from .blocks import alpha_boundary, fit_circle, fit_circle_robust
 from .context import InspectionContext, Rule
-from .results import DefectFinding, HoleMeasurement
+from .results import DefectFinding, HoleAllowance, HoleMeasurement
 
 
 class HoleRule(Rule):
@@ -229,23 +229,28 @@ class HoleRule(Rule):
                 if m.found:
                     cols.append(self._column(ctx, hole, m.centre, max(r, m.diameter / 2 + 3 * ctx.spacing)))
                 ctx.claimed[np.concatenate(cols)] = True
-            if not m.observed or m.ok:
+            allow = ctx.allowances.get(hole.name, HoleAllowance(0.0, 0.0))
+            # the error judged is what is left after the cell's bias for this hole
+            c_err, d_err = m.centre_error, m.diameter_error
+            if m.found:
+                c_err = float(np.linalg.norm(m.centre - hole.centre - np.asarray(allow.centre_bias)))
+                d_err = m.diameter_error - allow.diameter_bias
+            within = m.found and c_err <= self.position_tolerance and abs(d_err) <= self.diameter_tolerance
+            if not m.observed or within:
                 continue
             idx = used if len(used) else np.zeros(0, dtype=np.int64)
             details = {"hole": hole.name, "nominal_centre": hole.centre.tolist(),
                        "nominal_diameter": hole.diameter, "measured_centre": m.centre.tolist(),
-                       "measured_diameter": m.diameter, "centre_error": m.centre_error,
-                       "diameter_error": m.diameter_error}
+                       "measured_diameter": m.diameter, "centre_error": c_err, "diameter_error": d_err}
             kinds = []
-            extra_pos, extra_dia = ctx.allowances.get(hole.name, (0.0, 0.0))
             if not m.found:
-                if np.isfinite(extra_pos):
+                if np.isfinite(allow.position):
                     kinds.append(("missing", hole.diameter))
             else:
-                if m.centre_error > self.position_tolerance + extra_pos:
-                    kinds.append(("hole_position", m.centre_error))
-                if abs(m.diameter_error) > self.diameter_tolerance + extra_dia:
-                    kinds.append(("hole_diameter", abs(m.diameter_error)))
+                if c_err > self.position_tolerance + allow.position:
+                    kinds.append(("hole_position", c_err))
+                if abs(d_err) > self.diameter_tolerance + allow.diameter:
+                    kinds.append(("hole_diameter", abs(d_err)))
             centre = m.centre if m.found else hole.centre.copy()
             extent = np.ptp(ctx.points[idx], axis=0) if len(idx) else np.zeros(3)
             for kind, score in kinds:

@@ -16,7 +16,7 @@ from .blocks import surface_variation
 from .context import InspectionContext, Rule, _elongation, _finding
 from .dent import DentRule
 from .hole import HoleRule
-from .results import DefectFinding, DefectReport
+from .results import DefectFinding, DefectReport, HoleAllowance
 from .scratch import ScratchRule
 
 RULES = {"scratch": ScratchRule, "dent": DentRule, "hole": HoleRule}
@@ -155,9 +155,9 @@ class RuleBasedInspector:
 
     def inspect(self, scan, model: CadModel, *, transform=None, allowances: Mapping | None = None) -> DefectReport:
         """Apply the rules. ``transform`` ``(4, 4)`` maps the scan into the model frame;
-        ``allowances`` maps hole names to ``(position, diameter)`` [m] added to the hole rule's
-        tolerances (the measurement uncertainty of that hole in this cell; ``inf``: do not judge
-        it, see :func:`hole_allowances`).
+        ``allowances`` maps hole names to :class:`HoleAllowance` (or ``(position, diameter)``
+        [m]): the bias taken off that hole's measurement and the spread added to the hole rule's
+        tolerances in this cell (``inf``: do not judge it), see :func:`hole_allowances`.
         """
         pts = as_points(scan, name="scan", min_points=10)
         if transform is not None:
@@ -168,7 +168,7 @@ class RuleBasedInspector:
             sel = np.sort(np.random.default_rng(self.seed).choice(n_all, self.max_points, replace=False))
         ctx = self.context(pts[sel], model)
         if allowances:
-            ctx.allowances = dict(allowances)
+            ctx.allowances = {k: HoleAllowance(*v) for k, v in allowances.items()}
         findings: list[DefectFinding] = []
         for rule in self.rules:
             findings.extend(rule.find(ctx))
@@ -190,29 +190,38 @@ class RuleBasedInspector:
 
 
 def hole_allowances(inspector: "RuleBasedInspector", templates, model: CadModel, *,
-                    margin: float = 2.5e-4) -> dict[str, tuple[float, float]]:
+                    margin: float = 2.5e-4) -> dict[str, HoleAllowance]:
     """How well a cell measures each hole of ``model``: the hole rule run on scans of good parts
-    (``templates``, model frame, e.g. simulated through the cell's views) -- a hole is measured
-    as far off as the worst of them, plus ``margin``, before it is judged defective; a hole that
-    is not found in every good scan is not judged at all (``inf``). A measurement-system check in
-    the spirit of a gauge study: the tolerance a drawing gives is widened by what the cell cannot
-    resolve.
+    (``templates``, model frame, e.g. simulated through the cell's views). A measurement-system
+    check in the spirit of a gauge study (AIAG, *Measurement Systems Analysis*, 4th ed., 2010):
+    the mean error of the good scans is the cell's bias for that hole (a hole rim between sparse
+    points reads systematically wide) and is taken off every later measurement; the tolerance a
+    drawing gives is widened by the good scans' largest spread around that bias plus ``margin``.
+    A hole that is not found in every good scan is not judged at all (``inf``).
 
     Returns:
-        ``{hole name: (position allowance, diameter allowance)}`` [m].
+        ``{hole name: HoleAllowance}`` [m].
     """
-    worst: dict[str, list] = {h.name: [0.0, 0.0, True] for h in model.holes}
+    seen: dict[str, list] = {h.name: [] for h in model.holes}
+    hidden: set[str] = set()
     for t in templates:
         report = inspector.inspect(t, model)
         for m in report.holes:
-            w = worst[m.hole.name]
             if not (m.observed and m.found):
-                w[2] = False
+                hidden.add(m.hole.name)
                 continue
-            w[0] = max(w[0], float(m.centre_error))
-            w[1] = max(w[1], abs(float(m.diameter_error)))
-    return {name: ((p + margin, d + margin) if ok else (float("inf"), float("inf")))
-            for name, (p, d, ok) in worst.items()}
+            seen[m.hole.name].append((np.asarray(m.centre, dtype=np.float64) - m.hole.centre, float(m.diameter_error)))
+    out = {}
+    for name, errs in seen.items():
+        if name in hidden or not errs:
+            out[name] = HoleAllowance(float("inf"), float("inf"))
+            continue
+        offsets = np.array([o for o, _ in errs])
+        diams = np.array([d for _, d in errs])
+        bias_c, bias_d = offsets.mean(0), float(diams.mean())
+        out[name] = HoleAllowance(float(np.linalg.norm(offsets - bias_c, axis=1).max()) + margin,
+                                  float(np.abs(diams - bias_d).max()) + margin, tuple(bias_c.tolist()), bias_d)
+    return out
 
 
 def detect_defects(scan, model: CadModel, *, transform=None, rules: Sequence | Mapping | None = None,

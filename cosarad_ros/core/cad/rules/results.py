@@ -1,10 +1,11 @@
 """What the rules report: :class:`DefectFinding` (one defect), :class:`HoleMeasurement` (one
-nominal hole) and :class:`DefectReport` (a whole scan).
+nominal hole), :class:`HoleAllowance` (what a cell measures of a good hole) and
+:class:`DefectReport` (a whole scan).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 import numpy as np
 
@@ -80,6 +81,23 @@ class HoleMeasurement:
                 "diameter": float(self.diameter), "centre_error": float(self.centre_error),
                 "diameter_error": float(self.diameter_error), "ok": self.ok, "method": self.method,
                 "fit_points": int(self.fit_points)}
+
+
+class HoleAllowance(NamedTuple):
+    """What a cell's good scans show of one hole (:func:`~.inspector.hole_allowances`).
+
+    Attributes:
+        position: added to the position tolerance [m] (``inf``: the hole is not judged).
+        diameter: added to the diameter tolerance [m] (``inf``: not judged).
+        centre_bias: ``(3,)`` mean offset of the measured centre from the nominal one in the
+            good scans [m], taken off each measurement.
+        diameter_bias: mean measured-minus-nominal diameter of the good scans [m], taken off.
+    """
+
+    position: float
+    diameter: float
+    centre_bias: tuple = (0.0, 0.0, 0.0)
+    diameter_bias: float = 0.0
 
 
 @dataclass(frozen=True)
