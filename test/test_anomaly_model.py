@@ -172,25 +172,3 @@ def test_extract_patches_resampling_follows_point_keys():
     assert not np.array_equal(s0.patches, extract_patches(pts, centres, radius=0.2, num_points=64, rng=1).patches)
     with pytest.raises(ValueError, match="point_keys"):
         extract_patches(pts, centres, radius=0.2, point_keys=keys[:10])
-
-
-def test_uniform_keys_even_out_an_unevenly_sampled_patch():
-    """On a plane sampled four times more densely on its left half, patches drawn at random keep
-    about 80 % left points; drawn with uniform_keys about half; bad input is refused.
-    """
-    from cosarad_ros.core.anomaly.patches import uniform_keys
-
-    rng = np.random.default_rng(11)
-    left = np.c_[rng.uniform(-1, 0, 8000), rng.uniform(-1, 1, 8000), np.zeros(8000)]
-    right = np.c_[rng.uniform(0, 1, 2000), rng.uniform(-1, 1, 2000), np.zeros(2000)]
-    pts = np.r_[left, right]
-    share = {}
-    for name, keys in (("random", rng.random(len(pts))), ("uniform", uniform_keys(pts, rng.random(len(pts))))):
-        ps = extract_patches(pts, np.zeros((1, 3)), radius=1.0, num_points=512, point_keys=keys, fps_prefix=0)
-        share[name] = float((ps.patches[0, :, 0] < 0).mean())
-    assert share["random"] > 0.74, share
-    assert 0.42 < share["uniform"] < 0.6, share
-    with pytest.raises(ValueError, match="u must be"):
-        uniform_keys(pts, rng.random(10))
-    with pytest.raises(ValueError, match="k must be"):
-        uniform_keys(pts, rng.random(len(pts)), k=0)

@@ -223,21 +223,3 @@ def test_weak_triplet_anchors_are_cut_to_the_positive_support():
     assert inside_cut >= 0.25 and inside_cut > inside_whole + 0.2, (inside_cut, inside_whole)
     with pytest.raises(ValueError, match="anchor_support_crop"):
         build_triplets(classes, TripletConfig(**base, anchor_support_crop=1.5), progress=False)
-
-
-def test_uniform_resampling_changes_the_triplets_and_bad_values_are_refused():
-    """``resample="uniform"`` draws the triplet patches by density-weighted keys (same count and
-    shape, different points); an unknown value gets a clear error.
-    """
-    from cosarad_ros.core.anomaly.dataset import toy_benchmark
-    from cosarad_ros.core.anomaly.training import TripletConfig, build_triplets
-
-    classes = toy_benchmark(1, seed=3, n_templates=3, n_good=2, n_bad=1, points=3000)
-    base = dict(weak_per_class=20, weak_scan_positive=1.0, min_positive_coverage=0.1, centres_per_defect=0, seed=1)
-    rnd = build_triplets(classes, TripletConfig(**base), progress=False)
-    uni = build_triplets(classes, TripletConfig(**base, resample="uniform"), progress=False)
-    assert rnd.patches.shape == uni.patches.shape and len(uni) > 0
-    assert not np.array_equal(rnd.patches, uni.patches)
-    assert np.isfinite(uni.patches.astype(np.float32)).all()
-    with pytest.raises(ValueError, match="unknown resample 'fps'"):
-        build_triplets(classes, TripletConfig(**base, resample="fps"), progress=False)

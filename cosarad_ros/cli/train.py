@@ -75,9 +75,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tr.add_argument("--anchor-crop", type=float, default=0.0,
                     help="share of weak triplets whose anchor template patch is cut to the positive's support, "
                          "as the detector cuts templates to a scan (0: whole template patches)")
-    tr.add_argument("--resample", choices=("random", "uniform"), default="random",
-                    help="how patches are drawn down to 512 points: at random (the shipped models) or inversely to "
-                         "the local point density (give the detector the same `resample`)")
     tr.add_argument("--patch-radius-rel", type=float, default=0.06,
                     help="patch radius / reference bounding-box diagonal (the detector's default)")
     tr.add_argument("--select", choices=("best", "last"), default="best",
@@ -116,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
                          combos_per_centre=args.combos, weak_per_class=args.weak,
                          weak_scan_positive=args.weak_scan_positive, inputs=args.inputs,
                          min_positive_coverage=args.min_positive_coverage,
-                         anchor_support_crop=args.anchor_crop, resample=args.resample, seed=args.seed)
+                         anchor_support_crop=args.anchor_crop, seed=args.seed)
     cfg = TrainConfig(backbone=args.backbone, feature_dim=args.feature_dim, inputs=args.inputs, epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, margin=args.margin, num_threads=args.threads,
                       device=args.device, seed=args.seed, select=args.select)

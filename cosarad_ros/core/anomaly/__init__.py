@@ -10,12 +10,21 @@ Tarvo, Wan, Chen, "Contrastive Learning on 3D Point Clouds for Robotic Geometric
 
 Layout (anomalib-style split): :mod:`.model` and :mod:`.pointnet2` (network, forward only),
 :mod:`.training` with :mod:`.augment` and :mod:`.miner` (training loop), :mod:`.patches`,
-:mod:`.memory_bank`, :mod:`.scoring`, :mod:`.detector` (inference object; its result and registry
-types in :mod:`.parts`, bank fitting and caching in :mod:`.bank_fitting`, view-matched banks in
-:mod:`.view_matching`), :mod:`.baselines`
+:mod:`.memory_bank`, :mod:`.scoring`, :mod:`.detector` (inference object; its grouped settings in
+:mod:`.config`, its result and registry types in :mod:`.parts`, bank fitting and caching in
+:mod:`.bank_fitting`, view-matched banks in :mod:`.view_matching`), :mod:`.baselines`
 (FPFH and global-bank ablations), :mod:`.evaluation` (metrics and benchmark protocol).
 Heavy modules (torch) are imported lazily by the objects that need them.
 """
+from .config import (
+    BankConfig,
+    CalibrationConfig,
+    DetectorConfig,
+    PatchConfig,
+    RegionConfig,
+    RegistrationConfig,
+    ScoringConfig,
+)
 from .detector import (
     METHODS,
     AnomalyDetector,
@@ -38,7 +47,8 @@ _NETWORK_KEYS = ("model", "num_threads", "device", "batch_size")
 
 def make_detector(config: dict | None = None):
     """The detector named by ``config["method"]`` (default ``cosarad``), built from the config's
-    other keys (constructor arguments; unknown keys are refused).
+    other keys (flat option names, see :meth:`AnomalyDetector.from_config` and
+    :class:`DeviationDetector`; unknown keys are refused).
 
     Returns:
         :class:`AnomalyDetector` (``cosarad``, ``fpfh``, ``global-bank``) or
@@ -61,5 +71,6 @@ def make_detector(config: dict | None = None):
 __all__ = [
     "AnomalyDetector", "AnomalyScore", "DefectRegion", "PartBank", "METHODS", "calibrate_threshold",
     "find_defect_regions", "aggregate", "cohens_d", "local_effect_sizes", "point_scores_from_patches",
-    "DeviationBank", "DeviationDetector", "DETECTOR_METHODS", "make_detector",
+    "DeviationBank", "DeviationDetector", "DETECTOR_METHODS", "make_detector", "DetectorConfig", "PatchConfig",
+    "BankConfig", "ScoringConfig", "CalibrationConfig", "RegionConfig", "RegistrationConfig",
 ]

@@ -91,13 +91,12 @@ class PartBank:
         patch_threshold: per-patch / per-point threshold.
         loo_scores: ``(G, P)`` leave-one-out patch scores of the templates.
         key: cache key (method, extractor, parameters, template data).
-        templates: the ``G`` registered (thinned) templates behind the first ``G`` bank columns.
-        counts: ``(P, G')`` raw points of each bank member's patch.
-        view_reference: ``(K, 3)`` thinned reference used to estimate a scan's views.
-        template_nn: per template, the index of each point's nearest ``view_reference`` point.
-        groups: ``(G',)`` the template each bank column comes from: the ``G`` full templates
-            first, then ``bank_views`` simulated partial views of each.
-        template_normals: unoriented normals of ``templates``; view_normals: of ``view_reference``.
+        templates: the ``G`` registered (thinned) templates behind the bank's columns.
+        counts: ``(P, G)`` raw points of each bank member's patch.
+        view_reference: ``(K, 3)`` thinned reference on which a scan's coverage is measured.
+        groups: ``(G,)`` the template each bank column comes from (its index among the fitted
+            templates; the leave-one-out sub-banks of calibration keep the original indices).
+        template_normals: unoriented normals of ``templates`` (partial scans or deviation inputs).
         template_dev: per template, each point's leave-one-out deviation from the other templates
             [m] (:mod:`.surfaces`); only for extractors with ``"xyz+deviation"`` inputs, else empty.
     """
@@ -114,10 +113,8 @@ class PartBank:
     templates: tuple = ()
     counts: np.ndarray | None = None
     view_reference: np.ndarray | None = None
-    template_nn: tuple = ()
     groups: np.ndarray | None = None
     template_normals: tuple = ()
-    view_normals: np.ndarray | None = None
     template_dev: tuple = ()
 
 

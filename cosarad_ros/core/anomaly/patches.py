@@ -31,7 +31,6 @@ __all__ = [
     "resample_patch",
     "extract_patches",
     "min_patch_points",
-    "uniform_keys",
 ]
 
 #: the patch radius in patch units (the paper's R = 2)
@@ -135,41 +134,6 @@ def resample_patch(local: np.ndarray, num_points: int, rng: np.random.Generator)
     else:
         sel = np.concatenate([np.arange(m), rng.choice(m, num_points - m, replace=True)])
     return local[sel]
-
-
-def uniform_keys(points, u, *, k: int = 8) -> np.ndarray:
-    """Resampling keys that draw a patch's points with probability inversely proportional to the
-    local point density, so an unevenly sampled surface gives an evenly spread patch.
-
-    :func:`extract_patches` keeps each patch's ``num_points`` smallest keys. With
-    ``key = -log(u) / w`` (``u`` uniform in ``(0, 1]``) the kept points are a weighted sample
-    without replacement with probabilities proportional to ``w`` (Efraimidis and Spirakis,
-    "Weighted random sampling with a reservoir", Information Processing Letters 97, 2006); here
-    ``w`` is the area each point stands for on the surface, the squared distance to its
-    ``k``-th nearest neighbour.
-
-    Args:
-        points: ``(N, 3)``.
-        u: ``(N,)`` uniform random numbers in ``[0, 1)`` (e.g. ``rng.random(N)``).
-        k: neighbour whose distance sets the local density (>= 1).
-
-    Returns:
-        ``(N,)`` float64 keys.
-    """
-    pts = as_points(points, name="points")
-    u = np.asarray(u, dtype=np.float64)
-    if u.shape != (len(pts),) or not np.isfinite(u).all():
-        raise ValueError(f"u must be {len(pts)} finite numbers, got shape {u.shape}")
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    kk = int(min(k, len(pts) - 1))
-    if kk < 1:
-        return -np.log1p(-u)
-    d = cKDTree(pts).query(pts, k=kk + 1, workers=-1)[0][:, kk]
-    w = d * d
-    pos = w > 0
-    w = np.where(pos, w, np.min(w[pos]) if pos.any() else 1.0)
-    return -np.log1p(-u) / (w / np.median(w))
 
 
 @dataclass(frozen=True)

@@ -62,16 +62,13 @@ class TripletConfig:
         anchor_support_crop: share of weak triplets with a good-scan positive whose anchor (the
             template patch) is cut to the positive's support: its points within
             ``support_tolerance x R`` of a positive point, resampled to ``patch_points``. The
-            detector compares a test patch with templates cut exactly so (``template_crop:
-            support``), so these triplets train the comparison inference makes (0: the anchor
+            detector compares a test patch with templates cut exactly so (``view_matching``),
+            so these triplets train the comparison inference makes (0: the anchor
             is the whole template patch, as in the shipped models).
         support_tolerance: the cut's tolerance in patch radii (the detector's default, 0.25).
         inputs: ``"xyz"`` (coordinates, the paper) or ``"xyz+deviation"`` (each point also
             carries its deviation from the class's good templates, :mod:`.surfaces`; templates'
             own points leave-one-out). Must match the model's ``inputs``.
-        resample: how patches are drawn down to ``patch_points``: ``"random"`` (the shipped
-            models) or ``"uniform"`` (inversely to the local point density,
-            :func:`.patches.uniform_keys`); the detector's ``resample`` should match.
         seed: randomness of centre jitter, pair choice and resampling.
     """
 
@@ -89,19 +86,7 @@ class TripletConfig:
     anchor_support_crop: float = 0.0
     support_tolerance: float = 0.25
     inputs: str = "xyz"
-    resample: str = "random"
     seed: int = 0
-
-
-def _draw_keys(points, rng, cfg: TripletConfig) -> dict:
-    """Resampling arguments of :func:`.patches.extract_patches` for ``cfg.resample``."""
-    if cfg.resample == "uniform":
-        from .patches import uniform_keys
-
-        return {"point_keys": uniform_keys(points, rng.random(len(points)))}
-    if cfg.resample != "random":
-        raise ValueError(f"unknown resample {cfg.resample!r}; choose 'random' or 'uniform'")
-    return {"rng": rng}
 
 
 @dataclass(frozen=True)
@@ -193,7 +178,7 @@ def build_triplets(classes: list[ClassData], cfg: TripletConfig = TripletConfig(
 
         def cut(points, feats):
             return extract_patches(points, centres, radius=R, num_points=cfg.patch_points, min_points=0,
-                                   point_features=feats, **_draw_keys(points, rng, cfg))
+                                   point_features=feats, rng=rng)
 
         tp = [cut(t, f) for t, f in zip(templates, t_feats)]
         gp = [cut(g, f) for g, f in zip(good_scans, g_feats)]
@@ -202,7 +187,7 @@ def build_triplets(classes: list[ClassData], cfg: TripletConfig = TripletConfig(
         for k, (pts, _) in enumerate(bad):
             sel = owner == k
             ps = extract_patches(pts, centres[sel], radius=R, num_points=cfg.patch_points, min_points=0,
-                                 point_features=chan(pts), **_draw_keys(pts, rng, cfg))
+                                 point_features=chan(pts), rng=rng)
             neg[sel] = ps.patches
             neg_ok[sel] = ps.counts >= 16
         for j in np.nonzero(neg_ok)[0]:
@@ -253,7 +238,7 @@ def crop_to_support(patch: np.ndarray, support: np.ndarray, *, tolerance: float,
     """``patch (n, 3 + C)`` cut to its rows within ``tolerance`` (patch units) of a row of
     ``support (m, 3 + C)``, resampled to ``n`` rows (with replacement) in farthest-point order.
 
-    The training-side twin of the detector's support crop (``template_crop: support``), applied
+    The training-side twin of the detector's support crop (``view_matching``), applied
     to resampled patches of one location (both in the same patch frame). Returns ``patch``
     unchanged when fewer than ``min_points`` distinct rows survive the cut.
     """
@@ -283,7 +268,7 @@ def _weak_triplets(ref, R, templates, good_scans, cfg: TripletConfig, rng, t_fea
 
     def cut(points, feats):
         return extract_patches(points, centres, radius=R, num_points=cfg.patch_points, min_points=0,
-                               point_features=feats, **_draw_keys(points, rng, cfg))
+                               point_features=feats, rng=rng)
 
     tp = [cut(t, f) for t, f in zip(templates, t_feats or [None] * len(templates))]
     gp = [cut(g, f) for g, f in zip(good_scans, g_feats or [None] * len(good_scans))]

@@ -1,5 +1,6 @@
-"""Template banks cut to what a scan shows (``view_matching`` / ``template_crop``) for
-:meth:`.detector.AnomalyDetector.score`.
+"""Template banks cut to what a scan shows (``config.banks.view_matching``) for
+:meth:`.detector.AnomalyDetector.score`: each full template is cut to its points within
+``support_tolerance x R`` of a scan point (an addition to the paper).
 
 Its ``_view_matched_bank``, ``_cropped_template_patches``, ``_fill_features``, ``_membership`` and
 ``_support_bank`` methods, as module functions that take the detector as ``self``.
@@ -15,44 +16,15 @@ from .parts import PartBank
 
 def _view_matched_bank(self, pb: PartBank, reg: np.ndarray, test_valid: np.ndarray, *,
                        reg_tree: cKDTree | None = None):
-    """The bank with template patches cropped to what the scan shows (``template_crop``).
-
-    Returns ``(bank, coverage)``; with ``"views"``, the cached bank when the scan covers the
-    reference.
+    """The bank of template patches cut to the scan's support (:func:`_support_bank`) and the
+    share of the reference the scan covers (points of ``pb.view_reference`` within ``R / 4`` of
+    a scan point). Returns ``(bank, coverage)``.
     """
-    from .visibility import coverage_mask, estimate_views
+    from .visibility import coverage_mask
 
     reg_tree = reg_tree if reg_tree is not None else cKDTree(reg)
     cov = coverage_mask(pb.view_reference, reg, 0.25 * pb.radius, scan_tree=reg_tree)
-    if self.template_crop == "support":
-        return self._support_bank(pb, reg, test_valid, reg_tree=reg_tree), float(cov.mean())
-    if cov.mean() >= self.full_coverage:
-        return pb.bank, float(cov.mean())
-    from .visibility import incidence_ok
-
-    ve = estimate_views(pb.view_reference, cov, normals=pb.view_normals)
-    F = pb.bank.features.copy()
-    cols = np.nonzero(test_valid)[0]
-    todo, where = [], []
-    for g, (t, nn) in enumerate(zip(pb.templates, pb.template_nn)):
-        vis = ve.visible[nn]
-        if pb.template_normals:
-            facing = np.zeros(len(t), dtype=bool)
-            for cam in ve.cameras:
-                facing |= incidence_ok(t, pb.template_normals[g], cam)
-            vis &= facing
-        if not vis.any():
-            continue
-        ps = self._cropped_template_patches(pb, g, vis, cols)
-        full = pb.counts[cols, g]
-        # crop where the views hide part of the template patch; where they hide nearly all
-        # of it although the scan has points there, keep the full patch (view estimate off)
-        upd = (ps.counts < 0.9 * full) & (ps.counts >= np.maximum(8, 0.25 * full))
-        if upd.any():
-            todo.append(ps.patches[upd])
-            where.append((cols[upd], g))
-    self._fill_features(F, todo, where)
-    return make_bank(self.bank_kind, F, pb.bank.valid, **self._bank_args()), float(cov.mean())
+    return self._support_bank(pb, reg, test_valid, reg_tree=reg_tree), float(cov.mean())
 
 
 def _cropped_template_patches(self, pb: PartBank, g: int, keep: np.ndarray, cols: np.ndarray):
@@ -60,8 +32,8 @@ def _cropped_template_patches(self, pb: PartBank, g: int, keep: np.ndarray, cols
     resampled with the template's own point keys (a patch the cut leaves whole is the fitted one).
     """
     return self._cut(pb.templates[g][keep], pb.centres[cols], radius=pb.radius,
-                     num_points=self.patch_points, min_points=0,
-                     point_keys=self._template_keys(pb, g, len(pb.templates[g]), pb.templates[g])[keep],
+                     num_points=self.config.patches.patch_points, min_points=0,
+                     point_keys=self._template_keys(pb, g, len(pb.templates[g]))[keep],
                      point_features=self._channel(pb.template_dev[g] if pb.template_dev else None,
                                                   pb.radius, keep))
 
@@ -121,7 +93,7 @@ def _support_bank(self, pb: PartBank, reg: np.ndarray, test_valid: np.ndarray, *
     tree = reg_tree if reg_tree is not None else cKDTree(reg)
     todo, where = [], []
     for g, t in enumerate(pb.templates):
-        dist, _ = tree.query(t, k=1, distance_upper_bound=self.support_tolerance * pb.radius, workers=-1)
+        dist, _ = tree.query(t, k=1, distance_upper_bound=self.config.banks.support_tolerance * pb.radius, workers=-1)
         keep = np.isfinite(dist)
         if not keep.any():
             continue
