@@ -13,9 +13,15 @@ import pytest
 from cosarad_ros.core.geometry import random_rotation, rotation_angle_deg
 from cosarad_ros.core.io import sample_mesh
 from cosarad_ros.core.registration import (
+    AcceptanceOptions,
     GeneralizedICP,
+    GlobalOptions,
     PointToPlaneICP,
+    PreprocessOptions,
+    RefineOptions,
+    RegisterOptions,
     RegistrationResult,
+    ScaleOptions,
     crop_roi,
     decompose_similarity,
     estimate_normals,
@@ -253,7 +259,7 @@ def test_register_different_parts_is_not_ok(bracket, bunny):
 def test_register_random_blob_is_not_ok(bracket):
     rng = np.random.default_rng(13)
     blob = rng.normal(scale=0.02, size=(3000, 3))
-    res = register(blob, bracket[1], attempts=2, feature_scales=(1.0,))
+    res = register(blob, bracket[1], RegisterOptions(global_search=GlobalOptions(feature_scales=(1.0,))), attempts=2)
     assert not res.ok and res.reason
 
 
@@ -274,8 +280,9 @@ def test_register_scale_out_of_range_is_not_ok(bunny):
     dense, ref = bunny
     rng = np.random.default_rng(15)
     trial = make_trial(dense, ref, rng, noise=5e-5, scale=1.1, max_angle_deg=5.0)
-    res = register(trial.source, trial.target, allow_scale=True, scale_range=(0.95, 1.05), feature_scales=(1.0,),
-                   local_search_deg=())
+    options = RegisterOptions.from_options({"scale_range": (0.95, 1.05), "feature_scales": (1.0,),
+                                            "local_search_deg": ()})
+    res = register(trial.source, trial.target, options, allow_scale=True)
     # the refinement is clamped to the accepted range, so the true 10 % cannot be reached and the
     # best clamped fit fails a check (the scale bound or the residual it leaves)
     assert not res.ok and ("scale" in res.reason or "chamfer" in res.reason)
@@ -288,7 +295,8 @@ def test_register_refiners_from_init(bunny, method):
     rng = np.random.default_rng(16)
     trial = make_trial(dense[::2], ref, rng, noise=5e-5, translation=0.002, max_angle_deg=3.0)
     # an initial guess off by about 2 mm / 3 degrees: refinement alone must finish the job
-    res = register(trial.source, trial.target, init=np.eye(4), refine_method=method)
+    res = register(trial.source, trial.target, RegisterOptions(refine=RefineOptions(refine_method=method)),
+                   init=np.eye(4))
     assert res.attempts == 1
     err, ang = pose_error(res.transform, trial.transform, trial.source)
     assert err < 1e-3 and ang < 0.5, (method, err, ang)
@@ -318,15 +326,68 @@ def test_register_bad_input(bunny, src, match):
 def test_register_bad_parameters(bunny):
     src = bunny[0][:2000]
     with pytest.raises(ValueError, match="unknown global registration method"):
-        register(src, bunny[1], global_method="magic")
+        register(src, bunny[1], RegisterOptions.from_options({"global_method": "magic"}))
     with pytest.raises(ValueError, match="unknown refinement method"):
-        register(src, bunny[1], refine_method="magic")
+        register(src, bunny[1], {"refine_method": "magic"})
     with pytest.raises(ValueError, match="attempts"):
         register(src, bunny[1], attempts=0)
     with pytest.raises(ValueError, match="voxel_size"):
-        register(src, bunny[1], voxel_size=-1.0)
+        register(src, bunny[1], {"voxel_size": -1.0})
     with pytest.raises(ValueError, match="scale_range"):
-        register(src, bunny[1], scale_range=(1.1, 1.2))
+        register(src, bunny[1], {"scale_range": (1.1, 1.2)})
+    with pytest.raises(ValueError, match="options must be"):
+        register(src, bunny[1], "fast")
+
+
+@pytest.mark.parametrize("group,kwargs,match", [
+    (PreprocessOptions, {"voxel_size": 0.0}, "voxel_size"),
+    (PreprocessOptions, {"outlier_std": -1.0}, "outlier_std"),
+    (PreprocessOptions, {"max_refine_points": 5}, "max_refine_points"),
+    (GlobalOptions, {"feature_scales": ()}, "feature_scales"),
+    (GlobalOptions, {"feature_scales": (1.0, -0.5)}, "feature_scales"),
+    (GlobalOptions, {"local_search_deg": (float("nan"),)}, "local_search_deg"),
+    (GlobalOptions, {"local_search_rounds": -1}, "local_search_rounds"),
+    (GlobalOptions, {"local_search_fitness": 1.5}, "local_search_fitness"),
+    (GlobalOptions, {"global_method": {"method": "fpfh_ransac", "edge_length": 1.5}}, "edge_length"),
+    (RefineOptions, {"refine_top": 0}, "refine_top"),
+    (RefineOptions, {"refine_method": {"method": "point_to_plane", "kernel": "magic"}}, "kernel"),
+    (ScaleOptions, {"scale_range": (0.0, 1.2)}, "scale_range"),
+    (ScaleOptions, {"min_scale_information": -0.1}, "min_scale_information"),
+    (AcceptanceOptions, {"inlier_distance": -1.0}, "inlier_distance"),
+    (AcceptanceOptions, {"min_fitness": 1.1}, "min_fitness"),
+    (AcceptanceOptions, {"max_chamfer": float("inf")}, "max_chamfer"),
+])
+def test_register_option_groups_name_the_bad_field(group, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        group(**kwargs)
+
+
+def test_register_options_flat_and_grouped():
+    """Flat options (the former keyword arguments of register) land in their groups; defaults
+    are those documented; the options are frozen and checked when replaced.
+    """
+    import dataclasses
+
+    d = RegisterOptions()
+    assert d.preprocess.voxel_size is None and d.preprocess.outlier_std == 2.0
+    assert d.preprocess.max_refine_points == 40_000
+    assert d.global_search.global_method == "fpfh_ransac" and d.global_search.feature_scales == (1.0, 1.4, 0.7)
+    assert d.global_search.local_search_deg == (10.0, 25.0) and d.refine.refine_top == 2
+    assert d.scale.scale_range == (0.8, 1.25) and d.acceptance.min_fitness == 0.9
+    o = RegisterOptions.from_options({"min_fitness": 0.8, "voxel_size": 0.002, "scale": {"scale_range": [0.9, 1.1]}})
+    assert o.acceptance.min_fitness == 0.8 and o.preprocess.voxel_size == 0.002
+    assert o.scale.scale_range == (0.9, 1.1) and o.refine == d.refine
+    assert o.with_options(refine_top=3).refine.refine_top == 3 and o.refine.refine_top == 2
+    assert RegisterOptions(acceptance={"max_chamfer": 1e-3}).acceptance.max_chamfer == 1e-3
+    assert set(RegisterOptions.option_names()) == set(d.options())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        d.acceptance.min_fitness = 0.5  # type: ignore[misc]
+    with pytest.raises(ValueError, match="unknown registration options .*'attempts'"):
+        RegisterOptions.from_options({"attempts": 3})
+    with pytest.raises(ValueError, match="min_fitness"):
+        d.with_options(min_fitness=-0.1)
+    with pytest.raises(ValueError, match="unknown AcceptanceOptions fields"):
+        d.with_options(acceptance={"voxel_size": 1.0})
 
 
 def test_method_configs_map_to_constructors():

@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from cosarad_ros.core.geometry import cap_points
     from cosarad_ros.core.io import read_points, write_points
-    from cosarad_ros.core.registration import register
+    from cosarad_ros.core.registration import RegisterOptions, register
 
     if args.attempts < 1:
         raise ValueError(f"--attempts must be >= 1, got {args.attempts}")
@@ -59,9 +59,10 @@ def run(args: argparse.Namespace) -> int:
                      seed=args.seed)
     tgt = cap_points(read_points(args.target, mesh_samples=args.mesh_samples, seed=args.seed + 1), args.max_points,
                      seed=args.seed + 1)
-    res = register(src, tgt, voxel_size=args.voxel, attempts=args.attempts, allow_scale=args.scale,
-                   global_method=args.method, refine_method=args.refine, min_fitness=args.min_fitness,
-                   max_chamfer=args.max_chamfer, seed=args.seed)
+    options = RegisterOptions.from_options({"voxel_size": args.voxel, "global_method": args.method,
+                                            "refine_method": args.refine, "min_fitness": args.min_fitness,
+                                            "max_chamfer": args.max_chamfer})
+    res = register(src, tgt, options, attempts=args.attempts, allow_scale=args.scale, seed=args.seed)
     if args.out:
         T = res.transform
         write_points(args.out, src @ T[:3, :3].T + T[:3, 3], dtype="float64")

@@ -41,7 +41,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import PointCloud2
 
 from cosarad_ros.core.names import check_name, path_in_folder
-from cosarad_ros.core.registration import RegistrationResult, register
+from cosarad_ros.core.registration import RegisterOptions, RegistrationResult, register
 from cosarad_ros.core.registration.global_registration import GLOBAL_ALIGNERS
 from cosarad_ros.core.registration.refine import REFINERS
 from cosarad_ros.ros import conversions as cv
@@ -238,10 +238,20 @@ class RegistrationNode(GuardedCallbacks, Node):
                                       reason="" if ok else f"fitness {al.fitness:.3f} < {p.min_fitness:.3f} "
                                                            f"(inliers within {inlier:.4g})",
                                       inlier_distance=inlier)
-        results = [register(src, tgt, init=T, inlier_distance=p.inlier_distance or None, min_fitness=p.min_fitness,
-                            max_chamfer=p.max_chamfer or None, outlier_std=p.outlier_std or None,
-                            max_refine_points=p.max_refine_points, seed=p.seed) for T in Ts]
+        # refinement from the given poses: working voxel, methods and scale range stay at their defaults
+        options = RegisterOptions.from_options(self._common_options())
+        results = [register(src, tgt, options, init=T, seed=p.seed) for T in Ts]
         return min(results, key=lambda r: r.chamfer)
+
+    def _common_options(self) -> dict:
+        """Flat :class:`RegisterOptions` of the source clean-up and the acceptance checks, shared by
+        the global search and the refinement from given poses (a ``0`` parameter: ``None``, i.e.
+        scale with the part, or no outlier removal for ``outlier_std``).
+        """
+        p = self.p
+        return {"inlier_distance": p.inlier_distance or None, "min_fitness": p.min_fitness,
+                "max_chamfer": p.max_chamfer or None, "outlier_std": p.outlier_std or None,
+                "max_refine_points": p.max_refine_points}
 
     # ------------------------------------------------------------------ service
     def _on_register(self, request, response):
@@ -266,12 +276,11 @@ class RegistrationNode(GuardedCallbacks, Node):
             if seeds.size:
                 res = self._local(src, seeds, request, tgt)
             else:
-                res = register(src, tgt, voxel_size=p.voxel_size or None, attempts=p.attempts,
-                               allow_scale=bool(request.allow_scale), global_method=p.global_method,
-                               refine_method=p.refine_method, inlier_distance=p.inlier_distance or None,
-                               min_fitness=p.min_fitness, max_chamfer=p.max_chamfer or None,
-                               scale_range=(p.scale_min, p.scale_max), outlier_std=p.outlier_std or None,
-                               max_refine_points=p.max_refine_points, seed=p.seed)
+                options = RegisterOptions.from_options({
+                    **self._common_options(), "voxel_size": p.voxel_size or None, "global_method": p.global_method,
+                    "refine_method": p.refine_method, "scale_range": (p.scale_min, p.scale_max)})
+                res = register(src, tgt, options, attempts=p.attempts, allow_scale=bool(request.allow_scale),
+                               seed=p.seed)
         except (ValueError, FileNotFoundError, OSError) as exc:
             self.error_count += 1
             response.success = False

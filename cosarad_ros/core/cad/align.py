@@ -435,25 +435,35 @@ class RegistrationAligner(Aligner):
         inlier_distance: distance for ``fitness`` [m].
         trim: share of farthest points left out of the residual RMS.
         residual_points: scan points (random subset) of the residual.
-        **register_kwargs: passed to ``register`` (e.g. ``attempts``, ``voxel_size``).
+        seed: seed of the model samples, the residual subset and ``register``.
+        attempts: global hypotheses per feature scale of ``register``.
+        allow_scale: let ``register`` estimate a scale factor too.
+        **register_options: flat :class:`~cosarad_ros.core.registration.RegisterOptions` of
+            ``register`` (e.g. ``voxel_size``, ``min_fitness``); checked here.
     """
 
     name = "registration"
 
     def __init__(self, *, model_points: int = 20000, inlier_distance: float = 0.001, trim: float = 0.0,
-                 residual_points: int = 20000, seed: int = 0, **register_kwargs):
+                 residual_points: int = 20000, seed: int = 0, attempts: int = 5, allow_scale: bool = False,
+                 **register_options):
+        from cosarad_ros.core.registration import RegisterOptions
+
         self.model_points = int(model_points)
         self.residual_points = int(residual_points)
         self.trim = float(trim)
         self.inlier_distance = float(inlier_distance)
         self.seed = int(seed)
-        self.register_kwargs = dict(register_kwargs)
+        self.attempts = int(attempts)
+        self.allow_scale = bool(allow_scale)
+        self.register_options = RegisterOptions.from_options(register_options)
 
     def align(self, points: np.ndarray, scan_box: BoxFeatures, model) -> Alignment:
         from cosarad_ros.core.registration import register
 
         mpts, _ = model.sample(self.model_points, seed=self.seed)
-        res = register(points, mpts, seed=self.seed, **self.register_kwargs)
+        res = register(points, mpts, self.register_options, attempts=self.attempts, allow_scale=self.allow_scale,
+                       seed=self.seed)
         T = np.asarray(res.transform, dtype=np.float64)
         rmse, fit, med = residuals(model, _subset(points, self.residual_points, self.seed), T,
                                   self.inlier_distance, self.trim)

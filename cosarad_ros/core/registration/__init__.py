@@ -2,7 +2,8 @@
 
 Public API::
 
-    from cosarad_ros.core.registration import register, RegistrationResult, umeyama, preprocess, fuse_views
+    from cosarad_ros.core.registration import register, RegisterOptions, RegistrationResult, umeyama, preprocess
+    from cosarad_ros.core.registration import fuse_views
 
 See ``docs/registration.md`` for the method, parameters and measured figures.
 """
@@ -20,6 +21,7 @@ from .global_registration import (
     symmetry_hypotheses,
 )
 from .metrics import AlignmentScore, chamfer_one_sided, score_alignment
+from .options import AcceptanceOptions, GlobalOptions, PreprocessOptions, RefineOptions, RegisterOptions, ScaleOptions
 from .pipeline import RegistrationResult, register
 from .preprocess import (
     PreprocessResult,
@@ -46,7 +48,8 @@ from .similarity import SimilarityTransform, decompose_similarity, similarity_ic
 from .visibility import outer_shell, partial_view
 
 __all__ = [
-    "register", "RegistrationResult", "umeyama", "preprocess", "PreprocessResult", "fuse_views", "FusionResult",
+    "register", "RegistrationResult", "RegisterOptions", "PreprocessOptions", "GlobalOptions", "RefineOptions",
+    "ScaleOptions", "AcceptanceOptions", "umeyama", "preprocess", "PreprocessResult", "fuse_views", "FusionResult",
     "view_poses",
     "SimilarityTransform", "similarity_icp", "decompose_similarity",
     "crop_roi", "remove_plane", "remove_statistical_outliers", "voxel_down_sample", "estimate_normals",

@@ -18,12 +18,16 @@ Pipeline (scan to scan or scan to CAD, any initial pose):
 6. Checks: inlier fitness, Chamfer distance, and the scale range. A registration that fails any of
    them comes back with ``ok=False`` and a reason; its transform is still the best found, but
    callers must not use it as a pose.
+
+The settings of each step are grouped in :class:`~.options.RegisterOptions`; ``register`` itself
+takes only what changes from call to call (``init``, ``attempts``, ``allow_scale``, ``seed``).
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Mapping
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -32,6 +36,7 @@ from ..geometry import as_transform, rotation_angle_deg
 from .cloud import Cloud, as_cloud_array, readonly_memo
 from .global_registration import compute_features, make_global_aligner, symmetry_hypotheses
 from .metrics import constraint_strength, scale_information, score_alignment
+from .options import MIN_POINTS, PreprocessOptions, RegisterOptions
 from .preprocess import (
     estimate_noise,
     estimate_normals,
@@ -42,10 +47,7 @@ from .preprocess import (
 )
 from .refine import PointToPlaneICP, SimilarityICP, make_refiner
 
-__all__ = ["RegistrationResult", "register", "MIN_POINTS"]
-
-#: the fewest points a cloud must have to be registered.
-MIN_POINTS = 10
+__all__ = ["RegistrationResult", "RegisterOptions", "register", "MIN_POINTS"]
 
 
 @dataclass(frozen=True)
@@ -264,59 +266,202 @@ class _Problem:
         return score_alignment(points, self.tgt_full.tree, T, inlier_distance=self.inlier_distance)
 
 
-def register(source, target, *, voxel_size: float | None = None, attempts: int = 5, allow_scale: bool = False,
-             init=None, global_method: str | dict = "fpfh_ransac", refine_method: str | dict = "point_to_plane",
-             inlier_distance: float | None = None, min_fitness: float = 0.9, max_chamfer: float | None = None,
-             scale_range: tuple[float, float] = (0.8, 1.25), feature_scales: tuple[float, ...] = (1.0, 1.4, 0.7),
-             symmetry_probes: bool = True, local_search_deg: tuple[float, ...] = (10.0, 25.0),
-             local_search_rounds: int = 2, local_search_fitness: float = 0.85, refine_top: int = 2,
-             min_scale_information: float = 0.09, outlier_std: float | None = 2.0,
-             max_refine_points: int = 40_000, seed: int = 0, progress: bool = False) -> RegistrationResult:
+@dataclass(frozen=True)
+class _Limits:
+    """The working voxel and the thresholds of one registration, in the clouds' units."""
+
+    v: float
+    inlier_distance: float
+    max_chamfer: float
+    spacing: float
+    noise: float
+
+
+def _as_options(options) -> RegisterOptions:
+    if options is None:
+        return RegisterOptions()
+    if isinstance(options, RegisterOptions):
+        return options
+    if isinstance(options, Mapping):
+        return RegisterOptions.from_options(options)
+    raise ValueError(f"options must be a RegisterOptions, a dict of flat options or None, got {type(options).__name__}")
+
+
+def _limits(src_pts: np.ndarray, prepared: _Target, opts: RegisterOptions) -> _Limits:
+    """The working voxel (default: target diagonal / 50) and the distances derived from it."""
+    size = prepared.size
+    voxel_size = size / 50.0 if opts.preprocess.voxel_size is None else opts.preprocess.voxel_size
+    if not (np.isfinite(voxel_size) and voxel_size > 0):
+        raise ValueError(f"voxel_size must be a positive number, got {voxel_size}")
+    v = float(voxel_size)
+    acc = opts.acceptance
+    inlier_distance = v if acc.inlier_distance is None else float(acc.inlier_distance)
+    spacing = prepared.spacing
+    noise = float(np.hypot(estimate_noise(src_pts), prepared.noise))
+    max_chamfer = spacing + 0.05 * v + noise if acc.max_chamfer is None else float(acc.max_chamfer)
+    if not inlier_distance > 0 or not max_chamfer > 0:
+        raise ValueError("inlier_distance and max_chamfer must be > 0")
+    return _Limits(v=v, inlier_distance=inlier_distance, max_chamfer=max_chamfer, spacing=spacing, noise=noise)
+
+
+def _fine_refiner(opts: RegisterOptions, allow_scale: bool):
+    """The full-resolution refiner: ``refine_method``, or similarity ICP when a scale is estimated."""
+    refiner = make_refiner(opts.refine.refine_method)
+    if allow_scale and not refiner.estimates_scale:
+        refiner = SimilarityICP(max_iterations=max(refiner.max_iterations, 60), scale_bounds=opts.scale.scale_range)
+    return refiner
+
+
+def _clean_source(src_pts: np.ndarray, src_n, pre: PreprocessOptions, seed: int):
+    """Statistical outlier removal, then a random subset of at most ``max_refine_points``."""
+    if pre.outlier_std is not None and len(src_pts) > 20:
+        keep = remove_statistical_outliers(src_pts, std_ratio=pre.outlier_std)
+        src_pts = src_pts[keep]
+        src_n = None if src_n is None else src_n[keep]
+    if len(src_pts) > pre.max_refine_points:
+        sel = np.random.default_rng(seed).choice(len(src_pts), size=pre.max_refine_points, replace=False)
+        src_pts = src_pts[sel]
+        src_n = None if src_n is None else src_n[sel]
+    return src_pts, src_n
+
+
+class _Search:
+    """The hypotheses of one registration: coarse ICP, symmetry probes, local search and the
+    full-resolution refinement; ``finals`` holds the refined ``(T, AlignmentScore)`` pairs, best
+    (lowest Chamfer distance) first.
+    """
+
+    def __init__(self, prob: _Problem, opts: RegisterOptions, *, max_chamfer: float, allow_scale: bool):
+        self.prob = prob
+        self.opts = opts
+        self.max_chamfer = max_chamfer
+        self.allow_scale = allow_scale
+        self.n_tried = 0
+        self.finals: list = []
+        self.refined_from: list[np.ndarray] = []
+
+    def failures(self, T: np.ndarray, sc) -> list[str]:
+        """Why the pose ``T`` with score ``sc`` is not ok (empty when it passes every check)."""
+        prob, min_fitness = self.prob, self.opts.acceptance.min_fitness
+        lo_s, hi_s = self.opts.scale.scale_range
+        out = []
+        if sc.fitness < min_fitness:
+            out.append(f"fitness {sc.fitness:.3f} < {min_fitness:.3f} (inliers within {prob.inlier_distance:.4g})")
+        if sc.chamfer > self.max_chamfer:
+            out.append(f"chamfer {sc.chamfer:.4g} > {self.max_chamfer:.4g}")
+        if self.allow_scale and not lo_s < _scale_of(T) < hi_s:
+            out.append(f"scale {_scale_of(T):.4f} not inside ({lo_s:g}, {hi_s:g})")
+        if self.allow_scale and not out:
+            info = scale_information(prob.src_full.points, prob.tgt_full.tree, prob.tgt_full.normals, T,
+                                     max_distance=prob.v)
+            if info < self.opts.scale.min_scale_information:
+                out.append(f"scale poorly constrained by this view (information {info:.3f} < "
+                           f"{self.opts.scale.min_scale_information:g}; it shows mostly planes): scan more of the part")
+        return out
+
+    def passed(self) -> bool:
+        return not self.failures(*self.finals[0])
+
+    def coarse(self, hypotheses) -> list[tuple[np.ndarray, float]]:
+        """``(T, coarse Chamfer)`` of each hypothesis after coarse ICP."""
+        out = [self.prob.coarse(T) for T in hypotheses]
+        self.n_tried += len(out)
+        return out
+
+    def finish(self, candidates) -> None:
+        """Refine the best distinct coarse poses at full resolution; keep ``finals`` sorted.
+
+        A pose whose coarse Chamfer distance exceeds ``max_chamfer`` by more than a voxel is beyond
+        what a fine ICP (correspondences within one voxel) can repair: it is scored, not refined.
+        """
+        prob, v = self.prob, self.prob.v
+        ranked = sorted(candidates, key=lambda c: c[1])
+        distinct: list[tuple[np.ndarray, float]] = []
+        for T, c in ranked:
+            if all(_pose_distance(T, D, prob.extent) > v for D in [d for d, _ in distinct] + self.refined_from):
+                distinct.append((T, c))
+            if len(distinct) >= max(1, self.opts.refine.refine_top):
+                break
+        self.refined_from.extend(T for T, _ in distinct)
+        for T, c in distinct:
+            res = prob.fine(T) if c <= self.max_chamfer + v else None
+            self.finals.append(res if res is not None else (T, prob.score(prob.src_full.points, T)))
+        self.finals.sort(key=lambda f: f[1].chamfer)
+
+    def probe_symmetries(self, candidates: list) -> None:
+        """Half turns of the best pose about the target's axes; again from a new best, since a
+        near-symmetric part's true pose may be a half turn away from the best probe.
+        """
+        probed: list[np.ndarray] = []
+        for _ in range(2):
+            best_T = min(candidates, key=lambda c: c[1])[0]
+            if any(_pose_distance(best_T, D, self.prob.extent) <= self.prob.v for D in probed):
+                break
+            probed.append(best_T)
+            candidates += self.coarse(symmetry_hypotheses(best_T, self.prob.tgt_c.points))
+
+    def local_search(self, candidates: list) -> bool:
+        """Turn / shift the best pose a little, only for a near miss (most of the source already on
+        the target); escapes the sliding minima of partial views of surfaces of revolution and
+        extrusions. Returns whether a round improved the best coarse Chamfer distance by 2 %.
+        """
+        g = self.opts.global_search
+        searched = False
+        rounds = g.local_search_rounds if g.local_search_deg and self.finals[0][1].fitness >= g.local_search_fitness \
+            else 0
+        for _ in range(rounds):
+            best_T, best_c = min(candidates, key=lambda c: c[1])
+            probes = self.coarse(_turns(best_T, self.prob.src_c.points, g.local_search_deg, (3.0 * self.prob.v,)))
+            candidates += probes
+            if min(c for _, c in probes) > 0.98 * best_c:
+                break
+            searched = True
+        return searched
+
+    def run(self, hypotheses, *, probe_symmetry: bool) -> bool:
+        """One round from global ``hypotheses``; returns whether the best pose passes the checks.
+        Gross misses are left to the next feature scale.
+        """
+        candidates = self.coarse(hypotheses)
+        if probe_symmetry:
+            self.probe_symmetries(candidates)
+        self.finish(candidates)
+        if self.passed():
+            return True
+        if self.local_search(candidates):
+            self.finish(candidates)
+            return self.passed()
+        return False
+
+    def add_guess(self, T0: np.ndarray) -> None:
+        """The initial guess itself competes: refinement must not leave a guess that was better."""
+        self.finals.append((T0, self.prob.score(self.prob.src_full.points, T0)))
+        self.finals.sort(key=lambda f: f[1].chamfer)
+
+
+def register(source, target, options: RegisterOptions | Mapping | None = None, *, init=None, attempts: int = 5,
+             allow_scale: bool = False, seed: int = 0, progress: bool = False) -> RegistrationResult:
     """Register ``source`` onto ``target`` without an initial guess (or from ``init``).
 
     ``source`` is normally the test scan (possibly a partial view) and ``target`` the reference
     (a full scan, or points sampled from the *visible* surface of the CAD model): ``fitness`` and
     ``chamfer`` measure how well the *source* lies on the target, so a partial source on a complete
-    target scores well, while a source that is bigger than the target does not.
+    target scores well, while a source that is bigger than the target does not. Distances are in
+    the clouds' units (metres in this project).
 
     Args:
         source: ``(N, 3)`` array or ``open3d.geometry.PointCloud`` (normals used when present).
-        target: ``(M, 3)`` array or ``open3d.geometry.PointCloud``.
-        voxel_size: working voxel for features and coarse ICP; default: target bounding-box
-            diagonal / 50. All other default distances are multiples of it.
-        attempts: distinct global hypotheses refined per feature scale (ignored with ``init``).
-        allow_scale: estimate a scale factor too (7-dof similarity refinement).
-        init: optional ``(4, 4)`` initial guess; skips the global search.
-        global_method: ``"fpfh_ransac"`` (default), ``"o3d_ransac"``, ``"fgr"``, ``"identity"``, or
-            a dict ``{"method": ..., **kwargs}`` (see :mod:`.global_registration`).
-        refine_method: ``"point_to_plane"`` (default), ``"generalized"``, ``"point_to_point"``,
-            ``"symmetric"`` or a dict; replaced by ``"similarity"`` when ``allow_scale`` unless a
-            similarity refiner is given.
-        inlier_distance: distance for ``fitness`` / ``rmse``; default ``voxel_size``.
-        min_fitness: least inlier fraction for ``ok``.
-        max_chamfer: largest one-sided Chamfer distance for ``ok``; default: the target's point
-            spacing (median nearest-neighbour distance, the Chamfer floor of a perfect fit) plus
-            ``0.05 * voxel_size`` plus the clouds' combined surface noise (:func:`estimate_noise`).
-        scale_range: accepted ``(min, max)`` scale when ``allow_scale`` (exclusive; the similarity
-            refinement is clamped to it, so a scale at a bound means the search ran into it).
-        feature_scales: feature voxel sizes (multiples of ``voxel_size``) tried in turn until a
-            registration passes the checks; FPFH matching that fails at one scale often works at
-            another.
-        symmetry_probes: also try half turns of the best pose about the target's principal axes.
-        local_search_deg: turn angles (degrees) of the local search around the best coarse pose
-            (``()`` disables it); shifts of 3 voxels along the source's axes are tried too.
-        local_search_rounds: rounds of local search (stops early when nothing improves by 2 %).
-        local_search_fitness: the local search runs only when the best pose already has this
-            fitness (a near miss).
-        refine_top: how many distinct coarse poses get the full-resolution refinement.
-        min_scale_information: with ``allow_scale``, least normalised information on the scale
-            (:func:`.metrics.scale_information`); below it the view cannot fix the scale (mostly
-            planes) and the result is not ok. Calibrated on trials: views under 0.09 gave scale
-            errors of 0.27-16 %, views above it under 0.15 %.
-        outlier_std: statistical outlier removal on the source (``None`` disables it).
-        max_refine_points: the full-resolution source is randomly thinned to this many points
-            for the final ICP and the metrics (keeps time bounded on 1M-point scans).
-        seed: seed of RANSAC and of the thinning.
+        target: ``(M, 3)`` array or ``open3d.geometry.PointCloud``; a read-only array keeps its
+            preparation (normals, features, k-d trees) for the next call.
+        options: :class:`~.options.RegisterOptions` (resolution and clean-up, global search,
+            refinement, scale, acceptance checks; each option is documented in its group), or a
+            dict of flat options (``{"min_fitness": 0.8}``, see
+            :meth:`~.options.RegisterOptions.from_options`); ``None``: the defaults.
+        init: optional ``(4, 4)`` initial guess (source -> target); skips the global search.
+        attempts: distinct global hypotheses refined per feature scale (ignored with ``init``); >= 1.
+        allow_scale: estimate a scale factor too (7-dof similarity refinement, within
+            ``options.scale``).
+        seed: seed of RANSAC and of the thinning to ``max_refine_points``.
         progress: show a tqdm bar over the feature scales.
 
     Returns:
@@ -327,96 +472,27 @@ def register(source, target, *, voxel_size: float | None = None, attempts: int =
             points, or invalid parameters.
     """
     t_start = time.perf_counter()
+    opts = _as_options(options)
     src_pts, src_n = as_cloud_array(source, name="source")
     prepared = _prepared_target(target)
-    tgt_pts = prepared.points
-    for name, pts in (("source", src_pts), ("target", tgt_pts)):
+    for name, pts in (("source", src_pts), ("target", prepared.points)):
         if len(pts) < MIN_POINTS:
             raise ValueError(f"{name} has {len(pts)} points; need at least {MIN_POINTS} to register")
     if attempts < 1:
         raise ValueError(f"attempts must be >= 1, got {attempts}")
-    if not 0.0 <= min_fitness <= 1.0:
-        raise ValueError(f"min_fitness must be in [0, 1], got {min_fitness}")
-    lo_s, hi_s = (float(x) for x in scale_range)
-    if not 0 < lo_s <= 1.0 <= hi_s:
-        raise ValueError(f"scale_range must satisfy 0 < min <= 1 <= max, got {scale_range}")
-    feature_scales = tuple(float(x) for x in feature_scales)
-    if not feature_scales or any(not x > 0 for x in feature_scales):
-        raise ValueError(f"feature_scales must be positive numbers, got {feature_scales}")
-    size = prepared.size
-    if voxel_size is None:
-        voxel_size = size / 50.0
-    if not (np.isfinite(voxel_size) and voxel_size > 0):
-        raise ValueError(f"voxel_size must be a positive number, got {voxel_size}")
-    v = float(voxel_size)
-    inlier_distance = v if inlier_distance is None else float(inlier_distance)
-    spacing = prepared.spacing
-    noise = float(np.hypot(estimate_noise(src_pts), prepared.noise))
-    max_chamfer = spacing + 0.05 * v + noise if max_chamfer is None else float(max_chamfer)
-    if not inlier_distance > 0 or not max_chamfer > 0:
-        raise ValueError("inlier_distance and max_chamfer must be > 0")
-    refiner = make_refiner(refine_method)
-    if allow_scale and not refiner.estimates_scale:
-        refiner = SimilarityICP(max_iterations=max(refiner.max_iterations, 60), scale_bounds=(lo_s, hi_s))
+    lim = _limits(src_pts, prepared, opts)
+    refiner = _fine_refiner(opts, allow_scale)
+    aligner = make_global_aligner("identity" if init is not None else opts.global_search.global_method)
+    src_pts, src_n = _clean_source(src_pts, src_n, opts.preprocess, seed)
     # rigid coarse steps keep the scale of the (similarity) hypothesis; a free scale on a coarse pose
     # tends to shrink the source towards a point
-    coarse_refiner = PointToPlaneICP(max_iterations=30)
-    aligner = make_global_aligner("identity" if init is not None else global_method)
+    prob = _Problem(src_pts, src_n, prepared, v=lim.v, inlier_distance=lim.inlier_distance,
+                    coarse_refiner=PointToPlaneICP(max_iterations=30), refiner=refiner)
+    search = _Search(prob, opts, max_chamfer=lim.max_chamfer, allow_scale=allow_scale)
 
-    # -- source clean-up and resolution pyramid
-    if outlier_std is not None and len(src_pts) > 20:
-        keep = remove_statistical_outliers(src_pts, std_ratio=outlier_std)
-        src_pts = src_pts[keep]
-        src_n = None if src_n is None else src_n[keep]
-    if len(src_pts) > max_refine_points:
-        sel = np.random.default_rng(seed).choice(len(src_pts), size=max_refine_points, replace=False)
-        src_pts = src_pts[sel]
-        src_n = None if src_n is None else src_n[sel]
-    prob = _Problem(src_pts, src_n, prepared, v=v, inlier_distance=inlier_distance,
-                    coarse_refiner=coarse_refiner, refiner=refiner)
-
-    def failures(T, sc) -> list[str]:
-        out = []
-        if sc.fitness < min_fitness:
-            out.append(f"fitness {sc.fitness:.3f} < {min_fitness:.3f} (inliers within {inlier_distance:.4g})")
-        if sc.chamfer > max_chamfer:
-            out.append(f"chamfer {sc.chamfer:.4g} > {max_chamfer:.4g}")
-        if allow_scale and not lo_s < _scale_of(T) < hi_s:
-            out.append(f"scale {_scale_of(T):.4f} not inside ({lo_s:g}, {hi_s:g})")
-        if allow_scale and not out:
-            info = scale_information(prob.src_full.points, prob.tgt_full.tree, prob.tgt_full.normals, T,
-                                     max_distance=v)
-            if info < min_scale_information:
-                out.append(f"scale poorly constrained by this view (information {info:.3f} < "
-                           f"{min_scale_information:g}; it shows mostly planes): scan more of the part")
-        return out
-
-    n_tried = 0
-    finals: list = []
-    refined_from: list[np.ndarray] = []
-
-    def finish(candidates):
-        """Refine the best distinct coarse poses at full resolution; keep ``finals`` sorted.
-
-        A pose whose coarse Chamfer distance exceeds ``max_chamfer`` by more than a voxel is beyond
-        what a fine ICP (correspondences within one voxel) can repair: it is scored, not refined.
-        """
-        ranked = sorted(candidates, key=lambda c: c[1])
-        distinct: list[tuple[np.ndarray, float]] = []
-        for T, c in ranked:
-            if all(_pose_distance(T, D, prob.extent) > v for D in [d for d, _ in distinct] + refined_from):
-                distinct.append((T, c))
-            if len(distinct) >= max(1, refine_top):
-                break
-        refined_from.extend(T for T, _ in distinct)
-        for T, c in distinct:
-            res = prob.fine(T) if c <= max_chamfer + v else None
-            finals.append(res if res is not None else (T, prob.score(prob.src_full.points, T)))
-        finals.sort(key=lambda f: f[1].chamfer)
-
+    feature_scales = opts.global_search.feature_scales
     scales = feature_scales if init is None else (1.0,)
     for k, fscale in enumerate(tqdm(scales, desc="register", disable=not progress, leave=False)):
-        # -- global hypotheses, each refined coarsely
         if init is not None:
             hypotheses = [as_transform(init, name="init")]
         else:
@@ -426,62 +502,36 @@ def register(source, target, *, voxel_size: float | None = None, attempts: int =
                 continue  # this feature scale is too coarse for the cloud
             hypotheses = aligner.propose(src_f, tgt_f, count=attempts, seed=seed + 1000 * k,
                                          with_scale=allow_scale)
-        candidates = [prob.coarse(T) for T in hypotheses]
-        n_tried += len(candidates)
-        probed: list[np.ndarray] = []
-        for _ in range(2 if symmetry_probes and init is None else 0):
-            # half turns of the best pose about the target's axes; again from a new best, since a
-            # near-symmetric part's true pose may be a half turn away from the best probe
-            best_T = min(candidates, key=lambda c: c[1])[0]
-            if any(_pose_distance(best_T, D, prob.extent) <= v for D in probed):
-                break
-            probed.append(best_T)
-            probes = [prob.coarse(T) for T in symmetry_hypotheses(best_T, prob.tgt_c.points)]
-            candidates += probes
-            n_tried += len(probes)
-        finish(candidates)
-        if not failures(*finals[0]):
+        if search.run(hypotheses, probe_symmetry=opts.global_search.symmetry_probes and init is None):
             break
-        # -- local search, only for a near miss (most of the source already on the target): turn /
-        #    shift the best pose a little; escapes the sliding minima of partial views of surfaces
-        #    of revolution and extrusions. Gross misses go to the next feature scale instead.
-        searched = False
-        rounds = local_search_rounds if local_search_deg and finals[0][1].fitness >= local_search_fitness else 0
-        for _ in range(rounds):
-            best_T, best_c = min(candidates, key=lambda c: c[1])
-            probes = [prob.coarse(T) for T in _turns(best_T, prob.src_c.points, local_search_deg, (3.0 * v,))]
-            candidates += probes
-            n_tried += len(probes)
-            if min(c for _, c in probes) > 0.98 * best_c:
-                break
-            searched = True
-        if searched:
-            finish(candidates)
-            if not failures(*finals[0]):
-                break
 
     if init is not None:
-        # the guess itself competes: refinement must not leave a guess that was already better
-        T0 = as_transform(init, name="init")
-        finals.append((T0, prob.score(prob.src_full.points, T0)))
-        finals.sort(key=lambda f: f[1].chamfer)
-    if not finals:  # no feature scale had enough points: nothing was tried
-        raise ValueError(f"source or target too sparse for features at voxel {v:.4g} "
+        search.add_guess(as_transform(init, name="init"))
+    if not search.finals:  # no feature scale had enough points: nothing was tried
+        raise ValueError(f"source or target too sparse for features at voxel {lim.v:.4g} "
                          f"(scales {feature_scales}); give a smaller voxel_size or denser clouds")
-    T_best, sc = finals[0]
+    return _result(search, lim, allow_scale=allow_scale, global_name=aligner.name, refine_name=refiner.name,
+                   t_start=t_start)
+
+
+def _result(search: _Search, lim: _Limits, *, allow_scale: bool, global_name: str, refine_name: str,
+            t_start: float) -> RegistrationResult:
+    """The best refined pose, its checks and the runner-up as a :class:`RegistrationResult`."""
+    prob = search.prob
+    T_best, sc = search.finals[0]
     runner_up = float("inf")
-    for T, s_ in finals[1:]:
-        if _pose_distance(T, T_best, prob.extent) > v:
+    for T, s_ in search.finals[1:]:
+        if _pose_distance(T, T_best, prob.extent) > lim.v:
             runner_up = min(runner_up, s_.chamfer)
-    reasons = failures(T_best, sc)
+    reasons = search.failures(T_best, sc)
     strength = constraint_strength(prob.src_full.points, prob.tgt_full.tree, prob.tgt_full.normals, T_best,
-                                   max_distance=v, with_scale=allow_scale)
+                                   max_distance=lim.v, with_scale=allow_scale)
     return RegistrationResult(
         transform=T_best, scale=_scale_of(T_best) if allow_scale else 1.0, fitness=sc.fitness, rmse=sc.rmse,
-        chamfer=sc.chamfer, attempts=n_tried, ok=not reasons, reason="; ".join(reasons), voxel_size=v,
-        inlier_distance=inlier_distance, max_chamfer=max_chamfer, runner_up_chamfer=runner_up,
+        chamfer=sc.chamfer, attempts=search.n_tried, ok=not reasons, reason="; ".join(reasons), voxel_size=lim.v,
+        inlier_distance=lim.inlier_distance, max_chamfer=lim.max_chamfer, runner_up_chamfer=runner_up,
         time_s=time.perf_counter() - t_start,
-        extra={"median_distance": sc.median, "target_spacing": spacing, "noise": noise,
-               "min_constraint": float(strength[0]), "global_method": aligner.name,
-               "refine_method": refiner.name},
+        extra={"median_distance": sc.median, "target_spacing": lim.spacing, "noise": lim.noise,
+               "min_constraint": float(strength[0]), "global_method": global_name,
+               "refine_method": refine_name},
     )
