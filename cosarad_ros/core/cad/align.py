@@ -380,7 +380,11 @@ class BoxIcpAligner(Aligner):
 
         A round part (two equal box extents) hardly turns under ICP about its axis (only small
         features such as bolt holes resist), so the turn is first searched all around, in
-        3-degree and then 0.5-degree steps, on a few hundred points. A last Tukey-weighted ICP
+        3-degree and then 0.5-degree steps, on a few hundred points. With a ``reference`` each
+        turn is ranked as :meth:`coarse` ranks its poses, with the share of the model surface
+        seen from above that the scan leaves uncovered: two equal extents need not make a part
+        round, and a part as tall as it is wide turned half about a horizontal axis fits its
+        scan as well upside down. A last Tukey-weighted ICP
         step (Zhang, IVC 1997) is kept when it fits the median better, so that a deviating region
         (a moved bore, a dent) does not pull the part off.
 
@@ -401,6 +405,12 @@ class BoxIcpAligner(Aligner):
             axis = mb.frame[:3, :3] @ np.eye(3)[free]
             centre = mb.frame[:3, 3]
             sub = _subset(points, max(self.screen_points, 1000), self.seed)
+            cap = 3.0 * self.inlier_distance
+            tree = None
+            if reference is not None:
+                from scipy.spatial import cKDTree
+
+                tree = cKDTree(points)
             for angles in (np.arange(-180.0, 180.0, 3.0), np.arange(-2.0, 2.01, 0.5)):
                 cands = []
                 for a in angles:
@@ -409,8 +419,11 @@ class BoxIcpAligner(Aligner):
                     S[:3, 3] = centre - S[:3, :3] @ centre
                     cands.append(S @ T)
                 moved = np.concatenate([_moved(sub, C) for C in cands])
-                d = np.minimum(model.distance(moved).reshape(len(cands), len(sub)), 3.0 * self.inlier_distance)
-                T = cands[int(np.argmin(np.mean(d ** 2, axis=1)))]
+                d = np.minimum(model.distance(moved).reshape(len(cands), len(sub)), cap)
+                cost = np.mean(d ** 2, axis=1)
+                if tree is not None:
+                    cost += cap ** 2 * (1.0 - np.array([coverage(reference, tree, C, cap) for C in cands]))
+                T = cands[int(np.argmin(cost))]
         T = np.asarray(reg.registration_icp(src, tgt, fine, T, est, crit).transformation)
         d = model.distance(_moved(pts, T))
         if self.robust_kernel is not None:
