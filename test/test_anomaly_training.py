@@ -94,8 +94,8 @@ def test_augmentation_magnitudes():
 
 def test_short_training_lowers_loss_and_resumes(tmp_path):
     ts = TripletSet(_patch_triplets(40, 128).astype(np.float16), np.array(["a"] * 20 + ["b"] * 20))
-    cfg = TrainConfig(backbone="tiny", epochs=4, batch_size=10, lr=2e-3, val_fraction=0.0, num_threads=2,
-                      augment=AugmentConfig(crop_probability=0.0))
+    cfg = TrainConfig(backbone="tiny", inputs="xyz", epochs=4, batch_size=10, lr=2e-3, val_fraction=0.0,
+                      num_threads=2, augment=AugmentConfig(crop_probability=0.0))
     out = str(tmp_path / "run")
     res = train(ts, out, cfg, progress=False)
     losses = [h["loss"] for h in res.history]
@@ -142,8 +142,8 @@ def test_select_writes_the_last_or_the_best_validation_epoch(tmp_path):
     from cosarad_ros.core.anomaly.model import load_model
 
     ts = TripletSet(_patch_triplets(40, 128).astype(np.float16), np.array(["a"] * 20 + ["b"] * 20))
-    cfg = TrainConfig(backbone="tiny", epochs=3, batch_size=10, lr=2e-3, val_fraction=0.25, num_threads=2,
-                      augment=AugmentConfig(crop_probability=0.0), half=False)
+    cfg = TrainConfig(backbone="tiny", inputs="xyz", epochs=3, batch_size=10, lr=2e-3, val_fraction=0.25,
+                      num_threads=2, augment=AugmentConfig(crop_probability=0.0), half=False)
     with pytest.raises(ValueError, match="select"):
         train(ts, str(tmp_path / "bad"), TrainConfig(**{**cfg.__dict__, "select": "first"}), progress=False)
     out = str(tmp_path / "run")
@@ -207,7 +207,8 @@ def test_weak_triplet_anchors_are_cut_to_the_positive_support():
     from cosarad_ros.core.anomaly.training import TripletConfig, build_triplets
 
     classes = toy_benchmark(1, seed=3, n_templates=3, n_good=2, n_bad=1, points=3000)
-    base = dict(weak_per_class=40, weak_scan_positive=1.0, min_positive_coverage=0.1, centres_per_defect=0, seed=1)
+    base = dict(weak_per_class=40, weak_scan_positive=1.0, min_positive_coverage=0.1, centres_per_defect=0,
+                inputs="xyz", seed=1)
     whole = build_triplets(classes, TripletConfig(**base), progress=False).patches.astype(np.float32)
     cut = build_triplets(classes, TripletConfig(**base, anchor_support_crop=1.0),
                          progress=False).patches.astype(np.float32)
@@ -223,3 +224,52 @@ def test_weak_triplet_anchors_are_cut_to_the_positive_support():
     assert inside_cut >= 0.25 and inside_cut > inside_whole + 0.2, (inside_cut, inside_whole)
     with pytest.raises(ValueError, match="anchor_support_crop"):
         build_triplets(classes, TripletConfig(**base, anchor_support_crop=1.5), progress=False)
+
+
+def _recorded(value):
+    """A config value as the model file's JSON records it (tuples as lists, nested dataclasses as dicts)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def test_cosarad_train_defaults_are_the_api_defaults_and_the_shipped_recipe():
+    """One training recipe: the options of ``cosarad train`` left at their defaults build exactly
+    ``TripletConfig()`` / ``TrainConfig()``, and those are the recipe recorded in the shipped
+    default model's file (its ``train_config``, ``triplet_config`` and command line).
+    """
+    import argparse
+    import shlex
+    from dataclasses import asdict, fields
+
+    from safetensors import safe_open
+
+    from cosarad_ros.cli import train as train_cli
+    from cosarad_ros.core.anomaly.model import default_model_path
+    from cosarad_ros.core.anomaly.training import TripletConfig
+
+    parser = argparse.ArgumentParser(prog="cosarad train")
+    train_cli.add_arguments(parser)
+    assert train_cli.build_configs(parser.parse_args(["--out", "unused"])) == (TripletConfig(), TrainConfig())
+    # options that set both configs
+    assert TripletConfig().inputs == TrainConfig().inputs and TripletConfig().seed == TrainConfig().seed
+
+    with safe_open(default_model_path(), framework="np") as f:
+        extra = json.loads(f.metadata()["extra"])
+    for cls, recorded in ((TripletConfig, extra["triplet_config"]), (TrainConfig, extra["train_config"])):
+        ours = asdict(cls())
+        assert set(recorded) <= set(ours), f"the shipped model records {cls.__name__} fields that no longer exist"
+        assert {k: _recorded(ours[k]) for k in recorded} == recorded, cls.__name__
+    # settings added after the shipped models were trained keep what those runs did: whole template
+    # patches as anchors, the best-validation epoch written as the model (TRAINING.md)
+    assert {f.name for f in fields(TripletConfig)} - set(extra["triplet_config"]) == {"anchor_support_crop",
+                                                                                     "support_tolerance"}
+    assert TripletConfig().anchor_support_crop == 0.0
+    assert set(asdict(TrainConfig())) - set(extra["train_config"]) == {"select"}
+    assert TrainConfig().select == "best"
+
+    # the command line recorded in the file builds the same configs as the bare defaults
+    argv = shlex.split(extra["command"])
+    assert argv[:2] == ["cosarad", "train"]
+    assert train_cli.build_configs(parser.parse_args(argv[2:])) == (TripletConfig(), TrainConfig())
+    # the help prints the defaults it takes from the dataclasses
+    text = parser.format_help()
+    assert f"(default: {TripletConfig().weak_per_class})" in text and f"(default: {TrainConfig().backbone})" in text

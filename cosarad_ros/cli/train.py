@@ -13,8 +13,10 @@ scans of the training classes), trains with the EMA miner and the adaptive margi
 Honest k-fold over classes: ``--fold I/K`` leaves out every K-th class (sorted names, starting
 at I) so ``cosarad eval`` can score them with a model that never saw them.
 
-The defaults are the recipe of the shipped models (``cosarad_ros/models/TRAINING.md``):
-deviation inputs, 500 weak triplets per class, 10 epochs, the ``cpu`` backbone.
+The defaults are those of ``TripletConfig`` and ``TrainConfig``
+(:mod:`cosarad_ros.core.anomaly.training`), the recipe of the shipped models
+(``cosarad_ros/models/TRAINING.md``): deviation inputs, 500 weak triplets per class, 10 epochs,
+the ``cpu`` backbone.
 """
 from __future__ import annotations
 
@@ -53,40 +55,54 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--toy", type=int, default=0, metavar="N",
                      help="train on N small procedural toy classes instead of --data (smoke runs)")
     parser.add_argument("--out", required=True, help="output folder")
-    tr = parser.add_argument_group("training")
-    tr.add_argument("--epochs", type=int, default=10)
-    tr.add_argument("--batch-size", type=int, default=32, help="triplets per step before mining")
-    tr.add_argument("--lr", type=float, default=5e-4)
-    tr.add_argument("--margin", type=float, default=0.6, help="initial triplet margin")
-    tr.add_argument("--backbone", default="cpu", choices=("cpu", "small", "paper", "tiny"),
-                    help="PointNet++ preset (default cpu: sized for a 2-core CPU)")
-    tr.add_argument("--feature-dim", type=int, default=64)
-    tr.add_argument("--inputs", default="xyz+deviation", choices=("xyz", "xyz+deviation"),
+    # the recipe's defaults are those of TripletConfig / TrainConfig (the shipped models' recipe)
+    from cosarad_ros.core.anomaly.training import TrainConfig, TripletConfig
+
+    tc, fc = TripletConfig(), TrainConfig()
+    tr = parser.add_argument_group("training (defaults: the shipped models' recipe)")
+    tr.add_argument("--epochs", type=int, default=fc.epochs, help="training epochs (default: %(default)s)")
+    tr.add_argument("--batch-size", type=int, default=fc.batch_size,
+                    help="triplets per step before mining (default: %(default)s)")
+    tr.add_argument("--lr", type=float, default=fc.lr, help="Adam learning rate (default: %(default)s)")
+    tr.add_argument("--margin", type=float, default=fc.margin, help="initial triplet margin (default: %(default)s)")
+    tr.add_argument("--backbone", default=fc.backbone, choices=("cpu", "small", "paper", "tiny"),
+                    help="PointNet++ preset (default: %(default)s; cpu is sized for a 2-core CPU)")
+    tr.add_argument("--feature-dim", type=int, default=fc.feature_dim,
+                    help="dimension of the patch features (default: %(default)s)")
+    tr.add_argument("--inputs", default=tc.inputs, choices=("xyz", "xyz+deviation"),
                     help="what each patch point carries: coordinates plus its deviation from the class's "
-                         "good templates (default, the shipped models) or coordinates only (the paper)")
-    tr.add_argument("--centres-per-defect", type=int, default=6)
-    tr.add_argument("--combos", type=int, default=2, help="(anchor, positive) pairs per centre")
-    tr.add_argument("--weak", type=int, default=500,
-                    help="synthetic-defect (weak objective) triplets per class (0: only labelled defects)")
-    tr.add_argument("--weak-scan-positive", type=float, default=1.0,
-                    help="share of weak triplets whose positive is a good partial scan (else a template)")
-    tr.add_argument("--min-positive-coverage", type=float, default=0.1,
-                    help="smallest share of the templates' points a good scan's patch needs to be a positive")
-    tr.add_argument("--anchor-crop", type=float, default=0.0,
+                         "good templates, or coordinates only (the paper) (default: %(default)s)")
+    tr.add_argument("--centres-per-defect", type=int, default=tc.centres_per_defect,
+                    help="farthest-point centres per defect region (default: %(default)s)")
+    tr.add_argument("--combos", type=int, default=tc.combos_per_centre,
+                    help="(anchor, positive) pairs per centre (default: %(default)s)")
+    tr.add_argument("--weak", type=int, default=tc.weak_per_class,
+                    help="synthetic-defect (weak objective) triplets per class, 0: only labelled defects "
+                         "(default: %(default)s)")
+    tr.add_argument("--weak-scan-positive", type=float, default=tc.weak_scan_positive,
+                    help="share of weak triplets whose positive is a good partial scan, else a template "
+                         "(default: %(default)s)")
+    tr.add_argument("--min-positive-coverage", type=float, default=tc.min_positive_coverage,
+                    help="smallest share of the templates' points a good scan's patch needs to be a positive "
+                         "(default: %(default)s)")
+    tr.add_argument("--anchor-crop", type=float, default=tc.anchor_support_crop,
                     help="share of weak triplets whose anchor template patch is cut to the positive's support, "
-                         "as the detector cuts templates to a scan (0: whole template patches)")
-    tr.add_argument("--patch-radius-rel", type=float, default=0.06,
-                    help="patch radius / reference bounding-box diagonal (the detector's default)")
-    tr.add_argument("--select", choices=("best", "last"), default="best",
+                         "as the detector cuts templates to a scan, 0: whole template patches "
+                         "(default: %(default)s)")
+    tr.add_argument("--patch-radius-rel", type=float, default=tc.patch_radius_rel,
+                    help="patch radius / reference bounding-box diagonal, the detector's rule "
+                         "(default: %(default)s)")
+    tr.add_argument("--select", choices=("best", "last"), default=fc.select,
                     help="weights written as the model: the epoch of the best validation triplet accuracy "
-                         "(default) or the last epoch")
+                         "or the last epoch (default: %(default)s)")
     tr.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke runs)")
     tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     tr.add_argument("--export", choices=("best", "last"), default=None,
                     help="only write OUT/model.safetensors from the best (validation) or last epoch of a run")
-    tr.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    tr.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--device", default=fc.device, help="cpu, cuda or auto (default: %(default)s)")
+    tr.add_argument("--threads", type=int, default=fc.num_threads, help="torch CPU threads (default: %(default)s)")
+    tr.add_argument("--seed", type=int, default=fc.seed,
+                    help="seed of the triplets and of the training (default: %(default)s)")
     tr.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -94,10 +110,27 @@ def _split(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def build_configs(args: argparse.Namespace):
+    """``(TripletConfig, TrainConfig)`` of parsed ``cosarad train`` options; the options' defaults
+    give ``(TripletConfig(), TrainConfig())``, the shipped models' recipe.
+    """
+    from cosarad_ros.core.anomaly.training import TrainConfig, TripletConfig
+
+    tcfg = TripletConfig(patch_radius_rel=args.patch_radius_rel, centres_per_defect=args.centres_per_defect,
+                         combos_per_centre=args.combos, weak_per_class=args.weak,
+                         weak_scan_positive=args.weak_scan_positive, inputs=args.inputs,
+                         min_positive_coverage=args.min_positive_coverage,
+                         anchor_support_crop=args.anchor_crop, seed=args.seed)
+    cfg = TrainConfig(backbone=args.backbone, feature_dim=args.feature_dim, inputs=args.inputs, epochs=args.epochs,
+                      batch_size=args.batch_size, lr=args.lr, margin=args.margin, num_threads=args.threads,
+                      device=args.device, seed=args.seed, select=args.select)
+    return tcfg, cfg
+
+
 def run(args: argparse.Namespace) -> int:
     from cosarad_ros.core.anomaly.dataset import list_classes, load_benchmark, toy_benchmark
     from cosarad_ros.core.anomaly.evaluation import fold_classes
-    from cosarad_ros.core.anomaly.training import TrainConfig, TripletConfig, TripletSet, build_triplets, train
+    from cosarad_ros.core.anomaly.training import TripletSet, build_triplets, train
 
     if args.export:
         from cosarad_ros.core.anomaly.training import export_model
@@ -109,14 +142,7 @@ def run(args: argparse.Namespace) -> int:
     if args.epochs < 1 or args.batch_size < 2:
         raise ValueError("--epochs must be >= 1 and --batch-size >= 2")
     os.makedirs(args.out, exist_ok=True)
-    tcfg = TripletConfig(patch_radius_rel=args.patch_radius_rel, centres_per_defect=args.centres_per_defect,
-                         combos_per_centre=args.combos, weak_per_class=args.weak,
-                         weak_scan_positive=args.weak_scan_positive, inputs=args.inputs,
-                         min_positive_coverage=args.min_positive_coverage,
-                         anchor_support_crop=args.anchor_crop, seed=args.seed)
-    cfg = TrainConfig(backbone=args.backbone, feature_dim=args.feature_dim, inputs=args.inputs, epochs=args.epochs,
-                      batch_size=args.batch_size, lr=args.lr, margin=args.margin, num_threads=args.threads,
-                      device=args.device, seed=args.seed, select=args.select)
+    tcfg, cfg = build_configs(args)
     trip_path = os.path.join(args.out, "triplets.npz")
     t0 = time.perf_counter()
     held_out: list[str] = []

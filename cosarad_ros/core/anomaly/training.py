@@ -15,6 +15,10 @@ every epoch (``checkpoint.pt``, loadable with ``torch.load(weights_only=True)``)
 continues from them; curves of loss / yield / margin / validation triplet accuracy go to PNG.
 The best-validation epoch's weights (or, with ``select="last"``, the last epoch's) are written as
 the model file (safetensors, see :mod:`.model`).
+
+The defaults of :class:`TripletConfig` and :class:`TrainConfig` are the recipe of the shipped
+models (``cosarad_ros/models/TRAINING.md``; their files record it) and ``cosarad train`` takes its
+defaults from them.
 """
 from __future__ import annotations
 
@@ -48,16 +52,18 @@ class TripletConfig:
         registration_attempts: attempts of each scan's registration.
         use_poses: align clouds with the benchmark's ground-truth poses when it records them
             (synthetic data) instead of registering them.
-        weak_per_class: triplets of the *weak* objective per class: at random locations (FPS on
-            the reference), anchor a template patch, positive a good-scan patch, negative the same
-            good-scan patch with a synthetic defect (:func:`.augment.synthetic_defect`). They teach
-            sampling / coverage invariance over every geometry of the part, not only where the
-            labelled defects are (the semi-supervised "weak" objective of the COSARAD authors).
+        weak_per_class: triplets of the *weak* objective per class (0: only the labelled
+            defects' triplets): at random locations (FPS on the reference), anchor a template
+            patch, positive a good-scan patch, negative the same good-scan patch with a synthetic
+            defect (:func:`.augment.synthetic_defect`). They teach sampling / coverage invariance
+            over every geometry of the part, not only where the labelled defects are (the
+            semi-supervised "weak" objective of the COSARAD authors).
         weak_locations: FPS locations the weak triplets are drawn from.
         weak_scan_positive: share of weak triplets whose positive is a good partial scan's patch
-            (the rest use another template's patch, which isolates sampling invariance).
+            when one covers the location (the rest use another template's patch, which isolates
+            sampling invariance).
         min_positive_coverage: a good scan's patch can be a positive when it holds at least this
-            share of the templates' median point count at that location (lower: the network also
+            share of the templates' median point count at that location (low, so the network also
             learns that a view cropping a patch to a sliver is not a defect).
         anchor_support_crop: share of weak triplets with a good-scan positive whose anchor (the
             template patch) is cut to the positive's support: its points within
@@ -66,9 +72,9 @@ class TripletConfig:
             so these triplets train the comparison inference makes (0: the anchor
             is the whole template patch, as in the shipped models).
         support_tolerance: the cut's tolerance in patch radii (the detector's default, 0.25).
-        inputs: ``"xyz"`` (coordinates, the paper) or ``"xyz+deviation"`` (each point also
-            carries its deviation from the class's good templates, :mod:`.surfaces`; templates'
-            own points leave-one-out). Must match the model's ``inputs``.
+        inputs: ``"xyz+deviation"`` (each point also carries its deviation from the class's good
+            templates, :mod:`.surfaces`; templates' own points leave-one-out; the shipped models)
+            or ``"xyz"`` (coordinates only, the paper). Must match the model's ``inputs``.
         seed: randomness of centre jitter, pair choice and resampling.
     """
 
@@ -79,13 +85,13 @@ class TripletConfig:
     min_defect_points: int = 5
     registration_attempts: int = 3
     use_poses: bool = True
-    weak_per_class: int = 0
+    weak_per_class: int = 500
     weak_locations: int = 96
-    weak_scan_positive: float = 0.3
-    min_positive_coverage: float = 0.5
+    weak_scan_positive: float = 1.0
+    min_positive_coverage: float = 0.1
     anchor_support_crop: float = 0.0
     support_tolerance: float = 0.25
-    inputs: str = "xyz"
+    inputs: str = "xyz+deviation"
     seed: int = 0
 
 
@@ -302,10 +308,11 @@ class TrainConfig:
     """Training hyper-parameters (see the module docstring for where they come from).
 
     Attributes:
-        backbone: PointNet++ preset (``"small"`` is the CPU-sized default, ``"paper"`` the full one).
+        backbone: PointNet++ preset: ``"cpu"`` (sized for a 2-core CPU, the shipped models),
+            ``"small"``, ``"paper"`` (the paper's size) or ``"tiny"`` (unit tests).
         feature_dim, hidden_dim, dropout: the contrastive head.
-        inputs: patch inputs of the model (``"xyz"`` or ``"xyz+deviation"``); must match the
-            triplets (:attr:`TripletSet.inputs`).
+        inputs: patch inputs of the model (``"xyz+deviation"``, the shipped models, or ``"xyz"``);
+            must match the triplets (:attr:`TripletSet.inputs`, :attr:`TripletConfig.inputs`).
         epochs, batch_size: triplets per step before mining.
         lr: Adam learning rate (cosine-annealed to 0 over the run).
         margin: initial triplet margin; ``yield_range`` is the band the margin keeps the yield in.
@@ -324,11 +331,11 @@ class TrainConfig:
         half: store the final weights as float16 (half the file size).
     """
 
-    backbone: str = "small"
+    backbone: str = "cpu"
     feature_dim: int = 64
     hidden_dim: int = 256
     dropout: float = 0.4
-    inputs: str = "xyz"
+    inputs: str = "xyz+deviation"
     epochs: int = 10
     batch_size: int = 32
     lr: float = 5e-4
