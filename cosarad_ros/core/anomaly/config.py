@@ -11,12 +11,14 @@ Flat options (the keys of a config dict, CLI ``--config`` JSON or benchmark conf
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import ClassVar
 
 import numpy as np
 
+from ..settings import GroupedSettings
+from ..settings import finite as _finite
+from ..settings import set_field as _set
 from .parts import _check_slides
 from .scoring import AGGREGATORS
 
@@ -34,15 +36,6 @@ REMOVED_OPTIONS = {
 }
 
 
-def _finite(value, name: str) -> float:
-    v = float(value)
-    if not np.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return v
-
-
-def _set(obj, name: str, value) -> None:
-    object.__setattr__(obj, name, value)
 
 
 @dataclass(frozen=True)
@@ -254,7 +247,7 @@ GROUPS = {"patches": PatchConfig, "banks": BankConfig, "scoring": ScoringConfig,
 
 
 @dataclass(frozen=True)
-class DetectorConfig:
+class DetectorConfig(GroupedSettings):
     """Every setting of :class:`~.detector.AnomalyDetector` that shapes its banks and scores,
     by stage. Groups may be given as their classes or as dicts of their fields.
 
@@ -274,50 +267,6 @@ class DetectorConfig:
     regions: RegionConfig = field(default_factory=RegionConfig)
     registration: RegistrationConfig = field(default_factory=RegistrationConfig)
 
-    def __post_init__(self):
-        for name, cls in GROUPS.items():
-            value = getattr(self, name)
-            if isinstance(value, Mapping):
-                _set(self, name, cls(**value))
-            elif not isinstance(value, cls):
-                raise ValueError(f"{name} must be a {cls.__name__} or a dict of its fields, got {type(value).__name__}")
-
-    @staticmethod
-    def option_names() -> dict[str, str]:
-        """Flat option name -> the group holding it."""
-        return {f.name: group for group, cls in GROUPS.items() for f in dataclasses.fields(cls)}
-
-    @classmethod
-    def from_options(cls, options: Mapping[str, Any] | None = None) -> DetectorConfig:
-        """The default config with flat ``options`` (``{"num_patches": 64}``) set in their groups;
-        a group name with a dict (``{"patches": {"num_patches": 64}}``) sets several at once.
-
-        Raises:
-            ValueError: an unknown option (naming it) or a bad value (naming the field).
-        """
-        return cls().with_options(**dict(options or {}))
-
-    def with_options(self, **options) -> DetectorConfig:
-        """A copy with the flat ``options`` (or group dicts) replaced; see :meth:`from_options`."""
-        where = self.option_names()
-        unknown = sorted(k for k in options if k not in where and k not in GROUPS)
-        if unknown:
-            notes = "".join(f"; {k} was removed: {REMOVED_OPTIONS[k]}" for k in unknown if k in REMOVED_OPTIONS)
-            raise ValueError(f"unknown detector options {unknown}{notes}; allowed: {sorted(where)}")
-        per_group: dict[str, dict] = {}
-        for k, v in options.items():
-            if k in GROUPS:
-                if not isinstance(v, Mapping):
-                    raise ValueError(f"{k} must be a dict of {GROUPS[k].__name__} fields, got {type(v).__name__}")
-                bad = sorted(set(v) - {f.name for f in dataclasses.fields(GROUPS[k])})
-                if bad:
-                    raise ValueError(f"unknown {GROUPS[k].__name__} fields {bad}")
-                per_group.setdefault(k, {}).update(v)
-            else:
-                per_group.setdefault(where[k], {})[k] = v
-        return dataclasses.replace(self, **{g: dataclasses.replace(getattr(self, g), **kv)
-                                            for g, kv in per_group.items()})
-
-    def options(self) -> dict[str, Any]:
-        """All settings as one flat dict (option name -> value)."""
-        return {f.name: getattr(getattr(self, g), f.name) for g, cls in GROUPS.items() for f in dataclasses.fields(cls)}
+    GROUPS: ClassVar[dict] = GROUPS
+    KIND: ClassVar[str] = "detector"
+    REMOVED: ClassVar[dict] = REMOVED_OPTIONS

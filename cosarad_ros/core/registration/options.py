@@ -16,12 +16,14 @@ and :meth:`RegisterOptions.with_options`.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import ClassVar, Mapping
 
 import numpy as np
 
+from ..settings import GroupedSettings
+from ..settings import finite as _finite
+from ..settings import set_field as _set
 from .global_registration import make_global_aligner
 from .refine import make_refiner
 
@@ -32,18 +34,6 @@ __all__ = ["PreprocessOptions", "GlobalOptions", "RefineOptions", "ScaleOptions"
 MIN_POINTS = 10
 
 
-def _set(obj, name: str, value) -> None:
-    object.__setattr__(obj, name, value)
-
-
-def _finite(value, name: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not np.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return v
 
 
 def _positive_or_none(obj, name: str) -> None:
@@ -245,7 +235,7 @@ GROUPS = {"preprocess": PreprocessOptions, "global_search": GlobalOptions, "refi
 
 
 @dataclass(frozen=True)
-class RegisterOptions:
+class RegisterOptions(GroupedSettings):
     """Every setting of :func:`~.pipeline.register` that stays fixed across calls, by stage.
     Groups may be given as their classes or as dicts of their fields.
 
@@ -263,51 +253,6 @@ class RegisterOptions:
     scale: ScaleOptions = field(default_factory=ScaleOptions)
     acceptance: AcceptanceOptions = field(default_factory=AcceptanceOptions)
 
-    def __post_init__(self):
-        for name, cls in GROUPS.items():
-            value = getattr(self, name)
-            if isinstance(value, Mapping):
-                _set(self, name, cls(**value))
-            elif not isinstance(value, cls):
-                raise ValueError(f"{name} must be a {cls.__name__} or a dict of its fields, got {type(value).__name__}")
-
-    @staticmethod
-    def option_names() -> dict[str, str]:
-        """Flat option name -> the group holding it."""
-        return {f.name: group for group, cls in GROUPS.items() for f in dataclasses.fields(cls)}
-
-    @classmethod
-    def from_options(cls, options: Mapping[str, Any] | None = None) -> RegisterOptions:
-        """The default options with flat ``options`` (``{"min_fitness": 0.8}``) set in their
-        groups; a group name with a dict (``{"acceptance": {"min_fitness": 0.8}}``) sets several
-        at once.
-
-        Raises:
-            ValueError: an unknown option (naming it) or a bad value (naming the field).
-        """
-        return cls().with_options(**dict(options or {}))
-
-    def with_options(self, **options) -> RegisterOptions:
-        """A copy with the flat ``options`` (or group dicts) replaced; see :meth:`from_options`."""
-        where = self.option_names()
-        unknown = sorted(k for k in options if k not in where and k not in GROUPS)
-        if unknown:
-            raise ValueError(f"unknown registration options {unknown}; allowed: {sorted(where)} (init, attempts, "
-                             f"allow_scale, seed and progress are arguments of register())")
-        per_group: dict[str, dict] = {}
-        for k, v in options.items():
-            if k in GROUPS:
-                if not isinstance(v, Mapping):
-                    raise ValueError(f"{k} must be a dict of {GROUPS[k].__name__} fields, got {type(v).__name__}")
-                bad = sorted(set(v) - {f.name for f in dataclasses.fields(GROUPS[k])})
-                if bad:
-                    raise ValueError(f"unknown {GROUPS[k].__name__} fields {bad}")
-                per_group.setdefault(k, {}).update(v)
-            else:
-                per_group.setdefault(where[k], {})[k] = v
-        return dataclasses.replace(self, **{g: dataclasses.replace(getattr(self, g), **kv)
-                                            for g, kv in per_group.items()})
-
-    def options(self) -> dict[str, Any]:
-        """All settings as one flat dict (option name -> value)."""
-        return {f.name: getattr(getattr(self, g), f.name) for g, cls in GROUPS.items() for f in dataclasses.fields(cls)}
+    GROUPS: ClassVar[dict] = GROUPS
+    KIND: ClassVar[str] = "registration"
+    HINT: ClassVar[str] = " (init, attempts, allow_scale, seed and progress are arguments of register())"
