@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
-__all__ = ["GroupedSettings", "finite", "set_field"]
+__all__ = ["GroupedSettings", "finite", "set_field", "build_named"]
 
 
 def set_field(obj, name: str, value) -> None:
@@ -100,3 +100,30 @@ class GroupedSettings:
         """All settings as one flat dict (option name -> value)."""
         return {f.name: getattr(getattr(self, g), f.name) for g, cls in self.GROUPS.items()
                 for f in dataclasses.fields(cls)}
+
+
+def build_named(config, registry: Mapping[str, type], *, base: type, config_name: str, kind: str):
+    """One of a family of swappable parts from its config: a name (``"point_to_plane"``), a dict
+    ``{"method": name, **constructor kwargs}``, or an instance of ``base`` passed through.
+
+    Args:
+        config: the name, dict or instance.
+        registry: method name -> class.
+        base: the family's interface (instances of it are returned as they are).
+        config_name: what the config is called in errors (``"refiner config"``).
+        kind: what the method names (``"refinement"``).
+
+    Raises:
+        ValueError: a config that is neither, or an unknown method (naming the choices).
+    """
+    if isinstance(config, base):
+        return config
+    if isinstance(config, str):
+        config = {"method": config}
+    if not isinstance(config, dict) or "method" not in config:
+        raise ValueError(f"{config_name} must be a name or a dict with 'method', got {config!r}")
+    kwargs = dict(config)
+    name = kwargs.pop("method")
+    if name not in registry:
+        raise ValueError(f"unknown {kind} method {name!r}; choose from {sorted(registry)}")
+    return registry[name](**kwargs)

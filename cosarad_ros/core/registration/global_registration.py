@@ -25,6 +25,7 @@ import numpy as np
 import open3d as o3d
 
 from ..geometry import as_points
+from ..settings import build_named
 from .preprocess import to_o3d
 
 __all__ = [
@@ -404,17 +405,8 @@ def make_global_aligner(config: str | dict | GlobalAligner) -> GlobalAligner:
     """Build a global aligner from a name (``"fpfh_ransac"``), a dict ``{"method": name, **kwargs}``
     or pass an instance through.
     """
-    if isinstance(config, GlobalAligner):
-        return config
-    if isinstance(config, str):
-        config = {"method": config}
-    if not isinstance(config, dict) or "method" not in config:
-        raise ValueError(f"global aligner config must be a name or a dict with 'method', got {config!r}")
-    kwargs = dict(config)
-    name = kwargs.pop("method")
-    if name not in GLOBAL_ALIGNERS:
-        raise ValueError(f"unknown global registration method {name!r}; choose from {sorted(GLOBAL_ALIGNERS)}")
-    return GLOBAL_ALIGNERS[name](**kwargs)
+    return build_named(config, GLOBAL_ALIGNERS, base=GlobalAligner, config_name="global aligner config",
+                       kind="global registration")
 
 
 def symmetry_hypotheses(transform: np.ndarray, target_points: np.ndarray, *,

@@ -20,6 +20,7 @@ import numpy as np
 import open3d as o3d
 
 from ..geometry import as_transform
+from ..settings import build_named
 from .cloud import Cloud
 from .similarity import similarity_icp
 
@@ -199,14 +200,4 @@ def make_refiner(config: str | dict | Refiner) -> Refiner:
     """Build a refiner from a name (``"point_to_plane"``), a dict ``{"method": name, **kwargs}``
     or pass an instance through.
     """
-    if isinstance(config, Refiner):
-        return config
-    if isinstance(config, str):
-        config = {"method": config}
-    if not isinstance(config, dict) or "method" not in config:
-        raise ValueError(f"refiner config must be a name or a dict with 'method', got {config!r}")
-    kwargs = dict(config)
-    name = kwargs.pop("method")
-    if name not in REFINERS:
-        raise ValueError(f"unknown refinement method {name!r}; choose from {sorted(REFINERS)}")
-    return REFINERS[name](**kwargs)
+    return build_named(config, REFINERS, base=Refiner, config_name="refiner config", kind="refinement")
