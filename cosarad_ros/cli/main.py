@@ -42,7 +42,7 @@ SUMMARIES: dict[str, str] = {
     "inspect": "inspect one scan file against templates of its part type",
     "register": "register SOURCE onto TARGET (global + ICP), print the transform",
     "classify": "classify a scan against a CAD library (zero-shot)",
-    "cad": "manage the CAD library (add, list)",
+    "cad": "manage the CAD library (add, list, remove, catalogue, prepare)",
     "scan": "simulate a scan of a mesh with a structured-light or laser-line sensor",
     "plan-views": "plan sensor views that cover a mesh",
     "demo": "run the simulated inspection cell end to end",

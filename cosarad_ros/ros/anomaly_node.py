@@ -26,6 +26,7 @@ from visualization_msgs.msg import MarkerArray
 from cosarad_ros.core.anomaly.deviation import DEFAULT_THRESHOLD, DEFAULT_TOLERANCE
 from cosarad_ros.core.inspection.detection import PartInspector, make_inspector
 from cosarad_ros.core.inspection.outcome import StageRecord
+from cosarad_ros.core.inspection.templates import CELL_TEMPLATES, default_cache_dir
 from cosarad_ros.core.names import check_name
 from cosarad_ros.msg import InspectionResult
 from cosarad_ros.ros.node_utils import (
@@ -51,8 +52,9 @@ PARAMS = (
     Param("model_path", "", "COSARAD weights (.safetensors); empty: the model shipped with the package"),
     Param("template_dir", "", "Folder of good scans: <template_dir>/<part_type>/*.pcd|ply|xyz (metres)"),
     Param("cad_library", "", "CAD library folder; part types without template scans get simulated templates"),
-    Param("n_templates", 3, "Templates simulated per part type from CAD", check=positive),
-    Param("cache_dir", "", "Memory-bank cache folder; empty: $ROS_HOME/cosarad_banks (~/.ros/cosarad_banks)"),
+    Param("n_templates", CELL_TEMPLATES, "Templates simulated per part type from CAD", check=positive),
+    Param("cache_dir", "", "Cache folder of view plans, simulated templates and memory banks (`cosarad cad "
+          "prepare` fills it ahead of the first part); empty: $ROS_HOME/cosarad_banks (~/.ros/cosarad_banks)"),
     Param("frame_id", "part", "Frame of the published scored cloud and markers (the template frame)"),
     Param("default_part_type", "", "Part type assumed for clouds arriving on ~/cloud_in"),
     Param("min_points", 200, "Scans with fewer points are refused", check=positive),
@@ -81,7 +83,7 @@ def build_inspector(p) -> PartInspector:
         if not os.path.isfile(p.model_path):
             raise FileNotFoundError(f"parameter 'model_path': no such file {p.model_path}")
         detector["model"] = p.model_path
-    cache = p.cache_dir or os.path.join(os.environ.get("ROS_HOME", os.path.expanduser("~/.ros")), "cosarad_banks")
+    cache = p.cache_dir or default_cache_dir()
     return make_inspector(method=p.method, cad_library=p.cad_library, template_dir=p.template_dir,
                           n_templates=p.n_templates, cache_dir=cache, detector=detector, min_points=p.min_points,
                           min_fitness=p.min_fitness, min_coverage=p.min_coverage, min_quality=p.min_quality)

@@ -66,8 +66,9 @@ class InProcessCell:
         self.classifier = CadClassifier(self.library, **CLASSIFIER_OPTIONS)
         methods = [method] if isinstance(method, str) else list(method)
         self.method = methods[0]
+        self.cache_dir = self.work_dir / "banks"   # view plans, templates, memory banks
         self.inspectors = {m: make_inspector(method=m, cad_library=self.cad_dir, n_templates=n_templates,
-                                             cache_dir=str(self.work_dir / "banks"))
+                                             cache_dir=str(self.cache_dir))
                            for m in methods}
         self._plans: dict = {}
         self._references: dict = {}
@@ -122,14 +123,14 @@ class InProcessCell:
         return envelope_mesh((lo, hi)), "survey"
 
     def plan(self, part_type: str, envelope=None) -> int:
-        from cosarad_ros.core.planning import plan_views
+        from cosarad_ros.core.planning.plan_cache import cached_plan
 
         mesh, name = self._mesh_for_plan(part_type, envelope)
         key = _mesh_key(mesh)
         plan = self._plans.get(key)
         if plan is None:
-            self.say(f"planning views of {name}")
-            plan = self._plans[key] = plan_views(mesh, cell=self.model, seed=0)
+            plan = self._plans[key] = cached_plan(mesh, cell=self.model, cache_dir=self.cache_dir, seed=0,
+                                                  progress=lambda m: self.say(f"{m} of {name}"))
             if name not in ("locate", "survey"):
                 try:
                     from cosarad_ros.core.planning.render import save_coverage_png

@@ -16,10 +16,21 @@ import numpy as np
 from cosarad_ros.core.inspection.detection import CadTemplates
 
 __all__ = ["simulate_templates", "cached_templates", "cad_template_source", "cell_sensor_options",
-           "DEFAULT_SIM_RESOLUTION"]
+           "prepare_part_types", "default_cache_dir", "DEFAULT_SIM_RESOLUTION", "CELL_TEMPLATES"]
 
 
 DEFAULT_SIM_RESOLUTION = (560, 400)
+#: good templates the cell simulates per part type (``anomaly_node`` parameter ``n_templates``)
+CELL_TEMPLATES = 3
+
+
+def default_cache_dir() -> str:
+    """Where the ROS cell keeps view plans, templates and memory banks when not told otherwise:
+    ``$ROS_HOME/cosarad_banks`` (``~/.ros/cosarad_banks``).
+    """
+    import os
+
+    return os.path.join(os.environ.get("ROS_HOME", os.path.expanduser("~/.ros")), "cosarad_banks")
 
 
 def cell_sensor_options(cell=None, **overrides) -> dict:
@@ -97,7 +108,9 @@ TEMPLATE_CODE = ("cosarad_ros.core.planning", "cosarad_ros.core.sensors", "cosar
 def cached_templates(mesh, n_templates: int, seed: int = 0, *, cache_dir=None, sensor: Mapping | None = None,
                      progress=None) -> list[np.ndarray]:
     """:func:`simulate_templates`, kept on disk in ``cache_dir`` (``templates_<key>.npz``; the key
-    hashes the mesh, the count, the seed, the sensor options and the simulation's source code).
+    hashes the mesh, the count, the seed, the sensor options and the simulation's source code),
+    through the views of the part's cached plan (:func:`~cosarad_ros.core.planning.plan_cache.cached_plan`
+    in the same folder: the plan the cell inspects the part type with).
     """
     from pathlib import Path
 
@@ -115,9 +128,12 @@ def cached_templates(mesh, n_templates: int, seed: int = 0, *, cache_dir=None, s
                 return [z[f"t{i}"] for i in range(int(n_templates))]
         except (OSError, KeyError, ValueError):
             pass  # unreadable cache entry: simulate again and overwrite it
+    from cosarad_ros.core.planning.plan_cache import cached_plan
+
+    plan = cached_plan(mesh, cache_dir=cache_dir, seed=int(seed), progress=progress)
     if progress is not None:
         progress(f"simulating {n_templates} good templates")
-    out = simulate_templates(mesh, n_templates, seed, sensor=sensor)
+    out = simulate_templates(mesh, n_templates, seed, sensor=sensor, plan=plan)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, **{f"t{i}": t for i, t in enumerate(out)})
@@ -146,3 +162,50 @@ def cad_template_source(cad_library: str, *, n_templates: int = 4, seed: int = 0
         return cached_templates(mesh, n, s, sensor=sensor, cache_dir=cache_dir)
 
     return CadTemplates(model_for=model_for, make_templates=make, n_templates=n_templates, seed=seed)
+
+
+def prepare_part_types(cad_library, *, cache_dir, labels=None, n_templates: int = CELL_TEMPLATES, seed: int = 0,
+                       progress=None) -> dict[str, dict]:
+    """Get part types ready before their first part arrives: plan each one's views and simulate
+    its good templates into ``cache_dir`` (:func:`cached_templates`), where the cell loads them.
+    A part type already prepared with the same mesh, cell, settings and code is only read back.
+
+    Args:
+        cad_library: CAD library folder.
+        cache_dir: the cell's cache folder (the ``anomaly_node``'s ``cache_dir``; the in-process
+            cell's ``<work dir>/banks``; :func:`default_cache_dir`).
+        labels: part types (default: every model of the library).
+        n_templates, seed: as the cell simulates them (:data:`CELL_TEMPLATES`, 0).
+        progress: optional ``callback(message)``.
+
+    Returns:
+        ``{label: {"seconds": float, "templates": int, "points": int}}`` for each prepared part
+        type, or ``{label: {"error": message}}`` for one that could not be prepared (an
+        unreachable part, for example); the others are prepared regardless.
+
+    Raises:
+        ValueError: an unknown label, or ``n_templates < 1``.
+    """
+    import time
+
+    from cosarad_ros.core.cad import CadLibrary
+
+    if n_templates < 1:
+        raise ValueError(f"n_templates must be >= 1, got {n_templates}")
+    lib = CadLibrary(cad_library)
+    todo = list(lib.labels if labels is None else labels)
+    unknown = [t for t in todo if t not in lib]
+    if unknown:
+        raise ValueError(f"unknown part type(s) {', '.join(unknown)}: the library {cad_library} has "
+                         f"{', '.join(lib.labels) or 'no models'}")
+    out: dict[str, dict] = {}
+    for i, label in enumerate(todo, 1):
+        say = (lambda m, _l=label, _i=i: progress(f"{_l} ({_i}/{len(todo)}): {m}")) if progress else None
+        t0 = time.perf_counter()
+        try:
+            tm = cached_templates(lib.get(label).mesh, n_templates, seed, cache_dir=cache_dir, progress=say)
+        except ValueError as exc:
+            out[label] = {"error": str(exc)}
+            continue
+        out[label] = {"seconds": time.perf_counter() - t0, "templates": len(tm), "points": int(sum(map(len, tm)))}
+    return out
