@@ -16,8 +16,10 @@ All the work is done by :class:`cosarad_ros.core.inspection.detection.PartInspec
 from __future__ import annotations
 
 import os
+import threading
 import time
 
+from rcl_interfaces.msg import ParameterType
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import PointCloud2
@@ -35,6 +37,7 @@ from cosarad_ros.ros.node_utils import (
     SENSOR_QOS,
     GuardedCallbacks,
     Param,
+    ParameterError,
     cloud_points,
     declare_parameters,
     non_negative,
@@ -44,6 +47,16 @@ from cosarad_ros.ros.node_utils import (
 )
 from cosarad_ros.ros.result_msgs import defect_markers, result_msg
 from cosarad_ros.srv import DetectAnomalies
+
+
+def _labels(v) -> bool:
+    for e in v:
+        if e not in ("", "all"):
+            check_name(e, what="part type")
+    return True
+
+
+_labels.text = "must be CAD labels (letters, digits, '_', '-', '.') or 'all'"  # type: ignore[attr-defined]
 
 PARAMS = (
     Param("method", "deviation", "Detector: location-specific deviation banks (deviation), learned COSARAD "
@@ -55,6 +68,12 @@ PARAMS = (
     Param("n_templates", CELL_TEMPLATES, "Templates simulated per part type from CAD", check=positive),
     Param("cache_dir", "", "Cache folder of view plans, simulated templates and memory banks (`cosarad cad "
           "prepare` fills it ahead of the first part); empty: $ROS_HOME/cosarad_banks (~/.ros/cosarad_banks)"),
+    # default [""] rather than []: an empty list default makes rclpy type the parameter as a byte array
+    Param("prepare_part_types", [""], "Part types to prepare at start-up, in the background (memory banks fitted "
+          "from the cached or newly simulated templates, hole allowances measured), so their first part is "
+          "judged as fast as a repeat: CAD labels, or 'all' for every model of cad_library; empty: each type "
+          "is prepared by its first part", check=_labels, type_=ParameterType.PARAMETER_STRING_ARRAY,
+          read_only=True),
     Param("frame_id", "part", "Frame of the published scored cloud and markers (the template frame)"),
     Param("default_part_type", "", "Part type assumed for clouds arriving on ~/cloud_in"),
     Param("min_points", 200, "Scans with fewer points are refused", check=positive),
@@ -104,7 +123,37 @@ class AnomalyNode(GuardedCallbacks, Node):
         from cosarad_ros.ros.node_utils import NodeDiagnostics
 
         self.diagnostics = NodeDiagnostics(self)   # /diagnostics: OK, WARN with the last failure after one
+        self.prepared: list[str] = []
+        self.preparation = self._start_preparation()
         self.get_logger().info(f"anomaly_node ready (method={self.p.method})")
+
+    def _start_preparation(self) -> threading.Thread | None:
+        """Prepare the part types of ``prepare_part_types`` in a background thread (None: none)."""
+        wanted = [e for e in self.p.prepare_part_types if e]
+        if not wanted:
+            return None
+        if "all" in wanted:
+            if not self.p.cad_library:
+                raise ParameterError("parameter 'prepare_part_types': 'all' needs parameter 'cad_library'")
+            from cosarad_ros.core.cad import CadLibrary
+
+            wanted = list(CadLibrary(self.p.cad_library).labels)
+        th = threading.Thread(target=self._prepare, args=(wanted,), name="prepare_part_types", daemon=True)
+        th.start()
+        return th
+
+    def _prepare(self, labels: list[str]) -> None:
+        log = self.get_logger()
+        for i, label in enumerate(labels, 1):
+            t0 = time.perf_counter()
+            log.info(f"preparing part type {label} ({i}/{len(labels)})")
+            try:
+                self.inspector.prepare(label)
+            except Exception as exc:  # noqa: BLE001 - one type that cannot be prepared must not stop the others
+                log.warning(f"part type {label} not prepared: {exc}")
+                continue
+            self.prepared.append(label)
+            log.info(f"part type {label} ready in {time.perf_counter() - t0:.1f} s")
 
     def detect(self, points, part_type: str, part_id: str, *, registered: bool = False) -> InspectionResult:
         """Score ``(N, 3)`` points (already registered onto the part type's reference with

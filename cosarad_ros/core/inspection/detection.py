@@ -195,6 +195,36 @@ class PartInspector:
                     return
         raise ValueError(f"unknown part type '{part_type}': no templates or CAD model for it")
 
+    def prepare(self, part_type: str) -> None:
+        """Everything the first inspection of ``part_type`` would otherwise do first: fit its memory
+        banks (:meth:`ensure`) and measure how the cell reads its holes (the hole rule's
+        allowances, from the good templates), so the first part is judged as fast as a repeat.
+
+        Raises:
+            ValueError: unknown part type.
+        """
+        self.ensure(part_type)
+        self._allowances(part_type)
+
+    def _allowances(self, part_type: str):
+        """``(CadModel, hole allowances)`` of ``part_type`` for the rules, or ``(None, None)``
+        without rules or a CAD model; the allowances are measured once per part type.
+        """
+        if self.rules is None:
+            return None, None
+        src = next((s for s in self.sources if s.has(part_type) and s.model(part_type) is not None), None)
+        if src is None:
+            return None, None
+        model = src.model(part_type)
+        with self._lock:
+            allowances = self._hole_allowances.get(part_type)
+            if allowances is None and model.holes:
+                from cosarad_ros.core.cad.rules import hole_allowances
+
+                allowances = self._hole_allowances[part_type] = hole_allowances(
+                    self.rules, src.templates(part_type), model)
+        return model, allowances
+
     def _fitness(self, bank, reg: np.ndarray) -> float:
         """Share of the registered scan ``reg`` on the part's surface."""
         surface = getattr(bank, "surface", None)
@@ -211,19 +241,9 @@ class PartInspector:
         """Findings of the rule-based checks on the registered scan (scores in millimetres of
         deviation, as the rules report them).
         """
-        if self.rules is None:
+        model, allowances = self._allowances(part_type)
+        if model is None:
             return ()
-        src = next((s for s in self.sources if s.has(part_type) and s.model(part_type) is not None), None)
-        if src is None:
-            return ()
-        model = src.model(part_type)
-        with self._lock:
-            allowances = self._hole_allowances.get(part_type)
-            if allowances is None and model.holes:
-                from cosarad_ros.core.cad.rules import hole_allowances
-
-                allowances = self._hole_allowances[part_type] = hole_allowances(
-                    self.rules, src.templates(part_type), model)
         report = self.rules.inspect(reg, model, allowances=allowances)
         return tuple(DefectSummary(f.type, tuple(map(float, f.centroid)), tuple(map(float, f.extent)),
                                    float(f.score) * 1e3, int(f.point_count)) for f in report.defects)

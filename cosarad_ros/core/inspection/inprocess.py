@@ -85,8 +85,9 @@ class InProcessCell:
         self.close()
 
     def prepare(self, part_types=None) -> None:
-        """Get part types ready before the first part arrives: views planned, good templates
-        simulated (kept on disk), memory banks fitted, the CAD model's distance structures built.
+        """Get part types ready before the first part arrives: views planned and good templates
+        simulated (both kept on disk), memory banks fitted, hole allowances measured, the CAD
+        model's distance structures built.
 
         Args:
             part_types: labels (default: every model of the library).
@@ -97,7 +98,7 @@ class InProcessCell:
             self._mesh_for_plan(t, None)
             self.plan(t)
             for inspector in self.inspectors.values():
-                inspector.ensure(t)
+                inspector.prepare(t)
             self.reference(t).sample()
 
     # ------------------------------------------------------------------ the part on the fixture
