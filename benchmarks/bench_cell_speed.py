@@ -100,7 +100,8 @@ def main(argv=None) -> int:
     ratios = {f"{k}_over_cold": float(np.median([r[f"{k}_s"] / r["cold_s"] for r in rows]))
               for k in ("prepared", "started", "repeat")}
     print(f"median: cold {med['cold_s']:.1f} s, prepared {med['prepared_s']:.1f} s "
-          f"(x{ratios['prepared_over_cold']:.2f}), started {med['started_s']:.1f} s (x{ratios['started_over_cold']:.2f}), "
+          f"(x{ratios['prepared_over_cold']:.2f}), started {med['started_s']:.1f} s "
+          f"(x{ratios['started_over_cold']:.2f}), "
           f"repeat {med['repeat_s']:.1f} s (x{ratios['repeat_over_cold']:.2f}); preparing a type "
           f"{med['prepare_s']:.1f} s, at start-up {med['startup_s']:.1f} s")
     write_record(args.record, "bench_cell_speed", {"types": args.types, "repeats": args.repeats, "rows": rows,
