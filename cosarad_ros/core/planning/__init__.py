@@ -8,7 +8,8 @@ ordering and trajectory execution.
     for view in plan.views:
         view.sensor_pose, view.joints                # optical -> world (4, 4), joint values
 """
-from cosarad_ros.core.planning.cell import CellConfig, CellModel, CollisionChecker, urdf_dir
+from cosarad_ros.core.planning.cell import CellConfig, CellModel, urdf_dir
+from cosarad_ros.core.planning.collision import CollisionChecker
 from cosarad_ros.core.planning.cover import CoverResult, GreedyCover, IlpCover, RandomCover, make_cover_solver
 from cosarad_ros.core.planning.kinematics import IKResult, IKSolver
 from cosarad_ros.core.planning.ordering import OrderResult, order_views, travel_time

@@ -162,7 +162,7 @@ class BuiltinExecutor:
 
     Args:
         cell: the :class:`~cosarad_ros.core.planning.cell.CellModel`.
-        checker: its :class:`~cosarad_ros.core.planning.cell.CollisionChecker` (with the part).
+        checker: its :class:`~cosarad_ros.core.planning.collision.CollisionChecker` (with the part).
         velocity_scale: share of the joint velocity limits used (0-1].
         acceleration: joint acceleration limit [rad/s^2] (scalar or per joint).
         dt: trajectory sampling period [s].

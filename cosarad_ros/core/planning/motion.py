@@ -37,7 +37,7 @@ def plan_joint_path(checker, q_a, q_b, *, via: Sequence[np.ndarray] = (), max_it
     """A collision-free joint path ``q_a -> q_b``.
 
     Args:
-        checker: :class:`~cosarad_ros.core.planning.cell.CollisionChecker` (with the part).
+        checker: :class:`~cosarad_ros.core.planning.collision.CollisionChecker` (with the part).
         q_a, q_b: ``(n,)`` start and goal (all cell joints; only the arm joints move in RRT).
         via: configurations to try as a single intermediate waypoint before searching.
         max_iterations: RRT-Connect iterations.

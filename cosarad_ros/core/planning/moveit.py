@@ -47,7 +47,7 @@ def _chain_ends(cell) -> tuple[str, str]:
 def cell_srdf(cell, checker=None, *, group: str = DEFAULT_GROUP) -> str:
     """SRDF of the cell: the arm group (chain to the sensor optical frame), a ``home`` state and
     the collision pairs MoveIt need not check (adjacent links, pairs touching at home, pairs of
-    static bodies), the same rules :class:`~.cell.CollisionChecker` uses.
+    static bodies), the same rules :class:`~.collision.CollisionChecker` uses.
 
     Args:
         cell: the cell model.
