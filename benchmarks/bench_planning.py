@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     from tqdm import tqdm
 
     from cosarad_ros.core.planning import CellModel, GreedyCover, IlpCover, RandomCover, plan_views
-    from cosarad_ros.core.planning.views import evaluate_candidates, sensor_for_cell
+    from cosarad_ros.core.planning.candidates import evaluate_candidates, sensor_for_cell
 
     cell = CellModel.default({"turntable": args.turntable})
     sensor = sensor_for_cell(cell)

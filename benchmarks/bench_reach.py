@@ -32,7 +32,7 @@ from record import add_record_option, write_record  # noqa: E402
 def reach_share(mesh, cell, *, n_samples: int = 3000, n_candidates: int = 240) -> dict:
     """Shares of the fixture-visible area of ``mesh`` seen by reachable / by any candidate view."""
     from cosarad_ros.core.inspection.production import seen_from_above
-    from cosarad_ros.core.planning.views import evaluate_candidates, sensor_for_cell
+    from cosarad_ros.core.planning.candidates import evaluate_candidates, sensor_for_cell
 
     cs = evaluate_candidates(mesh, cell=cell, sensor=sensor_for_cell(cell), n_samples=n_samples,
                              n_candidates=n_candidates, turntable_angles_deg=(0.0,), seed=0)

@@ -10,8 +10,8 @@ import pytest
 import trimesh
 
 from cosarad_ros.core.planning import CellModel, SensorViewModel, UnreachablePartError, VisibilityModel, plan_views
+from cosarad_ros.core.planning.candidates import cell_occluders
 from cosarad_ros.core.planning.cell import example_robot_data_share
-from cosarad_ros.core.planning.views import cell_occluders
 
 pytestmark = pytest.mark.skipif(example_robot_data_share() is None, reason="example-robot-data not installed")
 

@@ -103,7 +103,7 @@ def test_plan_move_and_scan_cover_the_part(part_stl, tmp_path):
     from scipy.spatial import cKDTree
 
     from cosarad_ros.core.planning import VisibilityModel, sample_surface
-    from cosarad_ros.core.planning.views import cell_occluders
+    from cosarad_ros.core.planning.candidates import cell_occluders
 
     mesh = trimesh.load(part_stl, force="mesh")
     samples = sample_surface(mesh, 4000, seed=3)

@@ -39,7 +39,7 @@ def cell_sensor_options(cell=None, **overrides) -> dict:
     simulated scans see what the view planner expects.
     """
     from cosarad_ros.core.planning import CellModel
-    from cosarad_ros.core.planning.views import sensor_for_cell
+    from cosarad_ros.core.planning.candidates import sensor_for_cell
 
     opts = {**sensor_for_cell(cell or CellModel.default()).scanner_kwargs(),
             "resolution": DEFAULT_SIM_RESOLUTION}

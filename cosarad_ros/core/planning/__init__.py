@@ -8,12 +8,13 @@ ordering and trajectory execution.
     for view in plan.views:
         view.sensor_pose, view.joints                # optical -> world (4, 4), joint values
 """
+from cosarad_ros.core.planning.candidates import UnreachablePartError, generate_candidates
 from cosarad_ros.core.planning.cell import CellConfig, CellModel, urdf_dir
 from cosarad_ros.core.planning.collision import CollisionChecker
 from cosarad_ros.core.planning.cover import CoverResult, GreedyCover, IlpCover, RandomCover, make_cover_solver
 from cosarad_ros.core.planning.kinematics import IKResult, IKSolver
 from cosarad_ros.core.planning.ordering import OrderResult, order_views, travel_time
-from cosarad_ros.core.planning.views import UnreachablePartError, View, ViewPlan, generate_candidates, plan_views
+from cosarad_ros.core.planning.views import View, ViewPlan, plan_views
 from cosarad_ros.core.planning.visibility import SensorViewModel, SurfaceSamples, VisibilityModel, sample_surface
 
 __all__ = [
