@@ -348,10 +348,15 @@ def generate_benchmark(out, config: SynthConfig | None = None, *, progress: bool
     entries: dict[int, dict] = {}
     try:
         if config.workers > 1 and len(parts) > 1:
+            import multiprocessing
             from concurrent.futures import ProcessPoolExecutor, as_completed
 
             jobs = [(str(out), config, ci) for ci in range(len(parts))]
-            with ProcessPoolExecutor(max_workers=int(config.workers)) as ex:
+            # fresh interpreters, not forks: a fork copies a process whose other threads (Open3D's
+            # and torch's pools, ROS executors of a caller) may hold locks the child then waits on,
+            # or native state the child crashes in
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=int(config.workers), mp_context=ctx) as ex:
                 futs = [ex.submit(_gen_class_worker, j) for j in jobs]
                 for f in as_completed(futs):
                     ci, entry = f.result()
