@@ -102,9 +102,10 @@ class GroupedSettings:
                 for f in dataclasses.fields(cls)}
 
 
-def build_named(config, registry: Mapping[str, type], *, base: type, config_name: str, kind: str):
+def build_named(config, registry: Mapping[str, type], *, base: type, config_name: str, kind: str,
+                key: str = "method"):
     """One of a family of swappable parts from its config: a name (``"point_to_plane"``), a dict
-    ``{"method": name, **constructor kwargs}``, or an instance of ``base`` passed through.
+    ``{key: name, **constructor kwargs}``, or an instance of ``base`` passed through.
 
     Args:
         config: the name, dict or instance.
@@ -112,18 +113,23 @@ def build_named(config, registry: Mapping[str, type], *, base: type, config_name
         base: the family's interface (instances of it are returned as they are).
         config_name: what the config is called in errors (``"refiner config"``).
         kind: what the method names (``"refinement"``).
+        key: the dict entry that names the method (``"method"``; cover solvers: ``"type"``).
 
     Raises:
-        ValueError: a config that is neither, or an unknown method (naming the choices).
+        ValueError: a config that is neither, an unknown method (naming the choices), or
+            arguments its constructor does not take.
     """
     if isinstance(config, base):
         return config
     if isinstance(config, str):
-        config = {"method": config}
-    if not isinstance(config, dict) or "method" not in config:
-        raise ValueError(f"{config_name} must be a name or a dict with 'method', got {config!r}")
+        config = {key: config}
+    if not isinstance(config, dict) or key not in config:
+        raise ValueError(f"{config_name} must be a name or a dict with '{key}', got {config!r}")
     kwargs = dict(config)
-    name = kwargs.pop("method")
+    name = kwargs.pop(key)
     if name not in registry:
         raise ValueError(f"unknown {kind} method {name!r}; choose from {sorted(registry)}")
-    return registry[name](**kwargs)
+    try:
+        return registry[name](**kwargs)
+    except TypeError as exc:
+        raise ValueError(f"bad arguments for {kind} method {name!r}: {exc}") from exc

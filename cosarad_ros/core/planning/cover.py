@@ -18,10 +18,12 @@ All return the chosen view indices in the order they were picked.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["CoverResult", "GreedyCover", "IlpCover", "RandomCover", "make_cover_solver", "COVER_SOLVERS"]
+__all__ = ["CoverResult", "CoverSolver", "GreedyCover", "IlpCover", "RandomCover", "make_cover_solver",
+           "COVER_SOLVERS"]
 
 
 @dataclass(frozen=True)
@@ -229,24 +231,22 @@ class RandomCover:
         return CoverResult(tuple(chosen), area, gains)
 
 
+@runtime_checkable
+class CoverSolver(Protocol):
+    """What :func:`~.views.plan_views` needs of a cover solver."""
+
+    def solve(self, vis, weights, target_area: float, *, cost=None) -> CoverResult: ...
+
+
 COVER_SOLVERS = {"greedy": GreedyCover, "ilp": IlpCover, "random": RandomCover}
 
 
 def make_cover_solver(config="greedy"):
     """A cover solver from a name (``greedy``, ``ilp``, ``random``) or a dict
-    ``{"type": name, **constructor_arguments}``.
+    ``{"type": name, **constructor_arguments}`` (:func:`~cosarad_ros.core.settings.build_named`);
+    an object with a ``solve`` method is used as it is.
     """
-    if hasattr(config, "solve"):
-        return config
-    if isinstance(config, str):
-        config = {"type": config}
-    if not isinstance(config, dict) or "type" not in config:
-        raise ValueError(f"cover solver config must be a name or a dict with 'type', got {config!r}")
-    kw = dict(config)
-    name = kw.pop("type")
-    if name not in COVER_SOLVERS:
-        raise ValueError(f"unknown cover solver '{name}' (known: {', '.join(COVER_SOLVERS)})")
-    try:
-        return COVER_SOLVERS[name](**kw)
-    except TypeError as exc:
-        raise ValueError(f"bad arguments for cover solver '{name}': {exc}") from exc
+    from cosarad_ros.core.settings import build_named
+
+    return build_named(config, COVER_SOLVERS, base=CoverSolver, config_name="cover solver config",
+                       kind="cover solver", key="type")
