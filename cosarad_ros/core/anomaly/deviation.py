@@ -48,6 +48,7 @@ from scipy.spatial import cKDTree
 
 from ..geometry import as_points, transform_points
 from .detector import MIN_SCAN_POINTS, AnomalyScore, PartRegistry, _check_slides, find_defect_regions
+from .grooves import GrooveField, groove_scores
 from .surfaces import TemplateSurfaces
 
 __all__ = ["DeviationBank", "DeviationDetector", "LocationScale", "CAD_INLIER_DISTANCE", "DEFAULT_THRESHOLD",
@@ -94,6 +95,8 @@ class DeviationBank:
         scales: CAD banks: one :class:`LocationScale` per neighbourhood size.
         n_templates: templates behind the banks.
         location_normals: CAD banks: ``(L, 3)`` outward CAD face normal at each location.
+        groove: CAD banks: the templates' expected deviation and residual noise for the narrow
+            groove test (:mod:`.grooves`).
     """
 
     part_type: str
@@ -112,6 +115,7 @@ class DeviationBank:
     scales: tuple = ()
     n_templates: int = 0
     location_normals: np.ndarray | None = None
+    groove: GrooveField | None = None
 
 
 @dataclass(frozen=True)
@@ -381,14 +385,16 @@ class DeviationDetector(PartRegistry):
         base = scales[0]
         bank = DeviationBank(part_type, regs[0], None, locations, base.mean, np.full(L, self.min_std), base.counts,
                              float(radius), self.threshold, self.tolerance, loc_tree, base.neighbours,
-                             surface=surface, scales=tuple(scales), n_templates=G, location_normals=loc_normals)
+                             surface=surface, scales=tuple(scales), n_templates=G, location_normals=loc_normals,
+                             groove=GrooveField.fit(regs, devs, location_tree=loc_tree, min_std=self.min_std))
         self._parts[part_type] = bank
         return bank
 
     def _cad_location_scores(self, b: DeviationBank, reg: np.ndarray):
         """Signed deviations of ``reg`` (model frame) -> ``(scores (L,), excess (L,), dev (N,),
-        scored (L,))``: per location the largest score over the scales, the excess of that scale,
-        the points' signed deviations, and whether any scale scored the location.
+        scored (L,), normals (N, 3) or None)``: per location the largest score over the scales, the
+        excess of that scale, the points' signed deviations, whether any scale scored the location,
+        and the CAD normal nearest each point.
         """
         dev = b.surface.signed_distance(reg)
         nrm = b.surface.closest(reg)[1] if b.location_normals is not None else None
@@ -410,7 +416,7 @@ class DeviationDetector(PartRegistry):
             best = np.where(better, score, best)
             best_excess = np.where(better, excess, best_excess)
             any_scored |= scored
-        return best, best_excess, dev, any_scored
+        return best, best_excess, dev, any_scored, nrm
 
     def score(self, scan, part_type: str, *, register: bool | None = None, transform=None) -> AnomalyScore:
         """Score a scan of ``part_type`` (``(N, 3)`` metres, any pose).
@@ -496,7 +502,7 @@ class DeviationDetector(PartRegistry):
         reg = transform_points(T, pts)
         timings["register"] = time.perf_counter() - t0
         t1 = time.perf_counter()
-        loc_scores, excess, dev, scored = self._cad_location_scores(b, reg)
+        loc_scores, excess, dev, scored, nrm = self._cad_location_scores(b, reg)
         chamfer = float(np.abs(dev).mean())
         if not scored.any():
             raise ValueError(f"the scan overlaps none of the {len(b.locations)} deviation locations of "
@@ -507,6 +513,12 @@ class DeviationDetector(PartRegistry):
         point_scores = loc_scores[idx][near]
         point_excess = excess[idx][near]
         point_scores[near_d > 2 * b.radius] = float(np.nanmin(loc_scores))
+        groove = np.zeros(len(reg), dtype=bool)
+        if b.groove is not None and nrm is not None:
+            g = groove_scores(b.groove, reg, dev, nrm, b.location_tree.query(reg, k=1)[1],
+                              threshold=b.threshold, tolerance=b.tolerance).point_scores(len(reg))
+            groove = g > point_scores
+            point_scores = np.where(groove, g, point_scores)
         obj = float(max(np.nanmax(loc_scores), np.nanmax(point_scores)))
         defects = find_defect_regions(reg, point_scores, b.threshold, link_distance=b.radius,
                                       min_points=self.min_region_points)
@@ -514,8 +526,13 @@ class DeviationDetector(PartRegistry):
             defects = find_defect_regions(reg, point_scores, b.threshold, link_distance=b.radius, min_points=1)[:1]
         from dataclasses import replace as _replace
 
-        defects = tuple(_replace(d, kind="bulge" if float(np.mean(point_excess[d.indices])) > 0 else "sink")
-                        for d in defects)
+        def kind(d):
+            top = d.indices[np.argmax(point_scores[d.indices])]
+            if groove[top]:
+                return "scratch"
+            return "bulge" if float(np.mean(point_excess[d.indices])) > 0 else "sink"
+
+        defects = tuple(_replace(d, kind=kind(d)) for d in defects)
         timings["scoring"] = time.perf_counter() - t1
         timings["total"] = time.perf_counter() - t0
         return AnomalyScore(point_scores=point_scores, object_score=obj, threshold=float(b.threshold),

@@ -30,7 +30,7 @@ class DefectRegion:
         point_count: number of points.
         indices: ``(K,)`` indices into the scored scan.
         kind: what the detector can tell of it (``bulge``: material added, ``sink``: material
-            removed or pushed in; ``anomaly`` when it cannot tell).
+            removed or pushed in, ``scratch``: a narrow groove; ``anomaly`` when it cannot tell).
     """
 
     centroid: np.ndarray
