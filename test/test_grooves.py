@@ -1,5 +1,6 @@
 """The narrow-groove line test: a scratch too narrow for the location banks is found, and
-ordinary scan noise, a gentle form deviation and a scanned edge are not taken for one."""
+ordinary scan noise, a gentle form deviation and a scanned edge are not taken for one.
+"""
 import numpy as np
 import pytest
 import trimesh
@@ -14,7 +15,8 @@ SPACING = 7e-4  # the cell's fused point spacing [m]
 
 def _top_face(seed: int, *, groove=None, form: float = 0.0) -> np.ndarray:
     """A scan of the box's top face: jittered grid, depth noise; ``groove`` = (centre xy, angle,
-    length, width, depth) cuts a parabolic groove; ``form`` bows the face by that much."""
+    length, width, depth) cuts a parabolic groove; ``form`` bows the face by that much.
+    """
     rng = np.random.default_rng(seed)
     x, y = np.meshgrid(np.arange(-0.028, 0.028, SPACING), np.arange(-0.018, 0.018, SPACING))
     xy = np.column_stack([x.ravel(), y.ravel()]) + rng.uniform(-0.25, 0.25, (x.size, 2)) * SPACING
@@ -66,7 +68,8 @@ def test_good_faces_and_gentle_form_pass(detector, seed):
 def test_the_strip_statistic_is_a_z_score_under_noise(detector):
     """On good scans the strongest of all strip tests stays where a few thousand standard-normal
     tests put their maximum; on the groove it is above the threshold, and the strip reads part of
-    the groove's depth (its points lie across the groove's profile), never more."""
+    the groove's depth (its points lie across the groove's profile), never more.
+    """
     bank = detector.part_bank("box")
     tops = []
     for seed in (31, 32, 33):
