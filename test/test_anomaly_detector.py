@@ -122,6 +122,21 @@ def test_global_bank_and_cache_round_trip(toy, tmp_path):
     assert len(os.listdir(tmp_path / "banks")) == 2
 
 
+def test_bank_cache_key_follows_the_code_and_the_configuration(toy, monkeypatch):
+    """A cached bank is keyed by the source of the modules that fit it: changed code is never
+    served a bank the old code fitted, with no version number to bump by hand.
+    """
+    import cosarad_ros.core.cachekey as cachekey
+
+    templates = toy[0]
+    det = AnomalyDetector.from_config({"method": "fpfh", "num_patches": 48})
+    key = det._cache_key(templates)
+    assert key == AnomalyDetector.from_config({"method": "fpfh", "num_patches": 48})._cache_key(templates)
+    assert key != AnomalyDetector.from_config({"method": "fpfh", "num_patches": 64})._cache_key(templates)
+    monkeypatch.setattr(cachekey, "source_fingerprint", lambda *modules: "edited")
+    assert det._cache_key(templates) != key
+
+
 def test_config_groups_take_flat_options_and_name_bad_fields():
     """Flat options land in their groups (and group dicts too), the defaults are the documented
     ones, each group names a bad field, and the constructor takes a DetectorConfig.

@@ -16,32 +16,29 @@ from .memory_bank import make_bank
 from .parts import MIN_SCAN_POINTS, PartBank
 from .patches import farthest_point_sampling, resolve_patch_radius
 
-CACHE_VERSION = 5
+#: the modules whose source keys a cached bank (with the configuration and the templates): any
+#: change to them makes every cached bank be fitted again
+BANK_CODE = ("cosarad_ros.core.anomaly", "cosarad_ros.core.registration", "cosarad_ros.core.geometry")
 
 #: points of the thinned reference (``PartBank.view_reference``) on which a scan's coverage is measured
 COVERAGE_POINTS = 2000
 
 
 def _cache_key(self, templates: list[np.ndarray]) -> str:
-    from ..registration.template_align import ALIGN_VERSION
+    from ..cachekey import source_fingerprint
 
     c = self.config
     pc, sc = c.patches, c.scoring
     h = hashlib.sha1()
-    params = {"v": CACHE_VERSION, "align": ALIGN_VERSION, "method": self.method,
+    params = {"code": source_fingerprint(*BANK_CODE), "method": self.method,
               "extractor": self.extractor.fingerprint(),
               "patch_radius": pc.patch_radius, "patch_radius_rel": pc.patch_radius_rel,
               "num_patches": pc.num_patches, "patch_points": pc.patch_points, "min_std": sc.min_std,
               "aggregator": sc.aggregator, "top_k": sc.top_k, "far": c.calibration.false_alarm_rate,
               "partial": pc.partial_scans, "reg": self.registration_attempts, "register": self.register,
               "max_pts": self.max_template_points, "seed": self.seed,
-              "calibration_views": c.calibration.calibration_views,
-              # the values of options since removed (view_points, bank_views, template_crop) that
-              # these banks are built with, keyed as before: banks cached before their removal stay valid
-              "view_points": COVERAGE_POINTS, "bank_views": 0,
-              "template_crop": ["support", c.banks.support_tolerance]}
-    if sc.std_prior_weight:  # keyed only when used: banks of the paper's scoring stay valid
-        params["std_prior_weight"] = sc.std_prior_weight
+              "calibration_views": c.calibration.calibration_views, "coverage_points": COVERAGE_POINTS,
+              "support_tolerance": c.banks.support_tolerance, "std_prior_weight": sc.std_prior_weight}
     h.update(json.dumps(params, sort_keys=True).encode())
     for t in templates:
         h.update(np.ascontiguousarray(t, dtype=np.float32).tobytes())
@@ -145,7 +142,7 @@ def _partial_loo(self, pb: PartBank) -> tuple[np.ndarray, int]:
 
 def _save_bank(self, path: str, pb: PartBank) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    meta = {"version": CACHE_VERSION, "part_type": pb.part_type, "key": pb.key, "radius": pb.radius,
+    meta = {"part_type": pb.part_type, "key": pb.key, "radius": pb.radius,
             "threshold": pb.threshold, "patch_threshold": pb.patch_threshold, "bank_kind": pb.bank.kind}
     tmp = path + ".tmp.npz"
     np.savez_compressed(tmp, meta=np.array(json.dumps(meta)), reference=pb.reference, centres=pb.centres,
@@ -171,7 +168,7 @@ def _load_bank(self, path: str, part_type: str, key: str) -> PartBank:
             arrays["template_dev"] = z["template_dev"] if "template_dev" in z.files else np.zeros(0, np.float32)
     except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
         raise ValueError(str(exc)) from exc
-    if meta.get("key") != key or meta.get("version") != CACHE_VERSION:
+    if meta.get("key") != key:
         raise ValueError("cache key mismatch")
     bank = make_bank(meta["bank_kind"], arrays["features"], arrays["valid"], **self._bank_args())
     thr, pthr = float(meta["threshold"]), float(meta["patch_threshold"])

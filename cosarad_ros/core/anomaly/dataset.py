@@ -308,8 +308,8 @@ def register_class(cls: ClassData, *, attempts: int = 3, seed: int = 0, cache_di
     """
     from tqdm.auto import tqdm
 
+    from ..cachekey import source_fingerprint
     from ..geometry import transform_points
-    from ..registration.template_align import ALIGN_VERSION
     from ..registration.template_align import align_to_reference as register
 
     if use_poses:
@@ -324,13 +324,14 @@ def register_class(cls: ClassData, *, attempts: int = 3, seed: int = 0, cache_di
 
     ref = cls.templates[0]
     ref_key = _cloud_hash([ref])
+    code = source_fingerprint("cosarad_ros.core.registration", "cosarad_ros.core.geometry")[:12]
 
     def one(points):
         """(transform, ok, chamfer) of one cloud, cached per (cloud, reference) pair."""
         path = None
         if cache_dir:
             path = os.path.join(cache_dir,
-                                f"{ref_key}-{_cloud_hash([points])}-a{attempts}-s{seed}-v{ALIGN_VERSION}.npz")
+                                f"{ref_key}-{_cloud_hash([points])}-a{attempts}-s{seed}-c{code}.npz")
             if os.path.isfile(path):
                 with np.load(path, allow_pickle=False) as z:
                     return z["T"], bool(z["ok"]), float(z["chamfer"])

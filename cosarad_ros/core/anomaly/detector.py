@@ -43,7 +43,6 @@ from scipy.spatial import cKDTree
 
 from ..geometry import as_points, transform_points
 from . import bank_fitting, view_matching
-from .bank_fitting import CACHE_VERSION as CACHE_VERSION
 from .config import GROUPS as CONFIG_GROUPS
 from .config import REMOVED_OPTIONS, DetectorConfig
 from .features import PatchFeatureExtractor, make_extractor

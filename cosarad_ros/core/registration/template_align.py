@@ -31,13 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-__all__ = ["ALIGN_VERSION", "Alignment", "align_to_reference", "symmetry_rotations", "resolve_symmetry",
+__all__ = ["Alignment", "align_to_reference", "symmetry_rotations", "resolve_symmetry",
            "symmetry_candidates", "refine_pose"]
-
-#: bumped when :func:`align_to_reference` can return a different pose for the same clouds (keys
-#: the registration and memory-bank caches)
-ALIGN_VERSION = 6
-
 
 @dataclass(frozen=True)
 class Alignment:
