@@ -7,12 +7,12 @@ import pytest
 
 from cosarad_ros.core.anomaly.dataset import partial_view
 from cosarad_ros.core.geometry import random_rotation, transform_points
+from cosarad_ros.core.registration.symmetry import symmetry_rotations
 from cosarad_ros.core.registration.template_align import (
     align_to_reference,
     refine_pose,
     resolve_symmetry,
     symmetry_candidates,
-    symmetry_rotations,
 )
 
 

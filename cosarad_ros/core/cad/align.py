@@ -27,7 +27,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from cosarad_ros.core.cad.features import BoxFeatures, box_symmetry_rotations
+from cosarad_ros.core.cad.features import BoxFeatures
+from cosarad_ros.core.registration.symmetry import box_rotations
 
 __all__ = ["Alignment", "Aligner", "BoxIcpAligner", "RegistrationAligner", "ALIGNERS", "make_aligner",
            "residuals", "coverage"]
@@ -225,12 +226,12 @@ class BoxIcpAligner(Aligner):
         spins = [np.eye(3)]
         if free is not None and self.spin_step_deg > 0:
             # a round part turns freely about its axis: the turns replace the axis swaps
-            rots = box_symmetry_rotations(scan_box.dimensions, mb.dimensions, tolerance=0.0)
+            rots = box_rotations(scan_box.dimensions, mb.dimensions, tolerance=0.0)
             axis = np.eye(3)[free]
             spins += [_axis_rotation(axis, np.deg2rad(a)) for a in np.arange(self.spin_step_deg, 180.0,
                                                                               self.spin_step_deg)]
         else:
-            rots = box_symmetry_rotations(scan_box.dimensions, mb.dimensions, tolerance=tol)
+            rots = box_rotations(scan_box.dimensions, mb.dimensions, tolerance=tol)
         # a scan that falls short of the model's extent may lie at either end of that axis
         short = np.maximum(mb.dimensions - scan_box.dimensions, 0.0) / 2.0
         shifts = np.stack(np.meshgrid(*[[0.0] if sh <= self.shift_threshold else [0.0, -sh, sh] for sh in short],

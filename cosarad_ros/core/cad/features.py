@@ -36,7 +36,6 @@ __all__ = [
     "feature_similarity",
     "cosine_similarity",
     "euclidean_similarity",
-    "box_symmetry_rotations",
 ]
 
 POSE_METHODS = ("obb", "pca")
@@ -415,28 +414,3 @@ def feature_similarity(a, b, *, cosine_weight: float = 0.5) -> float:
     if not 0.0 <= cosine_weight <= 1.0:
         raise ValueError(f"cosine_weight must be in [0, 1], got {cosine_weight}")
     return cosine_weight * cosine_similarity(a, b) + (1.0 - cosine_weight) * euclidean_similarity(a, b)
-
-
-def box_symmetry_rotations(dims_a, dims_b=None, *, tolerance: float = 0.0) -> list[np.ndarray]:
-    """Proper rotations ``(3, 3)`` of the box frame that map box ``a`` onto box ``b``.
-
-    Always the four sign flips that keep the sorted axes (identity and the three half turns);
-    when the extents of ``a``, permuted, are within ``tolerance`` (a scalar or ``(3,)`` per axis
-    of ``b``) of ``b``'s, also that axis permutation (up to the 24 rotations of the cube). Used
-    to seed the registration of a scan onto a model from their box frames.
-    """
-    a = np.asarray(dims_a, dtype=np.float64)
-    b = a if dims_b is None else np.asarray(dims_b, dtype=np.float64)
-    tol = np.broadcast_to(np.asarray(tolerance, dtype=np.float64), (3,))
-    import itertools
-
-    out = []
-    for perm in itertools.permutations(range(3)):
-        if perm != (0, 1, 2) and np.any(np.abs(a[list(perm)] - b) > tol):
-            continue
-        P = np.eye(3)[list(perm)]  # row i picks axis perm[i] of a
-        for signs in itertools.product((1.0, -1.0), repeat=3):
-            R = np.diag(signs) @ P
-            if np.linalg.det(R) > 0:
-                out.append(R)
-    return out

@@ -18,7 +18,6 @@ from .global_registration import (
     compute_features,
     feature_correspondences,
     make_global_aligner,
-    symmetry_hypotheses,
 )
 from .metrics import AlignmentScore, chamfer_one_sided, score_alignment
 from .options import AcceptanceOptions, GlobalOptions, PreprocessOptions, RefineOptions, RegisterOptions, ScaleOptions
@@ -45,6 +44,7 @@ from .refine import (
     make_refiner,
 )
 from .similarity import SimilarityTransform, decompose_similarity, similarity_icp, umeyama
+from .symmetry import box_rotations, symmetry_hypotheses, symmetry_rotations
 from .visibility import outer_shell, partial_view
 
 __all__ = [
@@ -57,7 +57,7 @@ __all__ = [
     "AlignmentScore", "score_alignment", "chamfer_one_sided",
     "GlobalAligner", "FpfhRansac", "Open3dRansac", "FastGlobal", "feature_correspondences", "IdentityAligner",
     "GLOBAL_ALIGNERS", "make_global_aligner",
-    "compute_features", "symmetry_hypotheses",
+    "compute_features", "symmetry_hypotheses", "symmetry_rotations", "box_rotations",
     "Refiner", "PointToPointICP", "PointToPlaneICP", "GeneralizedICP", "SymmetricICP", "SimilarityICP",
     "REFINERS", "make_refiner", "outer_shell", "partial_view",
 ]

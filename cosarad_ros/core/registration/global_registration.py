@@ -12,9 +12,8 @@ Methods (config string -> class):
 * ``"identity"``: no global search; the hypothesis is the identity (or the caller's ``init``).
 
 The pipeline refines every hypothesis and keeps the best, so a method should propose several
-plausible poses for (near-)symmetric parts. :func:`symmetry_hypotheses` adds the poses such a part
-is easily confused with: the current pose followed by a half turn about each principal axis of the
-target.
+plausible poses for (near-)symmetric parts; :func:`.symmetry.symmetry_hypotheses` adds the poses
+such a part is easily confused with.
 """
 from __future__ import annotations
 
@@ -39,7 +38,6 @@ __all__ = [
     "IdentityAligner",
     "GLOBAL_ALIGNERS",
     "make_global_aligner",
-    "symmetry_hypotheses",
 ]
 
 _reg = o3d.pipelines.registration
@@ -407,35 +405,3 @@ def make_global_aligner(config: str | dict | GlobalAligner) -> GlobalAligner:
     """
     return build_named(config, GLOBAL_ALIGNERS, base=GlobalAligner, config_name="global aligner config",
                        kind="global registration")
-
-
-def symmetry_hypotheses(transform: np.ndarray, target_points: np.ndarray, *,
-                        quarter_turns: bool = False) -> list[np.ndarray]:
-    """Poses a (near-)symmetric part is easily confused with.
-
-    Returns ``F_k @ transform`` for ``F_k`` a half turn (and, with ``quarter_turns``, the two
-    quarter turns) about each principal axis of ``target_points`` through its centroid.
-
-    Args:
-        transform: ``(4, 4)`` current hypothesis (source -> target).
-        target_points: ``(M, 3)`` target cloud.
-        quarter_turns: add +-90 degree turns too (parts with 4-fold near symmetry).
-
-    Returns:
-        list of ``(4, 4)`` transforms.
-    """
-    pts = as_points(target_points, name="target_points", min_points=3)
-    c = pts.mean(axis=0)
-    _, vecs = np.linalg.eigh(np.cov((pts - c).T))
-    angles = [np.pi] + ([np.pi / 2, -np.pi / 2] if quarter_turns else [])
-    out = []
-    for k in range(3):
-        a = vecs[:, k]
-        K = np.array([[0, -a[2], a[1]], [a[2], 0, -a[0]], [-a[1], a[0], 0]])
-        for ang in angles:
-            R = np.eye(3) + np.sin(ang) * K + (1 - np.cos(ang)) * K @ K
-            F = np.eye(4)
-            F[:3, :3] = R
-            F[:3, 3] = c - R @ c
-            out.append(F @ transform)
-    return out

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from ..geometry import as_transform, rotation_angle_deg
 from .cloud import Cloud, as_cloud_array, readonly_memo
-from .global_registration import compute_features, make_global_aligner, symmetry_hypotheses
+from .global_registration import compute_features, make_global_aligner
 from .metrics import constraint_strength, scale_information, score_alignment
 from .options import MIN_POINTS, PreprocessOptions, RegisterOptions
 from .preprocess import (
@@ -46,6 +46,7 @@ from .preprocess import (
     voxel_down_sample,
 )
 from .refine import PointToPlaneICP, SimilarityICP, make_refiner
+from .symmetry import symmetry_hypotheses
 
 __all__ = ["RegistrationResult", "RegisterOptions", "register", "MIN_POINTS"]
 

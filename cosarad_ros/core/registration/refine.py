@@ -11,6 +11,10 @@ Methods (config string -> class):
 
 All share ``refine(source, target, init, max_distance) -> (4, 4)``; the pipeline calls it with a
 decreasing schedule of ``max_distance`` values (coarse to fine).
+
+:func:`plane_icp` and :func:`plane_icp_batch` are the same point-to-plane step in numpy on a
+prebuilt k-d tree, for the many short runs of the template aligner's symmetry screen and polish
+(one tree, many starting poses; the batch shares one k-d query and one solve per iteration).
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 import open3d as o3d
+from scipy.spatial import cKDTree
 
 from ..geometry import as_transform
 from ..settings import build_named
@@ -33,6 +38,8 @@ __all__ = [
     "SimilarityICP",
     "REFINERS",
     "make_refiner",
+    "plane_icp",
+    "plane_icp_batch",
 ]
 
 _reg = o3d.pipelines.registration
@@ -194,6 +201,92 @@ class SimilarityICP(Refiner):
 REFINERS: dict[str, type[Refiner]] = {
     cls.name: cls for cls in (PointToPointICP, PointToPlaneICP, GeneralizedICP, SymmetricICP, SimilarityICP)
 }
+
+
+def plane_icp(src: np.ndarray, tree: cKDTree, tpts: np.ndarray, tnormals: np.ndarray, T: np.ndarray,
+               max_distance: float, iterations: int) -> np.ndarray:
+    """Point-to-plane ICP (Chen & Medioni 1992), linearised small-angle steps, on a prebuilt tree:
+    the fast numpy member of the ICP family, for many short runs (symmetry screens, polishing).
+
+    Args:
+        src: ``(N, 3)`` source points.
+        tree: k-d tree of ``tpts``; tpts, tnormals: ``(M, 3)`` target points and unit normals.
+        T: ``(4, 4)`` initial source -> target pose.
+        max_distance: correspondences further apart are dropped [m].
+        iterations: most steps; stops early when a step moves less than 1e-7 (rad / m).
+
+    Returns:
+        ``(4, 4)`` refined pose. Coordinates should be centred near the origin (the caller
+        shifts them), as the rotation is linearised about it.
+    """
+    R, t = T[:3, :3].copy(), T[:3, 3].copy()
+    for _ in range(iterations):
+        p = src @ R.T + t
+        d, idx = tree.query(p, k=1, distance_upper_bound=max_distance)
+        ok = np.isfinite(d)
+        if ok.sum() < 12:
+            break
+        p, q, n = p[ok], tpts[idx[ok]], tnormals[idx[ok]]
+        A = np.concatenate([np.cross(p, n), n], axis=1)
+        b = ((q - p) * n).sum(1)
+        try:
+            x = np.linalg.solve(A.T @ A + 1e-12 * np.eye(6), A.T @ b)
+        except np.linalg.LinAlgError:
+            break
+        w = x[:3]
+        a = float(np.linalg.norm(w))
+        K = np.array([[0.0, -w[2], w[1]], [w[2], 0.0, -w[0]], [-w[1], w[0], 0.0]])
+        dR = np.eye(3) + (np.sin(a) / a * K + (1 - np.cos(a)) / a ** 2 * K @ K if a > 1e-12 else K)
+        R, t = dR @ R, dR @ t + x[3:]
+        if a < 1e-7 and np.linalg.norm(x[3:]) < 1e-7:
+            break
+    out = np.eye(4)
+    out[:3, :3], out[:3, 3] = R, t
+    return out
+
+
+def plane_icp_batch(src: np.ndarray, tree: cKDTree, tpts: np.ndarray, tnormals: np.ndarray, Ts: np.ndarray,
+                     max_distance: float, iterations: int) -> np.ndarray:
+    """:func:`plane_icp` for ``K`` starting poses ``Ts (K, 4, 4)`` at once (one k-d query and one
+    batched solve per iteration); each pose stops on its own as :func:`plane_icp` would.
+    """
+    K = len(Ts)
+    R, t = Ts[:, :3, :3].copy(), Ts[:, :3, 3].copy()
+    active = np.ones(K, dtype=bool)
+    n = len(src)
+    for _ in range(iterations):
+        act = np.nonzero(active)[0]
+        if act.size == 0:
+            break
+        p = np.einsum("kij,nj->kni", R[act], src) + t[act][:, None]  # (A, n, 3)
+        d, idx = tree.query(p.reshape(-1, 3), k=1, distance_upper_bound=max_distance, workers=-1)
+        ok = np.isfinite(d).reshape(len(act), n)
+        idx = np.minimum(idx.reshape(len(act), n), len(tpts) - 1)
+        enough = ok.sum(1) >= 12
+        active[act[~enough]] = False
+        q, nr = tpts[idx], tnormals[idx]
+        w = ok.astype(np.float64)[..., None]
+        A = np.concatenate([np.cross(p, nr), nr], axis=2) * w  # rows of unmatched points are zero
+        b = ((q - p) * nr).sum(2) * w[..., 0]
+        H = np.einsum("kni,knj->kij", A, A) + 1e-12 * np.eye(6)
+        g = np.einsum("kni,kn->ki", A, b)
+        for a_i in np.nonzero(enough)[0]:
+            k = act[a_i]
+            try:
+                x = np.linalg.solve(H[a_i], g[a_i])
+            except np.linalg.LinAlgError:
+                active[k] = False
+                continue
+            wv = x[:3]
+            a = float(np.linalg.norm(wv))
+            Kx = np.array([[0.0, -wv[2], wv[1]], [wv[2], 0.0, -wv[0]], [-wv[1], wv[0], 0.0]])
+            dR = np.eye(3) + (np.sin(a) / a * Kx + (1 - np.cos(a)) / a ** 2 * Kx @ Kx if a > 1e-12 else Kx)
+            R[k], t[k] = dR @ R[k], dR @ t[k] + x[3:]
+            if a < 1e-7 and np.linalg.norm(x[3:]) < 1e-7:
+                active[k] = False
+    out = np.tile(np.eye(4), (K, 1, 1))
+    out[:, :3, :3], out[:, :3, 3] = R, t
+    return out
 
 
 def make_refiner(config: str | dict | Refiner) -> Refiner:

@@ -31,7 +31,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-__all__ = ["Alignment", "align_to_reference", "symmetry_rotations", "resolve_symmetry",
+from .refine import plane_icp, plane_icp_batch
+from .symmetry import symmetry_rotations
+
+__all__ = ["Alignment", "align_to_reference", "resolve_symmetry",
            "symmetry_candidates", "refine_pose"]
 
 @dataclass(frozen=True)
@@ -85,116 +88,6 @@ def _open3d_fpfh_ransac_icp(src: np.ndarray, tgt: np.ndarray, voxel: float, seed
     return np.asarray(T)
 
 
-def symmetry_rotations(step_deg: float = 30.0) -> np.ndarray:
-    """Candidate symmetries of a part, as rotations in its principal-axis frame: ``(K, 3, 3)``.
-
-    The 24 proper rotations of a box (signed permutation matrices with determinant +1: quarter
-    and half turns about the axes, thirds of a turn about the body diagonals, half turns about
-    the face diagonals), plus turns by multiples of ``step_deg`` about each axis (surfaces of
-    revolution). The identity comes first; duplicates are removed.
-    """
-    import itertools
-
-    if not 0 < step_deg <= 180:
-        raise ValueError(f"step_deg must be in (0, 180], got {step_deg}")
-    out = [np.eye(3)]
-    for perm in itertools.permutations(range(3)):
-        for signs in itertools.product((1.0, -1.0), repeat=3):
-            R = np.zeros((3, 3))
-            R[range(3), perm] = signs
-            if np.linalg.det(R) > 0:
-                out.append(R)
-    for axis in range(3):
-        for a in np.arange(step_deg, 360.0 - 1e-6, step_deg):
-            c, s_ = np.cos(np.radians(a)), np.sin(np.radians(a))
-            i, j = [k for k in range(3) if k != axis]
-            R = np.eye(3)
-            R[i, i], R[i, j], R[j, i], R[j, j] = c, -s_, s_, c
-            out.append(R)
-    uniq: list[np.ndarray] = []
-    for R in out:
-        if all(np.abs(R - U).max() > 1e-6 for U in uniq):
-            uniq.append(R)
-    return np.stack(uniq)
-
-
-def _plane_icp(src: np.ndarray, tree: cKDTree, tpts: np.ndarray, tnormals: np.ndarray, T: np.ndarray,
-               max_distance: float, iterations: int) -> np.ndarray:
-    """Point-to-plane ICP (Chen & Medioni 1992), linearised small-angle steps, on a prebuilt tree.
-
-    Coordinates should be centred near the origin (the caller shifts them). Stops early when a
-    step moves less than 1e-7 (radians / metres).
-    """
-    R, t = T[:3, :3].copy(), T[:3, 3].copy()
-    for _ in range(iterations):
-        p = src @ R.T + t
-        d, idx = tree.query(p, k=1, distance_upper_bound=max_distance)
-        ok = np.isfinite(d)
-        if ok.sum() < 12:
-            break
-        p, q, n = p[ok], tpts[idx[ok]], tnormals[idx[ok]]
-        A = np.concatenate([np.cross(p, n), n], axis=1)
-        b = ((q - p) * n).sum(1)
-        try:
-            x = np.linalg.solve(A.T @ A + 1e-12 * np.eye(6), A.T @ b)
-        except np.linalg.LinAlgError:
-            break
-        w = x[:3]
-        a = float(np.linalg.norm(w))
-        K = np.array([[0.0, -w[2], w[1]], [w[2], 0.0, -w[0]], [-w[1], w[0], 0.0]])
-        dR = np.eye(3) + (np.sin(a) / a * K + (1 - np.cos(a)) / a ** 2 * K @ K if a > 1e-12 else K)
-        R, t = dR @ R, dR @ t + x[3:]
-        if a < 1e-7 and np.linalg.norm(x[3:]) < 1e-7:
-            break
-    out = np.eye(4)
-    out[:3, :3], out[:3, 3] = R, t
-    return out
-
-
-def _plane_icp_batch(src: np.ndarray, tree: cKDTree, tpts: np.ndarray, tnormals: np.ndarray, Ts: np.ndarray,
-                     max_distance: float, iterations: int) -> np.ndarray:
-    """:func:`_plane_icp` for ``K`` starting poses ``Ts (K, 4, 4)`` at once (one k-d query and one
-    batched solve per iteration); each pose stops on its own as :func:`_plane_icp` would.
-    """
-    K = len(Ts)
-    R, t = Ts[:, :3, :3].copy(), Ts[:, :3, 3].copy()
-    active = np.ones(K, dtype=bool)
-    n = len(src)
-    for _ in range(iterations):
-        act = np.nonzero(active)[0]
-        if act.size == 0:
-            break
-        p = np.einsum("kij,nj->kni", R[act], src) + t[act][:, None]  # (A, n, 3)
-        d, idx = tree.query(p.reshape(-1, 3), k=1, distance_upper_bound=max_distance, workers=-1)
-        ok = np.isfinite(d).reshape(len(act), n)
-        idx = np.minimum(idx.reshape(len(act), n), len(tpts) - 1)
-        enough = ok.sum(1) >= 12
-        active[act[~enough]] = False
-        q, nr = tpts[idx], tnormals[idx]
-        w = ok.astype(np.float64)[..., None]
-        A = np.concatenate([np.cross(p, nr), nr], axis=2) * w  # rows of unmatched points are zero
-        b = ((q - p) * nr).sum(2) * w[..., 0]
-        H = np.einsum("kni,knj->kij", A, A) + 1e-12 * np.eye(6)
-        g = np.einsum("kni,kn->ki", A, b)
-        for a_i in np.nonzero(enough)[0]:
-            k = act[a_i]
-            try:
-                x = np.linalg.solve(H[a_i], g[a_i])
-            except np.linalg.LinAlgError:
-                active[k] = False
-                continue
-            wv = x[:3]
-            a = float(np.linalg.norm(wv))
-            Kx = np.array([[0.0, -wv[2], wv[1]], [wv[2], 0.0, -wv[0]], [-wv[1], wv[0], 0.0]])
-            dR = np.eye(3) + (np.sin(a) / a * Kx + (1 - np.cos(a)) / a ** 2 * Kx @ Kx if a > 1e-12 else Kx)
-            R[k], t[k] = dR @ R[k], dR @ t[k] + x[3:]
-            if a < 1e-7 and np.linalg.norm(x[3:]) < 1e-7:
-                active[k] = False
-    out = np.tile(np.eye(4), (K, 1, 1))
-    out[:, :3, :3], out[:, :3, 3] = R, t
-    return out
-
-
 class _SymmetryScreen:
     """A target prepared for testing symmetric poses: thinned to 12k points, centred, with
     normals and a k-d tree; the rotations of :func:`symmetry_rotations` in its principal frame.
@@ -235,7 +128,7 @@ class _SymmetryScreen:
 
     def icp(self, pts, C, schedule, iterations):
         for dist in schedule:
-            C = _plane_icp(pts, self.ttree, self.tsub, self.tnorm, C, dist, iterations)
+            C = plane_icp(pts, self.ttree, self.tsub, self.tnorm, C, dist, iterations)
         return C
 
     def _extent(self, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -293,13 +186,13 @@ class _SymmetryScreen:
             starts = self.turns(C0)
         if not len(starts):
             return []
-        Cs = _plane_icp_batch(probe, self.ttree, self.tsub, self.tnorm, starts, 2.0 * voxel, 6)
+        Cs = plane_icp_batch(probe, self.ttree, self.tsub, self.tnorm, starts, 2.0 * voxel, 6)
         moved = np.einsum("kij,nj->kni", Cs[:, :3, :3], probe) + Cs[:, None, :3, 3]
         d, _ = self.ttree.query(moved.reshape(-1, 3), k=1, distance_upper_bound=voxel, workers=-1)
         cost = np.minimum(d, voxel).reshape(len(Cs), len(probe)).mean(1)
         order = np.argsort(cost, kind="stable")[: max(1, top)]
         if batched:
-            out = list(_plane_icp_batch(scr, self.ttree, self.tsub, self.tnorm, Cs[order], voxel, 8))
+            out = list(plane_icp_batch(scr, self.ttree, self.tsub, self.tnorm, Cs[order], voxel, 8))
         else:
             out = [self.icp(scr, Cs[i], (voxel,), 8) for i in order]
         out = [(self.chamfer(self.uncentred(C), scr), C) for C in out]
@@ -424,7 +317,7 @@ def symmetry_candidates(source, target, transform, *, target_tree: cKDTree | Non
     Cs = np.stack(kept[1:])
     fine = scr[:500]
     for dist in (0.5 * S.voxel, max(2.0 * S.spacing, 0.25 * S.voxel)):
-        Cs = _plane_icp_batch(fine, S.ttree, S.tsub, S.tnorm, Cs, dist, 6)
+        Cs = plane_icp_batch(fine, S.ttree, S.tsub, S.tnorm, Cs, dist, 6)
     out: list = []
     for C in sorted(Cs, key=lambda C: S.chamfer(S.uncentred(C), scr)):
         if distinct(C, [C0] + out):  # the fine ICP may slide a flat view back onto another pose
