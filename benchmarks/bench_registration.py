@@ -14,12 +14,20 @@ wrong; ICP has no ``ok``, so every ICP miss is silent), median time. Also: scale
 of +-5 %, success = ok and scale within 0.2 %, or honestly not ok), and pairs of different parts
 (success = reported not ok).
 
+With ``--base DIR`` (a checkout of an earlier commit, e.g. ``git worktree add /tmp/reg-base
+<commit>``) that code's ``register`` runs every rigid trial too, with its defaults, in a worker
+process right after this code (same load): success, silent failures and the ratio of the median
+times, this code over that one.
+
 Prints a table with medians and ratios, writes ``registration_errors.png`` to ``--out`` and the
 figures to ``benchmarks/results/bench_registration.json`` (``--record``; see ``record.py``).
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,6 +40,42 @@ from record import add_record_option, write_record  # noqa: E402
 
 PARTS = ("bunny", "duck", "head", "motor", "sh2", "shape", "tr12j", "bracket")
 QUICK_PARTS = ("bunny", "duck", "head", "bracket")
+
+
+# a worker in the other checkout: registers the trial in the .npz named on each input line
+_WORKER = r"""
+import json, sys, time
+import numpy as np
+from cosarad_ros.core.registration import register
+print("ready", flush=True)
+for line in sys.stdin:
+    path, seed = line.split()
+    d = np.load(path)
+    t = time.perf_counter()
+    r = register(d["source"], d["target"], seed=int(seed))
+    print(json.dumps([np.asarray(r.transform).tolist(), bool(r.ok), time.perf_counter() - t]), flush=True)
+"""
+
+
+class BaseWorker:
+    """``register`` of another checkout, in its own process, one trial at a time."""
+
+    def __init__(self, checkout: Path):
+        env = dict(os.environ, PYTHONPATH=str(checkout))
+        self.proc = subprocess.Popen([sys.executable, "-c", _WORKER], cwd=str(checkout), env=env,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if self.proc.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"the worker in {checkout} did not start")
+
+    def register(self, path: Path, seed: int) -> tuple[np.ndarray, bool, float]:
+        self.proc.stdin.write(f"{path} {seed}\n")
+        self.proc.stdin.flush()
+        T, ok, seconds = json.loads(self.proc.stdout.readline())
+        return np.asarray(T), bool(ok), float(seconds)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
 
 
 def _shells(names, n_dense: int, n_ref: int):
@@ -72,6 +116,7 @@ def main(argv=None) -> int:
     ap.add_argument("--wrong-pairs", type=int, default=None, help="different-part pairs (default 16; quick 4)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="/tmp/cosarad_bench_registration")
+    ap.add_argument("--base", type=Path, help="checkout of an earlier register() to compare with (same trials)")
     add_record_option(ap, "bench_registration")
     args = ap.parse_args(argv)
 
@@ -93,7 +138,9 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    rows = {"register": [], "icp": []}
+    rows = {"register": [], "icp": [], "base": []}
+    base = BaseWorker(args.base) if args.base else None
+    trial_file = out / "trial.npz"
     for name in names:
         dense, ref = shells[name]
         for _ in tqdm(range(n_rigid), desc=f"rigid {name}", leave=False):
@@ -105,6 +152,11 @@ def main(argv=None) -> int:
             t_reg = time.perf_counter() - t0
             e, a = pose_error(res.transform, tr.transform, tr.source)
             rows["register"].append((name, e, a, res.ok, t_reg))
+            if base is not None:
+                np.savez(trial_file, source=tr.source, target=tr.target)
+                T_b, ok_b, t_b = base.register(trial_file, len(rows["register"]) - 1)
+                e, a = pose_error(T_b, tr.transform, tr.source)
+                rows["base"].append((name, e, a, ok_b, t_b))
             t0 = time.perf_counter()
             T = _icp_from_identity(tr.source, tr.target, size)
             t_icp = time.perf_counter() - t0
@@ -136,8 +188,16 @@ def main(argv=None) -> int:
     print(f"\nRigid trials: {len(rows['register'])} ({n_rigid} per part), rotation uniform over SO(3), "
           f"partial view, noise 0.05-0.3 % of size, sizes 30-300 mm")
     print(f"{'method':<34}{'success':>10}{'silent fail':>13}{'median s':>10}{'p90 s':>8}")
+    if base is not None:
+        base.close()
     figures = {"parts": list(names), "rigid_trials_per_part": n_rigid, "seed": args.seed, "rigid": {}}
-    for method, label in (("register", "register (FPFH RANSAC + ICP)"), ("icp", "Open3D p2p ICP from identity")):
+    methods = [("register", "register (FPFH RANSAC + ICP)"), ("icp", "Open3D p2p ICP from identity")]
+    if rows["base"]:
+        base_commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=str(args.base), capture_output=True,
+                                     text=True).stdout.strip() or str(args.base)
+        methods.append(("base", f"register at {base_commit}"))
+        figures["base_commit"] = base_commit
+    for method, label in methods:
         r = rows[method]
         succ = np.mean([good(x) for x in r])
         silent = np.mean([x[3] and not good(x) for x in r])
@@ -154,6 +214,13 @@ def main(argv=None) -> int:
     s_icp = np.mean([good(x) for x in rows["icp"]])
     gain = f"x{s_reg / s_icp:.1f}" if s_icp > 0 else f"{100 * s_reg:.0f} % vs 0 %"
     print(f"ratio register/ICP: success {gain}, median time x{t_reg / t_icp:.1f}")
+    if rows["base"]:
+        t_base = np.median([x[4] for x in rows["base"]])
+        ratio = float(t_reg / t_base)
+        print(f"ratio to the base commit's register: median time x{ratio:.2f} ({t_reg:.3f} s against {t_base:.3f} s, "
+              f"same trials, alternating); success {100 * s_reg:.1f} % against "
+              f"{100 * np.mean([good(x) for x in rows['base']]):.1f} %")
+        figures["rigid"]["time_ratio_to_base"] = ratio
     print("\nper part (register): " + ", ".join(
         f"{n} {sum(good(x) for x in rows['register'] if x[0] == n)}/{sum(x[0] == n for x in rows['register'])}"
         for n in names))
