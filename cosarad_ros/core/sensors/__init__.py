@@ -25,8 +25,9 @@ from .base import (
     register_sensor,
     sensor_types,
 )
+from .profiler import LaserProfilerSensor, height_map_to_points
 from .scene import RayHits, SimulatedScene, default_viewpoint
-from .simulated import LaserProfilerSensor, SimulatedSensor, StructuredLightSensor, height_map_to_points
+from .simulated import SimulatedSensor, StructuredLightSensor
 
 __all__ = [
     "DEFAULT_FRAME_ID",
