@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
+from ..registration.preprocess import point_spacing
+
 __all__ = ["GrooveField", "GrooveScores", "groove_scores"]
 
 #: template points averaged into the expected deviation at one place
@@ -68,7 +70,7 @@ class GrooveField:
             raise ValueError("GrooveField.fit needs 2 or more templates, each with its deviations")
         pts = [np.asarray(t, dtype=np.float64) for t in templates]
         dv = [np.asarray(d, dtype=np.float64) for d in devs]
-        spacing = float(np.median(cKDTree(pts[0]).query(pts[0], k=2)[0][:, 1]))
+        spacing = point_spacing(pts[0], sample=len(pts[0]))  # the median over every point
         L = location_tree.n
         sq, cnt = np.zeros(L), np.zeros(L)
         for g in range(len(pts)):
@@ -116,8 +118,8 @@ class GrooveScores:
     def point_scores(self, n: int) -> np.ndarray:
         """``(n,)`` the highest score of a strip each scan point belongs to (``-inf``: none)."""
         out = np.full(n, -np.inf)
-        for s, m in zip(self.score, self.members):
-            np.maximum.at(out, m, s)
+        if self.members:
+            np.maximum.at(out, np.concatenate(self.members), np.repeat(self.score, [len(m) for m in self.members]))
         return out
 
 

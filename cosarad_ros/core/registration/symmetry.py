@@ -19,15 +19,14 @@ import itertools
 import numpy as np
 
 from ..geometry import as_points
+from .similarity import _rodrigues
 
 __all__ = ["turn", "box_rotations", "symmetry_rotations", "symmetry_hypotheses"]
 
 
 def turn(axis, angle: float) -> np.ndarray:
     """``(3, 3)`` rotation by ``angle`` [rad] about the unit vector ``axis`` ``(3,)`` (Rodrigues)."""
-    a = np.asarray(axis, dtype=np.float64)
-    K = np.array([[0.0, -a[2], a[1]], [a[2], 0.0, -a[0]], [-a[1], a[0], 0.0]])
-    return np.eye(3) + np.sin(angle) * K + (1 - np.cos(angle)) * K @ K
+    return _rodrigues(np.asarray(axis, dtype=np.float64) * float(angle))
 
 
 def box_rotations(dims_a=None, dims_b=None, *, tolerance: float = 0.0) -> list[np.ndarray]:
